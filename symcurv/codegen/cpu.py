@@ -1,0 +1,277 @@
+"""CPU emitter: a lowered program -> one Python source file of Numba kernels.
+
+Layout of the file (see docs/kernel_tour.md): a header docstring; one scalar function per
+fused map (printed once from sympy after CSE — the CUDA emitter wraps the same functions as
+device functions); one ``@njit`` kernel per fusion group or reduction, each with a comment
+naming its IR nodes and DSL lines; and a driver ``run`` that calls the kernels in order,
+with GEMMs as BLAS calls (``np.dot(a, b, out)``) into preallocated buffers.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from symcurv.codegen.lower import Kernel, Lowered
+from symcurv.codegen.source import Source
+from symcurv.ir.graph import Graph, Node
+from symcurv.ops import REGISTRY
+from symcurv.ops.elementwise import B_SYMBOL
+from symcurv.passes.schedule import Plan
+from symcurv.symbolic import printer
+
+_RESERVED = {"abs", "max", "min", "math", "float", "B", "i", "j", "range", "prange", "np",
+             "acc", "k", "int", "len", "sum"}
+
+
+def arg_name(node: Node) -> str:
+    return node.name + "_" if node.name in _RESERVED or node.name.startswith("tmp") else node.name
+
+
+# ---- map kernels ---------------------------------------------------------------------
+def map_expressions(g: Graph, k: Kernel) -> tuple[list[sympy.Symbol], list[str], list[sympy.Expr]]:
+    """The scalar formulas of a fusion group: (argument symbols, their node ids, outputs:
+    one per written member, then one per epilogue's summand)."""
+    syms = {r: sympy.Symbol(arg_name(g[r]), real=True) for r in k.reads}
+    expr: dict[str, sympy.Expr] = {}
+
+    def operand(i: str) -> sympy.Expr:
+        if i in expr:
+            return expr[i]
+        n = g[i]
+        if n.op == "const":
+            return sympy.Float(n.attr("value"))
+        return syms[i]
+
+    for m in k.nodes:
+        if m in k.epilogues:
+            continue
+        node = g[m]
+        expr[m] = REGISTRY[node.op].scalar(node, [operand(i) for i in node.inputs])
+    outs = [expr[w] for w in k.writes if w not in k.epilogues]
+    outs += [operand(g[e].inputs[0]) for e in k.epilogues]
+    return list(syms.values()), list(syms), outs
+
+
+def _index(node: Node, space: tuple[bool, int], var: str) -> str:
+    batched, size = space
+    j = "j" if node.size == size and size > 1 else "0"
+    return f"{var}[i, {j}]" if node.batched else f"{var}[{j}]"
+
+
+def scalar_function_name(k: Kernel) -> str:
+    return "f_" + k.name
+
+
+def emit_scalar_function(g: Graph, k: Kernel) -> list[str]:
+    args, _, outs = map_expressions(g, k)
+    uses_b = any(o.has(B_SYMBOL) for o in outs)
+    args = args + ([B_SYMBOL] if uses_b else [])
+    nodes = ", ".join(f"{g[m].name}" for m in k.nodes)
+    return printer.scalar_function(scalar_function_name(k), args, outs,
+                                   doc=f"Scalar formulas of {k.name}: {nodes}.")
+
+
+def _emit_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]:
+    args, reads, outs = map_expressions(g, k)
+    uses_b = any(o.has(B_SYMBOL) for o in outs)
+    params = list(dict.fromkeys([st[r] for r in reads] + [st[w] for w in k.writes]))
+    batched, size = k.space
+    call_args = [_index(g[r], k.space, st[r]) for r in reads] + (["B"] if uses_b else [])
+    written = [w for w in k.writes if w not in k.epilogues]
+    targets = [_index(g[w], k.space, st[w]) for w in written]
+    accs = [f"acc{e}" for e, _ in enumerate(k.epilogues)]
+    lhs = targets + [f"e{e}" for e in range(len(accs))]
+    fcall = f"{scalar_function_name(k)}({', '.join(call_args)})"
+    with src.block(f"def {k.name}(B, {', '.join(params)}):"):
+        if batched:
+            outer = src.block("for i in prange(B):")
+            outer.__enter__()
+        for a in accs:
+            src(f"{a} = 0.0")
+        with src.block(f"for j in range({size}):"):
+            if len(lhs) == 1:
+                src(f"{lhs[0]} = {fcall}")
+            else:
+                src(f"{', '.join(lhs)} = {fcall}")
+            for e, a in enumerate(accs):
+                src(f"{a} += e{e}")
+        for e, a in zip(k.epilogues, accs):
+            src(f"{_index(g[e], (batched, 1), st[e])} = {a}")
+        if batched:
+            outer.__exit__(None, None, None)
+    return params
+
+
+# ---- reductions (table: template -> loop body) -----------------------------------------
+def _reduce_body(tmpl: str, x: str, out: str, batched: bool, n: int) -> list[str]:
+    def row(j: str) -> str:
+        return f"{x}[i, {j}]" if batched else f"{x}[{j}]"
+
+    dst = f"{out}[i, 0]" if batched else f"{out}[0]"
+    if tmpl == "sum_features":
+        body = ["acc = 0.0", f"for j in range({n}):", f"    acc += {row('j')}", f"{dst} = acc"]
+    elif tmpl == "logsumexp":
+        body = [f"m = {row('0')}", f"for j in range(1, {n}):",
+                f"    m = max(m, {row('j')})", "acc = 0.0", f"for j in range({n}):",
+                f"    acc += math.exp({row('j')} - m)", f"{dst} = m + math.log(acc)"]
+    elif tmpl in ("batch_sum", "batch_mean"):
+        scale = " / B" if tmpl == "batch_mean" else ""
+        return [f"for j in range({n}):", f"    {out}[j] = 0.0", "for i in range(B):",
+                f"    for j in range({n}):", f"        {out}[j] += {x}[i, j]",
+                *([f"for j in range({n}):", f"    {out}[j] = {out}[j]{scale}"] if scale else [])]
+    else:
+        raise NotImplementedError(tmpl)
+    if batched:
+        return ["for i in prange(B):"] + ["    " + b for b in body]
+    return body
+
+
+# ---- GEMMs -----------------------------------------------------------------------------
+def _matrix(g: Graph, nid: str, st: dict[str, str], views: dict[str, str], per_case: str = "",
+            transpose: bool = False) -> str:
+    """A matrix expression for node ``nid`` (or its transpose), folding a viewed transpose
+    into a BLAS transpose flag: ``W.T`` in the IR costs nothing."""
+    n = g[nid]
+    r, c = n.shape
+    if nid in views:
+        nid, r, c, transpose = views[nid], c, r, not transpose
+    return f"{st[nid]}{per_case}.reshape(({r}, {c}))" + (".T" if transpose else "")
+
+
+def _gemm_lines(g: Graph, k: Kernel, st: dict[str, str], views: dict[str, str]) -> list[str]:
+    node = g[k.nodes[0]]
+    out = st[node.id]
+    if node.op == "matvec":
+        W, h = node.inputs
+        Wn, hn = g[W], g[h]
+        if not Wn.batched:
+            if hn.batched:
+                return [f"np.dot({st[h]}, {_matrix(g, W, st, views, transpose=True)}, {out})"]
+            return [f"np.dot({_matrix(g, W, st, views)}, {st[h]}, {out})"]
+        hi = f"{st[h]}[i]" if hn.batched else st[h]
+        return ["for i in range(B):",
+                f"    np.dot({_matrix(g, W, st, views, '[i]')}, {hi}, {out}[i])"]
+    if node.op == "outer_bsum":
+        u, v = node.inputs
+        m, n = node.shape
+        return [f"np.dot({st[u]}.T, {st[v]}, {out}.reshape(({m}, {n})))"]
+    if node.op == "outer":
+        u, v = node.inputs
+        m, n = node.shape
+        ui = (lambda a: f"{st[u]}[i, {a}]") if g[u].batched else (lambda a: f"{st[u]}[{a}]")
+        vi = (lambda b: f"{st[v]}[i, {b}]") if g[v].batched else (lambda b: f"{st[v]}[{b}]")
+        o = f"{out}[i, a * {n} + b]" if node.batched else f"{out}[a * {n} + b]"
+        body = [f"for a in range({m}):", f"    for b in range({n}):",
+                f"        {o} = {ui('a')} * {vi('b')}"]
+        return (["for i in range(B):"] + ["    " + b for b in body]) if node.batched else body
+    raise NotImplementedError(node.op)
+
+
+def _copy_lines(g: Graph, nid: str, dst: str, st: dict[str, str],
+                views: dict[str, str]) -> list[str]:
+    """Write node ``nid`` (a transpose, constant, leaf or buffer) into array ``dst``."""
+    n = g[nid]
+    if n.op == "const":
+        return [f"{dst}.fill({n.attr('value')!r})"]
+    if n.op == "transpose":
+        r, c = n.shape
+        src = views.get(nid, n.inputs[0])
+        body = [f"{dst}{'[i]' if n.batched else ''}.reshape(({r}, {c}))[:, :] = "
+                f"{st[src]}{'[i]' if n.batched else ''}.reshape(({c}, {r})).T"]
+        return (["for i in range(B):"] + ["    " + b for b in body]) if n.batched else body
+    return [f"{dst}[:] = {st[nid]}" if not n.batched else f"{dst}[:, :] = {st[nid]}"]
+
+
+# ---- the file --------------------------------------------------------------------------
+def emit(program: str, low: Lowered, plan: Plan, *, model: str, dtype: str, ir_hash: str,
+         version: str, parallel: bool) -> str:
+    g, st = low.graph, plan.storage
+    src = Source()
+    src('"""symcurv generated kernels.')
+    src()
+    src(f"model:    {model}")
+    src(f"program:  {program}")
+    src("backend:  cpu (Numba)")
+    src(f"dtype:    {dtype}")
+    src(f"symcurv:  {version}")
+    src(f"IR hash:  {ir_hash}")
+    src()
+    src("Kernels in execution order:")
+    for k in low.kernels:
+        src(f"  {k.name:<34} {', '.join(g[n].name for n in k.nodes)}"[:100])
+    src()
+    src("Do not edit: sc.load() checks this file's sha256 against manifest.json.")
+    src('"""')
+    src()
+    src("import math  # noqa: F401")
+    src()
+    src("import numpy as np  # noqa: F401")
+    src("from numba import njit, prange  # noqa: F401")
+    src()
+    src(f"PARALLEL = {parallel!r}  # prange loops run on Numba threads when True")
+    src()
+    for k in low.kernels:
+        if k.kind != "map":
+            continue
+        src()
+        src("@njit(cache=True, inline='never')")
+        src.extend(emit_scalar_function(g, k))
+        src()
+    kernel_params: dict[str, list[str]] = {}
+    for k in low.kernels:
+        src()
+        kind = k.kind if k.template in (k.kind, "gemm") else f"{k.kind} {k.template}"
+        src(f"# {k.name}: {kind} -> "
+            f"{', '.join(f'{g[w].name} [{st.get(w, w)}]' for w in k.writes)}")
+        src(f"#   IR nodes: {', '.join(f'{n} {g[n].name}' for n in k.nodes)}")
+        for o in k.origins(g):
+            src(f"#   DSL: {o}")
+        if k.kind == "map":
+            src("@njit(cache=True, parallel=PARALLEL)")
+            kernel_params[k.name] = _emit_map(src, g, k, st)
+            src()
+    src()
+    # driver
+    sig = ["theta", *plan.leaves, *[f"out_{p}" for p in plan.out_flat],
+           *[f"out_{k}" for k in plan.out_plain], *[s.name for s in plan.slots]]
+    src()
+    src("@njit(cache=True)")
+    with src.block(f"def run({', '.join(sig)}):"):
+        src(f'"""Run program {program!r}: inputs/targets are (B, n) arrays, θ is flat; '
+            'results are written into out_* arrays; s* are scratch buffers."""')
+        if plan.leaves:
+            src(f"B = {plan.leaves[0]}.shape[0]")
+        else:
+            src("B = 1")
+        for n in g.leaves("param"):
+            off, size = plan.param_offsets[n.name]
+            src(f"p_{n.name} = theta[{off}:{off + size}]")
+        for key, nid in list(low.output_of.items()):
+            if ":" in key:
+                prefix, pname = key.split(":", 1)
+                off, size = plan.param_offsets[pname]
+                src(f"{st[nid]} = out_{prefix}[{off}:{off + size}]")
+        for k in low.kernels:
+            where = "; ".join(":".join(o.split(":", 2)[:2]) for o in k.origins(g))
+            src(f"# {k.name}  ({where or 'derived'})")
+            if k.kind == "map":
+                src(f"{k.name}(B, {', '.join(kernel_params[k.name])})")
+            elif k.kind == "gemm":
+                src.extend(_gemm_lines(g, k, st, low.views))
+            elif k.kind == "reduce":
+                x, out = k.reads[0], k.writes[0]
+                xn = g[x]
+                n = xn.size
+                src.extend(_reduce_body(k.template, st[x], st[out], xn.batched, n))
+            elif k.kind in ("fill", "copy"):
+                src.extend(_copy_lines(g, k.nodes[0], st[k.writes[0]], st, low.views))
+        for key, nid in low.copies.items():
+            if ":" in key:
+                prefix, pname = key.split(":", 1)
+                off, size = plan.param_offsets[pname]
+                dst = f"out_{prefix}[{off}:{off + size}]"
+            else:
+                dst = f"out_{key}"
+            src(f"# output {key} is {g[nid].name}: copied")
+            src.extend(_copy_lines(g, nid, dst, st, low.views))
+    return src.text()

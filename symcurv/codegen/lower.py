@@ -1,0 +1,139 @@
+"""Lowering: an optimised IR graph -> an ordered list of kernels over named buffers.
+
+Kernel kinds (the emitters have one template per kind, never one per op):
+  map     a fusion group: per element, evaluate its members' scalar formulas
+          (+ feature-sum epilogues)
+  gemm    matvec / outer / outer_bsum, transposed operands folded into the BLAS call
+  reduce  a reduction with a named template (sum_features, logsumexp, batch_sum, ...)
+  fill    a constant written into a buffer; copy: a value (or transpose) copied
+
+Storage is canonical: a batched value is a ``(B, size)`` array, an unbatched one a 1-D
+``(size,)`` array (a scalar has size 1); matrices are reshaped views of these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from symcurv.ir.graph import Graph, Node
+from symcurv.ops import REGISTRY
+from symcurv.passes import fuse
+
+
+@dataclasses.dataclass
+class Kernel:
+    name: str
+    kind: str                 # map | gemm | reduce | fill | copy
+    template: str
+    nodes: list[str]          # IR nodes this kernel computes
+    reads: list[str]          # materialised nodes it reads
+    writes: list[str]         # materialised nodes it writes
+    epilogues: list[str] = dataclasses.field(default_factory=list)
+    space: tuple[bool, int] = (False, 1)
+
+    def origins(self, g: Graph) -> list[str]:
+        return list(dict.fromkeys(g[n].origin for n in self.nodes if g[n].origin))
+
+
+@dataclasses.dataclass
+class Lowered:
+    graph: Graph
+    kernels: list[Kernel]
+    views: dict[str, str]          # transpose node -> the node it views (not materialised)
+    output_of: dict[str, str]      # output key -> node id holding it
+    copies: dict[str, str]         # output key -> node to copy from (when shared/leaf/view)
+
+
+def _is_view(g: Graph, node: Node, consumers: dict[str, list[str]], outputs: set[str]) -> bool:
+    """A transpose read only by GEMMs is folded into their operands."""
+    return (node.op == "transpose" and node.id not in outputs
+            and all(REGISTRY[g[c].op].kernel == "gemm" and g[c].op != "transpose"
+                    for c in consumers[node.id]))
+
+
+def lower(g: Graph) -> Lowered:
+    order = g.topo()
+    pos = {n: i for i, n in enumerate(order)}
+    consumers = {n: g.children(n) for n in order}
+    outputs_by_node: dict[str, list[str]] = {}
+    for k, v in g.outputs.items():
+        outputs_by_node.setdefault(v, []).append(k)
+    out_nodes = set(outputs_by_node)
+
+    views = {n: g[n].inputs[0] for n in order if _is_view(g, g[n], consumers, out_nodes)}
+    groups = fuse.fusion_groups(g)
+    in_group = {m: grp for grp in groups for m in grp.members + grp.epilogues}
+    kernels: list[Kernel] = []
+
+    for grp in groups:
+        members = set(grp.members) | set(grp.epilogues)
+        reads: list[str] = []
+        for m in grp.members:
+            for i in g[m].inputs:
+                if i not in members and i not in reads and g[i].op != "const":
+                    reads.append(i)
+        writes = [m for m in grp.members
+                  if m in out_nodes or any(c not in members for c in consumers[m])]
+        writes += grp.epilogues
+        kernels.append(Kernel("", "map", "map", grp.members + grp.epilogues, reads, writes,
+                              list(grp.epilogues), grp.space))
+    for nid in order:
+        node = g[nid]
+        prim = REGISTRY[node.op]
+        if nid in in_group or nid in views or not node.inputs:
+            continue
+        if prim.kernel == "gemm":
+            kind = "copy" if node.op == "transpose" else "gemm"
+            kernels.append(Kernel("", kind, prim.template, [nid], list(node.inputs), [nid]))
+        elif prim.kernel == "reduce":
+            kernels.append(Kernel("", "reduce", prim.template, [nid], list(node.inputs), [nid]))
+        else:
+            raise NotImplementedError(f"cannot lower {node.op} ({prim.kernel})")
+    # consts needed in a buffer (read by a non-map kernel)
+    for k in kernels:
+        if k.kind == "map":
+            continue
+        for r in k.reads:
+            if g[r].op == "const" and not any(r in kk.writes for kk in kernels):
+                kernels.append(Kernel("", "fill", "fill", [r], [], [r]))
+    # order kernels topologically by their first node (the condensed graph is acyclic)
+    kernels = _schedule(g, kernels, pos)
+
+    output_of: dict[str, str] = {}
+    copies: dict[str, str] = {}
+    written = {w for k in kernels for w in k.writes}
+    for nid, keys in outputs_by_node.items():
+        first, *rest = keys
+        if nid in written:
+            output_of[first] = nid
+        else:
+            copies[first] = nid
+        for k in rest:
+            copies[k] = nid
+    for i, k in enumerate(kernels):
+        head = g[k.writes[0]].name if k.writes else g[k.nodes[-1]].name
+        k.name = f"k{i}_{k.kind}_{head}"
+    return Lowered(g, kernels, views, output_of, copies)
+
+
+def _schedule(g: Graph, kernels: list[Kernel], pos: dict[str, int]) -> list[Kernel]:
+    import networkx as nx
+
+    owner = {n: i for i, k in enumerate(kernels) for n in k.nodes}
+    dg = nx.DiGraph()
+    dg.add_nodes_from(range(len(kernels)))
+    for i, k in enumerate(kernels):
+        for n in k.nodes:
+            for p in g[n].inputs:
+                j = owner.get(p)
+                if j is not None and j != i:
+                    dg.add_edge(j, i)
+        for r in k.reads:  # reads through views
+            j = owner.get(r)
+            if j is None and g[r].op == "transpose":
+                j = owner.get(g[r].inputs[0])
+            if j is not None and j != i:
+                dg.add_edge(j, i)
+    first = {i: min(pos[n] for n in k.nodes) for i, k in enumerate(kernels)}
+    order = nx.lexicographical_topological_sort(dg, key=first.__getitem__)
+    return [kernels[i] for i in order]

@@ -1,0 +1,1 @@
+"""The modelling DSL users write: ``Model``, the op functions, losses and initialisers."""

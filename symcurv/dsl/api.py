@@ -1,0 +1,87 @@
+"""The functions users call on model values: ``sc.tanh(a)``, ``sc.elementwise(...)``,
+``sc.sum``, ``sc.dot``, ``sc.softmax``, ``sc.logsumexp``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import sympy
+
+from symcurv import errors
+from symcurv.dsl.model import Value, user_origin
+from symcurv.ops import reduce as red
+from symcurv.ops.registry import emit
+from symcurv.symbolic import local
+
+
+def _model_of(args: Sequence, what: str):
+    for a in args:
+        if isinstance(a, Value):
+            return a.model
+    raise errors.ModelError(f"{what} needs at least one model value, got {args!r}",
+                            where=user_origin(), fix="apply it to a node of a model")
+
+
+class ElementwiseOp:
+    """A named elementwise function; calling it on values adds a node."""
+
+    def __init__(self, fn: local.ElementwiseFn) -> None:
+        self.fn = fn
+        self.__name__ = fn.name
+        self.__doc__ = f"{fn.name}({', '.join(s.name for s in fn.symbols)}) = {fn.expr}"
+
+    def __call__(self, *args) -> Value:
+        if len(args) != self.fn.arity:
+            raise errors.ExpressionError(
+                f"'{self.fn.name}' takes {self.fn.arity} operand(s) "
+                f"({', '.join(s.name for s in self.fn.symbols)}), got {len(args)}",
+                where=user_origin(), node=f"'{self.fn.name}'",
+                fix="pass one model value per symbol")
+        return _model_of(args, self.fn.name).apply_fn(self.fn.name, args)
+
+    def __repr__(self) -> str:
+        return f"<symcurv elementwise op {self.__doc__}>"
+
+
+def elementwise(name: str, expr: str | Callable | sympy.Expr,
+                args: Sequence[str] | None = None) -> ElementwiseOp:
+    """A new elementwise op from a sympy string (``"log(1 + exp(z))"``), a sympy
+    expression, or a lambda of sympy symbols; sympy derives every derivative."""
+    if not str(name).isidentifier():
+        raise errors.ExpressionError(f"elementwise op name {name!r} is not an identifier",
+                                     where=user_origin(), fix="use letters, digits and _")
+    return ElementwiseOp(local.parse(name, expr, args, origin=user_origin()))
+
+
+tanh = ElementwiseOp(local.FUNCTIONS["tanh"])
+logistic = ElementwiseOp(local.FUNCTIONS["logistic"])
+exp = ElementwiseOp(local.FUNCTIONS["exp"])
+log = ElementwiseOp(local.FUNCTIONS["log"])
+softplus = ElementwiseOp(local.FUNCTIONS["softplus"])
+square = ElementwiseOp(local.FUNCTIONS["square"])
+relu = ElementwiseOp(local.FUNCTIONS["relu"])
+
+
+def _unary(op: str, v: Value, name: str) -> Value:
+    m = _model_of([v], op)
+    v = m.lift(v)
+    return m.wrap(emit(m.graph, op, [v.id], name=name, origin=user_origin()))
+
+
+def sum(v: Value) -> Value:  # noqa: A001 - the DSL's spelling
+    """Σ_j v_j."""
+    return _unary("sum", v, "sum")
+
+
+def dot(u: Value, v: Value) -> Value:
+    """Σ_j u_j v_j."""
+    return sum(u * v)
+
+
+def softmax(v: Value) -> Value:
+    m = _model_of([v], "softmax")
+    return m.wrap(red.softmax(m.graph, m.lift(v).id, user_origin()))
+
+
+def logsumexp(v: Value) -> Value:
+    return _unary("logsumexp", v, "lse")

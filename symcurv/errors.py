@@ -1,0 +1,53 @@
+"""Errors symcurv raises for bad input.
+
+Every message names *where* (the DSL line and the IR node), *what* went wrong and *how to
+fix it*, so a user never has to read a Numba typing error or a codegen traceback.
+"""
+
+from __future__ import annotations
+
+
+class SymcurvError(Exception):
+    """Base class of every error symcurv raises on purpose."""
+
+    def __init__(self, problem: str, *, where: str | None = None, node: str | None = None,
+                 fix: str | None = None) -> None:
+        self.problem, self.where, self.node, self.fix = problem, where, node, fix
+        parts = []
+        if where:
+            parts.append(f"{where}")
+        if node:
+            parts.append(f"node {node}")
+        head = ": ".join(parts)
+        msg = f"{head}: {problem}" if head else problem
+        if fix:
+            msg += f"\n  fix: {fix}"
+        super().__init__(msg)
+
+
+class ShapeError(SymcurvError, ValueError):
+    """Operands whose shapes do not fit the op (e.g. ``W @ h`` with mismatched widths)."""
+
+
+class ExpressionError(SymcurvError, ValueError):
+    """A sympy expression with unknown symbols or functions, or one sympy cannot differentiate."""
+
+
+class ModelError(SymcurvError, ValueError):
+    """A model that is not well formed (no objective, duplicate names, non-scalar loss...)."""
+
+
+class BatchError(SymcurvError, ValueError):
+    """A batch with a missing key, an unknown key, the wrong width or a non-numeric dtype."""
+
+
+class NonFiniteError(SymcurvError, FloatingPointError):
+    """NaN or inf in data, in parameters, or in a computed result."""
+
+
+class BuildError(SymcurvError, RuntimeError):
+    """A build directory that is tampered with, partial, or built for another dtype/backend."""
+
+
+class LossError(SymcurvError, ValueError):
+    """A loss that cannot serve the requested program (e.g. Gauss-Newton of a non-convex loss)."""

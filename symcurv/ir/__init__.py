@@ -1,0 +1,1 @@
+"""The intermediate representation: nodes in a networkx graph, shape rules, validation."""

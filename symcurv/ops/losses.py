@@ -1,0 +1,142 @@
+"""Per-case losses L(y, t) -> scalar. Each is an ordinary node (so it can be differentiated
+again) whose first operand y is the network output: that operand defines the Gauss-Newton
+split G = Jᵀ H_L J (DESIGN.md §3), and the curvature transforms of later issues read
+``H_L`` from here.
+
+    separable_loss          L = Σ_k ℓ(y_k, t_k)      ȳ = L̄ ⊙ ℓ_y(y, t)
+        squared_error           ℓ = (y − t)² / 2
+        sigmoid_cross_entropy   ℓ = softplus(y) − t y   (written overflow-free)
+        custom                  ℓ = any sympy expression in y and t
+    softmax_cross_entropy   L = Σ_k t_k (logsumexp(y) − y_k)
+                                                     ȳ = L̄ ⊙ (softmax(y) Σ_k t_k − t)
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from symcurv import errors
+from symcurv.ir.graph import Graph, Node
+from symcurv.ops import elementwise as ew
+from symcurv.ops import reduce as red
+from symcurv.ops.registry import PrimitiveDef, emit, register
+from symcurv.symbolic import local
+
+_y, _t = local.real_symbols("yt")
+SEPARABLE = {
+    "squared_error": (_y - _t) ** 2 / 2,
+    "sigmoid_cross_entropy": sympy.Max(_y, 0) - _t * _y + sympy.log(1 + sympy.exp(-sympy.Abs(_y))),
+}
+for _name, _expr in SEPARABLE.items():
+    local.define(f"loss_{_name}", _expr, (_y, _t), origin="symcurv built-in")
+
+
+def _infer(inputs: list[Node], attrs):
+    y, t = inputs
+    if len(y.shape) != 1 or y.shape != t.shape:
+        raise errors.ShapeError(
+            f"loss '{attrs.get('kind')}' needs an output vector and a target of the same "
+            f"length, got {y.describe()} and {t.describe()}",
+            fix="make the last layer's width equal the target's width")
+    return (), y.batched or t.batched
+
+
+def _fn(node: Node) -> local.ElementwiseFn:
+    return local.FUNCTIONS[node.attr("fn")]
+
+
+def _sep_impl(node, args, arg_nodes):
+    y, t = args
+    return ew._numpy_fn(node.attr("fn"))(y, t).sum(axis=-1)
+
+
+def _sep_vjp(g: Graph, n: Node, cot: str, needs: list[bool]) -> list:
+    out = []
+    for i, x in enumerate(n.inputs):
+        if not needs[i]:
+            out.append(None)
+            continue
+        d = ew.apply(g, _fn(n).partial(i), list(n.inputs), origin=n.origin, scalar_ok=True)
+        out.append(ew.unbroadcast(g, ew.mul(g, cot, d, n.origin), g[x], n.origin))
+    return out
+
+
+def _sum(g: Graph, x: str | None, origin: str) -> str | None:
+    return None if x is None else emit(g, "sum", [x], name="sum", origin=origin)
+
+
+def _sep_jvp(g: Graph, n: Node, tangents: list) -> str | None:
+    total = None
+    for i, t in enumerate(tangents):
+        if t is not None:
+            d = ew.apply(g, _fn(n).partial(i), list(n.inputs), origin=n.origin, scalar_ok=True)
+            total = ew.add(g, total, _sum(g, ew.mul(g, d, t, n.origin), n.origin), n.origin)
+    return total
+
+
+def _sep_decompose(g: Graph, n: Node) -> str:
+    terms = ew.apply(g, _fn(n), list(n.inputs), name=n.attr("kind"), origin=n.origin)
+    return emit(g, "sum", [terms], name=n.name, origin=n.origin)
+
+
+register(PrimitiveDef("separable_loss", "loss", "composite", _infer, _sep_impl,
+                      vjp=_sep_vjp, jvp=_sep_jvp, decompose=_sep_decompose,
+                      doc="L = Σ_k ℓ(y_k, t_k)"))
+
+
+def separable(g: Graph, kind: str, fn: local.ElementwiseFn, y: str, t: str,
+              origin: str) -> str:
+    return emit(g, "separable_loss", [y, t], {"kind": kind, "fn": fn.name},
+                name=kind, origin=origin)
+
+
+# ---- softmax cross-entropy ---------------------------------------------------------------
+def _smce_impl(node, args, arg_nodes):
+    y, t = args
+    lse = red._lse_impl(node, [y], arg_nodes[:1])
+    return lse * t.sum(axis=-1) - (t * y).sum(axis=-1)
+
+
+def _dy(g: Graph, n: Node) -> str:
+    """∂L/∂y = softmax(y) Σ_k t_k − t."""
+    y, t = n.inputs
+    st = emit(g, "sum", [t], name="sum_t", origin=n.origin)
+    s = red.softmax(g, y, n.origin)
+    return ew.call(g, "sub", ew.mul(g, s, st, n.origin), t, origin=n.origin)
+
+
+def _dt(g: Graph, n: Node) -> str:
+    """∂L/∂t = logsumexp(y) − y."""
+    y, _ = n.inputs
+    lse = emit(g, "logsumexp", [y], name="lse", origin=n.origin)
+    return ew.call(g, "sub", lse, y, origin=n.origin)
+
+
+def _smce_vjp(g, n, cot, needs):
+    parts = (_dy, _dt)
+    return [ew.unbroadcast(g, ew.mul(g, cot, parts[i](g, n), n.origin), g[x], n.origin)
+            if needs[i] else None for i, x in enumerate(n.inputs)]
+
+
+def _smce_jvp(g, n, tangents):
+    total = None
+    for part, t in zip((_dy, _dt), tangents):
+        if t is not None:
+            total = ew.add(g, total, _sum(g, ew.mul(g, part(g, n), t, n.origin), n.origin),
+                           n.origin)
+    return total
+
+
+def _smce_decompose(g: Graph, n: Node) -> str:
+    y, t = n.inputs
+    lse = emit(g, "logsumexp", [y], name="lse", origin=n.origin)
+    st = emit(g, "sum", [t], name="sum_t", origin=n.origin)
+    ty = emit(g, "sum", [ew.call(g, "mul", t, y, origin=n.origin)], name="sum_ty",
+              origin=n.origin)
+    return ew.call(g, "sub", ew.call(g, "mul", lse, st, origin=n.origin), ty, name=n.name,
+                   origin=n.origin)
+
+
+register(PrimitiveDef("softmax_cross_entropy", "loss", "composite", _infer, _smce_impl,
+                      vjp=_smce_vjp, jvp=_smce_jvp, decompose=_smce_decompose,
+                      doc="L = Σ_k t_k (logsumexp(y) − y_k)"))

@@ -1,0 +1,87 @@
+"""``PrimitiveDef``: everything symcurv knows about one op, in one place.
+
+Like JAX's primitives with their rules registered beside them: a primitive carries its
+shape rule, its numpy implementation (the reference interpreter's spec), its ``vjp`` and
+``jvp`` as functions that BUILD IR nodes (so derived graphs stay in the IR and can be
+differentiated again), and how it lowers to a kernel. Passes and emitters only ever look
+things up here; adding an op never touches them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from symcurv import errors
+from symcurv.ir.graph import Graph, Node
+
+# kernel kinds the lowering understands (codegen/lower.py)
+KERNEL_KINDS = ("leaf", "map", "gemm", "reduce", "composite")
+
+
+@dataclasses.dataclass
+class PrimitiveDef:
+    """One primitive op.
+
+    infer(inputs, attrs) -> (shape, batched)        shape rule; raise errors.ShapeError
+    impl(node, args, arg_nodes) -> ndarray          numpy semantics (batch axis first)
+    vjp(graph, node, cot, needs) -> [cot_i | None]  pullback x̄_i = J_iᵀ ȳ as IR nodes, for
+                                                    the operands with needs[i] true
+    jvp(graph, node, tangents) -> tangent or None   pushforward: ẏ = Σ_i J_i ẋ_i, as IR nodes
+    scalar(node, operand_symbols) -> sympy expr     for ``kernel == "map"``: per-element formula
+    decompose(graph, node) -> node id               for ``kernel == "composite"``: the same
+                                                    value built from simpler primitives
+    simplify(graph, node) -> node id or None        algebraic peephole rule (passes/simplify)
+    template                                        emitter template for gemm/reduce kernels
+    """
+
+    name: str
+    family: str
+    kernel: str
+    infer: Callable[[Sequence[Node], dict], tuple[tuple[int, ...], bool]]
+    impl: Callable[[Node, list, list], Any]
+    vjp: Callable[[Graph, Node, str, list], list] | None = None
+    jvp: Callable[[Graph, Node, list], str | None] | None = None
+    scalar: Callable[[Node, list], Any] | None = None
+    decompose: Callable[[Graph, Node], str] | None = None
+    simplify: Callable[[Graph, Node], str | None] | None = None
+    template: str = ""
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        assert self.kernel in KERNEL_KINDS, self.kernel
+
+
+REGISTRY: dict[str, PrimitiveDef] = {}
+
+
+def register(prim: PrimitiveDef) -> PrimitiveDef:
+    if prim.name in REGISTRY:
+        raise ValueError(f"primitive {prim.name} registered twice")
+    REGISTRY[prim.name] = prim
+    return prim
+
+
+def emit(graph: Graph, op: str, inputs: Sequence[str], attrs: dict | None = None, *,
+         name: str = "", origin: str = "") -> str:
+    """Add ``op(inputs)`` to ``graph`` after running its shape rule; return the node id.
+
+    Derived nodes inherit ``origin`` (the DSL line) from the primal node they come from,
+    so generated comments and error messages always point at user code.
+    """
+    prim = REGISTRY[op]
+    attrs = dict(attrs or {})
+    nodes = [graph[i] for i in inputs]
+    try:
+        shape, batched = prim.infer(nodes, attrs)
+    except errors.ShapeError as e:
+        if e.where is None and origin:
+            raise errors.ShapeError(e.problem, where=origin, node=e.node or f"'{name or op}'",
+                                    fix=e.fix) from None
+        raise
+    return graph.add_node(op, inputs, shape, batched, attrs, name=name or op, origin=origin).id
+
+
+def describe_operands(nodes: Sequence[Node]) -> str:
+    return ", ".join(n.describe() for n in nodes)

@@ -1,0 +1,87 @@
+"""Buffer planning for a lowered program: which array holds each materialised value.
+
+Leaves are the program's arguments (parameters are views of the flat θ), outputs are
+views of the caller's result arrays, and every other value gets a *slot*: an array
+allocated once per batch size and reused by later values of the same storage shape once
+its last reader has run (liveness over the kernel order).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from symcurv.codegen.lower import Lowered
+
+
+@dataclasses.dataclass
+class Slot:
+    name: str
+    batched: bool
+    size: int
+
+
+@dataclasses.dataclass
+class Plan:
+    storage: dict[str, str]            # node id -> variable name in the driver
+    slots: list[Slot]
+    out_flat: list[str]                # flat result vectors, e.g. ["grad"]
+    out_plain: dict[str, tuple[bool, int]]  # other outputs: key -> (batched, size)
+    param_offsets: dict[str, tuple[int, int]]
+    leaves: list[str]                  # input/target names, in argument order
+
+
+def var_name(key: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in key)
+
+
+def plan(low: Lowered, params: dict[str, tuple[int, int]]) -> Plan:
+    """``params``: name -> (offset, size) in θ."""
+    g = low.graph
+    storage: dict[str, str] = {}
+    leaves = []
+    for n in g.nodes():
+        if n.op == "param":
+            storage[n.id] = f"p_{n.name}"
+        elif n.op in ("input", "target"):
+            storage[n.id] = n.name
+            leaves.append(n.name)
+    out_flat: list[str] = []
+    out_plain: dict[str, tuple[bool, int]] = {}
+    for key in list(low.output_of) + list(low.copies):
+        if ":" in key:
+            prefix = key.split(":", 1)[0]
+            if prefix not in out_flat:
+                out_flat.append(prefix)
+        else:
+            n = g[low.output_of.get(key) or low.copies[key]]
+            out_plain[key] = (n.batched, n.size)
+    for key, nid in low.output_of.items():
+        storage[nid] = f"out_{var_name(key)}"
+
+    last_use: dict[str, int] = {}
+    for i, k in enumerate(low.kernels):
+        for r in k.reads:
+            last_use[r] = i
+            if r in low.views:
+                last_use[low.views[r]] = i
+    free: dict[tuple[bool, int], list[str]] = {}
+    slots: list[Slot] = []
+    for i, k in enumerate(low.kernels):
+        for w in k.writes:
+            if w in storage:
+                continue
+            n = g[w]
+            key = (n.batched, n.size)
+            if free.get(key):
+                storage[w] = free[key].pop()
+            else:
+                s = Slot(f"s{len(slots)}", n.batched, n.size)
+                slots.append(s)
+                storage[w] = s.name
+        for r in dict.fromkeys(k.reads):
+            for x in (r, low.views.get(r)):
+                if x is not None and last_use.get(x) == i and x in storage \
+                        and storage[x].startswith("s") and storage[x][1:].isdigit():
+                    n = g[x]
+                    free.setdefault((n.batched, n.size), []).append(storage[x])
+    return Plan(storage, slots, out_flat, out_plain, params, leaves)

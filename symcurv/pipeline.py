@@ -1,0 +1,168 @@
+"""``sc.compile``: DSL model -> derived graphs -> passes -> lowering -> source -> Program.
+
+Data flows one way (DESIGN.md §2); this module only strings the stages together and
+reports progress, then loads the result exactly as a later process would (``sc.load``) and
+compiles every kernel ahead of time so Numba's on-disk cache is warm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+import symcurv
+from symcurv import errors
+from symcurv.ir.graph import Graph
+
+# program name -> derived-graph builder (later issues add hvp, gnvp, cp_diag, ...)
+
+
+def _loss_graph(fwd: Graph) -> Graph:
+    g = fwd.copy()
+    g.outputs = {"objective": fwd.outputs["objective"]}
+    return g
+
+
+def _grad_graph(fwd: Graph) -> Graph:
+    from symcurv.transforms.grad import gradient_graph
+
+    return gradient_graph(fwd)
+
+
+PROGRAMS: dict[str, Callable[[Graph], Graph]] = {"loss": _loss_graph, "grad": _grad_graph}
+BACKENDS = ("cpu",)
+DTYPES = ("float32", "float64")
+
+
+def default_build_dir(model_name: str, digest: str, backend: str, dtype: str) -> Path:
+    base = Path(os.environ.get("SYMCURV_CACHE", Path.home() / ".cache" / "symcurv"))
+    return base / f"{model_name}-{digest}-{backend}-{dtype}"
+
+
+def _parse_programs(programs: str | Iterable[str]) -> list[str]:
+    if programs == "all":
+        return list(PROGRAMS)
+    if isinstance(programs, str):
+        programs = [p.strip() for p in programs.split(",") if p.strip()]
+    programs = list(dict.fromkeys(programs))
+    unknown = [p for p in programs if p not in PROGRAMS]
+    if unknown or not programs:
+        raise errors.ModelError(f"unknown program(s) {unknown or programs}",
+                                fix=f"choose from {', '.join(PROGRAMS)} or 'all'")
+    return programs
+
+
+class Progress:
+    """Stage messages on stderr (quiet with ``progress=False``)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.t0 = time.perf_counter()
+
+    def __call__(self, msg: str) -> None:
+        if self.enabled:
+            print(f"[symcurv {time.perf_counter() - self.t0:6.1f}s] {msg}", file=sys.stderr,
+                  flush=True)
+
+
+def build(model, programs: str | Iterable[str] = ("loss", "grad"), backend: str = "cpu",
+          dtype: str = "float64", build_dir: str | os.PathLike | None = None, *,
+          parallel: bool = False, progress: bool = True) -> Path:
+    """Derive, optimise, lower and emit every program; write the build directory."""
+    from symcurv.codegen import cpu, lower
+    from symcurv.passes import optimize, schedule
+
+    say = Progress(progress)
+    if backend not in BACKENDS:
+        raise errors.ModelError(f"unknown backend {backend!r}",
+                                fix=f"choose one of {', '.join(BACKENDS)}")
+    if str(np.dtype(dtype)) not in DTYPES:
+        raise errors.ModelError(f"unsupported dtype {dtype!r}", fix="use float32 or float64")
+    dtype = str(np.dtype(dtype))
+    names = _parse_programs(programs)
+    fwd = model.forward_graph()
+    digest = fwd.digest()
+    root = Path(build_dir) if build_dir is not None else default_build_dir(
+        model.name, digest, backend, dtype)
+    say(f"model '{model.name}': {len(fwd)} forward nodes, IR hash {digest}")
+
+    layout, offset = [], 0
+    for name, rec in model.params.items():
+        size = int(np.prod(rec["shape"]))
+        layout.append({"name": name, "shape": list(rec["shape"]), "offset": offset,
+                       "size": size, "init": rec["init"].spec(),
+                       "origin": fwd[rec["id"]].origin})
+        offset += size
+    offsets = {p["name"]: (p["offset"], p["size"]) for p in layout}
+    files: dict[str, str] = {}
+    specs: dict[str, dict] = {}
+    graphs = {"forward": fwd.to_json(), "programs": {}}
+    for name in names:
+        t = time.perf_counter()
+        derived = PROGRAMS[name](fwd)
+        g = optimize(derived)
+        low = lower.lower(g)
+        plan = schedule.plan(low, offsets)
+        rel = f"kernels/{name}.py"
+        files[rel] = cpu.emit(name, low, plan, model=model.name, dtype=dtype, ir_hash=digest,
+                              version=symcurv.__version__, parallel=parallel)
+        specs[name] = {"file": rel, "leaves": plan.leaves, "out_flat": plan.out_flat,
+                       "out_plain": {k: list(v) for k, v in plan.out_plain.items()},
+                       "slots": [[s.name, s.batched, s.size] for s in plan.slots],
+                       "kernels": [k.name for k in low.kernels]}
+        graphs["programs"][name] = g.to_json()
+        say(f"derived '{name}': {len(derived)} -> {len(g)} nodes after passes, "
+            f"{len(low.kernels)} kernels, {len(plan.slots)} scratch buffers "
+            f"({time.perf_counter() - t:.1f}s)")
+    files["graph.json"] = json.dumps(graphs, sort_keys=True, default=str) + "\n"
+    import numba
+
+    manifest = {
+        "model": model.name, "backend": backend, "dtype": dtype, "parallel": parallel,
+        "ir_hash": digest, "n_params": offset, "params": layout,
+        "inputs": [{"name": n, "size": rec["shape"][0], "role": rec["role"],
+                    "origin": fwd[rec["id"]].origin} for n, rec in model.inputs.items()],
+        "programs": specs,
+        "versions": {"symcurv": symcurv.__version__, "numba": numba.__version__,
+                     "numpy": np.__version__, "python": platform.python_version()},
+    }
+    from symcurv.runtime import build as build_mod
+
+    out = build_mod.write(root, manifest, files)
+    say(f"wrote {out}")
+    return out
+
+
+def warm(prog, progress: bool = True) -> None:
+    """Compile every program now (ahead of time) by running it on a 2-case batch; Numba
+    writes the machine code to the build's cache for every later process."""
+    say = Progress(progress)
+    rng = np.random.default_rng(0)
+    theta = prog.init(0)
+    batch = {n: rng.uniform(0.1, 0.9, size=(2, d["size"])).astype(prog.dtype)
+             for n, d in prog.inputs.items()}
+    for i, name in enumerate(prog.programs, 1):
+        t = time.perf_counter()
+        prog._run(name, theta, batch, check=False)
+        say(f"[{i}/{len(prog.programs)}] compiled '{name}' ({time.perf_counter() - t:.1f}s)")
+
+
+def compile(model, programs: str | Iterable[str] = ("loss", "grad"),  # noqa: A001
+            backend: str = "cpu", dtype: str = "float64",
+            build_dir: str | os.PathLike | None = None, *, parallel: bool = False,
+            progress: bool = True):
+    """Build ``model`` ahead of time into ``build_dir`` and return the loaded Program."""
+    from symcurv.runtime import build as build_mod
+
+    root = build(model, programs, backend, dtype, build_dir, parallel=parallel,
+                 progress=progress)
+    prog = build_mod.load(root)
+    warm(prog, progress)
+    return prog

@@ -1,0 +1,167 @@
+"""Build directories: write, verify and load them.
+
+A build directory holds the generated kernel sources (``kernels/<program>.py``),
+``manifest.json`` (versions, backend, dtype, parameter layout, programs, sha256 of every
+generated file), ``graph.json`` (the IR of the forward graph and of every program, enough to
+draw them without re-deriving) and Numba's on-disk cache (``kernels/__pycache__``).
+``load`` verifies every hash BEFORE importing anything and refuses a tampered, partial or
+mismatched build. Numba itself revalidates its cache against each source file's stamp, so a
+stale cache is recompiled, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from symcurv import errors
+from symcurv.runtime.program import Program
+
+MANIFEST = "manifest.json"
+GRAPHS = "graph.json"
+FORMAT = 1
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write only when the content changed: an unchanged kernel file keeps its mtime, so
+    Numba's cache (keyed on the source file's stamp) stays valid across rebuilds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.read_text() == text:
+        return
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write(build_dir: str | os.PathLike, manifest: dict, files: dict[str, str]) -> Path:
+    """Write ``files`` (relative path -> text) and the manifest listing their hashes."""
+    root = Path(build_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    hashes = {}
+    for rel, text in sorted(files.items()):
+        write_text(root / rel, text)
+        hashes[rel] = sha256(root / rel)
+    manifest = dict(manifest, files=hashes, format=FORMAT)
+    write_text(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return root
+
+
+def read_manifest(build_dir: str | os.PathLike) -> dict:
+    root = Path(build_dir)
+    path = root / MANIFEST
+    if not path.is_file():
+        raise errors.BuildError(f"{root} is not a symcurv build directory (no {MANIFEST})",
+                                where=str(root),
+                                fix="build one with sc.compile(..., build_dir=...) or "
+                                    "`symcurv build MODEL.py -o DIR`")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise errors.BuildError(f"{MANIFEST} is corrupted: {e}", where=str(root),
+                                fix="rebuild the directory") from None
+    if manifest.get("format") != FORMAT:
+        raise errors.BuildError(f"build format {manifest.get('format')} is not {FORMAT}",
+                                where=str(root), fix="rebuild with this symcurv version")
+    return manifest
+
+
+def verify(build_dir: str | os.PathLike, manifest: dict) -> None:
+    root = Path(build_dir)
+    for rel, digest in manifest["files"].items():
+        p = root / rel
+        if not p.is_file():
+            raise errors.BuildError(f"the build is partial: {rel} is missing", where=str(root),
+                                    fix="rebuild the directory")
+        if sha256(p) != digest:
+            raise errors.BuildError(
+                f"{rel} was modified after the build (sha256 differs from {MANIFEST})",
+                where=str(root), node=rel,
+                fix="rebuild the directory; generated files must not be edited")
+
+
+def _import(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load(build_dir: str | os.PathLike, *, dtype: str | None = None,
+         backend: str | None = None) -> Program:
+    """Load a build directory: no sympy, no re-derivation; hashes verified first.
+
+    ``dtype``/``backend``, when given, must match the build (else a BuildError)."""
+    root = Path(build_dir).resolve()
+    manifest = read_manifest(root)
+    mismatched = [(key, want) for key, want, same in (
+        ("dtype", dtype, dtype is None or np.dtype(dtype) == np.dtype(manifest["dtype"])),
+        ("backend", backend, backend is None or backend == manifest["backend"])) if not same]
+    for key, want in mismatched:
+        raise errors.BuildError(f"the build is for {key} {manifest[key]}, not {want}",
+                                    where=str(root),
+                                    fix=f"rebuild with {key}={want!r}, or load without it")
+    verify(root, manifest)
+    if manifest["backend"] != "cpu":
+        raise errors.BuildError(f"backend {manifest['backend']!r} is not available",
+                                where=str(root), fix="build with backend='cpu'")
+    modules = {}
+    for prog, spec in manifest["programs"].items():
+        modname = f"symcurv_build_{manifest['model']}_{manifest['ir_hash']}_{prog}"
+        modules[prog] = _import(root / spec["file"], modname)
+    return Program(str(root), manifest, modules)
+
+
+def graphs(build_dir: str | os.PathLike) -> dict:
+    """The stored IR graphs: ``{"forward": ..., "programs": {name: ...}}`` as Graph objects."""
+    from symcurv.ir.graph import Graph
+
+    data = json.loads((Path(build_dir) / GRAPHS).read_text())
+    return {"forward": Graph.from_json(data["forward"]),
+            "programs": {k: Graph.from_json(v) for k, v in data["programs"].items()}}
+
+
+def draw(build_dir: str | os.PathLike, program: str, path: str) -> str:
+    from symcurv.viz import draw as viz
+
+    gs = graphs(build_dir)
+    fwd = gs["forward"]
+    if program == "forward":
+        return str(viz.draw(fwd, path, title=f"{fwd.name}: forward"))
+    if program not in gs["programs"]:
+        raise errors.BuildError(f"no graph for program '{program}' in this build",
+                                where=str(build_dir),
+                                fix=f"choose one of forward, {', '.join(gs['programs'])}")
+    g = gs["programs"][program]
+    return str(viz.draw(g, path, forward_ids=set(fwd.nx.nodes),
+                        title=f"{fwd.name}: {program}"))
+
+
+def first_non_finite(prog: Program, program: str, theta, batch) -> str | None:
+    """Re-run the program's graph in the reference interpreter and name the first node
+    whose value is not finite (``"'name' (op) @ file.py:12: source"``)."""
+    try:
+        g = graphs(prog.build_dir)["programs"][program]
+        from symcurv.runtime import reference
+
+        leaves = {n: np.asarray(v, dtype=np.float64) for n, v in batch.items()}
+        leaves.update(prog.unflatten(np.asarray(theta, dtype=np.float64)))
+        vals = reference.evaluate(g, leaves, keep_all=True)
+    except Exception:  # diagnosis is best effort; the caller raises anyway
+        return None
+    for nid in g.topo():
+        v = vals.get(nid)
+        if v is not None and not np.isfinite(v).all():
+            n = g[nid]
+            return f"'{n.name}' ({n.op}) @ {n.origin}"
+    return None

@@ -1,0 +1,1 @@
+"""sympy side of symcurv: local derivatives of elementwise functions and code printing."""

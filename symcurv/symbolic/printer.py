@@ -1,0 +1,95 @@
+"""sympy -> scalar Python source that Numba (CPU) and Numba-CUDA (device functions) compile.
+
+The same printed function body serves both targets: only ``math`` functions, ``abs``,
+``min``/``max`` and conditional expressions, all of which ``numba.njit`` and
+``cuda.jit(device=True)`` accept. ``sympy.cse`` factors the shared subexpressions of a fused
+group's outputs, so e.g. ``tanh(a)`` is computed once for the value and its derivative.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import sympy
+from sympy.printing.pycode import PythonCodePrinter
+
+from symcurv import errors
+
+
+class ScalarPrinter(PythonCodePrinter):
+    """PythonCodePrinter with float literals and branch-free friendly conditionals."""
+
+    def _print_Heaviside(self, expr: sympy.Heaviside) -> str:
+        x = self._print(expr.args[0])
+        return f"(1.0 if {x} > 0 else (0.5 if {x} == 0 else 0.0))"
+
+    def _print_sign(self, expr: sympy.sign) -> str:
+        x = self._print(expr.args[0])
+        return f"(1.0 if {x} > 0 else (-1.0 if {x} < 0 else 0.0))"
+
+    def _print_Rational(self, expr: sympy.Rational) -> str:
+        return repr(float(expr))
+
+    def _print_Integer(self, expr: sympy.Integer) -> str:
+        return repr(float(expr))
+
+    def _print_Float(self, expr: sympy.Float) -> str:
+        return repr(float(expr))
+
+    def _print_Half(self, expr: sympy.Expr) -> str:
+        return "0.5"
+
+    def _print_Exp1(self, expr: sympy.Expr) -> str:
+        return "math.e"
+
+    def _print_Pow(self, expr: sympy.Pow, rational: bool = False) -> str:
+        base, exp = expr.args
+        if exp == sympy.S.Half:
+            return f"math.sqrt({self._print(base)})"
+        if exp.is_Integer and 1 < int(exp) <= 4:  # x*x is faster and exact in both targets
+            b = self.parenthesize(base, 100)
+            return "*".join([b] * int(exp))
+        if exp == -1:
+            return f"1.0/{self.parenthesize(base, 100)}"
+        return super()._print_Pow(expr, rational=rational)
+
+
+_PRINTER = ScalarPrinter({"fully_qualified_modules": True, "strict": True})
+
+
+def print_expr(expr: sympy.Expr) -> str:
+    try:
+        return _PRINTER.doprint(expr)
+    except Exception as e:  # sympy raises several printer error types
+        raise errors.ExpressionError(
+            f"cannot generate code for '{expr}': {e}",
+            fix="use functions from symcurv.symbolic.local.ALLOWED_FUNCTIONS") from None
+
+
+def scalar_function(name: str, args: Sequence[sympy.Symbol], outputs: Sequence[sympy.Expr],
+                    doc: str = "") -> list[str]:
+    """Source lines of ``def name(args): ...; return outputs`` with common subexpressions
+    factored by ``sympy.cse``. Temporaries are named ``t0, t1, ...`` (deterministic)."""
+    temps = sympy.numbered_symbols("t")
+    repl, reduced = sympy.cse(list(outputs), symbols=temps, optimizations="basic")
+    lines = [f"def {name}({', '.join(a.name for a in args)}):"]
+    if doc:
+        lines.append(f'    """{doc}"""')
+    for sym, e in repl:
+        lines.append(f"    {sym} = {print_expr(e)}")
+    rets = [print_expr(e) for e in reduced]
+    lines.append(f"    return {', '.join(rets)}" + ("," if len(rets) == 1 and False else ""))
+    return lines
+
+
+def numpy_function(args: Sequence[sympy.Symbol], expr: sympy.Expr) -> Callable:
+    """A numpy-vectorised evaluator (the reference interpreter's elementwise semantics)."""
+    f = sympy.lambdify(list(args), expr, modules="numpy")
+
+    def call(*xs: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            out = f(*xs)
+        return np.broadcast_to(out, np.broadcast_shapes(*[np.shape(x) for x in xs]))
+
+    return call

@@ -1,0 +1,1 @@
+"""Transforms: build derived graphs (gradient, later HVP, GN, CP...) in the same IR."""

@@ -10,8 +10,14 @@ from __future__ import annotations
 class SymcurvError(Exception):
     """Base class of every error symcurv raises on purpose."""
 
-    def __init__(self, problem: str, *, where: str | None = None, node: str | None = None,
-                 fix: str | None = None) -> None:
+    def __init__(
+        self,
+        problem: str,
+        *,
+        where: str | None = None,
+        node: str | None = None,
+        fix: str | None = None,
+    ) -> None:
         self.problem, self.where, self.node, self.fix = problem, where, node, fix
         parts = []
         if where:

@@ -54,8 +54,10 @@ def _parse_programs(programs: str | Iterable[str]) -> list[str]:
     programs = list(dict.fromkeys(programs))
     unknown = [p for p in programs if p not in PROGRAMS]
     if unknown or not programs:
-        raise errors.ModelError(f"unknown program(s) {unknown or programs}",
-                                fix=f"choose from {', '.join(PROGRAMS)} or 'all'")
+        raise errors.ModelError(
+            f"unknown program(s) {unknown or programs}",
+            fix=f"choose from {', '.join(PROGRAMS)} or 'all'",
+        )
     return programs
 
 
@@ -68,37 +70,58 @@ class Progress:
 
     def __call__(self, msg: str) -> None:
         if self.enabled:
-            print(f"[symcurv {time.perf_counter() - self.t0:6.1f}s] {msg}", file=sys.stderr,
-                  flush=True)
+            print(
+                f"[symcurv {time.perf_counter() - self.t0:6.1f}s] {msg}",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
-def build(model, programs: str | Iterable[str] = ("loss", "grad"), backend: str = "cpu",
-          dtype: str = "float64", build_dir: str | os.PathLike | None = None, *,
-          parallel: bool = False, progress: bool = True) -> Path:
+def build(
+    model,
+    programs: str | Iterable[str] = ("loss", "grad"),
+    backend: str = "cpu",
+    dtype: str = "float64",
+    build_dir: str | os.PathLike | None = None,
+    *,
+    parallel: bool = False,
+    progress: bool = True,
+) -> Path:
     """Derive, optimise, lower and emit every program; write the build directory."""
     from symcurv.codegen import cpu, lower
     from symcurv.passes import optimize, schedule
 
     say = Progress(progress)
     if backend not in BACKENDS:
-        raise errors.ModelError(f"unknown backend {backend!r}",
-                                fix=f"choose one of {', '.join(BACKENDS)}")
+        raise errors.ModelError(
+            f"unknown backend {backend!r}", fix=f"choose one of {', '.join(BACKENDS)}"
+        )
     if str(np.dtype(dtype)) not in DTYPES:
         raise errors.ModelError(f"unsupported dtype {dtype!r}", fix="use float32 or float64")
     dtype = str(np.dtype(dtype))
     names = _parse_programs(programs)
     fwd = model.forward_graph()
     digest = fwd.digest()
-    root = Path(build_dir) if build_dir is not None else default_build_dir(
-        model.name, digest, backend, dtype)
+    root = (
+        Path(build_dir)
+        if build_dir is not None
+        else default_build_dir(model.name, digest, backend, dtype)
+    )
     say(f"model '{model.name}': {len(fwd)} forward nodes, IR hash {digest}")
 
     layout, offset = [], 0
     for name, rec in model.params.items():
         size = int(np.prod(rec["shape"]))
-        layout.append({"name": name, "shape": list(rec["shape"]), "offset": offset,
-                       "size": size, "init": rec["init"].spec(),
-                       "origin": fwd[rec["id"]].origin})
+        layout.append(
+            {
+                "name": name,
+                "shape": list(rec["shape"]),
+                "offset": offset,
+                "size": size,
+                "init": rec["init"].spec(),
+                "origin": fwd[rec["id"]].origin,
+            }
+        )
         offset += size
     offsets = {p["name"]: (p["offset"], p["size"]) for p in layout}
     files: dict[str, str] = {}
@@ -111,27 +134,57 @@ def build(model, programs: str | Iterable[str] = ("loss", "grad"), backend: str 
         low = lower.lower(g)
         plan = schedule.plan(low, offsets)
         rel = f"kernels/{name}.py"
-        files[rel] = cpu.emit(name, low, plan, model=model.name, dtype=dtype, ir_hash=digest,
-                              version=symcurv.__version__, parallel=parallel)
-        specs[name] = {"file": rel, "leaves": plan.leaves, "out_flat": plan.out_flat,
-                       "out_plain": {k: list(v) for k, v in plan.out_plain.items()},
-                       "slots": [[s.name, s.batched, s.size] for s in plan.slots],
-                       "kernels": [k.name for k in low.kernels]}
+        files[rel] = cpu.emit(
+            name,
+            low,
+            plan,
+            model=model.name,
+            dtype=dtype,
+            ir_hash=digest,
+            version=symcurv.__version__,
+            parallel=parallel,
+        )
+        specs[name] = {
+            "file": rel,
+            "leaves": plan.leaves,
+            "out_flat": plan.out_flat,
+            "out_plain": {k: list(v) for k, v in plan.out_plain.items()},
+            "slots": [[s.name, s.batched, s.size] for s in plan.slots],
+            "kernels": [k.name for k in low.kernels],
+        }
         graphs["programs"][name] = g.to_json()
-        say(f"derived '{name}': {len(derived)} -> {len(g)} nodes after passes, "
+        say(
+            f"derived '{name}': {len(derived)} -> {len(g)} nodes after passes, "
             f"{len(low.kernels)} kernels, {len(plan.slots)} scratch buffers "
-            f"({time.perf_counter() - t:.1f}s)")
+            f"({time.perf_counter() - t:.1f}s)"
+        )
     files["graph.json"] = json.dumps(graphs, sort_keys=True, default=str) + "\n"
     import numba
 
     manifest = {
-        "model": model.name, "backend": backend, "dtype": dtype, "parallel": parallel,
-        "ir_hash": digest, "n_params": offset, "params": layout,
-        "inputs": [{"name": n, "size": rec["shape"][0], "role": rec["role"],
-                    "origin": fwd[rec["id"]].origin} for n, rec in model.inputs.items()],
+        "model": model.name,
+        "backend": backend,
+        "dtype": dtype,
+        "parallel": parallel,
+        "ir_hash": digest,
+        "n_params": offset,
+        "params": layout,
+        "inputs": [
+            {
+                "name": n,
+                "size": rec["shape"][0],
+                "role": rec["role"],
+                "origin": fwd[rec["id"]].origin,
+            }
+            for n, rec in model.inputs.items()
+        ],
         "programs": specs,
-        "versions": {"symcurv": symcurv.__version__, "numba": numba.__version__,
-                     "numpy": np.__version__, "python": platform.python_version()},
+        "versions": {
+            "symcurv": symcurv.__version__,
+            "numba": numba.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
     }
     from symcurv.runtime import build as build_mod
 
@@ -146,23 +199,42 @@ def warm(prog, progress: bool = True) -> None:
     say = Progress(progress)
     rng = np.random.default_rng(0)
     theta = prog.init(0)
-    batch = {n: rng.uniform(0.1, 0.9, size=(2, d["size"])).astype(prog.dtype)
-             for n, d in prog.inputs.items()}
+    batch = {
+        n: rng.uniform(0.1, 0.9, size=(2, d["size"])).astype(prog.dtype)
+        for n, d in prog.inputs.items()
+    }
     for i, name in enumerate(prog.programs, 1):
         t = time.perf_counter()
         prog._run(name, theta, batch, check=False)
         say(f"[{i}/{len(prog.programs)}] compiled '{name}' ({time.perf_counter() - t:.1f}s)")
 
 
-def compile(model, programs: str | Iterable[str] = ("loss", "grad"),  # noqa: A001
-            backend: str = "cpu", dtype: str = "float64",
-            build_dir: str | os.PathLike | None = None, *, parallel: bool = False,
-            progress: bool = True):
+def compile(  # noqa: A001 (the public name DESIGN.md fixes)
+    model,
+    programs: str | Iterable[str] = ("loss", "grad"),
+    backend: str = "cpu",
+    dtype: str = "float64",
+    build_dir: str | os.PathLike | None = None,
+    *,
+    parallel: bool = False,
+    progress: bool = True,
+):
     """Build ``model`` ahead of time into ``build_dir`` and return the loaded Program."""
     from symcurv.runtime import build as build_mod
 
-    root = build(model, programs, backend, dtype, build_dir, parallel=parallel,
-                 progress=progress)
+    root = build(model, programs, backend, dtype, build_dir, parallel=parallel, progress=progress)
     prog = build_mod.load(root)
     warm(prog, progress)
     return prog
+
+
+def program_graph(model, program: str) -> tuple[Graph, Graph]:
+    """(forward graph, the optimised graph of ``program``), without compiling anything;
+    ``program="forward"`` gives the forward graph twice."""
+    from symcurv.passes import optimize
+
+    fwd = model.forward_graph()
+    if program == "forward":
+        return fwd, fwd
+    (name,) = _parse_programs([program])
+    return fwd, optimize(PROGRAMS[name](fwd))

@@ -19,8 +19,24 @@ from symcurv.ops.elementwise import B_SYMBOL
 from symcurv.passes.schedule import Plan
 from symcurv.symbolic import printer
 
-_RESERVED = {"abs", "max", "min", "math", "float", "B", "i", "j", "range", "prange", "np",
-             "acc", "k", "int", "len", "sum"}
+_RESERVED = {
+    "abs",
+    "max",
+    "min",
+    "math",
+    "float",
+    "B",
+    "i",
+    "j",
+    "range",
+    "prange",
+    "np",
+    "acc",
+    "k",
+    "int",
+    "len",
+    "sum",
+}
 
 
 def arg_name(node: Node) -> str:
@@ -67,8 +83,9 @@ def emit_scalar_function(g: Graph, k: Kernel) -> list[str]:
     uses_b = any(o.has(B_SYMBOL) for o in outs)
     args = args + ([B_SYMBOL] if uses_b else [])
     nodes = ", ".join(f"{g[m].name}" for m in k.nodes)
-    return printer.scalar_function(scalar_function_name(k), args, outs,
-                                   doc=f"Scalar formulas of {k.name}: {nodes}.")
+    return printer.scalar_function(
+        scalar_function_name(k), args, outs, doc=f"Scalar formulas of {k.name}: {nodes}."
+    )
 
 
 def _emit_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]:
@@ -111,14 +128,25 @@ def _reduce_body(tmpl: str, x: str, out: str, batched: bool, n: int) -> list[str
     if tmpl == "sum_features":
         body = ["acc = 0.0", f"for j in range({n}):", f"    acc += {row('j')}", f"{dst} = acc"]
     elif tmpl == "logsumexp":
-        body = [f"m = {row('0')}", f"for j in range(1, {n}):",
-                f"    m = max(m, {row('j')})", "acc = 0.0", f"for j in range({n}):",
-                f"    acc += math.exp({row('j')} - m)", f"{dst} = m + math.log(acc)"]
+        body = [
+            f"m = {row('0')}",
+            f"for j in range(1, {n}):",
+            f"    m = max(m, {row('j')})",
+            "acc = 0.0",
+            f"for j in range({n}):",
+            f"    acc += math.exp({row('j')} - m)",
+            f"{dst} = m + math.log(acc)",
+        ]
     elif tmpl in ("batch_sum", "batch_mean"):
         scale = " / B" if tmpl == "batch_mean" else ""
-        return [f"for j in range({n}):", f"    {out}[j] = 0.0", "for i in range(B):",
-                f"    for j in range({n}):", f"        {out}[j] += {x}[i, j]",
-                *([f"for j in range({n}):", f"    {out}[j] = {out}[j]{scale}"] if scale else [])]
+        return [
+            f"for j in range({n}):",
+            f"    {out}[j] = 0.0",
+            "for i in range(B):",
+            f"    for j in range({n}):",
+            f"        {out}[j] += {x}[i, j]",
+            *([f"for j in range({n}):", f"    {out}[j] = {out}[j]{scale}"] if scale else []),
+        ]
     else:
         raise NotImplementedError(tmpl)
     if batched:
@@ -127,8 +155,14 @@ def _reduce_body(tmpl: str, x: str, out: str, batched: bool, n: int) -> list[str
 
 
 # ---- GEMMs -----------------------------------------------------------------------------
-def _matrix(g: Graph, nid: str, st: dict[str, str], views: dict[str, str], per_case: str = "",
-            transpose: bool = False) -> str:
+def _matrix(
+    g: Graph,
+    nid: str,
+    st: dict[str, str],
+    views: dict[str, str],
+    per_case: str = "",
+    transpose: bool = False,
+) -> str:
     """A matrix expression for node ``nid`` (or its transpose), folding a viewed transpose
     into a BLAS transpose flag: ``W.T`` in the IR costs nothing."""
     n = g[nid]
@@ -149,8 +183,10 @@ def _gemm_lines(g: Graph, k: Kernel, st: dict[str, str], views: dict[str, str]) 
                 return [f"np.dot({st[h]}, {_matrix(g, W, st, views, transpose=True)}, {out})"]
             return [f"np.dot({_matrix(g, W, st, views)}, {st[h]}, {out})"]
         hi = f"{st[h]}[i]" if hn.batched else st[h]
-        return ["for i in range(B):",
-                f"    np.dot({_matrix(g, W, st, views, '[i]')}, {hi}, {out}[i])"]
+        return [
+            "for i in range(B):",
+            f"    np.dot({_matrix(g, W, st, views, '[i]')}, {hi}, {out}[i])",
+        ]
     if node.op == "outer_bsum":
         u, v = node.inputs
         m, n = node.shape
@@ -161,14 +197,18 @@ def _gemm_lines(g: Graph, k: Kernel, st: dict[str, str], views: dict[str, str]) 
         ui = (lambda a: f"{st[u]}[i, {a}]") if g[u].batched else (lambda a: f"{st[u]}[{a}]")
         vi = (lambda b: f"{st[v]}[i, {b}]") if g[v].batched else (lambda b: f"{st[v]}[{b}]")
         o = f"{out}[i, a * {n} + b]" if node.batched else f"{out}[a * {n} + b]"
-        body = [f"for a in range({m}):", f"    for b in range({n}):",
-                f"        {o} = {ui('a')} * {vi('b')}"]
+        body = [
+            f"for a in range({m}):",
+            f"    for b in range({n}):",
+            f"        {o} = {ui('a')} * {vi('b')}",
+        ]
         return (["for i in range(B):"] + ["    " + b for b in body]) if node.batched else body
     raise NotImplementedError(node.op)
 
 
-def _copy_lines(g: Graph, nid: str, dst: str, st: dict[str, str],
-                views: dict[str, str]) -> list[str]:
+def _copy_lines(
+    g: Graph, nid: str, dst: str, st: dict[str, str], views: dict[str, str]
+) -> list[str]:
     """Write node ``nid`` (a transpose, constant, leaf or buffer) into array ``dst``."""
     n = g[nid]
     if n.op == "const":
@@ -176,15 +216,26 @@ def _copy_lines(g: Graph, nid: str, dst: str, st: dict[str, str],
     if n.op == "transpose":
         r, c = n.shape
         src = views.get(nid, n.inputs[0])
-        body = [f"{dst}{'[i]' if n.batched else ''}.reshape(({r}, {c}))[:, :] = "
-                f"{st[src]}{'[i]' if n.batched else ''}.reshape(({c}, {r})).T"]
+        body = [
+            f"{dst}{'[i]' if n.batched else ''}.reshape(({r}, {c}))[:, :] = "
+            f"{st[src]}{'[i]' if n.batched else ''}.reshape(({c}, {r})).T"
+        ]
         return (["for i in range(B):"] + ["    " + b for b in body]) if n.batched else body
     return [f"{dst}[:] = {st[nid]}" if not n.batched else f"{dst}[:, :] = {st[nid]}"]
 
 
 # ---- the file --------------------------------------------------------------------------
-def emit(program: str, low: Lowered, plan: Plan, *, model: str, dtype: str, ir_hash: str,
-         version: str, parallel: bool) -> str:
+def emit(
+    program: str,
+    low: Lowered,
+    plan: Plan,
+    *,
+    model: str,
+    dtype: str,
+    ir_hash: str,
+    version: str,
+    parallel: bool,
+) -> str:
     g, st = low.graph, plan.storage
     src = Source()
     src('"""symcurv generated kernels.')
@@ -221,8 +272,7 @@ def emit(program: str, low: Lowered, plan: Plan, *, model: str, dtype: str, ir_h
     for k in low.kernels:
         src()
         kind = k.kind if k.template in (k.kind, "gemm") else f"{k.kind} {k.template}"
-        src(f"# {k.name}: {kind} -> "
-            f"{', '.join(f'{g[w].name} [{st.get(w, w)}]' for w in k.writes)}")
+        src(f"# {k.name}: {kind} -> {', '.join(f'{g[w].name} [{st.get(w, w)}]' for w in k.writes)}")
         src(f"#   IR nodes: {', '.join(f'{n} {g[n].name}' for n in k.nodes)}")
         for o in k.origins(g):
             src(f"#   DSL: {o}")
@@ -232,13 +282,20 @@ def emit(program: str, low: Lowered, plan: Plan, *, model: str, dtype: str, ir_h
             src()
     src()
     # driver
-    sig = ["theta", *plan.leaves, *[f"out_{p}" for p in plan.out_flat],
-           *[f"out_{k}" for k in plan.out_plain], *[s.name for s in plan.slots]]
+    sig = [
+        "theta",
+        *plan.leaves,
+        *[f"out_{p}" for p in plan.out_flat],
+        *[f"out_{k}" for k in plan.out_plain],
+        *[s.name for s in plan.slots],
+    ]
     src()
     src("@njit(cache=True)")
     with src.block(f"def run({', '.join(sig)}):"):
-        src(f'"""Run program {program!r}: inputs/targets are (B, n) arrays, θ is flat; '
-            'results are written into out_* arrays; s* are scratch buffers."""')
+        src(
+            f'"""Run program {program!r}: inputs/targets are (B, n) arrays, θ is flat; '
+            'results are written into out_* arrays; s* are scratch buffers."""'
+        )
         if plan.leaves:
             src(f"B = {plan.leaves[0]}.shape[0]")
         else:

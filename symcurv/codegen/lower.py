@@ -23,11 +23,11 @@ from symcurv.passes import fuse
 @dataclasses.dataclass
 class Kernel:
     name: str
-    kind: str                 # map | gemm | reduce | fill | copy
+    kind: str  # map | gemm | reduce | fill | copy
     template: str
-    nodes: list[str]          # IR nodes this kernel computes
-    reads: list[str]          # materialised nodes it reads
-    writes: list[str]         # materialised nodes it writes
+    nodes: list[str]  # IR nodes this kernel computes
+    reads: list[str]  # materialised nodes it reads
+    writes: list[str]  # materialised nodes it writes
     epilogues: list[str] = dataclasses.field(default_factory=list)
     space: tuple[bool, int] = (False, 1)
 
@@ -39,16 +39,21 @@ class Kernel:
 class Lowered:
     graph: Graph
     kernels: list[Kernel]
-    views: dict[str, str]          # transpose node -> the node it views (not materialised)
-    output_of: dict[str, str]      # output key -> node id holding it
-    copies: dict[str, str]         # output key -> node to copy from (when shared/leaf/view)
+    views: dict[str, str]  # transpose node -> the node it views (not materialised)
+    output_of: dict[str, str]  # output key -> node id holding it
+    copies: dict[str, str]  # output key -> node to copy from (when shared/leaf/view)
 
 
 def _is_view(g: Graph, node: Node, consumers: dict[str, list[str]], outputs: set[str]) -> bool:
     """A transpose read only by GEMMs is folded into their operands."""
-    return (node.op == "transpose" and node.id not in outputs
-            and all(REGISTRY[g[c].op].kernel == "gemm" and g[c].op != "transpose"
-                    for c in consumers[node.id]))
+    return (
+        node.op == "transpose"
+        and node.id not in outputs
+        and all(
+            REGISTRY[g[c].op].kernel == "gemm" and g[c].op != "transpose"
+            for c in consumers[node.id]
+        )
+    )
 
 
 def lower(g: Graph) -> Lowered:
@@ -72,11 +77,22 @@ def lower(g: Graph) -> Lowered:
             for i in g[m].inputs:
                 if i not in members and i not in reads and g[i].op != "const":
                     reads.append(i)
-        writes = [m for m in grp.members
-                  if m in out_nodes or any(c not in members for c in consumers[m])]
+        writes = [
+            m for m in grp.members if m in out_nodes or any(c not in members for c in consumers[m])
+        ]
         writes += grp.epilogues
-        kernels.append(Kernel("", "map", "map", grp.members + grp.epilogues, reads, writes,
-                              list(grp.epilogues), grp.space))
+        kernels.append(
+            Kernel(
+                "",
+                "map",
+                "map",
+                grp.members + grp.epilogues,
+                reads,
+                writes,
+                list(grp.epilogues),
+                grp.space,
+            )
+        )
     for nid in order:
         node = g[nid]
         prim = REGISTRY[node.op]

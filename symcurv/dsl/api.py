@@ -18,8 +18,11 @@ def _model_of(args: Sequence, what: str):
     for a in args:
         if isinstance(a, Value):
             return a.model
-    raise errors.ModelError(f"{what} needs at least one model value, got {args!r}",
-                            where=user_origin(), fix="apply it to a node of a model")
+    raise errors.ModelError(
+        f"{what} needs at least one model value, got {args!r}",
+        where=user_origin(),
+        fix="apply it to a node of a model",
+    )
 
 
 class ElementwiseOp:
@@ -35,21 +38,27 @@ class ElementwiseOp:
             raise errors.ExpressionError(
                 f"'{self.fn.name}' takes {self.fn.arity} operand(s) "
                 f"({', '.join(s.name for s in self.fn.symbols)}), got {len(args)}",
-                where=user_origin(), node=f"'{self.fn.name}'",
-                fix="pass one model value per symbol")
+                where=user_origin(),
+                node=f"'{self.fn.name}'",
+                fix="pass one model value per symbol",
+            )
         return _model_of(args, self.fn.name).apply_fn(self.fn.name, args)
 
     def __repr__(self) -> str:
         return f"<symcurv elementwise op {self.__doc__}>"
 
 
-def elementwise(name: str, expr: str | Callable | sympy.Expr,
-                args: Sequence[str] | None = None) -> ElementwiseOp:
+def elementwise(
+    name: str, expr: str | Callable | sympy.Expr, args: Sequence[str] | None = None
+) -> ElementwiseOp:
     """A new elementwise op from a sympy string (``"log(1 + exp(z))"``), a sympy
     expression, or a lambda of sympy symbols; sympy derives every derivative."""
     if not str(name).isidentifier():
-        raise errors.ExpressionError(f"elementwise op name {name!r} is not an identifier",
-                                     where=user_origin(), fix="use letters, digits and _")
+        raise errors.ExpressionError(
+            f"elementwise op name {name!r} is not an identifier",
+            where=user_origin(),
+            fix="use letters, digits and _",
+        )
     return ElementwiseOp(local.parse(name, expr, args, origin=user_origin()))
 
 

@@ -11,8 +11,11 @@ from symcurv.symbolic import local
 
 def _pair(y: Value, t: Value, kind: str):
     if not isinstance(y, Value):
-        raise errors.ModelError(f"{kind}: the output {y!r} is not a model value",
-                                where=user_origin(), fix="pass the network output node")
+        raise errors.ModelError(
+            f"{kind}: the output {y!r} is not a model value",
+            where=user_origin(),
+            fix="pass the network output node",
+        )
     m = y.model
     return m, m.lift(y), m.lift(t)
 
@@ -28,16 +31,22 @@ def sigmoid_cross_entropy(logits: Value, t: Value) -> Value:
     """Σ_k softplus(y_k) − t_k y_k  (= −Σ t log σ(y) + (1 − t) log(1 − σ(y)))."""
     m, y, t = _pair(logits, t, "sigmoid_cross_entropy")
     fn = local.FUNCTIONS["loss_sigmoid_cross_entropy"]
-    return m.wrap(L.separable(m.graph, "sigmoid_cross_entropy", fn, y.id, t.id,
-                              user_origin()))
+    return m.wrap(L.separable(m.graph, "sigmoid_cross_entropy", fn, y.id, t.id, user_origin()))
 
 
 def softmax_cross_entropy(logits: Value, t: Value) -> Value:
     """Σ_k t_k (logsumexp(y) − y_k)."""
     m, y, t = _pair(logits, t, "softmax_cross_entropy")
-    return m.wrap(emit(m.graph, "softmax_cross_entropy", [y.id, t.id],
-                       {"kind": "softmax_cross_entropy"}, name="softmax_cross_entropy",
-                       origin=user_origin()))
+    return m.wrap(
+        emit(
+            m.graph,
+            "softmax_cross_entropy",
+            [y.id, t.id],
+            {"kind": "softmax_cross_entropy"},
+            name="softmax_cross_entropy",
+            origin=user_origin(),
+        )
+    )
 
 
 def custom(name: str, expr: str, y: Value, t: Value) -> Value:

@@ -63,35 +63,60 @@ class Value:
         a, b = (other, self) if reverse else (self, other)
         return self.model.apply_fn(fn, [a, b])
 
-    def __add__(self, o): return self._bin("add", o)
-    def __radd__(self, o): return self._bin("add", o, True)
-    def __sub__(self, o): return self._bin("sub", o)
-    def __rsub__(self, o): return self._bin("sub", o, True)
-    def __mul__(self, o): return self._bin("mul", o)
-    def __rmul__(self, o): return self._bin("mul", o, True)
-    def __truediv__(self, o): return self._bin("div", o)
-    def __rtruediv__(self, o): return self._bin("div", o, True)
-    def __pow__(self, o): return self._bin("pow", o)
-    def __rpow__(self, o): return self._bin("pow", o, True)
-    def __neg__(self): return self.model.apply_fn("neg", [self])
-    def __pos__(self): return self
+    def __add__(self, o):
+        return self._bin("add", o)
+
+    def __radd__(self, o):
+        return self._bin("add", o, True)
+
+    def __sub__(self, o):
+        return self._bin("sub", o)
+
+    def __rsub__(self, o):
+        return self._bin("sub", o, True)
+
+    def __mul__(self, o):
+        return self._bin("mul", o)
+
+    def __rmul__(self, o):
+        return self._bin("mul", o, True)
+
+    def __truediv__(self, o):
+        return self._bin("div", o)
+
+    def __rtruediv__(self, o):
+        return self._bin("div", o, True)
+
+    def __pow__(self, o):
+        return self._bin("pow", o)
+
+    def __rpow__(self, o):
+        return self._bin("pow", o, True)
+
+    def __neg__(self):
+        return self.model.apply_fn("neg", [self])
+
+    def __pos__(self):
+        return self
 
     def __matmul__(self, o) -> Value:
         o = self.model.lift(o)
         origin = user_origin()
-        return self.model.wrap(contraction.matvec(self.model.graph, self.id, o.id, origin,
-                                                  name=f"a_{self.name}"))
+        return self.model.wrap(
+            contraction.matvec(self.model.graph, self.id, o.id, origin, name=f"a_{self.name}")
+        )
 
     @property
     def T(self) -> Value:  # noqa: N802 - numpy's spelling
-        return self.model.wrap(contraction.transpose(self.model.graph, self.id,
-                                                     user_origin()))
+        return self.model.wrap(contraction.transpose(self.model.graph, self.id, user_origin()))
 
     def __bool__(self):
-        raise errors.ModelError(f"{self.node.describe()} has no truth value: models are "
-                                "traced, not executed", where=user_origin(),
-                                fix="use sc.relu / Max inside an elementwise expression "
-                                    "instead of Python if/else on values")
+        raise errors.ModelError(
+            f"{self.node.describe()} has no truth value: models are traced, not executed",
+            where=user_origin(),
+            fix="use sc.relu / Max inside an elementwise expression "
+            "instead of Python if/else on values",
+        )
 
 
 class Model:
@@ -100,12 +125,15 @@ class Model:
 
     def __init__(self, name: str = "model") -> None:
         if not name.isidentifier():
-            raise errors.ModelError(f"model name {name!r} is not an identifier",
-                                    where=user_origin(), fix="use letters, digits and _")
+            raise errors.ModelError(
+                f"model name {name!r} is not an identifier",
+                where=user_origin(),
+                fix="use letters, digits and _",
+            )
         self.name = name
         self.graph = Graph(name)
-        self.params: dict[str, dict] = {}   # name -> {"id", "shape", "init"}
-        self.inputs: dict[str, dict] = {}   # name -> {"id", "shape", "role"}
+        self.params: dict[str, dict] = {}  # name -> {"id", "shape", "init"}
+        self.inputs: dict[str, dict] = {}  # name -> {"id", "shape", "role"}
         self.loss: Value | None = None
         self.origin = user_origin()
 
@@ -113,19 +141,30 @@ class Model:
     def _leaf(self, op: str, name: str, shape, **extra) -> Value:
         origin = user_origin()
         if not str(name).isidentifier():
-            raise errors.ModelError(f"{op} name {name!r} is not a Python identifier",
-                                    where=origin, fix="name leaves like variables: x, W1")
+            raise errors.ModelError(
+                f"{op} name {name!r} is not a Python identifier",
+                where=origin,
+                fix="name leaves like variables: x, W1",
+            )
         if name in self.params or name in self.inputs:
-            raise errors.ModelError(f"the name '{name}' is used twice in model '{self.name}'",
-                                    where=origin, fix="give every input, target and "
-                                    "parameter its own name")
+            raise errors.ModelError(
+                f"the name '{name}' is used twice in model '{self.name}'",
+                where=origin,
+                fix="give every input, target and parameter its own name",
+            )
         shape = (int(shape),) if isinstance(shape, int | float) else tuple(int(s) for s in shape)
         if not shape or len(shape) > 2 or any(s <= 0 for s in shape):
-            raise errors.ShapeError(f"{op} '{name}' has shape {shape}", where=origin,
-                                    fix="give a positive width n or a (rows, cols) pair")
+            raise errors.ShapeError(
+                f"{op} '{name}' has shape {shape}",
+                where=origin,
+                fix="give a positive width n or a (rows, cols) pair",
+            )
         if op != "param" and len(shape) != 1:
-            raise errors.ShapeError(f"{op} '{name}' must be a vector per case, got {shape}",
-                                    where=origin, fix="flatten the case to a vector")
+            raise errors.ShapeError(
+                f"{op} '{name}' must be a vector per case, got {shape}",
+                where=origin,
+                fix="flatten the case to a vector",
+            )
         nid = emit(self.graph, op, [], {"shape": shape}, name=name, origin=origin)
         rec = {"id": nid, "shape": shape, **extra}
         (self.params if op == "param" else self.inputs)[name] = rec
@@ -140,10 +179,11 @@ class Model:
     def param(self, name: str, shape, init: init_mod.Initializer | None = None) -> Value:
         init = init or init_mod.normal(0.01)
         if not isinstance(init, init_mod.Initializer):
-            raise errors.ModelError(f"init of parameter '{name}' is {init!r}",
-                                    where=user_origin(),
-                                    fix="use sc.init.normal(std), zeros(), constant(c), "
-                                        "sparse(k) or glorot()")
+            raise errors.ModelError(
+                f"init of parameter '{name}' is {init!r}",
+                where=user_origin(),
+                fix="use sc.init.normal(std), zeros(), constant(c), sparse(k) or glorot()",
+            )
         return self._leaf("param", name, shape, init=init)
 
     # -- objective ----------------------------------------------------------------------
@@ -153,10 +193,13 @@ class Model:
         if loss.shape != ():
             raise errors.ModelError(
                 f"the per-case loss must be a scalar, got {loss.node.describe()}",
-                where=origin, fix="reduce it, e.g. sc.sum(...) or a loss from sc.losses")
+                where=origin,
+                fix="reduce it, e.g. sc.sum(...) or a loss from sc.losses",
+            )
         if self.loss is not None:
-            raise errors.ModelError("minimize() called twice", where=origin,
-                                    fix="add the terms and call minimize once")
+            raise errors.ModelError(
+                "minimize() called twice", where=origin, fix="add the terms and call minimize once"
+            )
         self.loss = loss
 
     # -- helpers for the api -------------------------------------------------------------
@@ -167,34 +210,47 @@ class Model:
         if isinstance(x, Value):
             if x.model is not self:
                 raise errors.ModelError(
-                    f"{x.node.describe()} belongs to model '{x.model.name}', not "
-                    f"'{self.name}'", where=user_origin(),
-                    fix="build each model from its own inputs and parameters")
+                    f"{x.node.describe()} belongs to model '{x.model.name}', not '{self.name}'",
+                    where=user_origin(),
+                    fix="build each model from its own inputs and parameters",
+                )
             return x
         if isinstance(x, int | float) and math.isfinite(x):
             return Value(self, ew.const(self.graph, float(x), user_origin()))
-        raise errors.ModelError(f"cannot use {x!r} ({type(x).__name__}) in model "
-                                f"'{self.name}'", where=user_origin(),
-                                fix="combine model values with finite Python numbers only")
+        raise errors.ModelError(
+            f"cannot use {x!r} ({type(x).__name__}) in model '{self.name}'",
+            where=user_origin(),
+            fix="combine model values with finite Python numbers only",
+        )
 
     def apply_fn(self, fn_name: str, args: Sequence[Value], name: str = "") -> Value:
         from symcurv.symbolic import local
 
         origin = user_origin()
         args = [self.lift(a) for a in args]
-        return Value(self, ew.apply(self.graph, local.FUNCTIONS[fn_name],
-                                    [a.id for a in args], name=name, origin=origin))
+        return Value(
+            self,
+            ew.apply(
+                self.graph, local.FUNCTIONS[fn_name], [a.id for a in args], name=name, origin=origin
+            ),
+        )
 
     # -- the forward graph ---------------------------------------------------------------
     def forward_graph(self) -> Graph:
         """A copy of the graph with output ``objective`` = mean over the batch of the loss,
         and output ``per_case`` = the per-case loss."""
         if self.loss is None:
-            raise errors.ModelError(f"model '{self.name}' has no loss", where=self.origin,
-                                    fix="call m.minimize(per_case_loss)")
+            raise errors.ModelError(
+                f"model '{self.name}' has no loss",
+                where=self.origin,
+                fix="call m.minimize(per_case_loss)",
+            )
         if not self.params:
-            raise errors.ModelError(f"model '{self.name}' has no parameters",
-                                    where=self.origin, fix="declare parameters with m.param")
+            raise errors.ModelError(
+                f"model '{self.name}' has no parameters",
+                where=self.origin,
+                fix="declare parameters with m.param",
+            )
         g = self.graph.copy()
         root = self.loss.id
         if g[root].batched:

@@ -73,13 +73,28 @@ class Graph:
         self._names: dict[str, int] = {}
 
     # -- construction -------------------------------------------------------------------
-    def add_node(self, op: str, inputs: Iterable[str], shape: tuple[int, ...], batched: bool,
-                 attrs: Mapping[str, Any] | None = None, name: str = "",
-                 origin: str = "") -> Node:
+    def add_node(
+        self,
+        op: str,
+        inputs: Iterable[str],
+        shape: tuple[int, ...],
+        batched: bool,
+        attrs: Mapping[str, Any] | None = None,
+        name: str = "",
+        origin: str = "",
+    ) -> Node:
         nid = f"n{self._counter}"
         self._counter += 1
-        node = Node(nid, op, tuple(inputs), tuple(shape), bool(batched),
-                    freeze_attrs(attrs or {}), self._unique(name or op), origin)
+        node = Node(
+            nid,
+            op,
+            tuple(inputs),
+            tuple(shape),
+            bool(batched),
+            freeze_attrs(attrs or {}),
+            self._unique(name or op),
+            origin,
+        )
         self.nx.add_node(nid, node=node, order=self._counter)
         for p in node.inputs:
             if p not in self.nx:
@@ -178,8 +193,18 @@ class Graph:
         g = cls(data["name"])
         for d in data["nodes"]:
             attrs = freeze_attrs(d["attrs"])
-            g.insert(Node(d["id"], d["op"], tuple(d["inputs"]), tuple(d["shape"]),
-                          d["batched"], attrs, d["name"], d["origin"]))
+            g.insert(
+                Node(
+                    d["id"],
+                    d["op"],
+                    tuple(d["inputs"]),
+                    tuple(d["shape"]),
+                    d["batched"],
+                    attrs,
+                    d["name"],
+                    d["origin"],
+                )
+            )
         g.outputs = dict(data["outputs"])
         return g
 

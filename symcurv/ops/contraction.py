@@ -26,13 +26,15 @@ def _mv_infer(inputs: list[Node], attrs):
     if len(W.shape) != 2:
         raise errors.ShapeError(
             f"the left operand of @ must be a matrix, got {W.describe()}",
-            fix="use sc.dot(u, v) for the inner product of two vectors")
+            fix="use sc.dot(u, v) for the inner product of two vectors",
+        )
     if len(h.shape) != 1 or h.shape[0] != W.shape[1]:
         raise errors.ShapeError(
             f"W @ h needs h of length {W.shape[1]} = the number of columns of "
             f"{W.describe()}, got {h.describe()}",
             fix=f"make the parameter's shape (n_out, {h.shape[0] if h.shape else 'n_in'}) or "
-                "feed it the vector it was sized for")
+            "feed it the vector it was sized for",
+        )
     return (W.shape[0],), W.batched or h.batched
 
 
@@ -71,8 +73,9 @@ def _mv_vjp(g, n, cot, needs):
     dW = outer_cotangent(g, cot, h, g[W], n.origin) if needs[0] else None
     dh = None
     if needs[1]:
-        dh = ew.unbroadcast(g, matvec(g, transpose(g, W, n.origin), cot, n.origin, "WTg"),
-                            g[h], n.origin)
+        dh = ew.unbroadcast(
+            g, matvec(g, transpose(g, W, n.origin), cot, n.origin, "WTg"), g[h], n.origin
+        )
     return [dW, dh]
 
 
@@ -86,33 +89,53 @@ def _mv_jvp(g, n, t):
     return None if out is None else ew.broadcast_to(g, out, n.shape, n.batched, n.origin)
 
 
-register(PrimitiveDef("matvec", "contraction", "gemm", _mv_infer, _mv_impl, vjp=_mv_vjp,
-                      jvp=_mv_jvp, template="gemm", doc="y = W h"))
+register(
+    PrimitiveDef(
+        "matvec",
+        "contraction",
+        "gemm",
+        _mv_infer,
+        _mv_impl,
+        vjp=_mv_vjp,
+        jvp=_mv_jvp,
+        template="gemm",
+        doc="y = W h",
+    )
+)
 
 
 def _t_infer(inputs, attrs):
     (W,) = inputs
     if len(W.shape) != 2:
-        raise errors.ShapeError(f".T needs a matrix, got {W.describe()}",
-                                fix="transpose only 2-D nodes")
+        raise errors.ShapeError(
+            f".T needs a matrix, got {W.describe()}", fix="transpose only 2-D nodes"
+        )
     return (W.shape[1], W.shape[0]), W.batched
 
 
 def _t_simplify(g: Graph, n: Node) -> str | None:
     x = g[n.inputs[0]]
-    if x.op == "transpose":            # (Wᵀ)ᵀ = W
+    if x.op == "transpose":  # (Wᵀ)ᵀ = W
         return x.inputs[0]
     if x.op in ("outer", "outer_bsum"):  # (u vᵀ)ᵀ = v uᵀ: the GEMM writes it directly
         return emit(g, x.op, [x.inputs[1], x.inputs[0]], name=n.name, origin=n.origin)
     return None
 
 
-register(PrimitiveDef(
-    "transpose", "contraction", "gemm", _t_infer,
-    lambda node, args, arg_nodes: np.swapaxes(args[0], -1, -2),
-    vjp=lambda g, n, cot, needs: [transpose(g, cot, n.origin)],
-    jvp=lambda g, n, t: None if t[0] is None else transpose(g, t[0], n.origin),
-    simplify=_t_simplify, template="transpose", doc="y = Wᵀ"))
+register(
+    PrimitiveDef(
+        "transpose",
+        "contraction",
+        "gemm",
+        _t_infer,
+        lambda node, args, arg_nodes: np.swapaxes(args[0], -1, -2),
+        vjp=lambda g, n, cot, needs: [transpose(g, cot, n.origin)],
+        jvp=lambda g, n, t: None if t[0] is None else transpose(g, t[0], n.origin),
+        simplify=_t_simplify,
+        template="transpose",
+        doc="y = Wᵀ",
+    )
+)
 
 
 def _outer_infer(inputs, attrs):
@@ -141,15 +164,25 @@ def _outer_jvp(op):
         if t[0] is not None:
             out = emit(g, op, [t[0], v], name="douter", origin=n.origin)
         if t[1] is not None:
-            out = ew.add(g, out, emit(g, op, [u, t[1]], name="douter", origin=n.origin),
-                         n.origin)
+            out = ew.add(g, out, emit(g, op, [u, t[1]], name="douter", origin=n.origin), n.origin)
         return None if out is None else ew.broadcast_to(g, out, n.shape, n.batched, n.origin)
+
     return jvp
 
 
-register(PrimitiveDef("outer", "contraction", "gemm", _outer_infer, _outer_impl,
-                      vjp=_outer_vjp, jvp=_outer_jvp("outer"), template="gemm",
-                      doc="y = u vᵀ per case"))
+register(
+    PrimitiveDef(
+        "outer",
+        "contraction",
+        "gemm",
+        _outer_infer,
+        _outer_impl,
+        vjp=_outer_vjp,
+        jvp=_outer_jvp("outer"),
+        template="gemm",
+        doc="y = u vᵀ per case",
+    )
+)
 
 
 def _ob_infer(inputs, attrs):
@@ -160,8 +193,16 @@ def _ob_infer(inputs, attrs):
     return shape, False
 
 
-register(PrimitiveDef(
-    "outer_bsum", "contraction", "gemm", _ob_infer,
-    lambda node, args, arg_nodes: args[0].T @ args[1],
-    vjp=_outer_vjp, jvp=_outer_jvp("outer_bsum"), template="gemm",
-    doc="y = Σ_b u_b v_bᵀ = Uᵀ V (one GEMM over the batch)"))
+register(
+    PrimitiveDef(
+        "outer_bsum",
+        "contraction",
+        "gemm",
+        _ob_infer,
+        lambda node, args, arg_nodes: args[0].T @ args[1],
+        vjp=_outer_vjp,
+        jvp=_outer_jvp("outer_bsum"),
+        template="gemm",
+        doc="y = Σ_b u_b v_bᵀ = Uᵀ V (one GEMM over the batch)",
+    )
+)

@@ -30,7 +30,7 @@ BUILTINS = {
     "sub": (_x - _y, (_x, _y)),
     "mul": (_x * _y, (_x, _y)),
     "div": (_x / _y, (_x, _y)),
-    "pow": (_x ** _y, (_x, _y)),
+    "pow": (_x**_y, (_x, _y)),
     "neg": (-_z, (_z,)),
     "identity": (_z, (_z,)),
     "tanh": (sympy.tanh(_z), (_z,)),
@@ -39,7 +39,7 @@ BUILTINS = {
     "log": (sympy.log(_z), (_z,)),
     # log(1 + e^z) written so that neither e^z nor log overflows for large |z|
     "softplus": (sympy.Max(_z, 0) + sympy.log(1 + sympy.exp(-sympy.Abs(_z))), (_z,)),
-    "square": (_z ** 2, (_z,)),
+    "square": (_z**2, (_z,)),
     "relu": (sympy.Max(_z, 0), (_z,)),
 }
 for _name, (_expr, _syms) in BUILTINS.items():
@@ -58,7 +58,8 @@ def _infer(inputs: list[Node], attrs: dict) -> tuple[tuple[int, ...], bool]:
             f"elementwise '{attrs['fn']}' got operands of different shapes: "
             + ", ".join(n.describe() for n in inputs),
             fix="elementwise operands must have the same shape (or be scalars); check the "
-                "layer widths")
+            "layer widths",
+        )
     return (shapes.pop() if shapes else ()), any(n.batched for n in inputs)
 
 
@@ -92,16 +93,26 @@ def const_value(g: Graph, nid: str) -> float | None:
     return n.attr("value") if n.op == "const" else None
 
 
-def apply(g: Graph, fn: local.ElementwiseFn, inputs: list[str], *, name: str = "",
-          origin: str = "", scalar_ok: bool = False) -> str:
+def apply(
+    g: Graph,
+    fn: local.ElementwiseFn,
+    inputs: list[str],
+    *,
+    name: str = "",
+    origin: str = "",
+    scalar_ok: bool = False,
+) -> str:
     """``fn(inputs)`` as a node, folding what needs no node: a constant function
     becomes a const (left a scalar with ``scalar_ok``, for operands of another elementwise
     node, which broadcasts it), ``f(x) = x_i`` returns the operand itself."""
     if len(inputs) != fn.arity:
         raise errors.ExpressionError(
             f"elementwise op '{fn.name}' takes {fn.arity} operand(s) "
-            f"{[s.name for s in fn.symbols]}, got {len(inputs)}", where=origin,
-            node=f"'{fn.name}'", fix="pass one node per symbol of the expression")
+            f"{[s.name for s in fn.symbols]}, got {len(inputs)}",
+            where=origin,
+            node=f"'{fn.name}'",
+            fix="pass one node per symbol of the expression",
+        )
     shape, batched = _infer([g[i] for i in inputs], {"fn": fn.name})
     c = fn.constant_value()
     if c is not None:
@@ -110,8 +121,14 @@ def apply(g: Graph, fn: local.ElementwiseFn, inputs: list[str], *, name: str = "
     j = fn.passthrough()
     if j is not None:
         return broadcast_to(g, inputs[j], shape, batched, origin)
-    return emit(g, "elementwise", inputs, {"fn": fn.name, "expr": str(fn.expr)},
-                name=name or fn.name, origin=origin)
+    return emit(
+        g,
+        "elementwise",
+        inputs,
+        {"fn": fn.name, "expr": str(fn.expr)},
+        name=name or fn.name,
+        origin=origin,
+    )
 
 
 def call(g: Graph, fn_name: str, *inputs: str, name: str = "", origin: str = "") -> str:
@@ -188,10 +205,19 @@ def _jvp(g: Graph, node: Node, tangents: list[str | None]) -> str | None:
     return broadcast_to(g, total, node.shape, node.batched, node.origin)
 
 
-register(PrimitiveDef(
-    "elementwise", "elementwise", "map", _infer, _impl, vjp=_vjp, jvp=_jvp,
-    scalar=lambda node, syms: fn_of(node)(*syms),
-    doc="y = f(x_1..x_k) elementwise, f a sympy expression"))
+register(
+    PrimitiveDef(
+        "elementwise",
+        "elementwise",
+        "map",
+        _infer,
+        _impl,
+        vjp=_vjp,
+        jvp=_jvp,
+        scalar=lambda node, syms: fn_of(node)(*syms),
+        doc="y = f(x_1..x_k) elementwise, f a sympy expression",
+    )
+)
 
 
 # ---- broadcasts ----------------------------------------------------------------------
@@ -208,13 +234,23 @@ def _bcast_impl(node, args, arg_nodes):
     return np.broadcast_to(align(x, arg_nodes[0], len(node.shape)), lead + node.shape).copy()
 
 
-register(PrimitiveDef(
-    "broadcast", "elementwise", "map", _bcast_infer, _bcast_impl,
-    vjp=lambda g, n, cot, needs: [emit(g, "sum", [cot], name="sum", origin=n.origin)],
-    jvp=lambda g, n, t: None if t[0] is None else emit(
-        g, "broadcast", [t[0]], {"shape": n.shape}, name="bcast", origin=n.origin),
-    scalar=lambda node, syms: syms[0],
-    doc="y_j = x: a scalar copied to every feature"))
+register(
+    PrimitiveDef(
+        "broadcast",
+        "elementwise",
+        "map",
+        _bcast_infer,
+        _bcast_impl,
+        vjp=lambda g, n, cot, needs: [emit(g, "sum", [cot], name="sum", origin=n.origin)],
+        jvp=lambda g, n, t: (
+            None
+            if t[0] is None
+            else emit(g, "broadcast", [t[0]], {"shape": n.shape}, name="bcast", origin=n.origin)
+        ),
+        scalar=lambda node, syms: syms[0],
+        doc="y_j = x: a scalar copied to every feature",
+    )
+)
 
 
 def _bb_infer(inputs, attrs):
@@ -231,12 +267,35 @@ def _bb_impl(node, args, arg_nodes):
     raise RuntimeError("batch_broadcast is evaluated by the interpreter, which knows B")
 
 
-register(PrimitiveDef(
-    "batch_broadcast", "elementwise", "map", _bb_infer, _bb_impl,
-    vjp=lambda g, n, cot, needs: [emit(g, "batch_mean" if n.attr("mean") else "batch_sum",
-                                       [cot], name="bsum", origin=n.origin)],
-    jvp=lambda g, n, t: None if t[0] is None else emit(
-        g, "batch_broadcast", [t[0]], {"mean": n.attr("mean")}, name="bbcast",
-        origin=n.origin),
-    scalar=lambda node, syms: syms[0] / B_SYMBOL if node.attr("mean") else syms[0],
-    doc="y_b = x (or x / B with mean=True): an unbatched value given to every case"))
+register(
+    PrimitiveDef(
+        "batch_broadcast",
+        "elementwise",
+        "map",
+        _bb_infer,
+        _bb_impl,
+        vjp=lambda g, n, cot, needs: [
+            emit(
+                g,
+                "batch_mean" if n.attr("mean") else "batch_sum",
+                [cot],
+                name="bsum",
+                origin=n.origin,
+            )
+        ],
+        jvp=lambda g, n, t: (
+            None
+            if t[0] is None
+            else emit(
+                g,
+                "batch_broadcast",
+                [t[0]],
+                {"mean": n.attr("mean")},
+                name="bbcast",
+                origin=n.origin,
+            )
+        ),
+        scalar=lambda node, syms: syms[0] / B_SYMBOL if node.attr("mean") else syms[0],
+        doc="y_b = x (or x / B with mean=True): an unbatched value given to every case",
+    )
+)

@@ -11,6 +11,7 @@ from symcurv.ops.registry import PrimitiveDef, register
 def _leaf_infer(batched: bool):
     def infer(inputs, attrs):
         return tuple(attrs["shape"]), batched
+
     return infer
 
 
@@ -18,20 +19,47 @@ def _leaf_impl(node, args, arg_nodes):  # leaves are bound by the interpreter, n
     raise RuntimeError(f"leaf {node.name} has no value bound")
 
 
-register(PrimitiveDef("input", "leaf", "leaf", _leaf_infer(True), _leaf_impl,
-                      doc="x: one case's input vector (a batch has cases as rows)"))
-register(PrimitiveDef("target", "leaf", "leaf", _leaf_infer(True), _leaf_impl,
-                      doc="t: one case's target"))
-register(PrimitiveDef("param", "leaf", "leaf", _leaf_infer(False), _leaf_impl,
-                      doc="θ block: a parameter, shared by every case"))
+register(
+    PrimitiveDef(
+        "input",
+        "leaf",
+        "leaf",
+        _leaf_infer(True),
+        _leaf_impl,
+        doc="x: one case's input vector (a batch has cases as rows)",
+    )
+)
+register(
+    PrimitiveDef(
+        "target", "leaf", "leaf", _leaf_infer(True), _leaf_impl, doc="t: one case's target"
+    )
+)
+register(
+    PrimitiveDef(
+        "param",
+        "leaf",
+        "leaf",
+        _leaf_infer(False),
+        _leaf_impl,
+        doc="θ block: a parameter, shared by every case",
+    )
+)
 
 
 def _const_impl(node, args, arg_nodes):
     return np.asarray(node.attr("value"), dtype=np.float64)
 
 
-register(PrimitiveDef(
-    "const", "leaf", "map", lambda inputs, attrs: ((), False), _const_impl,
-    vjp=lambda g, n, cot, needs: [], jvp=lambda g, n, t: None,
-    scalar=lambda node, syms: sympy.Float(node.attr("value")),
-    doc="c: a scalar literal (inlined into every fused map that uses it)"))
+register(
+    PrimitiveDef(
+        "const",
+        "leaf",
+        "map",
+        lambda inputs, attrs: ((), False),
+        _const_impl,
+        vjp=lambda g, n, cot, needs: [],
+        jvp=lambda g, n, t: None,
+        scalar=lambda node, syms: sympy.Float(node.attr("value")),
+        doc="c: a scalar literal (inlined into every fused map that uses it)",
+    )
+)

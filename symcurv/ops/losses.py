@@ -37,7 +37,8 @@ def _infer(inputs: list[Node], attrs):
         raise errors.ShapeError(
             f"loss '{attrs.get('kind')}' needs an output vector and a target of the same "
             f"length, got {y.describe()} and {t.describe()}",
-            fix="make the last layer's width equal the target's width")
+            fix="make the last layer's width equal the target's width",
+        )
     return (), y.batched or t.batched
 
 
@@ -79,15 +80,25 @@ def _sep_decompose(g: Graph, n: Node) -> str:
     return emit(g, "sum", [terms], name=n.name, origin=n.origin)
 
 
-register(PrimitiveDef("separable_loss", "loss", "composite", _infer, _sep_impl,
-                      vjp=_sep_vjp, jvp=_sep_jvp, decompose=_sep_decompose,
-                      doc="L = Σ_k ℓ(y_k, t_k)"))
+register(
+    PrimitiveDef(
+        "separable_loss",
+        "loss",
+        "composite",
+        _infer,
+        _sep_impl,
+        vjp=_sep_vjp,
+        jvp=_sep_jvp,
+        decompose=_sep_decompose,
+        doc="L = Σ_k ℓ(y_k, t_k)",
+    )
+)
 
 
-def separable(g: Graph, kind: str, fn: local.ElementwiseFn, y: str, t: str,
-              origin: str) -> str:
-    return emit(g, "separable_loss", [y, t], {"kind": kind, "fn": fn.name},
-                name=kind, origin=origin)
+def separable(g: Graph, kind: str, fn: local.ElementwiseFn, y: str, t: str, origin: str) -> str:
+    return emit(
+        g, "separable_loss", [y, t], {"kind": kind, "fn": fn.name}, name=kind, origin=origin
+    )
 
 
 # ---- softmax cross-entropy ---------------------------------------------------------------
@@ -114,16 +125,21 @@ def _dt(g: Graph, n: Node) -> str:
 
 def _smce_vjp(g, n, cot, needs):
     parts = (_dy, _dt)
-    return [ew.unbroadcast(g, ew.mul(g, cot, parts[i](g, n), n.origin), g[x], n.origin)
-            if needs[i] else None for i, x in enumerate(n.inputs)]
+    return [
+        ew.unbroadcast(g, ew.mul(g, cot, parts[i](g, n), n.origin), g[x], n.origin)
+        if needs[i]
+        else None
+        for i, x in enumerate(n.inputs)
+    ]
 
 
 def _smce_jvp(g, n, tangents):
     total = None
     for part, t in zip((_dy, _dt), tangents):
         if t is not None:
-            total = ew.add(g, total, _sum(g, ew.mul(g, part(g, n), t, n.origin), n.origin),
-                           n.origin)
+            total = ew.add(
+                g, total, _sum(g, ew.mul(g, part(g, n), t, n.origin), n.origin), n.origin
+            )
     return total
 
 
@@ -131,12 +147,22 @@ def _smce_decompose(g: Graph, n: Node) -> str:
     y, t = n.inputs
     lse = emit(g, "logsumexp", [y], name="lse", origin=n.origin)
     st = emit(g, "sum", [t], name="sum_t", origin=n.origin)
-    ty = emit(g, "sum", [ew.call(g, "mul", t, y, origin=n.origin)], name="sum_ty",
-              origin=n.origin)
-    return ew.call(g, "sub", ew.call(g, "mul", lse, st, origin=n.origin), ty, name=n.name,
-                   origin=n.origin)
+    ty = emit(g, "sum", [ew.call(g, "mul", t, y, origin=n.origin)], name="sum_ty", origin=n.origin)
+    return ew.call(
+        g, "sub", ew.call(g, "mul", lse, st, origin=n.origin), ty, name=n.name, origin=n.origin
+    )
 
 
-register(PrimitiveDef("softmax_cross_entropy", "loss", "composite", _infer, _smce_impl,
-                      vjp=_smce_vjp, jvp=_smce_jvp, decompose=_smce_decompose,
-                      doc="L = Σ_k t_k (logsumexp(y) − y_k)"))
+register(
+    PrimitiveDef(
+        "softmax_cross_entropy",
+        "loss",
+        "composite",
+        _infer,
+        _smce_impl,
+        vjp=_smce_vjp,
+        jvp=_smce_jvp,
+        decompose=_smce_decompose,
+        doc="L = Σ_k t_k (logsumexp(y) − y_k)",
+    )
+)

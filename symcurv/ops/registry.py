@@ -63,8 +63,15 @@ def register(prim: PrimitiveDef) -> PrimitiveDef:
     return prim
 
 
-def emit(graph: Graph, op: str, inputs: Sequence[str], attrs: dict | None = None, *,
-         name: str = "", origin: str = "") -> str:
+def emit(
+    graph: Graph,
+    op: str,
+    inputs: Sequence[str],
+    attrs: dict | None = None,
+    *,
+    name: str = "",
+    origin: str = "",
+) -> str:
     """Add ``op(inputs)`` to ``graph`` after running its shape rule; return the node id.
 
     Derived nodes inherit ``origin`` (the DSL line) from the primal node they come from,
@@ -77,8 +84,9 @@ def emit(graph: Graph, op: str, inputs: Sequence[str], attrs: dict | None = None
         shape, batched = prim.infer(nodes, attrs)
     except errors.ShapeError as e:
         if e.where is None and origin:
-            raise errors.ShapeError(e.problem, where=origin, node=e.node or f"'{name or op}'",
-                                    fix=e.fix) from None
+            raise errors.ShapeError(
+                e.problem, where=origin, node=e.node or f"'{name or op}'", fix=e.fix
+            ) from None
         raise
     return graph.add_node(op, inputs, shape, batched, attrs, name=name or op, origin=origin).id
 

@@ -82,8 +82,11 @@ def fusion_groups(g: Graph) -> list[Group]:
                     grp = cand
         elif is_sum_epilogue_candidate(node) and parents:
             cand = groups.get(parents[0])
-            if (cand is not None and cand.space[0] == node.batched
-                    and node.inputs[0] in cand.members):
+            if (
+                cand is not None
+                and cand.space[0] == node.batched
+                and node.inputs[0] in cand.members
+            ):
                 group_of[nid] = cand.gid
                 if acyclic():
                     cand.epilogues.append(nid)

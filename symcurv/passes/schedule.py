@@ -22,12 +22,12 @@ class Slot:
 
 @dataclasses.dataclass
 class Plan:
-    storage: dict[str, str]            # node id -> variable name in the driver
+    storage: dict[str, str]  # node id -> variable name in the driver
     slots: list[Slot]
-    out_flat: list[str]                # flat result vectors, e.g. ["grad"]
+    out_flat: list[str]  # flat result vectors, e.g. ["grad"]
     out_plain: dict[str, tuple[bool, int]]  # other outputs: key -> (batched, size)
     param_offsets: dict[str, tuple[int, int]]
-    leaves: list[str]                  # input/target names, in argument order
+    leaves: list[str]  # input/target names, in argument order
 
 
 def var_name(key: str) -> str:
@@ -80,8 +80,13 @@ def plan(low: Lowered, params: dict[str, tuple[int, int]]) -> Plan:
                 storage[w] = s.name
         for r in dict.fromkeys(k.reads):
             for x in (r, low.views.get(r)):
-                if x is not None and last_use.get(x) == i and x in storage \
-                        and storage[x].startswith("s") and storage[x][1:].isdigit():
+                if (
+                    x is not None
+                    and last_use.get(x) == i
+                    and x in storage
+                    and storage[x].startswith("s")
+                    and storage[x][1:].isdigit()
+                ):
                     n = g[x]
                     free.setdefault((n.batched, n.size), []).append(storage[x])
     return Plan(storage, slots, out_flat, out_plain, params, leaves)

@@ -60,18 +60,23 @@ def read_manifest(build_dir: str | os.PathLike) -> dict:
     root = Path(build_dir)
     path = root / MANIFEST
     if not path.is_file():
-        raise errors.BuildError(f"{root} is not a symcurv build directory (no {MANIFEST})",
-                                where=str(root),
-                                fix="build one with sc.compile(..., build_dir=...) or "
-                                    "`symcurv build MODEL.py -o DIR`")
+        raise errors.BuildError(
+            f"{root} is not a symcurv build directory (no {MANIFEST})",
+            where=str(root),
+            fix="build one with sc.compile(..., build_dir=...) or `symcurv build MODEL.py -o DIR`",
+        )
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise errors.BuildError(f"{MANIFEST} is corrupted: {e}", where=str(root),
-                                fix="rebuild the directory") from None
+        raise errors.BuildError(
+            f"{MANIFEST} is corrupted: {e}", where=str(root), fix="rebuild the directory"
+        ) from None
     if manifest.get("format") != FORMAT:
-        raise errors.BuildError(f"build format {manifest.get('format')} is not {FORMAT}",
-                                where=str(root), fix="rebuild with this symcurv version")
+        raise errors.BuildError(
+            f"build format {manifest.get('format')} is not {FORMAT}",
+            where=str(root),
+            fix="rebuild with this symcurv version",
+        )
     return manifest
 
 
@@ -80,13 +85,18 @@ def verify(build_dir: str | os.PathLike, manifest: dict) -> None:
     for rel, digest in manifest["files"].items():
         p = root / rel
         if not p.is_file():
-            raise errors.BuildError(f"the build is partial: {rel} is missing", where=str(root),
-                                    fix="rebuild the directory")
+            raise errors.BuildError(
+                f"the build is partial: {rel} is missing",
+                where=str(root),
+                fix="rebuild the directory",
+            )
         if sha256(p) != digest:
             raise errors.BuildError(
                 f"{rel} was modified after the build (sha256 differs from {MANIFEST})",
-                where=str(root), node=rel,
-                fix="rebuild the directory; generated files must not be edited")
+                where=str(root),
+                node=rel,
+                fix="rebuild the directory; generated files must not be edited",
+            )
 
 
 def _import(path: Path, name: str):
@@ -97,24 +107,35 @@ def _import(path: Path, name: str):
     return module
 
 
-def load(build_dir: str | os.PathLike, *, dtype: str | None = None,
-         backend: str | None = None) -> Program:
+def load(
+    build_dir: str | os.PathLike, *, dtype: str | None = None, backend: str | None = None
+) -> Program:
     """Load a build directory: no sympy, no re-derivation; hashes verified first.
 
     ``dtype``/``backend``, when given, must match the build (else a BuildError)."""
     root = Path(build_dir).resolve()
     manifest = read_manifest(root)
-    mismatched = [(key, want) for key, want, same in (
-        ("dtype", dtype, dtype is None or np.dtype(dtype) == np.dtype(manifest["dtype"])),
-        ("backend", backend, backend is None or backend == manifest["backend"])) if not same]
+    mismatched = [
+        (key, want)
+        for key, want, same in (
+            ("dtype", dtype, dtype is None or np.dtype(dtype) == np.dtype(manifest["dtype"])),
+            ("backend", backend, backend is None or backend == manifest["backend"]),
+        )
+        if not same
+    ]
     for key, want in mismatched:
-        raise errors.BuildError(f"the build is for {key} {manifest[key]}, not {want}",
-                                    where=str(root),
-                                    fix=f"rebuild with {key}={want!r}, or load without it")
+        raise errors.BuildError(
+            f"the build is for {key} {manifest[key]}, not {want}",
+            where=str(root),
+            fix=f"rebuild with {key}={want!r}, or load without it",
+        )
     verify(root, manifest)
     if manifest["backend"] != "cpu":
-        raise errors.BuildError(f"backend {manifest['backend']!r} is not available",
-                                where=str(root), fix="build with backend='cpu'")
+        raise errors.BuildError(
+            f"backend {manifest['backend']!r} is not available",
+            where=str(root),
+            fix="build with backend='cpu'",
+        )
     modules = {}
     for prog, spec in manifest["programs"].items():
         modname = f"symcurv_build_{manifest['model']}_{manifest['ir_hash']}_{prog}"
@@ -127,8 +148,10 @@ def graphs(build_dir: str | os.PathLike) -> dict:
     from symcurv.ir.graph import Graph
 
     data = json.loads((Path(build_dir) / GRAPHS).read_text())
-    return {"forward": Graph.from_json(data["forward"]),
-            "programs": {k: Graph.from_json(v) for k, v in data["programs"].items()}}
+    return {
+        "forward": Graph.from_json(data["forward"]),
+        "programs": {k: Graph.from_json(v) for k, v in data["programs"].items()},
+    }
 
 
 def draw(build_dir: str | os.PathLike, program: str, path: str) -> str:
@@ -139,12 +162,13 @@ def draw(build_dir: str | os.PathLike, program: str, path: str) -> str:
     if program == "forward":
         return str(viz.draw(fwd, path, title=f"{fwd.name}: forward"))
     if program not in gs["programs"]:
-        raise errors.BuildError(f"no graph for program '{program}' in this build",
-                                where=str(build_dir),
-                                fix=f"choose one of forward, {', '.join(gs['programs'])}")
+        raise errors.BuildError(
+            f"no graph for program '{program}' in this build",
+            where=str(build_dir),
+            fix=f"choose one of forward, {', '.join(gs['programs'])}",
+        )
     g = gs["programs"][program]
-    return str(viz.draw(g, path, forward_ids=set(fwd.nx.nodes),
-                        title=f"{fwd.name}: {program}"))
+    return str(viz.draw(g, path, forward_ids=set(fwd.nx.nodes), title=f"{fwd.name}: {program}"))
 
 
 def first_non_finite(prog: Program, program: str, theta, batch) -> str | None:

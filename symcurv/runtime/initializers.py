@@ -12,7 +12,7 @@ def sample(spec: dict, shape: tuple[int, ...], rng: np.random.Generator) -> np.n
     if kind == "constant":
         return np.full(shape, spec["value"], dtype=np.float64)
     if kind == "glorot":
-        fan_out, fan_in = (shape if len(shape) == 2 else (shape[0], shape[0]))
+        fan_out, fan_in = shape if len(shape) == 2 else (shape[0], shape[0])
         a = np.sqrt(6.0 / (fan_in + fan_out))
         return rng.uniform(-a, a, size=shape)
     if kind == "sparse":

@@ -33,9 +33,11 @@ class Program:
         self._buffers: dict[tuple[str, int], list[np.ndarray]] = {}
 
     def __repr__(self) -> str:
-        return (f"<symcurv Program '{self.name}' ({self.backend}, {self.dtype}): "
-                f"{self.n_params} parameters, programs {', '.join(self.programs)}; "
-                f"built in {self.build_dir}>")
+        return (
+            f"<symcurv Program '{self.name}' ({self.backend}, {self.dtype}): "
+            f"{self.n_params} parameters, programs {', '.join(self.programs)}; "
+            f"built in {self.build_dir}>"
+        )
 
     # -- parameters -----------------------------------------------------------------------
     def init(self, seed: int | None = 0) -> np.ndarray:
@@ -43,15 +45,18 @@ class Program:
         rng = np.random.default_rng(seed)
         theta = np.empty(self.n_params, dtype=self.dtype)
         for p in self.params.values():
-            theta[p["offset"]:p["offset"] + p["size"]] = initializers.sample(
-                p["init"], tuple(p["shape"]), rng).ravel()
+            theta[p["offset"] : p["offset"] + p["size"]] = initializers.sample(
+                p["init"], tuple(p["shape"]), rng
+            ).ravel()
         return theta
 
     def unflatten(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         """Named views of a flat vector (θ, a gradient, ...) in each parameter's shape."""
         theta = self._check_vector(theta, "theta")
-        return {n: theta[p["offset"]:p["offset"] + p["size"]].reshape(p["shape"])
-                for n, p in self.params.items()}
+        return {
+            n: theta[p["offset"] : p["offset"] + p["size"]].reshape(p["shape"])
+            for n, p in self.params.items()
+        }
 
     def flatten(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
         """The flat vector of a dict of named parameter arrays (every parameter needed)."""
@@ -60,15 +65,19 @@ class Program:
         if missing or unknown:
             raise errors.BatchError(
                 f"flatten() got missing {missing} / unknown {unknown} parameter names",
-                where=f"model '{self.name}'", fix=f"pass exactly {list(self.params)}")
+                where=f"model '{self.name}'",
+                fix=f"pass exactly {list(self.params)}",
+            )
         out = np.empty(self.n_params, dtype=self.dtype)
         for n, p in self.params.items():
             v = np.asarray(values[n], dtype=self.dtype)
             if v.shape != tuple(p["shape"]):
-                raise errors.BatchError(f"parameter '{n}' has shape {v.shape}",
-                                        where=f"model '{self.name}'",
-                                        fix=f"give it shape {tuple(p['shape'])}")
-            out[p["offset"]:p["offset"] + p["size"]] = v.ravel()
+                raise errors.BatchError(
+                    f"parameter '{n}' has shape {v.shape}",
+                    where=f"model '{self.name}'",
+                    fix=f"give it shape {tuple(p['shape'])}",
+                )
+            out[p["offset"] : p["offset"] + p["size"]] = v.ravel()
         return out
 
     # -- programs -------------------------------------------------------------------------
@@ -91,82 +100,112 @@ class Program:
     def _check_vector(self, v, what: str) -> np.ndarray:
         v = np.asarray(v)
         if v.ndim != 1 or v.shape[0] != self.n_params:
-            raise errors.BatchError(f"{what} has shape {v.shape}",
-                                    where=f"model '{self.name}'",
-                                    fix=f"pass a flat vector of length n_params = "
-                                        f"{self.n_params} (prog.flatten turns a dict into one)")
+            raise errors.BatchError(
+                f"{what} has shape {v.shape}",
+                where=f"model '{self.name}'",
+                fix=f"pass a flat vector of length n_params = "
+                f"{self.n_params} (prog.flatten turns a dict into one)",
+            )
         if not np.issubdtype(v.dtype, np.number) or np.iscomplexobj(v):
-            raise errors.BatchError(f"{what} has dtype {v.dtype}", where=f"model '{self.name}'",
-                                    fix=f"pass real numbers ({self.dtype})")
+            raise errors.BatchError(
+                f"{what} has dtype {v.dtype}",
+                where=f"model '{self.name}'",
+                fix=f"pass real numbers ({self.dtype})",
+            )
         return v
 
     def _check_theta(self, theta) -> np.ndarray:
         theta = np.ascontiguousarray(self._check_vector(theta, "theta"), dtype=self.dtype)
         if not np.isfinite(theta).all():
             bad = int(np.flatnonzero(~np.isfinite(theta))[0])
-            name = next(n for n, p in self.params.items()
-                        if p["offset"] <= bad < p["offset"] + p["size"])
+            name = next(
+                n for n, p in self.params.items() if p["offset"] <= bad < p["offset"] + p["size"]
+            )
             raise errors.NonFiniteError(
                 f"theta[{bad}] = {theta[bad]} (in parameter '{name}') is not finite",
-                where=f"model '{self.name}'", node=f"'{name}'",
-                fix="restart from finite parameters (a diverged optimizer step?)")
+                where=f"model '{self.name}'",
+                node=f"'{name}'",
+                fix="restart from finite parameters (a diverged optimizer step?)",
+            )
         return theta
 
     def _check_batch(self, spec: dict, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         if not isinstance(batch, Mapping):
-            raise errors.BatchError(f"a batch must be a dict of arrays, got {type(batch).__name__}",
-                                    where=f"model '{self.name}'",
-                                    fix=f"pass {{{', '.join(repr(k) for k in self.inputs)}}}")
+            raise errors.BatchError(
+                f"a batch must be a dict of arrays, got {type(batch).__name__}",
+                where=f"model '{self.name}'",
+                fix=f"pass {{{', '.join(repr(k) for k in self.inputs)}}}",
+            )
         unknown = sorted(set(batch) - set(self.inputs))
         if unknown:
-            raise errors.BatchError(f"the batch has unknown key(s) {unknown}",
-                                    where=f"model '{self.name}'",
-                                    fix=f"the model's inputs and targets are {list(self.inputs)}")
+            raise errors.BatchError(
+                f"the batch has unknown key(s) {unknown}",
+                where=f"model '{self.name}'",
+                fix=f"the model's inputs and targets are {list(self.inputs)}",
+            )
         arrays, B = [], None
         for name in spec["leaves"]:
             info = self.inputs[name]
             if name not in batch:
                 raise errors.BatchError(
                     f"the batch has no key '{name}' ({info['role']} of width {info['size']})",
-                    where=info.get("origin", f"model '{self.name}'"), node=f"'{name}'",
-                    fix=f"add batch['{name}'] as an array of shape (B, {info['size']})")
+                    where=info.get("origin", f"model '{self.name}'"),
+                    node=f"'{name}'",
+                    fix=f"add batch['{name}'] as an array of shape (B, {info['size']})",
+                )
             a = np.asarray(batch[name])
-            if a.dtype == object or not (np.issubdtype(a.dtype, np.number)
-                                         or a.dtype == bool) or np.iscomplexobj(a):
-                raise errors.BatchError(f"batch['{name}'] has dtype {a.dtype}",
-                                        where=info.get("origin"), node=f"'{name}'",
-                                        fix=f"pass real numbers (converted to {self.dtype})")
+            if (
+                a.dtype == object
+                or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool)
+                or np.iscomplexobj(a)
+            ):
+                raise errors.BatchError(
+                    f"batch['{name}'] has dtype {a.dtype}",
+                    where=info.get("origin"),
+                    node=f"'{name}'",
+                    fix=f"pass real numbers (converted to {self.dtype})",
+                )
             if a.ndim != 2 or a.shape[1] != info["size"]:
                 raise errors.BatchError(
                     f"batch['{name}'] has shape {a.shape}, expected (B, {info['size']})",
-                    where=info.get("origin"), node=f"'{name}'",
-                    fix="cases are ROWS: pass shape (B, n)" + (
-                        "; a single case needs x[None, :]" if a.ndim == 1 else ""))
+                    where=info.get("origin"),
+                    node=f"'{name}'",
+                    fix="cases are ROWS: pass shape (B, n)"
+                    + ("; a single case needs x[None, :]" if a.ndim == 1 else ""),
+                )
             if B is None:
                 B = a.shape[0]
             elif a.shape[0] != B:
-                raise errors.BatchError(f"batch['{name}'] has {a.shape[0]} rows, but another "
-                                        f"key has {B}", where=info.get("origin"),
-                                        node=f"'{name}'", fix="give every key the same rows")
+                raise errors.BatchError(
+                    f"batch['{name}'] has {a.shape[0]} rows, but another key has {B}",
+                    where=info.get("origin"),
+                    node=f"'{name}'",
+                    fix="give every key the same rows",
+                )
             a = np.ascontiguousarray(a, dtype=self.dtype)
             if not np.isfinite(a).all():
                 r, c = np.argwhere(~np.isfinite(a))[0]
                 raise errors.NonFiniteError(
                     f"batch['{name}'][{r}, {c}] = {a[r, c]} is not finite",
-                    where=info.get("origin"), node=f"'{name}'",
-                    fix="clean the data (drop or impute NaN/inf rows) before calling")
+                    where=info.get("origin"),
+                    node=f"'{name}'",
+                    fix="clean the data (drop or impute NaN/inf rows) before calling",
+                )
             arrays.append(a)
         if B == 0:
-            raise errors.BatchError("the batch is empty", where=f"model '{self.name}'",
-                                    fix="pass at least one case")
+            raise errors.BatchError(
+                "the batch is empty", where=f"model '{self.name}'", fix="pass at least one case"
+            )
         return arrays
 
     def _scratch(self, prog: str, spec: dict, B: int) -> list[np.ndarray]:
         key = (prog, B)
         bufs = self._buffers.get(key)
         if bufs is None:
-            bufs = [np.empty((B, size) if batched else (size,), dtype=self.dtype)
-                    for _name, batched, size in spec["slots"]]
+            bufs = [
+                np.empty((B, size) if batched else (size,), dtype=self.dtype)
+                for _name, batched, size in spec["slots"]
+            ]
             if len(self._buffers) > 16:  # a few batch sizes at a time
                 self._buffers.pop(next(iter(self._buffers)))
             self._buffers[key] = bufs
@@ -176,7 +215,9 @@ class Program:
         if prog not in self._modules:
             raise errors.BuildError(
                 f"program '{prog}' was not built (this build has {list(self.programs)})",
-                where=self.build_dir, fix=f"rebuild with programs including '{prog}'")
+                where=self.build_dir,
+                fix=f"rebuild with programs including '{prog}'",
+            )
         spec = self.manifest["programs"][prog]
         theta = self._check_theta(theta) if check else theta
         arrays = self._check_batch(spec, batch) if check else [batch[n] for n in spec["leaves"]]
@@ -200,5 +241,6 @@ class Program:
             + (f": the first non-finite value is node {culprit}" if culprit else ""),
             where=culprit.split(" @ ", 1)[1] if culprit and " @ " in culprit else self.name,
             fix="check the data range and the parameters (overflow in exp, log of a "
-                "non-positive value, division by zero); a smaller step or a stabler "
-                "expression usually fixes it")
+            "non-positive value, division by zero); a smaller step or a stabler "
+            "expression usually fixes it",
+        )

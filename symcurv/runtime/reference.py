@@ -14,8 +14,13 @@ import numpy as np
 from symcurv.ir.graph import Graph
 
 
-def evaluate(graph: Graph, leaves: Mapping[str, np.ndarray], outputs: Iterable[str] | None = None,
-             *, keep_all: bool = False) -> dict[str, np.ndarray]:
+def evaluate(
+    graph: Graph,
+    leaves: Mapping[str, np.ndarray],
+    outputs: Iterable[str] | None = None,
+    *,
+    keep_all: bool = False,
+) -> dict[str, np.ndarray]:
     """Evaluate ``graph`` with leaf values keyed by leaf NAME (parameters in their own
     shape, inputs and targets as ``(B, n)`` arrays). Returns the named outputs (or every
     node by id with ``keep_all``)."""
@@ -28,8 +33,11 @@ def evaluate(graph: Graph, leaves: Mapping[str, np.ndarray], outputs: Iterable[s
     for o in wanted:
         nid = graph.outputs[o]
         need |= graph.ancestors(nid) | {nid}
-    inputs_b = [np.shape(leaves[n.name])[0] for n in graph.nodes()
-                if n.op in ("input", "target") and n.name in leaves]
+    inputs_b = [
+        np.shape(leaves[n.name])[0]
+        for n in graph.nodes()
+        if n.op in ("input", "target") and n.name in leaves
+    ]
     B = inputs_b[0] if inputs_b else (batch[0] if batch else 1)
     for nid in graph.topo():
         if nid not in need and not keep_all:
@@ -47,8 +55,7 @@ def evaluate(graph: Graph, leaves: Mapping[str, np.ndarray], outputs: Iterable[s
             vals[nid] = x / B if node.attr("mean") else x.copy()
             continue
         with np.errstate(all="ignore"):
-            vals[nid] = np.asarray(REGISTRY[node.op].impl(node, args, arg_nodes),
-                                   dtype=np.float64)
+            vals[nid] = np.asarray(REGISTRY[node.op].impl(node, args, arg_nodes), dtype=np.float64)
     if keep_all:
         return vals
     return {o: vals[graph.outputs[o]] for o in wanted}

@@ -60,21 +60,39 @@ FUNCTIONS: dict[str, ElementwiseFn] = {}
 
 # functions a user expression may call (sympy names); anything else is an error
 ALLOWED_FUNCTIONS = (
-    "exp", "log", "sqrt", "tanh", "sinh", "cosh", "sin", "cos", "tan", "atan", "asinh",
-    "erf", "Abs", "Max", "Min", "sign", "Heaviside", "Piecewise",
+    "exp",
+    "log",
+    "sqrt",
+    "tanh",
+    "sinh",
+    "cosh",
+    "sin",
+    "cos",
+    "tan",
+    "atan",
+    "asinh",
+    "erf",
+    "Abs",
+    "Max",
+    "Min",
+    "sign",
+    "Heaviside",
+    "Piecewise",
 )
 
 
 def _clean(expr: sympy.Expr) -> sympy.Expr:
     expr = expr.replace(lambda a: isinstance(a, sympy.DiracDelta), lambda a: sympy.S.Zero)
     expr = expr.replace(
-        lambda a: isinstance(a, sympy.Pow) and isinstance(a.base, sympy.sign)
-        and a.exp.is_even, lambda a: sympy.S.One)
+        lambda a: isinstance(a, sympy.Pow) and isinstance(a.base, sympy.sign) and a.exp.is_even,
+        lambda a: sympy.S.One,
+    )
     return expr
 
 
-def define(name: str, expr: sympy.Expr, symbols: Sequence[sympy.Symbol], *,
-           origin: str = "") -> ElementwiseFn:
+def define(
+    name: str, expr: sympy.Expr, symbols: Sequence[sympy.Symbol], *, origin: str = ""
+) -> ElementwiseFn:
     """Register (or fetch, if identical) the function ``name``."""
     symbols = tuple(symbols)
     fn = ElementwiseFn(name, symbols, sympy.sympify(expr), origin)
@@ -85,7 +103,9 @@ def define(name: str, expr: sympy.Expr, symbols: Sequence[sympy.Symbol], *,
         raise errors.ExpressionError(
             f"an elementwise function named '{name}' already exists with expression "
             f"{old.expr} (defined at {old.origin or 'symcurv'}); the new one is {fn.expr}",
-            where=origin, fix="give the new function a different name")
+            where=origin,
+            fix="give the new function a different name",
+        )
     _check(fn)
     FUNCTIONS[name] = fn
     return fn
@@ -97,15 +117,18 @@ def _check(fn: ElementwiseFn) -> None:
         raise errors.ExpressionError(
             f"expression '{fn.expr}' of elementwise op '{fn.name}' uses unknown symbol(s) "
             f"{sorted(map(str, extra))}; its operands are {[str(s) for s in fn.symbols]}",
-            where=fn.origin, node=f"'{fn.name}'",
-            fix="use only the operand symbols, or list every symbol in args=(...)")
+            where=fn.origin,
+            node=f"'{fn.name}'",
+            fix="use only the operand symbols, or list every symbol in args=(...)",
+        )
     bad = sorted({type(a).__name__ for a in fn.expr.atoms(AppliedUndef)})
     if bad:
         raise errors.ExpressionError(
-            f"expression '{fn.expr}' of elementwise op '{fn.name}' calls unknown "
-            f"function(s) {bad}",
-            where=fn.origin, node=f"'{fn.name}'",
-            fix=f"use sympy functions: {', '.join(ALLOWED_FUNCTIONS)}")
+            f"expression '{fn.expr}' of elementwise op '{fn.name}' calls unknown function(s) {bad}",
+            where=fn.origin,
+            node=f"'{fn.name}'",
+            fix=f"use sympy functions: {', '.join(ALLOWED_FUNCTIONS)}",
+        )
 
 
 @functools.cache
@@ -114,10 +137,12 @@ def _partial_cached(fn_name: str, i: int) -> ElementwiseFn:
     d = _clean(sympy.diff(fn.expr, fn.symbols[i]))
     if d.has(sympy.Derivative) or d.has(sympy.Subs):
         raise errors.ExpressionError(
-            f"sympy cannot differentiate '{fn.expr}' with respect to {fn.symbols[i]} "
-            f"(got {d})", where=fn.origin, node=f"'{fn.name}'",
+            f"sympy cannot differentiate '{fn.expr}' with respect to {fn.symbols[i]} (got {d})",
+            where=fn.origin,
+            node=f"'{fn.name}'",
             fix="write the function with differentiable sympy functions "
-                "(e.g. Max/Abs/Heaviside instead of floor or round)")
+            "(e.g. Max/Abs/Heaviside instead of floor or round)",
+        )
     name = f"{fn.name}_d{i}"
     existing = FUNCTIONS.get(name)
     if existing is not None:
@@ -137,8 +162,13 @@ def real_symbols(names: Sequence[str]) -> tuple[sympy.Symbol, ...]:
     return tuple(sympy.Symbol(n, real=True) for n in names)
 
 
-def parse(name: str, expr: str | Callable | sympy.Expr, args: Sequence[str] | None = None, *,
-          origin: str = "") -> ElementwiseFn:
+def parse(
+    name: str,
+    expr: str | Callable | sympy.Expr,
+    args: Sequence[str] | None = None,
+    *,
+    origin: str = "",
+) -> ElementwiseFn:
     """Build an ElementwiseFn from a sympy string, a sympy expression or a lambda.
 
     A lambda's parameters give the operand order; for a string or expression the free
@@ -152,9 +182,11 @@ def parse(name: str, expr: str | Callable | sympy.Expr, args: Sequence[str] | No
         except (TypeError, AttributeError, sympy.SympifyError) as e:
             raise errors.ExpressionError(
                 f"calling the lambda of elementwise op '{name}' on sympy symbols failed: {e}",
-                where=origin, node=f"'{name}'",
+                where=origin,
+                node=f"'{name}'",
                 fix="use sympy functions (sympy.exp, sympy.log, ...) inside the lambda, "
-                    "not numpy or math") from None
+                "not numpy or math",
+            ) from None
         return define(name, body, syms, origin=origin)
     if isinstance(expr, str):
         namespace = {f: getattr(sympy, f) for f in ALLOWED_FUNCTIONS}
@@ -164,8 +196,10 @@ def parse(name: str, expr: str | Callable | sympy.Expr, args: Sequence[str] | No
         except (SyntaxError, TypeError, sympy.SympifyError, TokenErrorType) as e:
             raise errors.ExpressionError(
                 f"cannot parse expression '{expr}' of elementwise op '{name}': {e}",
-                where=origin, node=f"'{name}'",
-                fix="write a sympy expression such as 'log(1 + exp(z))'") from None
+                where=origin,
+                node=f"'{name}'",
+                fix="write a sympy expression such as 'log(1 + exp(z))'",
+            ) from None
     else:
         parsed = sympy.sympify(expr)
     free = sorted(parsed.free_symbols, key=lambda s: s.name)
@@ -175,7 +209,10 @@ def parse(name: str, expr: str | Callable | sympy.Expr, args: Sequence[str] | No
     if not syms:
         raise errors.ExpressionError(
             f"expression '{expr}' of elementwise op '{name}' has no operand symbol",
-            where=origin, node=f"'{name}'", fix="use at least one symbol, e.g. 'z'")
+            where=origin,
+            node=f"'{name}'",
+            fix="use at least one symbol, e.g. 'z'",
+        )
     return define(name, parsed, syms, origin=origin)
 
 

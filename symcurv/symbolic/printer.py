@@ -49,9 +49,9 @@ class ScalarPrinter(PythonCodePrinter):
             return f"math.sqrt({self._print(base)})"
         if exp.is_Integer and 1 < int(exp) <= 4:  # x*x is faster and exact in both targets
             b = self.parenthesize(base, 100)
-            return "*".join([b] * int(exp))
+            return "(" + "*".join([b] * int(exp)) + ")"
         if exp == -1:
-            return f"1.0/{self.parenthesize(base, 100)}"
+            return f"(1.0/{self.parenthesize(base, 100)})"
         return super()._print_Pow(expr, rational=rational)
 
 
@@ -64,11 +64,13 @@ def print_expr(expr: sympy.Expr) -> str:
     except Exception as e:  # sympy raises several printer error types
         raise errors.ExpressionError(
             f"cannot generate code for '{expr}': {e}",
-            fix="use functions from symcurv.symbolic.local.ALLOWED_FUNCTIONS") from None
+            fix="use functions from symcurv.symbolic.local.ALLOWED_FUNCTIONS",
+        ) from None
 
 
-def scalar_function(name: str, args: Sequence[sympy.Symbol], outputs: Sequence[sympy.Expr],
-                    doc: str = "") -> list[str]:
+def scalar_function(
+    name: str, args: Sequence[sympy.Symbol], outputs: Sequence[sympy.Expr], doc: str = ""
+) -> list[str]:
     """Source lines of ``def name(args): ...; return outputs`` with common subexpressions
     factored by ``sympy.cse``. Temporaries are named ``t0, t1, ...`` (deterministic)."""
     temps = sympy.numbered_symbols("t")

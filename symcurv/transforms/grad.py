@@ -39,8 +39,11 @@ def vjp(g: Graph, root: str, wrt: Sequence[str], seed: str | None = None) -> dic
     r = g[root]
     if seed is None:
         if r.shape != () or r.batched:
-            raise errors.ModelError(f"cannot take the gradient of non-scalar {r.describe()}",
-                                    where=r.origin, fix="differentiate a scalar objective")
+            raise errors.ModelError(
+                f"cannot take the gradient of non-scalar {r.describe()}",
+                where=r.origin,
+                fix="differentiate a scalar objective",
+            )
         seed = ew.const(g, 1.0, r.origin)
     live = relevant_nodes(g, root, wrt)
     cot: dict[str, str | None] = {root: seed}
@@ -52,8 +55,9 @@ def vjp(g: Graph, root: str, wrt: Sequence[str], seed: str | None = None) -> dic
         if not node.inputs:
             continue
         if prim.vjp is None:
-            raise errors.ModelError(f"op '{node.op}' has no vjp rule", where=node.origin,
-                                    node=node.describe())
+            raise errors.ModelError(
+                f"op '{node.op}' has no vjp rule", where=node.origin, node=node.describe()
+            )
         needs = [i in live for i in node.inputs]
         for x, c in zip(node.inputs, prim.vjp(g, node, cot[nid], needs)):
             if c is not None and x in live:

@@ -1,0 +1,258 @@
+"""The ``symcurv`` command line: demo, build, graph, info, check.
+
+symcurv demo [-o DIR]
+symcurv build MODEL.py[:factory] -o DIR [--backend cpu] [--programs all|loss,grad]
+symcurv graph MODEL.py[:factory] --program grad -o FILE.svg|.png|.dot
+symcurv info DIR
+symcurv check MODEL.py[:factory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from symcurv import errors
+
+
+def load_model(spec: str):
+    """``path/to/file.py[:factory]`` -> the Model the factory returns (default ``model``)."""
+    path, _, factory = spec.partition(":")
+    factory = factory or "model"
+    p = Path(path)
+    if not p.is_file():
+        raise errors.ModelError(f"no model file {path}", fix="pass MODEL.py[:factory]")
+    name = f"symcurv_model_{abs(hash(p.resolve()))}"
+    mod_spec = importlib.util.spec_from_file_location(name, p)
+    module = importlib.util.module_from_spec(mod_spec)
+    sys.path.insert(0, str(p.parent.resolve()))
+    try:
+        mod_spec.loader.exec_module(module)
+    finally:
+        sys.path.pop(0)
+    fn = getattr(module, factory, None)
+    if fn is None or not callable(fn):
+        found = [
+            k
+            for k, v in vars(module).items()
+            if callable(v) and not k.startswith("_") and getattr(v, "__module__", None) == name
+        ]
+        raise errors.ModelError(
+            f"{path} has no function '{factory}'", fix=f"name one of {found} as {path}:NAME"
+        )
+    import symcurv as sc
+
+    m = fn()
+    if not isinstance(m, sc.Model):
+        raise errors.ModelError(
+            f"{path}:{factory}() returned {type(m).__name__}, not an sc.Model",
+            fix="return the Model from the factory",
+        )
+    return m
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(out)
+
+
+TOLERANCE = {"float64": 1e-9, "float32": 2e-4}
+
+
+def check(
+    model, *, dtype: str = "float64", build_dir=None, batch_size: int = 8, out=sys.stdout
+) -> bool:
+    """Compile every program, compare each with the reference interpreter (and the
+    gradient with central differences); print a table; True when all pass."""
+    import symcurv as sc
+    from symcurv import testing
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prog = sc.compile(
+            model, programs="all", dtype=dtype, build_dir=build_dir or Path(tmp) / model.name
+        )
+        theta = prog.init(0)
+        batch = testing.random_batch(prog, batch_size)
+        errs = testing.compare_to_reference(prog, theta, batch)
+        tol = TOLERANCE[str(prog.dtype)]
+        rows = [
+            [name, "reference", f"{e:.2e}", f"{tol:.0e}", "pass" if e <= tol else "FAIL"]
+            for name, e in errs.items()
+        ]
+        if "grad" in prog.programs and str(prog.dtype) == "float64":
+            e = testing.check_grad(prog, theta, batch)
+            rows.append(
+                [
+                    "grad",
+                    "central differences",
+                    f"{e:.2e}",
+                    "1e-05",
+                    "pass" if e <= 1e-5 else "FAIL",
+                ]
+            )
+    print(_table(rows, ["program", "against", "max rel. error", "tolerance", "result"]), file=out)
+    return all(r[-1] == "pass" for r in rows)
+
+
+def info(build_dir: str, out=sys.stdout) -> None:
+    from symcurv.runtime import build
+
+    man = build.read_manifest(build_dir)
+    build.verify(build_dir, man)
+    v = man["versions"]
+    print(
+        f"model {man['model']}  backend {man['backend']}  dtype {man['dtype']}  "
+        f"parallel {man['parallel']}  IR hash {man['ir_hash']}",
+        file=out,
+    )
+    print(
+        f"built with symcurv {v['symcurv']}, numba {v['numba']}, numpy {v['numpy']}, "
+        f"Python {v['python']}; all {len(man['files'])} file hashes verified",
+        file=out,
+    )
+    print(f"\n{man['n_params']} parameters:", file=out)
+    rows = [
+        [p["name"], "x".join(map(str, p["shape"])), p["offset"], p["init"]["kind"], p["origin"]]
+        for p in man["params"]
+    ]
+    print(_table(rows, ["name", "shape", "offset", "init", "DSL"]), file=out)
+    print("\ninputs:", file=out)
+    print(
+        _table(
+            [[d["name"], d["role"], d["size"]] for d in man["inputs"]], ["name", "role", "width"]
+        ),
+        file=out,
+    )
+    print("\nprograms:", file=out)
+    itemsize = 4 if man["dtype"] == "float32" else 8
+    rows = []
+    for name, spec in man["programs"].items():
+        per_case = sum(s for _, b, s in spec["slots"] if b) * itemsize
+        fixed = sum(s for _, b, s in spec["slots"] if not b) * itemsize
+        rows.append(
+            [
+                name,
+                spec["file"],
+                len(spec["kernels"]),
+                len(spec["slots"]),
+                f"{per_case / 1024:.1f} KiB/case + {fixed / 1024:.1f} KiB",
+            ]
+        )
+    print(_table(rows, ["program", "source", "kernels", "buffers", "scratch memory"]), file=out)
+
+
+def _demo(args) -> int:
+    import symcurv as sc
+    from symcurv.runtime import build
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    example = root / "cp_net.py"
+    if not example.is_file():
+        raise errors.ModelError(
+            f"the demo needs {example} (a source checkout)",
+            fix="run from a clone: pip install -e . && symcurv demo",
+        )
+    out = Path(args.output)
+    print(
+        f"symcurv demo: building {example.name} (the 256-20-20-20-10 tanh net of the "
+        "Curvature Propagation paper) ahead of time"
+    )
+    t = time.perf_counter()
+    model = load_model(str(example))
+    prog = sc.compile(model, programs="all", build_dir=out / "cp_net")
+    print(f"built in {time.perf_counter() - t:.1f}s: {prog}")
+    made = []
+    for program in ("forward", *prog.programs):
+        for suffix in (".dot", ".png"):
+            made.append(prog.draw(program, str(out / f"{program}{suffix}")))
+    print("\nverifying every program against the numpy reference interpreter:")
+    ok = check_built(prog)
+    print(f"\nwhat was made, under {out.resolve()}:")
+    for rel in sorted(build.read_manifest(out / "cp_net")["files"]):
+        print(f"  cp_net/{rel}")
+    for p in made:
+        print(f"  {Path(p).relative_to(out)}")
+    print("\nnext: symcurv info", out / "cp_net", " |  read", out / "cp_net/kernels/grad.py")
+    return 0 if ok else 1
+
+
+def check_built(prog, out=sys.stdout) -> bool:
+    from symcurv import testing
+
+    theta = prog.init(0)
+    batch = testing.random_batch(prog, 16)
+    errs = testing.compare_to_reference(prog, theta, batch)
+    tol = TOLERANCE[str(prog.dtype)]
+    rows = [[k, f"{e:.2e}", "pass" if e <= tol else "FAIL"] for k, e in errs.items()]
+    print(_table(rows, ["program", "max rel. error", "result"]), file=out)
+    return all(r[-1] == "pass" for r in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="symcurv", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("demo", help="build, draw and verify an example model")
+    p.add_argument("-o", "--output", default="symcurv-demo")
+    p = sub.add_parser("build", help="build a model ahead of time into a directory")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--backend", default="cpu")
+    p.add_argument("--dtype", default="float64")
+    p.add_argument("--programs", default="all")
+    p.add_argument("--parallel", action="store_true", help="prange maps on Numba threads")
+    p = sub.add_parser("graph", help="draw the graph of a program")
+    p.add_argument("model")
+    p.add_argument("--program", default="grad")
+    p.add_argument("-o", "--output", required=True)
+    p = sub.add_parser("info", help="describe a build directory")
+    p.add_argument("build_dir")
+    p = sub.add_parser("check", help="verify every program against the references")
+    p.add_argument("model")
+    p.add_argument("--dtype", default="float64")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "demo":
+            return _demo(args)
+        if args.cmd == "build":
+            import symcurv as sc
+
+            prog = sc.compile(
+                load_model(args.model),
+                programs=args.programs,
+                backend=args.backend,
+                dtype=args.dtype,
+                build_dir=args.output,
+                parallel=args.parallel,
+            )
+            print(prog)
+            return 0
+        if args.cmd == "graph":
+            from symcurv import pipeline
+            from symcurv.viz import draw
+
+            fwd, g = pipeline.program_graph(load_model(args.model), args.program)
+            path = draw.draw(
+                g, args.output, forward_ids=set(fwd.nx.nodes), title=f"{fwd.name}: {args.program}"
+            )
+            print(f"wrote {path}")
+            return 0
+        if args.cmd == "info":
+            info(args.build_dir)
+            return 0
+        if args.cmd == "check":
+            return 0 if check(load_model(args.model), dtype=args.dtype) else 1
+    except errors.SymcurvError as e:
+        print(f"symcurv {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Build directories: loading in a fresh process without sympy, integrity checks."""
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import symcurv as sc
+from symcurv import errors, testing
+
+
+def test_load_in_new_process_without_sympy(compiled, build_root):
+    _, prog = compiled("mlp")
+    theta = prog.init(0)
+    batch = testing.random_batch(prog, 4)
+    loss, g = prog.grad(theta, batch)
+    np.savez(build_root / "io.npz", theta=theta, g=g, loss=loss, **batch)
+    code = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        import symcurv as sc
+        d = np.load({str(build_root / "io.npz")!r})
+        prog = sc.load({prog.build_dir!r})
+        loss, g = prog.grad(d["theta"], {{"x": d["x"], "t": d["t"]}})
+        assert abs(loss - float(d["loss"])) <= 1e-14 * abs(loss), loss
+        assert np.array_equal(g, d["g"])
+        assert prog.loss(d["theta"], {{"x": d["x"], "t": d["t"]}}) == loss
+        views = prog.unflatten(g)
+        assert np.array_equal(prog.flatten(views), g)
+        print("sympy loaded:", "sympy" in sys.modules,
+              "networkx loaded:", "networkx" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "sympy loaded: False" in out.stdout
+
+
+def _copy(prog, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(prog.build_dir, dst)
+    return dst
+
+
+def test_tampered_file_is_refused(compiled, tmp_path):
+    _, prog = compiled("mlp")
+    dst = _copy(prog, tmp_path)
+    f = dst / "kernels" / "grad.py"
+    f.write_text(f.read_text().replace("np.dot(", "np.dot( "))
+    with pytest.raises(errors.BuildError) as e:
+        sc.load(dst)
+    assert "kernels/grad.py" in str(e.value) and "modified" in str(e.value)
+    assert "rebuild" in str(e.value)
+
+
+def test_partial_build_is_refused(compiled, tmp_path):
+    _, prog = compiled("mlp")
+    dst = _copy(prog, tmp_path)
+    (dst / "kernels" / "loss.py").unlink()
+    with pytest.raises(errors.BuildError, match="partial.*kernels/loss.py"):
+        sc.load(dst)
+
+
+def test_not_a_build_dir(tmp_path):
+    with pytest.raises(errors.BuildError, match="not a symcurv build directory") as e:
+        sc.load(tmp_path)
+    assert "symcurv build" in str(e.value)
+
+
+def test_corrupted_manifest(compiled, tmp_path):
+    _, prog = compiled("mlp")
+    dst = _copy(prog, tmp_path)
+    (dst / "manifest.json").write_text("{ not json")
+    with pytest.raises(errors.BuildError, match="corrupted"):
+        sc.load(dst)
+
+
+def test_build_for_another_dtype_is_refused(compiled):
+    _, prog = compiled("mlp")
+    with pytest.raises(errors.BuildError) as e:
+        sc.load(prog.build_dir, dtype="float32")
+    msg = str(e.value)
+    assert "float64" in msg and "float32" in msg and "rebuild with dtype='float32'" in msg
+    assert sc.load(prog.build_dir, dtype="float64").n_params == prog.n_params
+
+
+def test_manifest_lists_every_generated_file(compiled):
+    _, prog = compiled("tied")
+    man = json.loads(
+        (
+            prog.build_dir and (__import__("pathlib").Path(prog.build_dir) / "manifest.json")
+        ).read_text()
+    )
+    assert set(man["files"]) == {"kernels/loss.py", "kernels/grad.py", "graph.json"}
+    assert man["dtype"] == "float64" and man["backend"] == "cpu"
+    assert [p["name"] for p in man["params"]] == ["W", "b", "c"]
+    assert man["versions"]["numba"]
+
+
+def test_rebuild_is_deterministic_and_keeps_unchanged_files(compiled, tmp_path):
+    import models
+
+    from symcurv.pipeline import build
+
+    a = build(models.mlp(), ("loss", "grad"), build_dir=tmp_path / "a", progress=False)
+    b = build(models.mlp(), ("loss", "grad"), build_dir=tmp_path / "b", progress=False)
+    for rel in ("kernels/grad.py", "kernels/loss.py", "graph.json", "manifest.json"):
+        assert (a / rel).read_text() == (b / rel).read_text(), rel
+    mtime = (a / "kernels/grad.py").stat().st_mtime_ns
+    build(models.mlp(), ("loss", "grad"), build_dir=tmp_path / "a", progress=False)
+    assert (a / "kernels/grad.py").stat().st_mtime_ns == mtime
+
+
+def test_unbuilt_program_is_a_clear_error(tmp_path):
+    import models
+
+    prog = sc.compile(models.tied(), programs=("loss",), build_dir=tmp_path / "l", progress=False)
+    with pytest.raises(errors.BuildError, match="program 'grad' was not built"):
+        prog.grad(prog.init(0), testing.random_batch(prog, 2))

@@ -23,5 +23,8 @@ def run(g: Graph) -> int:
             new = rule(g, g[nid])
             if new is not None and new != nid:
                 g.replace_uses(nid, new)
+                # Drop the rewritten node now: left for DCE, its rule would fire again on
+                # every sweep (a rule may emit a fresh node) and the fixpoint never comes.
+                g.remove(nid)
                 changed, total = True, total + 1
     return total

@@ -1,0 +1,178 @@
+"""Bad input gets a SymcurvError subclass whose message names the DSL line (this file),
+the node, and the fix (DESIGN.md §4). Each test checks the type AND the message."""
+
+import inspect
+
+import numpy as np
+import pytest
+
+import symcurv as sc
+from symcurv import errors
+
+
+def _here(offset: int) -> str:
+    """'test_errors.py:<line>' for the line ``offset`` lines below the caller's."""
+    frame = inspect.currentframe().f_back
+    return f"test_errors.py:{frame.f_lineno + offset}"
+
+
+def test_shape_mismatch_in_matvec_names_line_node_and_fix():
+    m = sc.Model("bad_shapes")
+    x = m.input("x", 3)
+    W = m.param("W", (2, 4))
+    line = _here(2)
+    with pytest.raises(errors.ShapeError) as e:
+        W @ x
+    msg = str(e.value)
+    assert line in msg, msg
+    assert "'W'" in msg and "length 4" in msg and "(3,)" in msg
+    assert "fix: make the parameter's shape (n_out, 3)" in msg
+
+
+def test_unknown_function_in_elementwise_string():
+    line = _here(2)
+    with pytest.raises(errors.ExpressionError) as e:
+        sc.elementwise("swishy", "x * foo(x)")
+    msg = str(e.value)
+    assert line in msg and "'swishy'" in msg and "['foo']" in msg
+    assert "fix: use sympy functions" in msg and "tanh" in msg
+
+
+def test_unknown_symbol_in_custom_loss():
+    m = sc.Model("bad_loss")
+    x = m.input("x", 3)
+    line = _here(2)
+    with pytest.raises(errors.ExpressionError) as e:
+        sc.losses.custom("wrong", "log(1 + exp(y)) + q", x, x)
+    msg = str(e.value)
+    assert line in msg and "loss_wrong" in msg and "['q']" in msg and "args=" in msg
+
+
+def test_custom_op_called_with_wrong_arity():
+    gate = sc.elementwise("gate2", "x*tanh(y)")
+    m = sc.Model("arity")
+    x = m.input("x", 3)
+    line = _here(2)
+    with pytest.raises(errors.ExpressionError) as e:
+        gate(x)
+    msg = str(e.value)
+    assert line in msg and "'gate2' takes 2 operand(s) (x, y), got 1" in msg
+    assert "fix: pass one model value per symbol" in msg
+
+
+def test_non_scalar_loss_and_missing_loss():
+    m = sc.Model("vector_loss")
+    x = m.input("x", 3)
+    line = _here(2)
+    with pytest.raises(errors.ModelError) as e:
+        m.minimize(x)
+    assert line in str(e.value) and "must be a scalar" in str(e.value)
+    assert "sc.sum" in str(e.value)
+
+    with pytest.raises(errors.ModelError, match="has no loss") as e:
+        sc.compile(sc.Model("empty"), progress=False)
+    assert "m.minimize" in str(e.value)
+
+
+def test_loss_width_mismatch():
+    m = sc.Model("widths")
+    x = m.input("x", 3)
+    t = m.target("t", 2)
+    line = _here(2)
+    with pytest.raises(errors.ShapeError) as e:
+        sc.losses.squared_error(x, t)
+    msg = str(e.value)
+    assert line in msg and "squared_error" in msg and "same length" in msg and "fix:" in msg
+
+
+# -- errors of compiled programs (shared mlp build: input x width 6, target t width 3) ---------
+
+
+def _batch(prog, B=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.normal(size=(B, 6)), "t": np.eye(3)[rng.integers(0, 3, B)]}
+
+
+def test_batch_missing_key(compiled):
+    _, prog = compiled("mlp")
+    batch = _batch(prog)
+    del batch["t"]
+    with pytest.raises(errors.BatchError) as e:
+        prog.loss(prog.init(0), batch)
+    msg = str(e.value)
+    assert "no key 't'" in msg and "models.py:" in msg  # the DSL line of m.target("t", ...)
+    assert "fix: add batch['t'] as an array of shape (B, 3)" in msg
+
+
+def test_batch_with_wrong_width(compiled):
+    _, prog = compiled("mlp")
+    batch = _batch(prog)
+    batch["x"] = batch["x"][:, :5]
+    with pytest.raises(errors.BatchError) as e:
+        prog.grad(prog.init(0), batch)
+    msg = str(e.value)
+    assert "batch['x'] has shape (4, 5), expected (B, 6)" in msg and "node 'x'" in msg
+    assert "models.py:" in msg and "fix: cases are ROWS" in msg
+
+
+def test_single_case_without_batch_axis_gets_a_hint(compiled):
+    _, prog = compiled("mlp")
+    batch = _batch(prog)
+    batch["x"] = batch["x"][0]
+    with pytest.raises(errors.BatchError, match=r"x\[None, :\]"):
+        prog.loss(prog.init(0), batch)
+
+
+def test_unknown_key_and_ragged_rows(compiled):
+    _, prog = compiled("mlp")
+    batch = dict(_batch(prog), y=np.zeros((4, 3)))
+    with pytest.raises(errors.BatchError, match=r"unknown key\(s\) \['y'\]"):
+        prog.loss(prog.init(0), batch)
+    batch = _batch(prog)
+    batch["t"] = batch["t"][:3]
+    with pytest.raises(errors.BatchError, match="same rows"):
+        prog.loss(prog.init(0), batch)
+
+
+def test_nan_in_data_is_refused_not_propagated(compiled):
+    _, prog = compiled("mlp")
+    batch = _batch(prog)
+    batch["x"][2, 1] = np.nan
+    with pytest.raises(errors.NonFiniteError) as e:
+        prog.grad(prog.init(0), batch)
+    msg = str(e.value)
+    assert "batch['x'][2, 1] = nan" in msg and "node 'x'" in msg and "models.py:" in msg
+    assert "fix: clean the data" in msg
+
+
+def test_non_finite_parameters_are_refused(compiled):
+    _, prog = compiled("mlp")
+    theta = prog.init(0)
+    off = prog.params["b1"]["offset"]
+    theta[off] = np.inf
+    with pytest.raises(errors.NonFiniteError) as e:
+        prog.loss(theta, _batch(prog))
+    assert "parameter 'b1'" in str(e.value) and "fix:" in str(e.value)
+
+
+def test_theta_of_wrong_length(compiled):
+    _, prog = compiled("mlp")
+    with pytest.raises(errors.BatchError) as e:
+        prog.loss(np.zeros(prog.n_params + 1), _batch(prog))
+    assert f"n_params = {prog.n_params}" in str(e.value) and "prog.flatten" in str(e.value)
+
+
+def test_non_finite_result_names_the_first_bad_node(tmp_path):
+    m = sc.Model("log_of_negative")
+    x = m.input("x", 2)
+    W = m.param("W", (2, 2), init=sc.init.constant(1.0))
+    line = _here(1)
+    m.minimize(sc.sum(sc.log(W @ x)))
+    prog = sc.compile(m, programs=("loss",), build_dir=tmp_path / "b", progress=False)
+    theta = prog.init(0)
+    assert np.isfinite(prog.loss(theta, {"x": np.ones((3, 2))}))
+    with pytest.raises(errors.NonFiniteError) as e:
+        prog.loss(theta, {"x": -np.ones((3, 2))})
+    msg = str(e.value)
+    assert "non-finite 'objective'" in msg and "log" in msg and line in msg
+    assert "fix: check the data range" in msg

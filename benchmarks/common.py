@@ -1,0 +1,57 @@
+"""Timing helpers shared by the benchmark scripts (never used by the tests)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import numpy as np
+
+
+def best_of(fn, repeat: int = 7, number: int = 1) -> float:
+    """Median seconds per call over ``repeat`` rounds of ``number`` calls, after one
+    warm-up call (the median resists the odd scheduler hiccup better than the mean)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - t) / number)
+    return float(np.median(times))
+
+
+def machine() -> str:
+    """One line naming the machine: CPU model, cores, BLAS, numba/numpy versions."""
+    import numba
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    blas = "?"
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg["Build Dependencies"]["blas"]["name"]
+    except Exception:  # older numpy: no dict mode
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"numpy {np.__version__} ({blas}), numba {numba.__version__}"
+    )
+
+
+def table(rows: list[list], header: list[str]) -> str:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header))]
+    out = [" | ".join(h.ljust(w) for h, w in zip(header, widths))]
+    out.append("-|-".join("-" * w for w in widths))
+    out += [" | ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+    return "\n".join(out)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f}"

@@ -66,43 +66,22 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 TOLERANCE = {"float64": 1e-9, "float32": 2e-4}
 
 
-def check(
-    model, *, dtype: str = "float64", build_dir=None, batch_size: int = 8, out=sys.stdout
-) -> bool:
-    """Compile every program, compare each with the reference interpreter (and the
-    gradient with central differences); print a table; True when all pass."""
+def check(model, *, dtype: str = "float64", build_dir=None, batch_size: int = 8, out=None) -> bool:
+    """Compile every program into a temporary directory (or ``build_dir``) and verify it
+    with :func:`check_built`; True when all pass."""
     import symcurv as sc
-    from symcurv import testing
 
     with tempfile.TemporaryDirectory() as tmp:
         prog = sc.compile(
             model, programs="all", dtype=dtype, build_dir=build_dir or Path(tmp) / model.name
         )
-        theta = prog.init(0)
-        batch = testing.random_batch(prog, batch_size)
-        errs = testing.compare_to_reference(prog, theta, batch)
-        tol = TOLERANCE[str(prog.dtype)]
-        rows = [
-            [name, "reference", f"{e:.2e}", f"{tol:.0e}", "pass" if e <= tol else "FAIL"]
-            for name, e in errs.items()
-        ]
-        if "grad" in prog.programs and str(prog.dtype) == "float64":
-            e = testing.check_grad(prog, theta, batch)
-            rows.append(
-                [
-                    "grad",
-                    "central differences",
-                    f"{e:.2e}",
-                    "1e-05",
-                    "pass" if e <= 1e-5 else "FAIL",
-                ]
-            )
-    print(_table(rows, ["program", "against", "max rel. error", "tolerance", "result"]), file=out)
-    return all(r[-1] == "pass" for r in rows)
+        return check_built(prog, out, batch_size)
 
 
-def info(build_dir: str, out=sys.stdout) -> None:
+def info(build_dir: str, out=None) -> None:
     from symcurv.runtime import build
+
+    out = out or sys.stdout
 
     man = build.read_manifest(build_dir)
     build.verify(build_dir, man)
@@ -175,7 +154,7 @@ def _demo(args) -> int:
     print("\nverifying every program against the numpy reference interpreter:")
     ok = check_built(prog)
     print(f"\nwhat was made, under {out.resolve()}:")
-    for rel in sorted(build.read_manifest(out / "cp_net")["files"]):
+    for rel in sorted([*build.read_manifest(out / "cp_net")["files"], "manifest.json"]):
         print(f"  cp_net/{rel}")
     for p in made:
         print(f"  {Path(p).relative_to(out)}")
@@ -183,15 +162,23 @@ def _demo(args) -> int:
     return 0 if ok else 1
 
 
-def check_built(prog, out=sys.stdout) -> bool:
+def check_built(prog, out=None, batch_size: int = 16) -> bool:
+    """Verify a built program: every program against the reference interpreter, and the
+    gradient against central differences (float64); print a table; True when all pass."""
     from symcurv import testing
 
+    out = out or sys.stdout
     theta = prog.init(0)
-    batch = testing.random_batch(prog, 16)
-    errs = testing.compare_to_reference(prog, theta, batch)
+    batch = testing.random_batch(prog, batch_size)
     tol = TOLERANCE[str(prog.dtype)]
-    rows = [[k, f"{e:.2e}", "pass" if e <= tol else "FAIL"] for k, e in errs.items()]
-    print(_table(rows, ["program", "max rel. error", "result"]), file=out)
+    errs = [
+        (k, "reference", e, tol)
+        for k, e in testing.compare_to_reference(prog, theta, batch).items()
+    ]
+    if "grad" in prog.programs and str(prog.dtype) == "float64":
+        errs.append(("grad", "central differences", testing.check_grad(prog, theta, batch), 1e-5))
+    rows = [[k, src, f"{e:.2e}", f"{t:.0e}", "pass" if e <= t else "FAIL"] for k, src, e, t in errs]
+    print(_table(rows, ["program", "against", "max rel. error", "tolerance", "result"]), file=out)
     return all(r[-1] == "pass" for r in rows)
 
 
@@ -238,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             from symcurv.viz import draw
 
             fwd, g = pipeline.program_graph(load_model(args.model), args.program)
-            path = draw.draw(
+            path = draw(
                 g, args.output, forward_ids=set(fwd.nx.nodes), title=f"{fwd.name}: {args.program}"
             )
             print(f"wrote {path}")

@@ -155,7 +155,7 @@ def graphs(build_dir: str | os.PathLike) -> dict:
 
 
 def draw(build_dir: str | os.PathLike, program: str, path: str) -> str:
-    from symcurv.viz import draw as viz
+    from symcurv import viz
 
     gs = graphs(build_dir)
     fwd = gs["forward"]

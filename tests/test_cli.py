@@ -1,0 +1,95 @@
+"""The ``symcurv`` command line, called in-process through ``cli.main`` (plus one check
+that the installed entry point runs)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from symcurv import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TIED = f"{ROOT / 'tests' / 'models.py'}:tied"
+
+
+def test_entry_point_is_installed():
+    exe = shutil.which("symcurv")
+    assert exe, "the console script is missing: pip install -e ."
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    for cmd in ("demo", "build", "graph", "info", "check"):
+        assert cmd in out.stdout
+
+
+def test_build_then_info(tmp_path, capsys):
+    assert cli.main(["build", TIED, "-o", str(tmp_path / "b"), "--programs", "loss"]) == 0
+    built = capsys.readouterr()
+    assert "Program 'tied'" in built.out and "compiled 'loss'" in built.err  # progress shown
+    assert cli.main(["info", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "all 2 file hashes verified" in out and "dtype float64" in out
+    for row in ("W ", "3x6", "models.py:", "kernels/loss.py", "KiB/case"):
+        assert row in out, row
+
+
+def test_check_prints_a_table_and_passes(capsys):
+    assert cli.main(["check", TIED]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["program", "against"]
+    rows = {(ln.split()[0], ln.split()[1]): ln.split()[-1] for ln in lines[2:]}
+    assert rows[("loss", "reference")] == "pass" and rows[("grad", "reference")] == "pass"
+    assert rows[("grad", "central")] == "pass"
+
+
+def test_check_in_float32(capsys):
+    assert cli.main(["check", TIED, "--dtype", "float32"]) == 0
+    out = capsys.readouterr().out
+    assert "2e-04" in out and "FAIL" not in out
+
+
+@pytest.mark.parametrize("suffix", [".dot", ".png"])
+def test_graph_of_the_gradient(tmp_path, capsys, suffix):
+    path = tmp_path / f"grad{suffix}"
+    model = str(ROOT / "examples" / "cp_net.py")
+    assert cli.main(["graph", model, "--program", "grad", "-o", str(path)]) == 0
+    assert path.stat().st_size > 1000 and f"wrote {path}" in capsys.readouterr().out
+
+
+def test_graph_svg_uses_graphviz_or_says_how_to_get_it(tmp_path, capsys):
+    path = tmp_path / "grad.svg"
+    rc = cli.main(["graph", TIED, "--program", "grad", "-o", str(path)])
+    if shutil.which("dot"):
+        assert rc == 0 and path.read_text().lstrip().startswith(("<?xml", "<svg"))
+    else:
+        err = capsys.readouterr().err
+        assert rc == 2 and "graphviz" in err.lower() and ".png" in err
+
+
+def test_errors_are_reported_not_raised(tmp_path, capsys):
+    assert cli.main(["info", str(tmp_path)]) == 2
+    assert "not a symcurv build directory" in capsys.readouterr().err
+    assert cli.main(["check", str(tmp_path / "nope.py")]) == 2
+    assert "no model file" in capsys.readouterr().err
+    assert cli.main(["check", f"{ROOT / 'tests' / 'models.py'}:missing"]) == 2
+    err = capsys.readouterr().err
+    assert "no function 'missing'" in err and "tied" in err
+
+
+def test_cli_runs_as_a_module():
+    # `python -m symcurv.cli --help` works without the console script (e.g. in CI logs).
+    out = subprocess.run(
+        [sys.executable, "-m", "symcurv.cli", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and "demo" in out.stdout
+
+
+def test_demo_builds_draws_and_verifies(tmp_path, capsys):
+    assert cli.main(["demo", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and out.count("pass") >= 2
+    for rel in ("cp_net/manifest.json", "cp_net/kernels/grad.py", "forward.png", "grad.dot"):
+        assert (tmp_path / rel).is_file(), rel
+        assert rel in out  # it says what it made and where

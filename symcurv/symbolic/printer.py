@@ -74,14 +74,17 @@ def scalar_function(
     """Source lines of ``def name(args): ...; return outputs`` with common subexpressions
     factored by ``sympy.cse``. Temporaries are named ``t0, t1, ...`` (deterministic)."""
     temps = sympy.numbered_symbols("t")
-    repl, reduced = sympy.cse(list(outputs), symbols=temps, optimizations="basic")
+    # No "basic" pre-optimisations: they pull out the argument sum (a + b) first and then
+    # miss exp(-(a + b)) shared by the logistic and its derivative, a second exp per
+    # element in every gradient map.
+    repl, reduced = sympy.cse(list(outputs), symbols=temps)
     lines = [f"def {name}({', '.join(a.name for a in args)}):"]
     if doc:
         lines.append(f'    """{doc}"""')
     for sym, e in repl:
         lines.append(f"    {sym} = {print_expr(e)}")
     rets = [print_expr(e) for e in reduced]
-    lines.append(f"    return {', '.join(rets)}" + ("," if len(rets) == 1 and False else ""))
+    lines.append(f"    return {', '.join(rets)}")
     return lines
 
 

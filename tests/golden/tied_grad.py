@@ -36,9 +36,9 @@ PARALLEL = False  # prange loops run on Numba threads when True
 @njit(cache=True, inline='never')
 def f_k1_map_logistic(a_W, b):
     """Scalar formulas of k1_map_logistic: add, logistic, logistic_d0."""
-    t0 = a_W + b
-    t1 = 1.0 + math.exp(-t0)
-    return (1.0/t1), math.exp(-t0)/(t1*t1)
+    t0 = math.exp(-a_W - b)
+    t1 = t0 + 1.0
+    return (1.0/t1), t0/(t1*t1)
 
 
 @njit(cache=True, inline='never')
@@ -53,7 +53,7 @@ def f_k4_map_mul(a_WT, c, x, bbcast):
     t0 = a_WT + c
     t1 = math.exp(-abs(t0))
     t2 = t1 + 1.0
-    return -bbcast*(t1*(1.0 if t0 > 0 else (-1.0 if t0 < 0 else 0.0))/t2 + x - (1.0 if t0 > 0 else (0.5 if t0 == 0 else 0.0))), -t0*x + math.log(t2) + max(0.0, t0)
+    return bbcast*(-t1*(1.0 if t0 > 0 else (-1.0 if t0 < 0 else 0.0))/t2 - x + (1.0 if t0 > 0 else (0.5 if t0 == 0 else 0.0))), -t0*x + math.log(t2) + max(0.0, t0)
 
 
 @njit(cache=True, inline='never')

@@ -203,10 +203,13 @@ def warm(prog, progress: bool = True) -> None:
         n: rng.uniform(0.1, 0.9, size=(2, d["size"])).astype(prog.dtype)
         for n, d in prog.inputs.items()
     }
+    n = len(prog.programs)
     for i, name in enumerate(prog.programs, 1):
         t = time.perf_counter()
+        n_kernels = len(prog.manifest["programs"][name]["kernels"])
+        say(f"[{i}/{n}] compiling '{name}' with Numba ({n_kernels} kernels; cached afterwards)...")
         prog._run(name, theta, batch, check=False)
-        say(f"[{i}/{len(prog.programs)}] compiled '{name}' ({time.perf_counter() - t:.1f}s)")
+        say(f"[{i}/{n}] compiled '{name}' ({time.perf_counter() - t:.1f}s)")
 
 
 def compile(  # noqa: A001 (the public name DESIGN.md fixes)

@@ -57,3 +57,7 @@ class BuildError(SymcurvError, RuntimeError):
 
 class LossError(SymcurvError, ValueError):
     """A loss that cannot serve the requested program (e.g. Gauss-Newton of a non-convex loss)."""
+
+
+class IRError(SymcurvError, AssertionError):
+    """A derived graph that breaks an IR invariant: a bug in symcurv, not in the model."""

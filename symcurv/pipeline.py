@@ -89,6 +89,7 @@ def build(
 ) -> Path:
     """Derive, optimise, lower and emit every program; write the build directory."""
     from symcurv.codegen import cpu, lower
+    from symcurv.ir.validate import validate
     from symcurv.passes import optimize, schedule
 
     say = Progress(progress)
@@ -100,7 +101,7 @@ def build(
         raise errors.ModelError(f"unsupported dtype {dtype!r}", fix="use float32 or float64")
     dtype = str(np.dtype(dtype))
     names = _parse_programs(programs)
-    fwd = model.forward_graph()
+    fwd = validate(model.forward_graph(), "the DSL")
     digest = fwd.digest()
     root = (
         Path(build_dir)
@@ -129,8 +130,8 @@ def build(
     graphs = {"forward": fwd.to_json(), "programs": {}}
     for name in names:
         t = time.perf_counter()
-        derived = PROGRAMS[name](fwd)
-        g = optimize(derived)
+        derived = validate(PROGRAMS[name](fwd), f"transform '{name}'")
+        g = validate(optimize(derived), f"the passes of '{name}'")
         low = lower.lower(g)
         plan = schedule.plan(low, offsets)
         rel = f"kernels/{name}.py"

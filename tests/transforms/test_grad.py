@@ -99,16 +99,22 @@ LOSSES: dict[str, Callable] = {
 }
 
 
-def loss_model(loss: str):
+def two_layer(name: str, act: Callable, loss: Callable):
+    """x -> act(W1 x + b1) -> W2 (.) + b2 -> loss(., t), at any sizes."""
+
     def build(n_in=3, n_hid=2, n_out=2):
-        m = sc.Model(f"mlp_{loss}")
+        m = sc.Model(name)
         x, t = m.input("x", n_in), m.target("t", n_out)
         W1, b1 = _layer(m, "1", n_hid, n_in)
         W2, b2 = _layer(m, "2", n_out, n_hid)
-        m.minimize(LOSSES[loss](W2 @ sc.logistic(W1 @ x + b1) + b2, t))
+        m.minimize(loss(W2 @ act(W1 @ x + b1) + b2, t))
         return m
 
     return build
+
+
+def loss_model(loss: str):
+    return two_layer(f"mlp_{loss}", sc.logistic, LOSSES[loss])
 
 
 # every built-in elementwise op, and + - * / ** between nodes and with scalars
@@ -135,15 +141,7 @@ ACTIVATIONS: dict[str, Callable] = {
 
 
 def activation_model(act: str):
-    def build(n_in=3, n_hid=2, n_out=2):
-        m = sc.Model(f"act_{act}")
-        x, t = m.input("x", n_in), m.target("t", n_out)
-        W1, b1 = _layer(m, "1", n_hid, n_in)
-        W2, b2 = _layer(m, "2", n_out, n_hid)
-        m.minimize(sc.losses.squared_error(W2 @ ACTIVATIONS[act](W1 @ x + b1) + b2, t))
-        return m
-
-    return build
+    return two_layer(f"act_{act}", ACTIVATIONS[act], sc.losses.squared_error)
 
 
 MODELS: dict[str, Callable] = {

@@ -176,3 +176,15 @@ def test_non_finite_result_names_the_first_bad_node(tmp_path):
     msg = str(e.value)
     assert "non-finite 'objective'" in msg and "log" in msg and line in msg
     assert "fix: check the data range" in msg
+
+
+def test_division_by_zero_is_a_non_finite_error_not_a_numba_exception(tmp_path):
+    m = sc.Model("divide_by_zero")
+    x = m.input("x", 2)
+    w = m.param("w", 2, init=sc.init.constant(1.0))
+    line = _here(1)
+    m.minimize(sc.sum(w / x))
+    prog = sc.compile(m, programs=("loss",), build_dir=tmp_path / "b", progress=False)
+    with pytest.raises(errors.NonFiniteError) as e:
+        prog.loss(prog.init(0), {"x": np.array([[1.0, 2.0], [0.0, 1.0]])})
+    assert line in str(e.value) and "div" in str(e.value)

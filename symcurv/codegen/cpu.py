@@ -265,7 +265,10 @@ def emit(
         if k.kind != "map":
             continue
         src()
-        src("@njit(cache=True, inline='never')")
+        # error_model="numpy": x/0 gives inf (caught by Program's non-finite check, which
+        # names the node) instead of a ZeroDivisionError from inside Numba; it also drops
+        # the per-element zero test (about 8% off a logistic map).
+        src("@njit(cache=True, inline='never', error_model='numpy')")
         src.extend(emit_scalar_function(g, k))
         src()
     kernel_params: dict[str, list[str]] = {}
@@ -277,7 +280,7 @@ def emit(
         for o in k.origins(g):
             src(f"#   DSL: {o}")
         if k.kind == "map":
-            src("@njit(cache=True, parallel=PARALLEL)")
+            src("@njit(cache=True, parallel=PARALLEL, error_model='numpy')")
             kernel_params[k.name] = _emit_map(src, g, k, st)
             src()
     src()

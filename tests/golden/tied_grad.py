@@ -33,7 +33,7 @@ from numba import njit, prange  # noqa: F401
 PARALLEL = False  # prange loops run on Numba threads when True
 
 
-@njit(cache=True, inline='never')
+@njit(cache=True, inline='never', error_model='numpy')
 def f_k1_map_logistic(a_W, b):
     """Scalar formulas of k1_map_logistic: add, logistic, logistic_d0."""
     t0 = math.exp(-a_W - b)
@@ -41,13 +41,13 @@ def f_k1_map_logistic(a_W, b):
     return (1.0/t1), t0/(t1*t1)
 
 
-@njit(cache=True, inline='never')
+@njit(cache=True, inline='never', error_model='numpy')
 def f_k3_map_bbcast(B):
     """Scalar formulas of k3_map_bbcast: bbcast."""
     return 1.0/B
 
 
-@njit(cache=True, inline='never')
+@njit(cache=True, inline='never', error_model='numpy')
 def f_k4_map_mul(a_WT, c, x, bbcast):
     """Scalar formulas of k4_map_mul: add_1, loss_sigmoid_cross_entropy_d0, mul, sigmoid_cross_entropy_1, sigmoid_cross_entropy_2."""
     t0 = a_WT + c
@@ -56,13 +56,13 @@ def f_k4_map_mul(a_WT, c, x, bbcast):
     return bbcast*(-t1*(1.0 if t0 > 0 else (-1.0 if t0 < 0 else 0.0))/t2 - x + (1.0 if t0 > 0 else (0.5 if t0 == 0 else 0.0))), -t0*x + math.log(t2) + max(0.0, t0)
 
 
-@njit(cache=True, inline='never')
+@njit(cache=True, inline='never', error_model='numpy')
 def f_k7_map_mul_1(WTg, logistic_d0):
     """Scalar formulas of k7_map_mul_1: mul_1."""
     return WTg*logistic_d0
 
 
-@njit(cache=True, inline='never')
+@njit(cache=True, inline='never', error_model='numpy')
 def f_k11_map_acc(dWTT_1, dW):
     """Scalar formulas of k11_map_acc: acc."""
     return dW + dWTT_1
@@ -75,7 +75,7 @@ def f_k11_map_acc(dWTT_1, dW):
 # k1_map_logistic: map -> logistic [s1], logistic_d0 [s2]
 #   IR nodes: n5 add, n6 logistic, n23 logistic_d0
 #   DSL: models.py:46: code = sc.logistic(W @ x + b)
-@njit(cache=True, parallel=PARALLEL)
+@njit(cache=True, parallel=PARALLEL, error_model='numpy')
 def k1_map_logistic(B, s0, p_b, s1, s2):
     for i in prange(B):
         for j in range(3):
@@ -89,7 +89,7 @@ def k1_map_logistic(B, s0, p_b, s1, s2):
 # k3_map_bbcast: map -> bbcast [s4]
 #   IR nodes: n13 bbcast
 #   DSL: models.py:47: m.minimize(sc.losses.sigmoid_cross_entropy(W.T @ code + c, x))
-@njit(cache=True, parallel=PARALLEL)
+@njit(cache=True, parallel=PARALLEL, error_model='numpy')
 def k3_map_bbcast(B, s4):
     for i in prange(B):
         for j in range(1):
@@ -99,7 +99,7 @@ def k3_map_bbcast(B, s4):
 # k4_map_mul: map -> mul [s5], sigmoid_cross_entropy_2 [s6]
 #   IR nodes: n9 add_1, n14 loss_sigmoid_cross_entropy_d0, n15 mul, n31 sigmoid_cross_entropy_1, n32 sigmoid_cross_entropy_2
 #   DSL: models.py:47: m.minimize(sc.losses.sigmoid_cross_entropy(W.T @ code + c, x))
-@njit(cache=True, parallel=PARALLEL)
+@njit(cache=True, parallel=PARALLEL, error_model='numpy')
 def k4_map_mul(B, s3, p_c, x, s4, s5, s6):
     for i in prange(B):
         acc0 = 0.0
@@ -120,7 +120,7 @@ def k4_map_mul(B, s3, p_c, x, s4, s5, s6):
 # k7_map_mul_1: map -> mul_1 [s7]
 #   IR nodes: n24 mul_1
 #   DSL: models.py:46: code = sc.logistic(W @ x + b)
-@njit(cache=True, parallel=PARALLEL)
+@njit(cache=True, parallel=PARALLEL, error_model='numpy')
 def k7_map_mul_1(B, s0, s2, s7):
     for i in prange(B):
         for j in range(3):
@@ -142,7 +142,7 @@ def k7_map_mul_1(B, s0, s2, s7):
 # k11_map_acc: map -> acc [out_grad_W]
 #   IR nodes: n29 acc
 #   DSL: models.py:46: code = sc.logistic(W @ x + b)
-@njit(cache=True, parallel=PARALLEL)
+@njit(cache=True, parallel=PARALLEL, error_model='numpy')
 def k11_map_acc(B, s9, s8, out_grad_W):
     for j in range(18):
         out_grad_W[j] = f_k11_map_acc(s9[j], s8[j])

@@ -22,6 +22,20 @@ def best_of(fn, repeat: int = 7, number: int = 1) -> float:
     return float(np.median(times))
 
 
+def interleaved(fns: dict, repeat: int = 7) -> dict:
+    """Median seconds per call of each function, calling them round-robin so that a noisy
+    (shared, throttled) machine slows all of them alike and the RATIOS stay meaningful."""
+    for fn in fns.values():
+        fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
 def machine() -> str:
     """One line naming the machine: CPU model, cores, BLAS, numba/numpy versions."""
     import numba

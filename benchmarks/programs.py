@@ -40,8 +40,8 @@ CASES = [
 ]
 
 
-def gemm_floor(prog, batch, theta, repeat) -> float:
-    """Seconds of one forward pass's GEMMs: every parameter matrix W (n_out, n_in) times
+def gemm_floor(prog, batch, theta):
+    """A function running one forward pass's GEMMs: every parameter matrix W (n_out, n_in) times
     a (B, n_in) activation, into a preallocated (B, n_out) buffer."""
     B = next(iter(batch.values())).shape[0]
     views = prog.unflatten(theta)
@@ -53,7 +53,7 @@ def gemm_floor(prog, batch, theta, repeat) -> float:
         for W, h, o in zip(mats, ins, outs):
             np.dot(h, W.T, o)
 
-    return best_of(forward, repeat)
+    return forward
 
 
 def load_time(build_dir: Path, B: int) -> float:
@@ -87,8 +87,11 @@ def bench(name, factory, B, root: Path, repeat: int, parallel: bool) -> dict:
         batch["t"] = np.eye(batch["t"].shape[1])[np.arange(B) % batch["t"].shape[1]]
     t_loss = best_of(lambda: prog.loss(theta, batch), repeat)
     t_grad = best_of(lambda: prog.grad(theta, batch), repeat)
+    # The floor is timed on its own: timed round-robin with the programs, the bare GEMMs
+    # came out up to 10x slower right after a program call on the 2-core VM (BLAS threads
+    # parked?), which would flatter every ratio.
+    floor = best_of(gemm_floor(prog, batch, theta), repeat)
     t_ref = best_of(lambda: testing.reference_outputs(prog, "grad", theta, batch), 3)
-    floor = gemm_floor(prog, batch, theta, repeat)
     load_time(prog.build_dir, B)  # make sure the Numba cache is warm for this process
     t_load = min(load_time(prog.build_dir, B) for _ in range(3))
     return dict(

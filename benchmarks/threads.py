@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import autoencoder  # noqa: E402
-from common import machine, ms, table  # noqa: E402
+from common import interleaved, machine, ms, table  # noqa: E402
 
 import symcurv as sc  # noqa: E402
 from symcurv import testing  # noqa: E402
@@ -42,20 +39,17 @@ def main(rounds: int = 15) -> None:
         }
         theta = progs[False].init(0)
         batch = testing.random_batch(progs[False], 1000)
-        times = {(p, k): [] for p in progs for k in ("loss", "grad")}
-        for p in progs:  # warm-up: first calls start the thread pool
-            progs[p].grad(theta, batch)
-        for _ in range(rounds):
-            for (p, k), ts in times.items():
-                t = time.perf_counter()
-                getattr(progs[p], k)(theta, batch)
-                ts.append(time.perf_counter() - t)
-        rows = [
-            ["prange" if p else "serial", k, ms(np.median(ts)), ms(min(ts))]
-            for (p, k), ts in times.items()
-        ]
+        t = interleaved(
+            {
+                (p, k): (lambda prog=prog, k=k: getattr(prog, k)(theta, batch))
+                for p, prog in progs.items()
+                for k in ("loss", "grad")
+            },
+            rounds,
+        )
+        rows = [["prange" if p else "serial", k, ms(v)] for (p, k), v in t.items()]
         print(f"threading layer: {numba.threading_layer()}")
-        print(table(rows, ["maps", "program", "median ms", "min ms"]))
+        print(table(rows, ["maps", "program", "median ms"]))
 
 
 if __name__ == "__main__":

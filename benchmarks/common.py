@@ -36,6 +36,25 @@ def interleaved(fns: dict, repeat: int = 7) -> dict:
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
+def blocks(fns: dict, rounds: int = 7, block: int = 3) -> dict:
+    """Per round, the best of ``block`` consecutive calls of each function in turn; returns
+    {name: [seconds per round]}. Consecutive calls warm what a function's first call after
+    another one pays for (caches, parked BLAS threads); rounds close in time let a ratio of
+    two functions be taken per round, which cancels the slow phases of a shared VM."""
+    for fn in fns.values():
+        fn()
+    out = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            best = float("inf")
+            for _ in range(block):
+                t = time.perf_counter()
+                fn()
+                best = min(best, time.perf_counter() - t)
+            out[k].append(best)
+    return out
+
+
 def machine() -> str:
     """One line naming the machine: CPU model, cores, BLAS, numba/numpy versions."""
     import numba

@@ -7,6 +7,7 @@ plain-numpy reference interpreter (issue 2's speed table).
 The GEMM floor of one forward pass is the time of the layer products H_l W_lᵀ alone
 (BLAS into preallocated buffers, nothing else); a gradient needs three such passes
 (forward, the backward product with W, the weight gradient), so grad's floor is 3×.
+Times are medians over rounds; the ratios are medians of per-round ratios (see bench()).
 Also measured: the cold build (fresh directory, empty Numba cache for those files) and
 loading the built program in a fresh Python process with a warm Numba cache.
 """
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import autoencoder  # noqa: E402
 import cp_net  # noqa: E402
-from common import best_of, machine, ms, table  # noqa: E402
+from common import best_of, blocks, machine, ms, table  # noqa: E402
 
 import symcurv as sc  # noqa: E402
 from symcurv import testing  # noqa: E402
@@ -85,12 +86,20 @@ def bench(name, factory, B, root: Path, repeat: int, parallel: bool) -> dict:
     batch = testing.random_batch(prog, B)
     if "t" in batch:  # one-hot targets for the softmax net
         batch["t"] = np.eye(batch["t"].shape[1])[np.arange(B) % batch["t"].shape[1]]
-    t_loss = best_of(lambda: prog.loss(theta, batch), repeat)
-    t_grad = best_of(lambda: prog.grad(theta, batch), repeat)
-    # The floor is timed on its own: timed round-robin with the programs, the bare GEMMs
-    # came out up to 10x slower right after a program call on the 2-core VM (BLAS threads
-    # parked?), which would flatter every ratio.
-    floor = best_of(gemm_floor(prog, batch, theta), repeat)
+    # Timed in blocks (common.blocks): the floor and the programs alternate, a few calls
+    # each, and each ratio is taken within one round before the median over rounds. Timed
+    # far apart, the shared 2-core VM's slow phases moved single ratios by ±30%.
+    t = blocks(
+        {
+            "floor": gemm_floor(prog, batch, theta),
+            "loss": lambda: prog.loss(theta, batch),
+            "grad": lambda: prog.grad(theta, batch),
+        },
+        rounds=repeat,
+    )
+    floor, t_loss, t_grad = (float(np.median(t[k])) for k in ("floor", "loss", "grad"))
+    loss_ratio = float(np.median(np.divide(t["loss"], t["floor"])))
+    grad_ratio = float(np.median(np.divide(t["grad"], t["floor"]))) / 3
     t_ref = best_of(lambda: testing.reference_outputs(prog, "grad", theta, batch), 3)
     load_time(prog.build_dir, B)  # make sure the Numba cache is warm for this process
     t_load = min(load_time(prog.build_dir, B) for _ in range(3))
@@ -100,6 +109,8 @@ def bench(name, factory, B, root: Path, repeat: int, parallel: bool) -> dict:
         parallel=parallel,
         loss=t_loss,
         grad=t_grad,
+        loss_ratio=loss_ratio,
+        grad_ratio=grad_ratio,
         floor=floor,
         reference=t_ref,
         cold_build=cold,
@@ -113,7 +124,7 @@ def main() -> None:
     ap.add_argument("--parallel", action="store_true", help="build with prange on threads")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
-    repeat = 5 if args.quick else 15
+    repeat = 3 if args.quick else 9
     print(f"machine: {machine()}")
     print(f"command: python {' '.join(sys.argv)}\n")
     rows, results = [], []
@@ -127,9 +138,9 @@ def main() -> None:
                     r["B"],
                     ms(r["floor"]),
                     ms(r["loss"]),
-                    f"{r['loss'] / r['floor']:.2f}",
+                    f"{r['loss_ratio']:.2f}",
                     ms(r["grad"]),
-                    f"{r['grad'] / (3 * r['floor']):.2f}",
+                    f"{r['grad_ratio']:.2f}",
                     ms(r["reference"]),
                     f"{r['reference'] / r['grad']:.1f}",
                     f"{r['cold_build']:.1f}",

@@ -65,4 +65,24 @@ def all_ops():
     return m
 
 
-MODELS = {"mlp": mlp, "branching": branching, "tied": tied, "all_ops": all_ops}
+def shadowing():
+    """DSL names that are also names in generated code (the batch size B, the loop indices,
+    θ, a scratch slot, the cse temporaries t0, the modules): none may change the kernels."""
+    m = sc.Model("shadowing")
+    B = m.input("B", 4)
+    theta = m.target("theta", 3)
+    t0 = m.param("t0", (3, 4), init=sc.init.normal(0.5))
+    vm = m.param("vm", 3, init=sc.init.constant(0.1))
+    s0 = m.param("s0", (3, 3), init=sc.init.normal(0.5))
+    i = sc.logistic(t0 @ B + vm)
+    m.minimize(sc.losses.softmax_cross_entropy(s0 @ i + i, theta))
+    return m
+
+
+MODELS = {
+    "mlp": mlp,
+    "branching": branching,
+    "tied": tied,
+    "all_ops": all_ops,
+    "shadowing": shadowing,
+}

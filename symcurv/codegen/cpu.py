@@ -9,6 +9,8 @@ with GEMMs as BLAS calls (``np.dot(a, b, out)``) into preallocated buffers.
 
 from __future__ import annotations
 
+import re
+
 import sympy
 
 from symcurv.codegen.lower import Kernel, Lowered
@@ -16,7 +18,7 @@ from symcurv.codegen.source import Source
 from symcurv.ir.graph import Graph, Node
 from symcurv.ops import REGISTRY
 from symcurv.ops.elementwise import B_SYMBOL
-from symcurv.passes.schedule import Plan
+from symcurv.passes.schedule import Plan, leaf_var
 from symcurv.symbolic import printer
 
 _RESERVED = {
@@ -24,6 +26,7 @@ _RESERVED = {
     "max",
     "min",
     "math",
+    "vm",
     "float",
     "B",
     "i",
@@ -40,7 +43,10 @@ _RESERVED = {
 
 
 def arg_name(node: Node) -> str:
-    return node.name + "_" if node.name in _RESERVED or node.name.startswith("tmp") else node.name
+    """A scalar function's argument for ``node``: its DSL name unless that would shadow a
+    name the function uses (``math``, ``vm``, the cse temporaries ``t0, t1, …``)."""
+    clash = node.name in _RESERVED or re.fullmatch(r"tmp.*|t\d+", node.name)
+    return node.name + "_" if clash else node.name
 
 
 # ---- map kernels ---------------------------------------------------------------------
@@ -96,24 +102,25 @@ def _emit_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]
     call_args = [_index(g[r], k.space, st[r]) for r in reads] + (["B"] if uses_b else [])
     written = [w for w in k.writes if w not in k.epilogues]
     targets = [_index(g[w], k.space, st[w]) for w in written]
-    accs = [f"acc{e}" for e, _ in enumerate(k.epilogues)]
-    lhs = targets + [f"e{e}" for e in range(len(accs))]
+    # An epilogue (a sum over features, e.g. a loss's per-case total) is summed from a row
+    # buffer after the element loop, not accumulated inside it: an fp accumulator in the
+    # loop forbids vectorising the formulas (same summation order, same result).
+    rows = [f"row{e}" for e, _ in enumerate(k.epilogues)]
+    lhs = targets + [f"{r}[j]" for r in rows]
     fcall = f"{scalar_function_name(k)}({', '.join(call_args)})"
     with src.block(f"def {k.name}(B, {', '.join(params)}):"):
         if batched:
             outer = src.block("for i in prange(B):")
             outer.__enter__()
-        for a in accs:
-            src(f"{a} = 0.0")
+        for r in rows:
+            src(f"{r} = np.empty({size})")
         with src.block(f"for j in range({size}):"):
-            if len(lhs) == 1:
-                src(f"{lhs[0]} = {fcall}")
-            else:
-                src(f"{', '.join(lhs)} = {fcall}")
-            for e, a in enumerate(accs):
-                src(f"{a} += e{e}")
-        for e, a in zip(k.epilogues, accs):
-            src(f"{_index(g[e], (batched, 1), st[e])} = {a}")
+            src(f"{', '.join(lhs)} = {fcall}")
+        for e, r in zip(k.epilogues, rows):
+            src("acc = 0.0")
+            with src.block(f"for j in range({size}):"):
+                src(f"acc += {r}[j]")
+            src(f"{_index(g[e], (batched, 1), st[e])} = acc")
         if batched:
             outer.__exit__(None, None, None)
     return params
@@ -132,10 +139,13 @@ def _reduce_body(tmpl: str, x: str, out: str, batched: bool, n: int) -> list[str
             f"m = {row('0')}",
             f"for j in range(1, {n}):",
             f"    m = max(m, {row('j')})",
+            f"e = np.empty({n})",  # exps first (a vector loop), then the sum
+            f"for j in range({n}):",
+            f"    e[j] = vm.exp({row('j')} - m)",
             "acc = 0.0",
             f"for j in range({n}):",
-            f"    acc += math.exp({row('j')} - m)",
-            f"{dst} = m + math.log(acc)",
+            "    acc += e[j]",
+            f"{dst} = m + vm.log(acc)",
         ]
     elif tmpl in ("batch_sum", "batch_mean"):
         scale = " / B" if tmpl == "batch_mean" else ""
@@ -259,6 +269,8 @@ def emit(
     src("import numpy as np  # noqa: F401")
     src("from numba import njit, prange  # noqa: F401")
     src()
+    src("from symcurv.runtime import vecmath as vm  # noqa: F401  (vectorisable exp, log)")
+    src()
     src(f"PARALLEL = {parallel!r}  # prange loops run on Numba threads when True")
     src()
     for k in low.kernels:
@@ -267,8 +279,11 @@ def emit(
         src()
         # error_model="numpy": x/0 gives inf (caught by Program's non-finite check, which
         # names the node) instead of a ZeroDivisionError from inside Numba; it also drops
-        # the per-element zero test (about 8% off a logistic map).
-        src("@njit(cache=True, inline='never', error_model='numpy')")
+        # the per-element zero test (about 8% off a logistic map). inline='always' puts the
+        # formulas into the map's loop in Numba IR, so LLVM sees one loop body and
+        # vectorises it (as separate functions, vm.log(1 + vm.exp(.)) exceeded LLVM's
+        # inlining budget and every element became a scalar call: 4x slower).
+        src("@njit(cache=True, inline='always', error_model='numpy')")
         src.extend(emit_scalar_function(g, k))
         src()
     kernel_params: dict[str, list[str]] = {}
@@ -287,7 +302,7 @@ def emit(
     # driver
     sig = [
         "theta",
-        *plan.leaves,
+        *[leaf_var(n) for n in plan.leaves],
         *[f"out_{p}" for p in plan.out_flat],
         *[f"out_{k}" for k in plan.out_plain],
         *[s.name for s in plan.slots],
@@ -300,7 +315,7 @@ def emit(
             'results are written into out_* arrays; s* are scratch buffers."""'
         )
         if plan.leaves:
-            src(f"B = {plan.leaves[0]}.shape[0]")
+            src(f"B = {leaf_var(plan.leaves[0])}.shape[0]")
         else:
             src("B = 1")
         for n in g.leaves("param"):

@@ -30,6 +30,12 @@ class Plan:
     leaves: list[str]  # input/target names, in argument order
 
 
+def leaf_var(name: str) -> str:
+    """The kernel variable of input/target ``name``: prefixed, like ``p_`` for parameters,
+    so that no DSL name (``B``, ``i``, ``theta``, ``s0``, ``np``…) can shadow generated code."""
+    return f"in_{name}"
+
+
 def var_name(key: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in key)
 
@@ -43,7 +49,7 @@ def plan(low: Lowered, params: dict[str, tuple[int, int]]) -> Plan:
         if n.op == "param":
             storage[n.id] = f"p_{n.name}"
         elif n.op in ("input", "target"):
-            storage[n.id] = n.name
+            storage[n.id] = leaf_var(n.name)
             leaves.append(n.name)
     out_flat: list[str] = []
     out_plain: dict[str, tuple[bool, int]] = {}

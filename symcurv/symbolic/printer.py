@@ -2,8 +2,11 @@
 
 The same printed function body serves both targets: only ``math`` functions, ``abs``,
 ``min``/``max`` and conditional expressions, all of which ``numba.njit`` and
-``cuda.jit(device=True)`` accept. ``sympy.cse`` factors the shared subexpressions of a fused
-group's outputs, so e.g. ``tanh(a)`` is computed once for the value and its derivative.
+``cuda.jit(device=True)`` accept. One difference, chosen by ``target``: on the CPU ``exp`` and
+``log`` print as ``vm.exp``/``vm.log`` (symcurv.runtime.vecmath), branch-free versions that
+LLVM vectorises, because pip-installed Numba calls scalar libm for ``math.exp``.
+``sympy.cse`` factors the shared subexpressions of a fused group's outputs, so e.g.
+``tanh(a)`` is computed once for the value and its derivative.
 """
 
 from __future__ import annotations
@@ -55,12 +58,23 @@ class ScalarPrinter(PythonCodePrinter):
         return super()._print_Pow(expr, rational=rational)
 
 
-_PRINTER = ScalarPrinter({"fully_qualified_modules": True, "strict": True})
+class CpuScalarPrinter(ScalarPrinter):
+    """exp and log through symcurv.runtime.vecmath (imported as ``vm`` by the CPU kernels)."""
+
+    def _print_exp(self, expr: sympy.Expr) -> str:
+        return f"vm.exp({self._print(expr.args[0])})"
+
+    def _print_log(self, expr: sympy.Expr) -> str:
+        return f"vm.log({self._print(expr.args[0])})"
 
 
-def print_expr(expr: sympy.Expr) -> str:
+_SETTINGS = {"fully_qualified_modules": True, "strict": True}
+PRINTERS = {"cpu": CpuScalarPrinter(_SETTINGS), "cuda": ScalarPrinter(_SETTINGS)}
+
+
+def print_expr(expr: sympy.Expr, target: str = "cpu") -> str:
     try:
-        return _PRINTER.doprint(expr)
+        return PRINTERS[target].doprint(expr)
     except Exception as e:  # sympy raises several printer error types
         raise errors.ExpressionError(
             f"cannot generate code for '{expr}': {e}",
@@ -69,7 +83,11 @@ def print_expr(expr: sympy.Expr) -> str:
 
 
 def scalar_function(
-    name: str, args: Sequence[sympy.Symbol], outputs: Sequence[sympy.Expr], doc: str = ""
+    name: str,
+    args: Sequence[sympy.Symbol],
+    outputs: Sequence[sympy.Expr],
+    doc: str = "",
+    target: str = "cpu",
 ) -> list[str]:
     """Source lines of ``def name(args): ...; return outputs`` with common subexpressions
     factored by ``sympy.cse``. Temporaries are named ``t0, t1, ...`` (deterministic)."""
@@ -82,8 +100,8 @@ def scalar_function(
     if doc:
         lines.append(f'    """{doc}"""')
     for sym, e in repl:
-        lines.append(f"    {sym} = {print_expr(e)}")
-    rets = [print_expr(e) for e in reduced]
+        lines.append(f"    {sym} = {print_expr(e, target)}")
+    rets = [print_expr(e, target) for e in reduced]
     lines.append(f"    return {', '.join(rets)}")
     return lines
 

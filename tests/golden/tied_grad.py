@@ -30,39 +30,41 @@ import math  # noqa: F401
 import numpy as np  # noqa: F401
 from numba import njit, prange  # noqa: F401
 
+from symcurv.runtime import vecmath as vm  # noqa: F401  (vectorisable exp, log)
+
 PARALLEL = False  # prange loops run on Numba threads when True
 
 
-@njit(cache=True, inline='never', error_model='numpy')
+@njit(cache=True, inline='always', error_model='numpy')
 def f_k1_map_logistic(a_W, b):
     """Scalar formulas of k1_map_logistic: add, logistic, logistic_d0."""
-    t0 = math.exp(-a_W - b)
+    t0 = vm.exp(-a_W - b)
     t1 = t0 + 1.0
     return (1.0/t1), t0/(t1*t1)
 
 
-@njit(cache=True, inline='never', error_model='numpy')
+@njit(cache=True, inline='always', error_model='numpy')
 def f_k3_map_bbcast(B):
     """Scalar formulas of k3_map_bbcast: bbcast."""
     return 1.0/B
 
 
-@njit(cache=True, inline='never', error_model='numpy')
+@njit(cache=True, inline='always', error_model='numpy')
 def f_k4_map_mul(a_WT, c, x, bbcast):
     """Scalar formulas of k4_map_mul: add_1, loss_sigmoid_cross_entropy_d0, mul, sigmoid_cross_entropy_1, sigmoid_cross_entropy_2."""
     t0 = a_WT + c
-    t1 = math.exp(-abs(t0))
+    t1 = vm.exp(-abs(t0))
     t2 = t1 + 1.0
-    return bbcast*(-t1*(1.0 if t0 > 0 else (-1.0 if t0 < 0 else 0.0))/t2 - x + (1.0 if t0 > 0 else (0.5 if t0 == 0 else 0.0))), -t0*x + math.log(t2) + max(0.0, t0)
+    return bbcast*(-t1*(1.0 if t0 > 0 else (-1.0 if t0 < 0 else 0.0))/t2 - x + (1.0 if t0 > 0 else (0.5 if t0 == 0 else 0.0))), -t0*x + vm.log(t2) + max(0.0, t0)
 
 
-@njit(cache=True, inline='never', error_model='numpy')
+@njit(cache=True, inline='always', error_model='numpy')
 def f_k7_map_mul_1(WTg, logistic_d0):
     """Scalar formulas of k7_map_mul_1: mul_1."""
     return WTg*logistic_d0
 
 
-@njit(cache=True, inline='never', error_model='numpy')
+@njit(cache=True, inline='always', error_model='numpy')
 def f_k11_map_acc(dWTT_1, dW):
     """Scalar formulas of k11_map_acc: acc."""
     return dW + dWTT_1
@@ -100,13 +102,15 @@ def k3_map_bbcast(B, s4):
 #   IR nodes: n9 add_1, n14 loss_sigmoid_cross_entropy_d0, n15 mul, n31 sigmoid_cross_entropy_1, n32 sigmoid_cross_entropy_2
 #   DSL: models.py:47: m.minimize(sc.losses.sigmoid_cross_entropy(W.T @ code + c, x))
 @njit(cache=True, parallel=PARALLEL, error_model='numpy')
-def k4_map_mul(B, s3, p_c, x, s4, s5, s6):
+def k4_map_mul(B, s3, p_c, in_x, s4, s5, s6):
     for i in prange(B):
-        acc0 = 0.0
+        row0 = np.empty(6)
         for j in range(6):
-            s5[i, j], e0 = f_k4_map_mul(s3[i, j], p_c[j], x[i, j], s4[i, 0])
-            acc0 += e0
-        s6[i, 0] = acc0
+            s5[i, j], row0[j] = f_k4_map_mul(s3[i, j], p_c[j], in_x[i, j], s4[i, 0])
+        acc = 0.0
+        for j in range(6):
+            acc += row0[j]
+        s6[i, 0] = acc
 
 
 # k5_reduce_bsum: reduce batch_sum -> bsum [out_grad_c]
@@ -154,9 +158,9 @@ def k11_map_acc(B, s9, s8, out_grad_W):
 
 
 @njit(cache=True)
-def run(theta, x, out_grad, out_objective, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9):
+def run(theta, in_x, out_grad, out_objective, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9):
     """Run program 'grad': inputs/targets are (B, n) arrays, θ is flat; results are written into out_* arrays; s* are scratch buffers."""
-    B = x.shape[0]
+    B = in_x.shape[0]
     p_W = theta[0:18]
     p_b = theta[18:21]
     p_c = theta[21:27]
@@ -164,7 +168,7 @@ def run(theta, x, out_grad, out_objective, s0, s1, s2, s3, s4, s5, s6, s7, s8, s
     out_grad_b = out_grad[18:21]
     out_grad_c = out_grad[21:27]
     # k0_gemm_a_W  (models.py:46)
-    np.dot(x, p_W.reshape((3, 6)).T, s0)
+    np.dot(in_x, p_W.reshape((3, 6)).T, s0)
     # k1_map_logistic  (models.py:46)
     k1_map_logistic(B, s0, p_b, s1, s2)
     # k2_gemm_a_WT  (models.py:47)
@@ -172,7 +176,7 @@ def run(theta, x, out_grad, out_objective, s0, s1, s2, s3, s4, s5, s6, s7, s8, s
     # k3_map_bbcast  (models.py:47)
     k3_map_bbcast(B, s4)
     # k4_map_mul  (models.py:47)
-    k4_map_mul(B, s3, p_c, x, s4, s5, s6)
+    k4_map_mul(B, s3, p_c, in_x, s4, s5, s6)
     # k5_reduce_bsum  (models.py:47)
     for j in range(6):
         out_grad_c[j] = 0.0
@@ -190,7 +194,7 @@ def run(theta, x, out_grad, out_objective, s0, s1, s2, s3, s4, s5, s6, s7, s8, s
         for j in range(3):
             out_grad_b[j] += s7[i, j]
     # k9_gemm_dW  (models.py:46)
-    np.dot(s7.T, x, s8.reshape((3, 6)))
+    np.dot(s7.T, in_x, s8.reshape((3, 6)))
     # k10_gemm_dWTT_1  (models.py:47)
     np.dot(s1.T, s5, s9.reshape((3, 6)))
     # k11_map_acc  (models.py:46)

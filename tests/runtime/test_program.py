@@ -6,7 +6,7 @@ import pytest
 
 from symcurv import testing
 
-MODEL_NAMES = ["mlp", "branching", "tied", "all_ops"]
+MODEL_NAMES = ["mlp", "branching", "tied", "all_ops", "shadowing"]
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

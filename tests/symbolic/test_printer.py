@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import sympy
 
+from symcurv.runtime import vecmath
 from symcurv.symbolic import printer
 
 x, y, z = sympy.symbols("x y z", real=True)
@@ -25,16 +26,20 @@ EXPRESSIONS = [
 
 
 def _compile(lines: list[str]):
-    scope = {"math": math}
+    scope = {"math": math, "vm": vecmath}
     exec("\n".join(lines), scope)
     return scope["f"]
 
 
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
 @pytest.mark.parametrize("expr", EXPRESSIONS, ids=range(len(EXPRESSIONS)))
-def test_printed_code_evaluates_like_sympy(expr):
+def test_printed_code_evaluates_like_sympy(expr, target):
     # as symbolic.local does: the derivative of a step is 0 almost everywhere
     d = sympy.diff(expr, x).replace(sympy.DiracDelta, lambda *a: sympy.S.Zero)
-    f = _compile(printer.scalar_function("f", [x, y, z], [expr, d]))
+    lines = printer.scalar_function("f", [x, y, z], [expr, d], target=target)
+    if target == "cuda":  # device code has no vecmath: plain math functions only
+        assert "vm." not in "\n".join(lines)
+    f = _compile(lines)
     rng = np.random.default_rng(0)
     for point in rng.uniform(-2, 2, size=(20, 3)):
         point = point + np.array([0.0, 0.0, 5.0 if "z - 2" in str(expr) else 0.0])
@@ -48,7 +53,7 @@ def test_printed_code_evaluates_like_sympy(expr):
 def test_cse_shares_the_exp_of_logistic_and_its_derivative():
     s = 1 / (1 + sympy.exp(-(x + y)))
     src = "\n".join(printer.scalar_function("f", [x, y], [s, sympy.diff(s, x)]))
-    assert src.count("math.exp(") == 1, src
+    assert src.count("exp(") == 1 and "vm.exp(" in src, src
 
 
 def test_output_is_deterministic_and_uses_temporaries_t0_t1():

@@ -36,7 +36,24 @@ def _grad_graph(fwd: Graph) -> Graph:
     return gradient_graph(fwd)
 
 
-PROGRAMS: dict[str, Callable[[Graph], Graph]] = {"loss": _loss_graph, "grad": _grad_graph}
+def _hvp_graph(fwd: Graph) -> Graph:
+    from symcurv.transforms.rop import hvp_graph
+
+    return hvp_graph(fwd)
+
+
+def _gnvp_graph(fwd: Graph) -> Graph:
+    from symcurv.transforms.gauss_newton import gnvp_graph
+
+    return gnvp_graph(fwd)
+
+
+PROGRAMS: dict[str, Callable[[Graph], Graph]] = {
+    "loss": _loss_graph,
+    "grad": _grad_graph,
+    "hvp": _hvp_graph,
+    "gnvp": _gnvp_graph,
+}
 BACKENDS = ("cpu",)
 DTYPES = ("float32", "float64")
 
@@ -148,6 +165,7 @@ def build(
         specs[name] = {
             "file": rel,
             "leaves": plan.leaves,
+            "vectors": plan.vectors,
             "out_flat": plan.out_flat,
             "out_plain": {k: list(v) for k, v in plan.out_plain.items()},
             "slots": [[s.name, s.batched, s.size] for s in plan.slots],
@@ -209,7 +227,8 @@ def warm(prog, progress: bool = True) -> None:
         t = time.perf_counter()
         n_kernels = len(prog.manifest["programs"][name]["kernels"])
         say(f"[{i}/{n}] compiling '{name}' with Numba ({n_kernels} kernels; cached afterwards)...")
-        prog._run(name, theta, batch, check=False)
+        v = np.ones(prog.n_params, dtype=prog.dtype)
+        prog._run(name, theta, batch, check=False, v=v)
         say(f"[{i}/{n}] compiled '{name}' ({time.perf_counter() - t:.1f}s)")
 
 

@@ -26,7 +26,7 @@ def random_batch(prog: Program, batch_size: int = 8, seed: int = 0) -> dict[str,
     return out
 
 
-def reference_outputs(prog: Program, program: str, theta, batch) -> dict[str, np.ndarray]:
+def reference_outputs(prog: Program, program: str, theta, batch, v=None) -> dict[str, np.ndarray]:
     """Run the program's stored IR graph in the numpy reference interpreter, with results
     shaped like the compiled program's (flat vectors for ``prefix:param`` outputs)."""
     from symcurv.runtime import build, reference
@@ -36,6 +36,9 @@ def reference_outputs(prog: Program, program: str, theta, batch) -> dict[str, np
     leaves.update(
         {k: np.asarray(v, dtype=np.float64) for k, v in prog.unflatten(np.asarray(theta)).items()}
     )
+    if v is not None:
+        views = prog.unflatten(np.asarray(v, dtype=np.float64))
+        leaves.update({f"v:{k}": np.asarray(a, dtype=np.float64) for k, a in views.items()})
     vals = reference.evaluate(g, leaves)
     flat: dict[str, dict] = {}
     out: dict[str, np.ndarray] = {}
@@ -53,15 +56,19 @@ def reference_outputs(prog: Program, program: str, theta, batch) -> dict[str, np
 
 
 def compare_to_reference(
-    prog: Program, theta=None, batch: Mapping | None = None, programs=None
+    prog: Program, theta=None, batch: Mapping | None = None, programs=None, v=None
 ) -> dict[str, float]:
-    """``{program: max relative error of every output}`` against the reference."""
+    """``{program: max relative error of every output}`` against the reference (curvature
+    products along ``v``, default a fixed random direction)."""
     theta = prog.init(0) if theta is None else theta
     batch = random_batch(prog) if batch is None else batch
+    if v is None:
+        v = np.random.default_rng(7).normal(size=prog.n_params)
     errs = {}
     for name in programs or prog.programs:
-        got = prog._run(name, theta, batch)
-        want = reference_outputs(prog, name, theta, batch)
+        vv = v if prog.manifest["programs"][name].get("vectors") else None
+        got = prog._run(name, theta, batch, v=vv)
+        want = reference_outputs(prog, name, theta, batch, vv)
         errs[name] = max(rel_error(got[k].reshape(want[k].shape), want[k]) for k in want)
     return errs
 
@@ -79,4 +86,22 @@ def check_grad(
         u /= np.linalg.norm(u)
         fd = (prog.loss(theta + eps * u, batch) - prog.loss(theta - eps * u, batch)) / (2 * eps)
         worst = max(worst, abs(fd - g @ u) / max(abs(g @ u), np.linalg.norm(g) * 1e-3, 1e-12))
+    return worst
+
+
+def check_hvp(
+    prog: Program, theta, batch, *, eps: float = 1e-5, n_dirs: int = 4, seed: int = 0
+) -> float:
+    """Relative error of ``prog.hvp`` against central differences of ``prog.grad`` along
+    random directions: H v ≈ (g(θ + εv) − g(θ − εv)) / 2ε (float64 programs)."""
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for _ in range(n_dirs):
+        v = rng.normal(size=prog.n_params)
+        v /= np.linalg.norm(v)
+        hv = prog.hvp(theta, batch, v)
+        fd = (prog.grad(theta + eps * v, batch)[1] - prog.grad(theta - eps * v, batch)[1]) / (
+            2 * eps
+        )
+        worst = max(worst, np.linalg.norm(hv - fd) / max(np.linalg.norm(fd), 1e-12))
     return worst

@@ -107,10 +107,9 @@ SEMANTICS: dict[str, Callable[[Node, list[np.ndarray]], object]] = {
 }
 
 
-def per_case_expr(graph: Graph, output: str = "per_case") -> tuple[sympy.Expr, dict]:
-    """The per-case loss of ``graph`` as one sympy expression, and ``{leaf name: object
-    array of its scalar symbols}`` (per-case shapes, e.g. ``W -> [[W_0_0, ...], ...]``)."""
-    root = graph.outputs[output]
+def per_case_values(graph: Graph, root: str) -> tuple[dict[str, np.ndarray], dict]:
+    """Every node up to ``root`` as an object array of per-case sympy expressions (by node
+    id), and ``{leaf name: object array of its scalar symbols}``."""
     need = graph.ancestors(root) | {root}
     vals: dict[str, np.ndarray] = {}
     symbols: dict[str, np.ndarray] = {}
@@ -125,6 +124,14 @@ def per_case_expr(graph: Graph, output: str = "per_case") -> tuple[sympy.Expr, d
         out = np.asarray(SEMANTICS[n.op](n, [vals[i] for i in n.inputs]), dtype=object)
         assert out.shape == n.shape, (n.op, out.shape, n.shape)
         vals[n.id] = out
+    return vals, symbols
+
+
+def per_case_expr(graph: Graph, output: str = "per_case") -> tuple[sympy.Expr, dict]:
+    """The per-case loss of ``graph`` as one sympy expression, and ``{leaf name: object
+    array of its scalar symbols}`` (per-case shapes, e.g. ``W -> [[W_0_0, ...], ...]``)."""
+    root = graph.outputs[output]
+    vals, symbols = per_case_values(graph, root)
     return sympy.sympify(vals[root][()]), symbols
 
 
@@ -332,3 +339,24 @@ def flat_params(graph: Graph, values: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.concatenate(
         [np.asarray(values[p.name], dtype=np.float64).ravel() for p in graph.leaves("param")]
     )
+
+
+def oracle_gauss_newton(graph: Graph, leaves: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The dense Gauss-Newton matrix of the objective, mean_b J_bᵀ H_L,b J_b, for a model
+    whose per-case loss IS one loss node L(y, t): J = ∂y/∂θ by ``sympy.diff`` of the
+    expanded y, H_L = ∂²L/∂y² by ``sympy.diff`` of the loss's own per-case meaning above."""
+    root = graph.outputs["per_case"]
+    L = graph[root]
+    assert L.op in ("separable_loss", "softmax_cross_entropy"), "one loss node at the root"
+    vals, symbols = per_case_values(graph, root)
+    y = vals[L.inputs[0]].ravel()
+    u = np.array([sympy.Symbol(f"u__{k}", real=True) for k in range(len(y))], dtype=object)
+    L_u = SEMANTICS[L.op](L, [u, vals[L.inputs[1]]])
+    o = _oracle(graph)
+    J = sympy.Matrix([[clean(sympy.diff(yk, p)) for p in o.param_syms] for yk in y])
+    HL = sympy.hessian(L_u, list(u)).xreplace(dict(zip(u, y)))
+    G = (J.T * clean(HL) * J).applyfunc(lambda e: e)
+    fn = sympy.lambdify(o.args, list(G), modules="numpy", cse=True)
+    _, entries = o.call(fn, leaves)
+    n = len(o.param_syms)
+    return np.array([e.mean() for e in entries]).reshape(n, n)

@@ -302,6 +302,7 @@ def emit(
     # driver
     sig = [
         "theta",
+        *plan.vectors,
         *[leaf_var(n) for n in plan.leaves],
         *[f"out_{p}" for p in plan.out_flat],
         *[f"out_{k}" for k in plan.out_plain],
@@ -321,6 +322,9 @@ def emit(
         for n in g.leaves("param"):
             off, size = plan.param_offsets[n.name]
             src(f"p_{n.name} = theta[{off}:{off + size}]")
+        for n in g.leaves("direction"):
+            off, size = plan.param_offsets[n.attr("param")]
+            src(f"{st[n.id]} = v[{off}:{off + size}]")
         for key, nid in list(low.output_of.items()):
             if ":" in key:
                 prefix, pname = key.split(":", 1)

@@ -152,6 +152,9 @@ class Graph:
     def ancestors(self, nid: str) -> set[str]:
         return nx.ancestors(self.nx, nid)
 
+    def descendants(self, nid: str) -> set[str]:
+        return nx.descendants(self.nx, nid)
+
     def leaves(self, op: str) -> list[Node]:
         return [n for n in self.nodes() if n.op == op]
 

@@ -44,6 +44,17 @@ register(
         doc="θ block: a parameter, shared by every case",
     )
 )
+register(
+    PrimitiveDef(
+        "direction",
+        "leaf",
+        "leaf",
+        _leaf_infer(False),
+        _leaf_impl,
+        doc="v block: the direction of a curvature product (H v, G v), shaped like "
+        "parameter attr['param'] and read from the flat vector v as θ is",
+    )
+)
 
 
 def _const_impl(node, args, arg_nodes):

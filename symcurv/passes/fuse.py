@@ -52,7 +52,14 @@ def fusion_groups(g: Graph) -> list[Group]:
                 cg.add_edge(a, b)
         return nx.is_directed_acyclic_graph(cg)
 
+    def reads_epilogue(a: Group, b: Group) -> bool:
+        """Does a member of ``a`` read an epilogue (a finished sum) of ``b``?"""
+        return any(i in b.epilogues for m in a.members for i in g[m].inputs)
+
     def merge(into: Group, other: Group) -> bool:
+        # A sum is complete only after the loop: no member of the merged loop may read it.
+        if reads_epilogue(into, other) or reads_epilogue(other, into):
+            return False
         saved = dict(group_of)
         for m in other.members + other.epilogues:
             group_of[m] = into.gid
@@ -75,8 +82,6 @@ def fusion_groups(g: Graph) -> list[Group]:
             for pg in dict.fromkeys(parents):
                 cand = groups.get(pg)
                 if cand is None or cand.space != grp.space or cand.gid == grp.gid:
-                    continue
-                if any(p in cand.epilogues for p in node.inputs):
                     continue
                 if merge(cand, grp):
                     grp = cand

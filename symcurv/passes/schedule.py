@@ -28,6 +28,7 @@ class Plan:
     out_plain: dict[str, tuple[bool, int]]  # other outputs: key -> (batched, size)
     param_offsets: dict[str, tuple[int, int]]
     leaves: list[str]  # input/target names, in argument order
+    vectors: list[str] = dataclasses.field(default_factory=list)  # flat inputs after θ: ["v"]
 
 
 def leaf_var(name: str) -> str:
@@ -48,6 +49,8 @@ def plan(low: Lowered, params: dict[str, tuple[int, int]]) -> Plan:
     for n in g.nodes():
         if n.op == "param":
             storage[n.id] = f"p_{n.name}"
+        elif n.op == "direction":
+            storage[n.id] = f"v_{n.attr('param')}"
         elif n.op in ("input", "target"):
             storage[n.id] = leaf_var(n.name)
             leaves.append(n.name)
@@ -95,4 +98,5 @@ def plan(low: Lowered, params: dict[str, tuple[int, int]]) -> Plan:
                 ):
                     n = g[x]
                     free.setdefault((n.batched, n.size), []).append(storage[x])
-    return Plan(storage, slots, out_flat, out_plain, params, leaves)
+    vectors = ["v"] if g.leaves("direction") else []
+    return Plan(storage, slots, out_flat, out_plain, params, leaves, vectors)

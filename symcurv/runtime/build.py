@@ -171,7 +171,7 @@ def draw(build_dir: str | os.PathLike, program: str, path: str) -> str:
     return str(viz.draw(g, path, forward_ids=set(fwd.nx.nodes), title=f"{fwd.name}: {program}"))
 
 
-def first_non_finite(prog: Program, program: str, theta, batch) -> str | None:
+def first_non_finite(prog: Program, program: str, theta, batch, v=None) -> str | None:
     """Re-run the program's graph in the reference interpreter and name the first node
     whose value is not finite (``"'name' (op) @ file.py:12: source"``)."""
     try:
@@ -180,6 +180,9 @@ def first_non_finite(prog: Program, program: str, theta, batch) -> str | None:
 
         leaves = {n: np.asarray(v, dtype=np.float64) for n, v in batch.items()}
         leaves.update(prog.unflatten(np.asarray(theta, dtype=np.float64)))
+        if v is not None:
+            views = prog.unflatten(np.asarray(v, dtype=np.float64))
+            leaves.update({f"v:{k}": a for k, a in views.items()})
         vals = reference.evaluate(g, leaves, keep_all=True)
     except Exception:  # diagnosis is best effort; the caller raises anyway
         return None

@@ -90,6 +90,38 @@ class Program:
         out = self._run("grad", theta, batch)
         return float(out["objective"][0]), out["grad"]
 
+    def hvp(self, theta: np.ndarray, batch: Mapping[str, np.ndarray], v: np.ndarray) -> np.ndarray:
+        """H v, exact (Pearlmutter's R-operator), H = ∇²θ of the mean loss; flat like θ."""
+        return self._run("hvp", theta, batch, v=v)["hvp"]
+
+    def gnvp(
+        self,
+        theta: np.ndarray,
+        batch: Mapping[str, np.ndarray],
+        v: np.ndarray,
+        damping: float = 0.0,
+    ) -> np.ndarray:
+        """G v + damping·v (Schraudolph), G = Jᵀ H_L J the Gauss-Newton matrix of the mean
+        loss, J the Jacobian of the loss's input w.r.t. θ; flat like θ."""
+        damping = self._check_damping(damping)
+        gv = self._run("gnvp", theta, batch, v=v)["gnvp"]
+        if damping:
+            gv += damping * np.asarray(v, dtype=self.dtype)
+        return gv
+
+    def hessian(self, theta, batch, *, max_params: int = 2000) -> np.ndarray:
+        """The dense Hessian (n_params × n_params), column j = H e_j from ``hvp``. For small
+        models: a reference for tests and for checking estimators."""
+        return self._dense("hvp", theta, batch, max_params)
+
+    def gauss_newton(self, theta, batch, *, max_params: int = 2000) -> np.ndarray:
+        """The dense Gauss-Newton matrix, column j = G e_j from ``gnvp``."""
+        return self._dense("gnvp", theta, batch, max_params)
+
+    def diag_hessian(self, theta, batch, *, max_params: int = 2000) -> np.ndarray:
+        """The exact diagonal of H (n_params hvp calls: small models only)."""
+        return np.diagonal(self.hessian(theta, batch, max_params=max_params)).copy()
+
     def draw(self, program: str, path: str) -> str:
         """Draw the graph of ``program`` ("forward" or any built program) to .dot/.svg/.png."""
         from symcurv.runtime import build
@@ -97,6 +129,36 @@ class Program:
         return build.draw(self.build_dir, program, path)
 
     # -- machinery -------------------------------------------------------------------------
+    def _check_damping(self, damping) -> float:
+        d = float(damping)
+        if not np.isfinite(d) or d < 0:
+            raise errors.BatchError(
+                f"damping = {damping!r}",
+                where=f"model '{self.name}'",
+                fix="pass a finite damping λ ≥ 0",
+            )
+        return d
+
+    def _dense(self, prog: str, theta, batch, max_params: int) -> np.ndarray:
+        n = self.n_params
+        if n > max_params:
+            raise errors.ModelError(
+                f"a dense {n} × {n} matrix needs {n} calls of '{prog}' and "
+                f"{n * n * self.dtype.itemsize / 1e6:.0f} MB",
+                where=f"model '{self.name}'",
+                fix=f"use {prog}/cp_diag for large models, or pass max_params={n} "
+                "if you really want it",
+            )
+        theta = self._check_theta(theta)
+        self._check_batch(self.manifest["programs"][prog], batch)
+        out = np.empty((n, n), dtype=self.dtype)
+        e = np.zeros(n, dtype=self.dtype)
+        for j in range(n):
+            e[j] = 1.0
+            out[:, j] = self._run(prog, theta, batch, v=e)[prog]
+            e[j] = 0.0
+        return out
+
     def _check_vector(self, v, what: str) -> np.ndarray:
         v = np.asarray(v)
         if v.ndim != 1 or v.shape[0] != self.n_params:
@@ -211,7 +273,7 @@ class Program:
             self._buffers[key] = bufs
         return bufs
 
-    def _run(self, prog: str, theta, batch, check: bool = True) -> dict[str, np.ndarray]:
+    def _run(self, prog: str, theta, batch, check: bool = True, v=None) -> dict[str, np.ndarray]:
         if prog not in self._modules:
             raise errors.BuildError(
                 f"program '{prog}' was not built (this build has {list(self.programs)})",
@@ -221,21 +283,33 @@ class Program:
         spec = self.manifest["programs"][prog]
         theta = self._check_theta(theta) if check else theta
         arrays = self._check_batch(spec, batch) if check else [batch[n] for n in spec["leaves"]]
+        vectors = []
+        if spec.get("vectors"):
+            v = np.ascontiguousarray(self._check_vector(v, "v"), dtype=self.dtype)
+            if check and not np.isfinite(v).all():
+                raise errors.NonFiniteError(
+                    f"v[{int(np.flatnonzero(~np.isfinite(v))[0])}] is not finite",
+                    where=f"model '{self.name}'",
+                    fix="pass a finite direction v",
+                )
+            vectors = [v]
         B = arrays[0].shape[0] if arrays else 1
         outs = {p: np.zeros(self.n_params, dtype=self.dtype) for p in spec["out_flat"]}
         for k, (batched, size) in spec["out_plain"].items():
             outs[k] = np.zeros((B, size) if batched else (size,), dtype=self.dtype)
-        self._modules[prog].run(theta, *arrays, *outs.values(), *self._scratch(prog, spec, B))
+        self._modules[prog].run(
+            theta, *vectors, *arrays, *outs.values(), *self._scratch(prog, spec, B)
+        )
         if check:
-            for k, v in outs.items():
-                if not np.isfinite(v).all():
-                    self._non_finite(prog, k, theta, batch)
+            for k, o in outs.items():
+                if not np.isfinite(o).all():
+                    self._non_finite(prog, k, theta, batch, v)
         return outs
 
-    def _non_finite(self, prog: str, key: str, theta, batch) -> None:
+    def _non_finite(self, prog: str, key: str, theta, batch, v=None) -> None:
         from symcurv.runtime import build
 
-        culprit = build.first_non_finite(self, prog, theta, batch)
+        culprit = build.first_non_finite(self, prog, theta, batch, v)
         raise errors.NonFiniteError(
             f"program '{prog}' produced a non-finite '{key}'"
             + (f": the first non-finite value is node {culprit}" if culprit else ""),

@@ -22,7 +22,8 @@ def evaluate(
     keep_all: bool = False,
 ) -> dict[str, np.ndarray]:
     """Evaluate ``graph`` with leaf values keyed by leaf NAME (parameters in their own
-    shape, inputs and targets as ``(B, n)`` arrays). Returns the named outputs (or every
+    shape, inputs and targets as ``(B, n)`` arrays; a direction of a curvature product by
+    ``"v:<param>"``, shaped like the parameter). Returns the named outputs (or every
     node by id with ``keep_all``)."""
     from symcurv.ops import REGISTRY
 
@@ -47,6 +48,12 @@ def evaluate(
             if node.name not in leaves:
                 raise KeyError(f"no value for leaf '{node.name}'")
             vals[nid] = np.asarray(leaves[node.name], dtype=np.float64)
+            continue
+        if node.op == "direction":  # bound as "v:<param>"
+            key = "v:" + node.attr("param")
+            if key not in leaves:
+                raise KeyError(f"no value for direction '{key}'")
+            vals[nid] = np.asarray(leaves[key], dtype=np.float64)
             continue
         args = [vals[i] for i in node.inputs]
         arg_nodes = [graph[i] for i in node.inputs]

@@ -66,14 +66,22 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 TOLERANCE = {"float64": 1e-9, "float32": 2e-4}
 
 
-def check(model, *, dtype: str = "float64", build_dir=None, batch_size: int = 8, out=None) -> bool:
-    """Compile every program into a temporary directory (or ``build_dir``) and verify it
-    with :func:`check_built`; True when all pass."""
+def check(
+    model,
+    *,
+    dtype: str = "float64",
+    programs="all",
+    build_dir=None,
+    batch_size: int = 8,
+    out=None,
+) -> bool:
+    """Compile the programs (default every one) into a temporary directory (or
+    ``build_dir``) and verify them with :func:`check_built`; True when all pass."""
     import symcurv as sc
 
     with tempfile.TemporaryDirectory() as tmp:
         prog = sc.compile(
-            model, programs="all", dtype=dtype, build_dir=build_dir or Path(tmp) / model.name
+            model, programs=programs, dtype=dtype, build_dir=build_dir or Path(tmp) / model.name
         )
         return check_built(prog, out, batch_size)
 
@@ -203,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check", help="verify every program against the references")
     p.add_argument("model")
     p.add_argument("--dtype", default="float64")
+    p.add_argument("--programs", default="all", help="comma-separated, or 'all'")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "demo":
@@ -234,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             info(args.build_dir)
             return 0
         if args.cmd == "check":
-            return 0 if check(load_model(args.model), dtype=args.dtype) else 1
+            ok = check(load_model(args.model), dtype=args.dtype, programs=args.programs)
+            return 0 if ok else 1
     except errors.SymcurvError as e:
         print(f"symcurv {args.cmd}: error: {e}", file=sys.stderr)
         return 2

@@ -48,12 +48,41 @@ def _gnvp_graph(fwd: Graph) -> Graph:
     return gnvp_graph(fwd)
 
 
+def _cp_graph(estimator: str) -> Callable[[Graph], Graph]:
+    def build(fwd: Graph) -> Graph:
+        from symcurv.transforms.curvprop import cp_graph
+
+        return cp_graph(fwd, estimator)
+
+    return build
+
+
+def _bl_graph(fwd: Graph) -> Graph:
+    from symcurv.transforms.diag import becker_lecun_graph
+
+    return becker_lecun_graph(fwd)
+
+
 PROGRAMS: dict[str, Callable[[Graph], Graph]] = {
     "loss": _loss_graph,
     "grad": _grad_graph,
     "hvp": _hvp_graph,
     "gnvp": _gnvp_graph,
+    "cp_S": _cp_graph("S"),
+    "cp_TU": _cp_graph("TU"),
+    "cp_GN": _cp_graph("GN"),
+    "becker_lecun": _bl_graph,
 }
+# names users pass in ``programs=`` that stand for several built programs (HI = Hutchinson
+# runs through hvp)
+ALIASES = {
+    "cp_diag": ["cp_S", "cp_TU", "cp_GN", "hvp"],
+    "becker_lecun_diag": ["becker_lecun"],
+    "linearize": [],
+}
+# programs that exist only for some models (a Gauss-Newton split): with programs="all"
+# they are skipped with the reason recorded; asked for by name, the error is raised
+OPTIONAL = ("gnvp", "cp_GN")
 BACKENDS = ("cpu",)
 DTYPES = ("float32", "float64")
 
@@ -68,14 +97,16 @@ def _parse_programs(programs: str | Iterable[str]) -> list[str]:
         return list(PROGRAMS)
     if isinstance(programs, str):
         programs = [p.strip() for p in programs.split(",") if p.strip()]
-    programs = list(dict.fromkeys(programs))
-    unknown = [p for p in programs if p not in PROGRAMS]
+    unknown = [p for p in programs if p not in PROGRAMS and p not in ALIASES]
     if unknown or not programs:
         raise errors.ModelError(
             f"unknown program(s) {unknown or programs}",
-            fix=f"choose from {', '.join(PROGRAMS)} or 'all'",
+            fix=f"choose from {', '.join([*PROGRAMS, *ALIASES])} or 'all'",
         )
-    return programs
+    out: list[str] = []
+    for p in programs:
+        out += ALIASES.get(p, [p])
+    return list(dict.fromkeys(out))
 
 
 class Progress:
@@ -107,7 +138,7 @@ def build(
     """Derive, optimise, lower and emit every program; write the build directory."""
     from symcurv.codegen import cpu, lower
     from symcurv.ir.validate import validate
-    from symcurv.passes import optimize, schedule
+    from symcurv.passes import optimize, schedule, split
 
     say = Progress(progress)
     if backend not in BACKENDS:
@@ -145,36 +176,56 @@ def build(
     files: dict[str, str] = {}
     specs: dict[str, dict] = {}
     graphs = {"forward": fwd.to_json(), "programs": {}}
+    skipped: dict[str, str] = {}
     for name in names:
         t = time.perf_counter()
-        derived = validate(PROGRAMS[name](fwd), f"transform '{name}'")
+        try:
+            derived = validate(PROGRAMS[name](fwd), f"transform '{name}'")
+        except errors.LossError as e:
+            if programs != "all" or name not in OPTIONAL:
+                raise
+            skipped[name] = str(e)
+            say(f"skipped '{name}': {str(e).splitlines()[0]}")
+            continue
         g = validate(optimize(derived), f"the passes of '{name}'")
-        low = lower.lower(g)
-        plan = schedule.plan(low, offsets)
-        rel = f"kernels/{name}.py"
-        files[rel] = cpu.emit(
-            name,
-            low,
-            plan,
-            model=model.name,
-            dtype=dtype,
-            ir_hash=digest,
-            version=symcurv.__version__,
-            parallel=parallel,
-        )
-        specs[name] = {
-            "file": rel,
-            "leaves": plan.leaves,
-            "vectors": plan.vectors,
-            "out_flat": plan.out_flat,
-            "out_plain": {k: list(v) for k, v in plan.out_plain.items()},
-            "slots": [[s.name, s.batched, s.size] for s in plan.slots],
-            "kernels": [k.name for k in low.kernels],
-        }
+        parts = {name: g}
+        if any(n.op in split.DYNAMIC_LEAVES for n in g.nodes()):
+            static, dynamic = split.split(g)
+            parts = {f"{name}.static": static, name: dynamic}
+        n_kernels = 0
+        for part, pg in parts.items():
+            low = lower.lower(pg)
+            plan = schedule.plan(low, offsets)
+            rel = f"kernels/{part.replace('.', '_')}.py"
+            files[rel] = cpu.emit(
+                part,
+                low,
+                plan,
+                model=model.name,
+                dtype=dtype,
+                ir_hash=digest,
+                version=symcurv.__version__,
+                parallel=parallel,
+            )
+            specs[part] = {
+                "file": rel,
+                "leaves": plan.leaves,
+                "vectors": plan.vectors,
+                "extras": plan.extras,
+                "out_flat": plan.out_flat,
+                # a list, not a dict: the manifest is written with sorted keys, and these
+                # are the run() arguments in order
+                "out_plain": [[k, *v] for k, v in plan.out_plain.items()],
+                "slots": [[s.name, s.batched, s.size] for s in plan.slots],
+                "kernels": [k.name for k in low.kernels],
+            }
+            n_kernels += len(low.kernels)
+        if len(parts) > 1:
+            specs[name]["static"] = f"{name}.static"
         graphs["programs"][name] = g.to_json()
         say(
             f"derived '{name}': {len(derived)} -> {len(g)} nodes after passes, "
-            f"{len(low.kernels)} kernels, {len(plan.slots)} scratch buffers "
+            f"{n_kernels} kernels{' (static + dynamic part)' if len(parts) > 1 else ''} "
             f"({time.perf_counter() - t:.1f}s)"
         )
     files["graph.json"] = json.dumps(graphs, sort_keys=True, default=str) + "\n"
@@ -198,6 +249,7 @@ def build(
             for n, rec in model.inputs.items()
         ],
         "programs": specs,
+        "skipped": skipped,
         "versions": {
             "symcurv": symcurv.__version__,
             "numba": numba.__version__,
@@ -228,7 +280,12 @@ def warm(prog, progress: bool = True) -> None:
         n_kernels = len(prog.manifest["programs"][name]["kernels"])
         say(f"[{i}/{n}] compiling '{name}' with Numba ({n_kernels} kernels; cached afterwards)...")
         v = np.ones(prog.n_params, dtype=prog.dtype)
-        prog._run(name, theta, batch, check=False, v=v)
+        noise = {
+            e: np.ones((2, size) if batched else (size,), dtype=prog.dtype)
+            for e, batched, size in prog.manifest["programs"][name].get("extras", [])
+            if not e.startswith("cache")
+        }
+        prog._run(name, theta, batch, check=False, v=v, extras=noise)
         say(f"[{i}/{n}] compiled '{name}' ({time.perf_counter() - t:.1f}s)")
 
 

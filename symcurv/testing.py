@@ -26,9 +26,23 @@ def random_batch(prog: Program, batch_size: int = 8, seed: int = 0) -> dict[str,
     return out
 
 
-def reference_outputs(prog: Program, program: str, theta, batch, v=None) -> dict[str, np.ndarray]:
+def random_noise(prog: Program, program: str, batch_size: int, seed: int = 0) -> dict:
+    """Rademacher values for every CP noise leaf of ``program`` (empty for other programs),
+    shaped as the compiled program takes them."""
+    rng = np.random.default_rng(seed)
+    return {
+        name: rng.choice([-1.0, 1.0], size=(batch_size, size) if batched else (size,))
+        for name, batched, size in prog.manifest["programs"][program].get("extras", [])
+        if not name.startswith("cache")
+    }
+
+
+def reference_outputs(
+    prog: Program, program: str, theta, batch, v=None, noise=None
+) -> dict[str, np.ndarray]:
     """Run the program's stored IR graph in the numpy reference interpreter, with results
-    shaped like the compiled program's (flat vectors for ``prefix:param`` outputs)."""
+    shaped like the compiled program's (flat vectors for ``prefix:param`` outputs); CP
+    noise by leaf name, as ``random_noise`` gives it."""
     from symcurv.runtime import build, reference
 
     g = build.graphs(prog.build_dir)["programs"][program]
@@ -39,6 +53,10 @@ def reference_outputs(prog: Program, program: str, theta, batch, v=None) -> dict
     if v is not None:
         views = prog.unflatten(np.asarray(v, dtype=np.float64))
         leaves.update({f"v:{k}": np.asarray(a, dtype=np.float64) for k, a in views.items()})
+    for n in g.nodes():
+        if n.op == "noise":
+            lead = (np.shape(noise[n.name])[0],) if n.attr("batched") else ()
+            leaves[n.name] = np.reshape(noise[n.name], lead + n.shape)
     vals = reference.evaluate(g, leaves)
     flat: dict[str, dict] = {}
     out: dict[str, np.ndarray] = {}
@@ -67,8 +85,9 @@ def compare_to_reference(
     errs = {}
     for name in programs or prog.programs:
         vv = v if prog.manifest["programs"][name].get("vectors") else None
-        got = prog._run(name, theta, batch, v=vv)
-        want = reference_outputs(prog, name, theta, batch, vv)
+        z = random_noise(prog, name, next(iter(batch.values())).shape[0])
+        got = prog._run(name, theta, batch, v=vv, extras=dict(z))
+        want = reference_outputs(prog, name, theta, batch, vv, z)
         errs[name] = max(rel_error(got[k].reshape(want[k].shape), want[k]) for k in want)
     return errs
 

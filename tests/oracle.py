@@ -341,22 +341,55 @@ def flat_params(graph: Graph, values: Mapping[str, np.ndarray]) -> np.ndarray:
     )
 
 
+LOSS_OPS = ("separable_loss", "softmax_cross_entropy")
+
+
 def oracle_gauss_newton(graph: Graph, leaves: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The dense Gauss-Newton matrix of the objective, mean_b J_bᵀ H_L,b J_b, for a model
-    whose per-case loss IS one loss node L(y, t): J = ∂y/∂θ by ``sympy.diff`` of the
-    expanded y, H_L = ∂²L/∂y² by ``sympy.diff`` of the loss's own per-case meaning above."""
+    """The dense Gauss-Newton matrix of the objective, mean_b Σ_L c_L,b J_L,bᵀ H_L,b J_L,b,
+    for a model whose per-case loss is a combination Σ_L c_L L(y_L, t_L) + const of loss
+    nodes L, LINEAR in their values with factors c_L free of the parameters (they may
+    depend on the data; a single loss node at the root is c = 1). J = ∂y/∂θ by
+    ``sympy.diff`` of the expanded y, H_L = ∂²L/∂y² by ``sympy.diff`` of the loss's own
+    per-case meaning above, c_L = ∂(per-case loss)/∂L with every loss's value replaced by
+    a symbol (so a combination that is not linear, or whose factors depend on θ, fails
+    here)."""
     root = graph.outputs["per_case"]
-    L = graph[root]
-    assert L.op in ("separable_loss", "softmax_cross_entropy"), "one loss node at the root"
-    vals, symbols = per_case_values(graph, root)
-    y = vals[L.inputs[0]].ravel()
-    u = np.array([sympy.Symbol(f"u__{k}", real=True) for k in range(len(y))], dtype=object)
-    L_u = SEMANTICS[L.op](L, [u, vals[L.inputs[1]]])
+    vals, _ = per_case_values(graph, root)
+    need = graph.ancestors(root) | {root}
+    losses = [n for n in graph.nodes() if n.id in need and n.op in LOSS_OPS]
+    assert losses, "the per-case loss has no loss node"
+    assert not any(graph.ancestors(L.id) & {K.id for K in losses} for L in losses), (
+        "a loss inside another loss"
+    )
+    # the per-case loss as a function of symbols standing for the losses' values
+    ell = {L.id: sympy.Symbol(f"ell__{k}", real=True) for k, L in enumerate(losses)}
+    above = set().union(*(graph.descendants(L.id) for L in losses)) & need
+    outer_vals = {**vals, **{i: np.array(s, dtype=object) for i, s in ell.items()}}
+    for n in graph.nodes():
+        if n.id in above:
+            args = [outer_vals[i] for i in n.inputs]
+            outer_vals[n.id] = np.asarray(SEMANTICS[n.op](n, args), dtype=object)
+    outer = sympy.sympify(outer_vals[root][()])
     o = _oracle(graph)
-    J = sympy.Matrix([[clean(sympy.diff(yk, p)) for p in o.param_syms] for yk in y])
-    HL = sympy.hessian(L_u, list(u)).xreplace(dict(zip(u, y)))
-    G = (J.T * clean(HL) * J).applyfunc(lambda e: e)
-    fn = sympy.lambdify(o.args, list(G), modules="numpy", cse=True)
-    _, entries = o.call(fn, leaves)
+    rest = outer.xreplace({s: sympy.S.Zero for s in ell.values()})
+    assert not rest.free_symbols & set(o.param_syms), f"θ outside the losses: {rest}"
     n = len(o.param_syms)
-    return np.array([e.mean() for e in entries]).reshape(n, n)
+    G = np.zeros((n, n))
+    for L in losses:
+        c = sympy.diff(outer, ell[L.id])
+        bad = c.free_symbols & (set(ell.values()) | set(o.param_syms))
+        assert not bad, f"the per-case loss is not linear in the losses / θ-free in c: {c}"
+        y = vals[L.inputs[0]].ravel()
+        u = np.array([sympy.Symbol(f"u__{k}", real=True) for k in range(len(y))], dtype=object)
+        L_u = SEMANTICS[L.op](L, [u, vals[L.inputs[1]]])
+        J = [clean(sympy.diff(yk, p)) for yk in y for p in o.param_syms]
+        HL = clean(sympy.hessian(L_u, list(u)).xreplace(dict(zip(u, y))))
+        # c, J and H_L per case, then the products in float64: G_b = c_b J_bᵀ H_L,b J_b
+        fn = sympy.lambdify(o.args, [c, *J, *HL], modules="numpy", cse=True)
+        B, out = o.call(fn, leaves)
+        m = len(y)
+        c_b = out[0]
+        J_b = np.stack(out[1 : 1 + m * n], axis=1).reshape(B, m, n)
+        H_b = np.stack(out[1 + m * n :], axis=1).reshape(B, m, m)
+        G += np.einsum("b,bki,bkl,blj->ij", c_b, J_b, H_b, J_b) / B
+    return G

@@ -35,17 +35,19 @@ def test_build_then_info(tmp_path, capsys):
 
 
 def test_check_prints_a_table_and_passes(capsys):
-    assert cli.main(["check", TIED]) == 0
+    # one curvature program besides loss/grad keeps CI's compile time down; every program
+    # is checked against the reference in tests/runtime
+    assert cli.main(["check", TIED, "--programs", "loss,grad,cp_S"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].split()[:2] == ["program", "against"]
     rows = {(ln.split()[0], ln.split()[1]): ln.split()[-1] for ln in lines[2:]}
     assert rows[("loss", "reference")] == "pass" and rows[("grad", "reference")] == "pass"
-    assert rows[("grad", "central")] == "pass"
+    assert rows[("grad", "central")] == "pass" and rows[("cp_S", "reference")] == "pass"
 
 
 def test_check_in_float32(capsys):
-    assert cli.main(["check", TIED, "--dtype", "float32"]) == 0
+    assert cli.main(["check", TIED, "--dtype", "float32", "--programs", "loss,grad"]) == 0
     out = capsys.readouterr().out
     assert "2e-04" in out and "FAIL" not in out
 

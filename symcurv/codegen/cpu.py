@@ -304,6 +304,7 @@ def emit(
         "theta",
         *plan.vectors,
         *[leaf_var(n) for n in plan.leaves],
+        *[leaf_var(e[0]) for e in plan.extras],
         *[f"out_{p}" for p in plan.out_flat],
         *[f"out_{k}" for k in plan.out_plain],
         *[s.name for s in plan.slots],

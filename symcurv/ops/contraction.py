@@ -17,6 +17,7 @@ import numpy as np
 
 from symcurv import errors
 from symcurv.ir.graph import Graph, Node
+from symcurv.ops import curvature as curv
 from symcurv.ops import elementwise as ew
 from symcurv.ops.registry import PrimitiveDef, emit, register
 
@@ -89,6 +90,29 @@ def _mv_jvp(g, n, t):
     return None if out is None else ew.broadcast_to(g, out, n.shape, n.batched, n.origin)
 
 
+def _mv_curvature(g, n, cot):
+    """y = W h is bilinear: M couples W and h with C z = ḡ zᵀ (an outer product), so
+    CP's noise lives in h's space (2·|h| numbers per case, never |W|)."""
+    W, h = n.inputs
+
+    def apply_c(gg, z):
+        return emit(gg, "outer", [cot, z], name="Cz", origin=n.origin)
+
+    return [curv.Coupling(0, 1, g[h].shape, apply_c)]
+
+
+def _mv_sq_vjp(g, n, d, needs):
+    """(J∘J)ᵀ d: d_W = d (h²)ᵀ, d_h = (W²)ᵀ d."""
+    W, h = n.inputs
+    dW = dh = None
+    if needs[0]:
+        dW = outer_cotangent(g, d, ew.call(g, "square", h, origin=n.origin), g[W], n.origin)
+    if needs[1]:
+        W2T = transpose(g, ew.call(g, "square", W, origin=n.origin), n.origin)
+        dh = ew.unbroadcast(g, matvec(g, W2T, d, n.origin, "W2Td"), g[h], n.origin)
+    return [dW, dh]
+
+
 register(
     PrimitiveDef(
         "matvec",
@@ -98,6 +122,8 @@ register(
         _mv_impl,
         vjp=_mv_vjp,
         jvp=_mv_jvp,
+        curvature=_mv_curvature,
+        sq_vjp=_mv_sq_vjp,
         template="gemm",
         doc="y = W h",
     )
@@ -132,6 +158,8 @@ register(
         vjp=lambda g, n, cot, needs: [transpose(g, cot, n.origin)],
         jvp=lambda g, n, t: None if t[0] is None else transpose(g, t[0], n.origin),
         simplify=_t_simplify,
+        curvature=curv.linear,
+        sq_vjp=lambda g, n, d, needs: [transpose(g, d, n.origin)],
         template="transpose",
         doc="y = Wᵀ",
     )
@@ -157,6 +185,20 @@ def _outer_vjp(g, n, cot, needs):
     return [ew.unbroadcast(g, du, g[u], n.origin), ew.unbroadcast(g, dv, g[v], n.origin)]
 
 
+def _outer_curvature(g, n, cot):
+    """y = u vᵀ couples u and v with C z = ḡ z (per case; Σ_b for outer_bsum)."""
+    u, v = n.inputs
+    return [curv.Coupling(0, 1, g[v].shape, lambda gg, z: matvec(gg, cot, z, n.origin, "Cz"))]
+
+
+def _outer_sq_vjp(g, n, d, needs):
+    u, v = n.inputs
+    sq = [ew.call(g, "square", x, origin=n.origin) for x in (u, v)]
+    du = matvec(g, d, sq[1], n.origin, "dv2") if needs[0] else None
+    dv = matvec(g, transpose(g, d, n.origin), sq[0], n.origin, "dTu2") if needs[1] else None
+    return [ew.unbroadcast(g, du, g[u], n.origin), ew.unbroadcast(g, dv, g[v], n.origin)]
+
+
 def _outer_jvp(op):
     def jvp(g, n, t):
         u, v = n.inputs
@@ -179,6 +221,8 @@ register(
         _outer_impl,
         vjp=_outer_vjp,
         jvp=_outer_jvp("outer"),
+        curvature=_outer_curvature,
+        sq_vjp=_outer_sq_vjp,
         template="gemm",
         doc="y = u vᵀ per case",
     )
@@ -202,6 +246,8 @@ register(
         lambda node, args, arg_nodes: args[0].T @ args[1],
         vjp=_outer_vjp,
         jvp=_outer_jvp("outer_bsum"),
+        curvature=_outer_curvature,
+        sq_vjp=_outer_sq_vjp,
         template="gemm",
         doc="y = Σ_b u_b v_bᵀ = Uᵀ V (one GEMM over the batch)",
     )

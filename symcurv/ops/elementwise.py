@@ -19,6 +19,7 @@ import sympy
 
 from symcurv import errors
 from symcurv.ir.graph import Graph, Node
+from symcurv.ops import curvature as curv
 from symcurv.ops.registry import PrimitiveDef, emit, register
 from symcurv.symbolic import local, printer
 
@@ -47,7 +48,7 @@ for _name, (_expr, _syms) in BUILTINS.items():
 
 
 def fn_of(node: Node) -> local.ElementwiseFn:
-    return local.FUNCTIONS[node.attr("fn")]
+    return local.lookup(node.attr("fn"))
 
 
 # ---- shape rule and numpy semantics ------------------------------------------------------
@@ -73,7 +74,7 @@ def align(arr: np.ndarray, node: Node, out_rank: int) -> np.ndarray:
 
 @functools.cache
 def _numpy_fn(name: str):
-    fn = local.FUNCTIONS[name]
+    fn = local.lookup(name)
     return printer.numpy_function(fn.symbols, fn.expr)
 
 
@@ -205,6 +206,55 @@ def _jvp(g: Graph, node: Node, tangents: list[str | None]) -> str | None:
     return broadcast_to(g, total, node.shape, node.batched, node.origin)
 
 
+def sum_features_to(g: Graph, nid: str | None, shape: tuple, origin: str = "") -> str | None:
+    """Sum a per-element value down to a scalar operand's shape, keeping the batch axis
+    (a per-case quantity of a broadcast operand)."""
+    if nid is None or g[nid].shape == tuple(shape):
+        return nid
+    assert tuple(shape) == (), (g[nid].shape, shape)
+    return emit(g, "sum", [nid], name="sum", origin=origin)
+
+
+def curvature_terms(
+    g: Graph, fn: local.ElementwiseFn, inputs: list[str], cot: str, origin: str
+) -> list[curv.Term]:
+    """M = ḡ ⊙ ∇²f per element: a ``Diag`` term per non-zero ∂²f/∂x_i² and a ``Coupling``
+    per non-zero ∂²f/∂x_i∂x_j (noise in the smaller operand's space: a broadcast scalar)."""
+    terms: list[curv.Term] = []
+    for i in range(fn.arity):
+        for j in range(i, fn.arity):
+            d2 = fn.partial(i).partial(j)
+            if d2.constant_value() == 0.0:
+                continue
+            b = mul(g, cot, apply(g, d2, inputs, origin=origin, scalar_ok=True), origin)
+            if b is None:
+                continue
+            if i == j:
+                terms.append(curv.Diag(i, sum_features_to(g, b, g[inputs[i]].shape, origin)))
+                continue
+            big, small = (j, i) if g[inputs[i]].shape == () else (i, j)
+
+            def apply_c(gg: Graph, z: str, b: str = b) -> str:
+                return call(gg, "mul", b, z, name="Cz", origin=origin)
+
+            terms.append(curv.Coupling(big, small, g[inputs[small]].shape, apply_c))
+    return terms
+
+
+def _sq_vjp(g: Graph, node: Node, d: str, needs: list[bool]) -> list[str | None]:
+    fn, out = fn_of(node), []
+    for i, x in enumerate(node.inputs):
+        if not needs[i]:
+            out.append(None)
+            continue
+        di = apply(g, fn.partial(i), list(node.inputs), origin=node.origin, scalar_ok=True)
+        sq = call(g, "square", di, origin=node.origin) if const_value(g, di) is None else di
+        if const_value(g, sq) is not None:
+            sq = const(g, const_value(g, sq) ** 2, node.origin)
+        out.append(unbroadcast(g, mul(g, d, sq, node.origin), g[x], node.origin))
+    return out
+
+
 register(
     PrimitiveDef(
         "elementwise",
@@ -214,6 +264,8 @@ register(
         _impl,
         vjp=_vjp,
         jvp=_jvp,
+        curvature=lambda g, n, cot: curvature_terms(g, fn_of(n), list(n.inputs), cot, n.origin),
+        sq_vjp=_sq_vjp,
         scalar=lambda node, syms: fn_of(node)(*syms),
         doc="y = f(x_1..x_k) elementwise, f a sympy expression",
     )
@@ -248,6 +300,8 @@ register(
             else emit(g, "broadcast", [t[0]], {"shape": n.shape}, name="bcast", origin=n.origin)
         ),
         scalar=lambda node, syms: syms[0],
+        curvature=curv.linear,
+        sq_vjp=lambda g, n, d, needs: [emit(g, "sum", [d], name="sum", origin=n.origin)],
         doc="y_j = x: a scalar copied to every feature",
     )
 )
@@ -296,6 +350,7 @@ register(
             )
         ),
         scalar=lambda node, syms: syms[0] / B_SYMBOL if node.attr("mean") else syms[0],
+        curvature=curv.linear,
         doc="y_b = x (or x / B with mean=True): an unbatched value given to every case",
     )
 )

@@ -55,6 +55,28 @@ register(
         "parameter attr['param'] and read from the flat vector v as θ is",
     )
 )
+register(
+    PrimitiveDef(
+        "noise",
+        "leaf",
+        "leaf",
+        lambda inputs, attrs: (tuple(attrs["shape"]), bool(attrs["batched"])),
+        _leaf_impl,
+        doc="z: a random vector of Curvature Propagation (E[z zᵀ] = I), drawn by the runtime "
+        "on every call (Rademacher or Gaussian); per case when attr['batched']",
+    )
+)
+register(
+    PrimitiveDef(
+        "cached",
+        "leaf",
+        "leaf",
+        lambda inputs, attrs: (tuple(attrs["shape"]), bool(attrs["batched"])),
+        _leaf_impl,
+        doc="a value computed once per (θ, batch) by a program's static part (passes/split.py) "
+        "and read by its dynamic part (State: no forward recomputation per product)",
+    )
+)
 
 
 def _const_impl(node, args, arg_nodes):

@@ -17,6 +17,7 @@ import sympy
 
 from symcurv import errors
 from symcurv.ir.graph import Graph, Node
+from symcurv.ops import curvature as curv
 from symcurv.ops import elementwise as ew
 from symcurv.ops import reduce as red
 from symcurv.ops.registry import PrimitiveDef, emit, register
@@ -80,6 +81,27 @@ def _sep_decompose(g: Graph, n: Node) -> str:
     return emit(g, "sum", [terms], name=n.name, origin=n.origin)
 
 
+def _sep_curvature(g: Graph, n: Node, cot: str) -> list:
+    """M = L̄ ∇²ℓ per element (a Diag on y; couplings to t only matter if t depends on θ)."""
+    y = g[n.inputs[0]]
+    cb = ew.broadcast_to(g, cot, y.shape, n.batched, n.origin)
+    return ew.curvature_terms(g, _fn(n), list(n.inputs), cb, n.origin)
+
+
+def _sep_sq_vjp(g: Graph, n: Node, d: str, needs: list[bool]) -> list:
+    y = g[n.inputs[0]]
+    db = ew.broadcast_to(g, d, y.shape, n.batched, n.origin)
+    out = []
+    for i, x in enumerate(n.inputs):
+        if not needs[i]:
+            out.append(None)
+            continue
+        di = ew.apply(g, _fn(n).partial(i), list(n.inputs), origin=n.origin, scalar_ok=True)
+        sq = ew.call(g, "square", ew.broadcast_to(g, di, y.shape, n.batched, n.origin))
+        out.append(ew.unbroadcast(g, ew.mul(g, db, sq, n.origin), g[x], n.origin))
+    return out
+
+
 register(
     PrimitiveDef(
         "separable_loss",
@@ -90,6 +112,8 @@ register(
         vjp=_sep_vjp,
         jvp=_sep_jvp,
         decompose=_sep_decompose,
+        curvature=_sep_curvature,
+        sq_vjp=_sep_sq_vjp,
         doc="L = Σ_k ℓ(y_k, t_k)",
     )
 )
@@ -153,6 +177,33 @@ def _smce_decompose(g: Graph, n: Node) -> str:
     )
 
 
+def _smce_curvature(g: Graph, n: Node, cot: str) -> list:
+    """∇²_y L = (Σ_k t_k)(diag(p) − p pᵀ), factored exactly; ∂²L/∂y∂t = p 1ᵀ − I
+    couples y and t (skipped unless the target depends on θ)."""
+    y, t = n.inputs
+    p = red.softmax(g, y, n.origin)
+    st = emit(g, "sum", [t], name="sum_t", origin=n.origin)
+    factor, diag = red.softmax_factor(g, p, n.origin)
+    c = ew.mul(g, cot, st, n.origin)
+
+    def apply_c(gg: Graph, z: str) -> str:
+        sz = emit(gg, "sum", [z], name="sum", origin=n.origin)
+        pz = ew.call(gg, "sub", ew.mul(gg, p, sz, n.origin), z, origin=n.origin)
+        return ew.mul(gg, cot, pz, n.origin)
+
+    return [curv.Factored(0, c, g[y].shape, factor, diag), curv.Coupling(0, 1, g[t].shape, apply_c)]
+
+
+def _smce_sq_vjp(g: Graph, n: Node, d: str, needs: list[bool]) -> list:
+    out = []
+    for i, (part, x) in enumerate(zip((_dy, _dt), n.inputs)):
+        sq = ew.call(g, "square", part(g, n), origin=n.origin)
+        out.append(
+            ew.unbroadcast(g, ew.mul(g, d, sq, n.origin), g[x], n.origin) if needs[i] else None
+        )
+    return out
+
+
 register(
     PrimitiveDef(
         "softmax_cross_entropy",
@@ -163,6 +214,8 @@ register(
         vjp=_smce_vjp,
         jvp=_smce_jvp,
         decompose=_smce_decompose,
+        curvature=_smce_curvature,
+        sq_vjp=_smce_sq_vjp,
         doc="L = Σ_k t_k (logsumexp(y) − y_k)",
     )
 )

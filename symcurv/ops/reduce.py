@@ -13,6 +13,7 @@ import numpy as np
 
 from symcurv import errors
 from symcurv.ir.graph import Graph, Node
+from symcurv.ops import curvature as curv
 from symcurv.ops import elementwise as ew
 from symcurv.ops.registry import PrimitiveDef, emit, register
 
@@ -58,6 +59,10 @@ register(
             None if t[0] is None else emit(g, "sum", t, name="sum", origin=n.origin)
         ),
         template="sum_features",
+        curvature=curv.linear,
+        sq_vjp=lambda g, n, d, needs: [
+            ew.broadcast_to(g, d, g[n.inputs[0]].shape, n.batched, n.origin)
+        ],
         doc="y = Σ_j x_j",
     )
 )
@@ -84,6 +89,35 @@ def _lse_jvp(g, n, t):
     return emit(g, "sum", [prod], name="sum", origin=n.origin)
 
 
+def softmax_factor(g: Graph, p: str, origin: str):
+    """A with A Aᵀ = diag(p) − p pᵀ (p a probability vector): A z = √p ⊙ z − p (√p · z).
+    (A Aᵀ = diag(p) − 2 p pᵀ + p (Σ p) pᵀ, and Σ p = 1.)"""
+    sp = ew.call(g, "sqrt_pos", p, name="sqrt_p", origin=origin)
+
+    def factor(gg: Graph, z: str) -> str:
+        spz = ew.mul(gg, sp, z, origin)
+        inner = emit(gg, "sum", [spz], name="sum", origin=origin)
+        return ew.call(gg, "sub", spz, ew.mul(gg, p, inner, origin), name="Az", origin=origin)
+
+    def diag(gg: Graph) -> str:
+        return ew.call(gg, "sub", p, ew.call(gg, "square", p, origin=origin), origin=origin)
+
+    return factor, diag
+
+
+def _lse_curvature(g, n, cot):
+    """∇² logsumexp = diag(p) − p pᵀ: dense per case, factored exactly (no complex part
+    unless ḡ < 0)."""
+    p = softmax(g, n.inputs[0], n.origin)
+    factor, diag = softmax_factor(g, p, n.origin)
+    return [curv.Factored(0, cot, g[n.inputs[0]].shape, factor, diag)]
+
+
+def _lse_sq_vjp(g, n, d, needs):
+    p = softmax(g, n.inputs[0], n.origin)
+    return [ew.mul(g, d, ew.call(g, "square", p, origin=n.origin), n.origin)]
+
+
 def _lse_infer(inputs, attrs):
     _vector_only("logsumexp")(inputs, attrs)
     return _to_scalar(inputs, attrs)
@@ -98,6 +132,8 @@ register(
         _lse_impl,
         vjp=_lse_vjp,
         jvp=_lse_jvp,
+        curvature=_lse_curvature,
+        sq_vjp=_lse_sq_vjp,
         template="logsumexp",
         doc="y = log Σ_j exp(x_j), computed with the max shifted out",
     )
@@ -122,6 +158,38 @@ def _softmax_decompose(g: Graph, n: Node) -> str:
     return ew.call(g, "exp", shifted, name="softmax", origin=n.origin)
 
 
+def _softmax_curvature(g, n, cot):
+    """M = Σ_q ḡ_q ∇² p_q = diag(a) − p aᵀ − a pᵀ with a = p ⊙ (ḡ − ḡ·p), i.e.
+    diag(a) − ½ (p + a)(p + a)ᵀ + ½ (p − a)(p − a)ᵀ: a diagonal and two rank-one terms
+    (one scalar noise per case each)."""
+    p, o = n.id, n.origin
+    s = emit(g, "sum", [ew.mul(g, cot, p, o)], name="gp", origin=o)
+    a = ew.mul(g, p, ew.call(g, "sub", cot, s, origin=o), o)
+    terms: list = [curv.Diag(0, a)]
+    for sign, op in ((-0.5, "add"), (0.5, "sub")):
+        w = ew.call(g, op, p, a, name="w", origin=o)
+        terms.append(
+            curv.Factored(
+                0,
+                ew.const(g, sign, o),
+                (),
+                lambda gg, z, w=w: ew.mul(gg, w, z, o),
+                lambda gg, w=w: ew.call(gg, "square", w, origin=o),
+            )
+        )
+    return terms
+
+
+def _softmax_sq_vjp(g, n, d, needs):
+    """J = diag(p) − p pᵀ: Σ_k J_kj² d_k = p_j² (Σ_k d_k p_k²) + d_j p_j² (1 − 2 p_j)."""
+    p, o = n.id, n.origin
+    p2 = ew.call(g, "square", p, origin=o)
+    tot = emit(g, "sum", [ew.mul(g, d, p2, o)], name="sum", origin=o)
+    one_m_2p = ew.call(g, "sub", ew.const(g, 1.0, o), ew.call(g, "add", p, p, origin=o), origin=o)
+    own = ew.mul(g, ew.mul(g, d, p2, o), one_m_2p, o)
+    return [ew.call(g, "add", ew.mul(g, p2, tot, o), own, origin=o)]
+
+
 register(
     PrimitiveDef(
         "softmax",
@@ -132,6 +200,8 @@ register(
         vjp=lambda g, n, cot, needs: [_softmax_pullback(g, n.id, cot, n.origin)],
         jvp=lambda g, n, t: None if t[0] is None else _softmax_pullback(g, n.id, t[0], n.origin),
         decompose=_softmax_decompose,
+        curvature=_softmax_curvature,
+        sq_vjp=_softmax_sq_vjp,
         doc="s = exp(x − logsumexp(x))",
     )
 )
@@ -167,6 +237,10 @@ for _op, _mean in (("batch_sum", False), ("batch_mean", True)):
                 )
             ),
             template=_op,
+            curvature=curv.linear,
+            # Becker-LeCun needs (1/B)² for the mean: only reached when something above the
+            # batch reduction is curved, which the CP transforms refuse anyway
+            sq_vjp=None if _mean else _bb(False),
             doc="y = (1/B) Σ_b x_b" if _mean else "y = Σ_b x_b",
         )
     )

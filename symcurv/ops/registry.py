@@ -33,6 +33,10 @@ class PrimitiveDef:
     decompose(graph, node) -> node id               for ``kernel == "composite"``: the same
                                                     value built from simpler primitives
     simplify(graph, node) -> node id or None        algebraic peephole rule (passes/simplify)
+    curvature(graph, node, cot) -> [term]          the local curvature M_i = Σ_q ḡ_q ∇² y_q as
+                                                    factor terms (ops/curvature.py) for CP
+    sq_vjp(graph, node, d, needs) -> [d_i | None]   diag(J_iᵀ diag(d) J_i) = (J_i ∘ J_i)ᵀ d: the
+                                                    pullback of a diagonal (Becker-LeCun)
     template                                        emitter template for gemm/reduce kernels
     """
 
@@ -46,6 +50,8 @@ class PrimitiveDef:
     scalar: Callable[[Node, list], Any] | None = None
     decompose: Callable[[Graph, Node], str] | None = None
     simplify: Callable[[Graph, Node], str | None] | None = None
+    curvature: Callable[[Graph, Node, str], list] | None = None
+    sq_vjp: Callable[[Graph, Node, str, list], list] | None = None
     template: str = ""
     doc: str = ""
 

@@ -29,6 +29,8 @@ class Plan:
     param_offsets: dict[str, tuple[int, int]]
     leaves: list[str]  # input/target names, in argument order
     vectors: list[str] = dataclasses.field(default_factory=list)  # flat inputs after θ: ["v"]
+    # CP noise and cached static values, after the batch: [name, batched, size]
+    extras: list[list] = dataclasses.field(default_factory=list)
 
 
 def leaf_var(name: str) -> str:
@@ -45,7 +47,8 @@ def plan(low: Lowered, params: dict[str, tuple[int, int]]) -> Plan:
     """``params``: name -> (offset, size) in θ."""
     g = low.graph
     storage: dict[str, str] = {}
-    leaves = []
+    leaves: list[str] = []
+    extras: list[list] = []
     for n in g.nodes():
         if n.op == "param":
             storage[n.id] = f"p_{n.name}"
@@ -54,6 +57,9 @@ def plan(low: Lowered, params: dict[str, tuple[int, int]]) -> Plan:
         elif n.op in ("input", "target"):
             storage[n.id] = leaf_var(n.name)
             leaves.append(n.name)
+        elif n.op in ("noise", "cached"):
+            storage[n.id] = leaf_var(n.name)
+            extras.append([n.name, n.batched, n.size])
     out_flat: list[str] = []
     out_plain: dict[str, tuple[bool, int]] = {}
     for key in list(low.output_of) + list(low.copies):
@@ -99,4 +105,4 @@ def plan(low: Lowered, params: dict[str, tuple[int, int]]) -> Plan:
                     n = g[x]
                     free.setdefault((n.batched, n.size), []).append(storage[x])
     vectors = ["v"] if g.leaves("direction") else []
-    return Plan(storage, slots, out_flat, out_plain, params, leaves, vectors)
+    return Plan(storage, slots, out_flat, out_plain, params, leaves, vectors, extras)

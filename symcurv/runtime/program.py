@@ -29,7 +29,7 @@ class Program:
         self.params = {p["name"]: p for p in manifest["params"]}
         self.n_params = int(manifest["n_params"])
         self.inputs = {d["name"]: d for d in manifest["inputs"]}
-        self.programs = tuple(manifest["programs"])
+        self.programs = tuple(k for k in manifest["programs"] if not k.endswith(".static"))
         self._buffers: dict[tuple[str, int], list[np.ndarray]] = {}
 
     def __repr__(self) -> str:
@@ -108,6 +108,32 @@ class Program:
         if damping:
             gv += damping * np.asarray(v, dtype=self.dtype)
         return gv
+
+    def linearize(self, theta: np.ndarray, batch: Mapping[str, np.ndarray]):
+        """A :class:`~symcurv.runtime.state.State` at (θ, batch): the inputs are checked
+        once, and the forward pass (with every v-independent backward quantity) is computed
+        once per product program, then reused by every ``hvp``/``gnvp``/``cp_diag`` call."""
+        from symcurv.runtime.state import State
+
+        return State(self, theta, batch)
+
+    def cp_diag(
+        self,
+        theta: np.ndarray,
+        batch: Mapping[str, np.ndarray],
+        estimator: str = "S",
+        noise: str = "rademacher",
+        samples: int = 1,
+        seed: int | None = None,
+    ) -> np.ndarray:
+        """An unbiased estimate of diag(H) by Curvature Propagation (estimator S, TU or HI;
+        GN estimates diag(G)), averaged over ``samples`` noise draws per case; flat like θ.
+        See :meth:`State.cp_diag`."""
+        return self.linearize(theta, batch).cp_diag(estimator, noise, samples, seed)
+
+    def becker_lecun_diag(self, theta: np.ndarray, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Becker & LeCun's deterministic diagonal approximation (biased); flat like θ."""
+        return self._run("becker_lecun", theta, batch)["bl"]
 
     def hessian(self, theta, batch, *, max_params: int = 2000) -> np.ndarray:
         """The dense Hessian (n_params × n_params), column j = H e_j from ``hvp``. For small
@@ -273,8 +299,21 @@ class Program:
             self._buffers[key] = bufs
         return bufs
 
-    def _run(self, prog: str, theta, batch, check: bool = True, v=None) -> dict[str, np.ndarray]:
+    def _run(
+        self,
+        prog: str,
+        theta,
+        batch,
+        check: bool = True,
+        v=None,
+        extras: Mapping[str, np.ndarray] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run one program; a split program runs its static part first unless ``extras``
+        already holds its cached values (``State``). ``extras`` also carries CP noise."""
         if prog not in self._modules:
+            reason = self.manifest.get("skipped", {}).get(prog)
+            if reason:
+                raise errors.LossError(f"program '{prog}' does not exist for this model: {reason}")
             raise errors.BuildError(
                 f"program '{prog}' was not built (this build has {list(self.programs)})",
                 where=self.build_dir,
@@ -293,12 +332,24 @@ class Program:
                     fix="pass a finite direction v",
                 )
             vectors = [v]
+        extras = dict(extras or {})
+        if spec.get("static") and not any(k.startswith("cache") for k in extras):
+            checked = dict(zip(spec["leaves"], arrays))
+            extras.update(self._run(spec["static"], theta, checked, check=False))
         B = arrays[0].shape[0] if arrays else 1
         outs = {p: np.zeros(self.n_params, dtype=self.dtype) for p in spec["out_flat"]}
-        for k, (batched, size) in spec["out_plain"].items():
+        for k, batched, size in spec["out_plain"]:
             outs[k] = np.zeros((B, size) if batched else (size,), dtype=self.dtype)
         self._modules[prog].run(
-            theta, *vectors, *arrays, *outs.values(), *self._scratch(prog, spec, B)
+            theta,
+            *vectors,
+            *arrays,
+            *[
+                np.ascontiguousarray(extras[name], dtype=self.dtype)
+                for name, _b, _s in spec.get("extras", [])
+            ],
+            *outs.values(),
+            *self._scratch(prog, spec, B),
         )
         if check:
             for k, o in outs.items():

@@ -23,7 +23,8 @@ def evaluate(
 ) -> dict[str, np.ndarray]:
     """Evaluate ``graph`` with leaf values keyed by leaf NAME (parameters in their own
     shape, inputs and targets as ``(B, n)`` arrays; a direction of a curvature product by
-    ``"v:<param>"``, shaped like the parameter). Returns the named outputs (or every
+    ``"v:<param>"``, shaped like the parameter; CP noise and cached values by their leaf
+    name). Returns the named outputs (or every
     node by id with ``keep_all``)."""
     from symcurv.ops import REGISTRY
 
@@ -44,7 +45,7 @@ def evaluate(
         if nid not in need and not keep_all:
             continue
         node = graph[nid]
-        if node.op in ("input", "target", "param"):
+        if node.op in ("input", "target", "param", "noise", "cached"):
             if node.name not in leaves:
                 raise KeyError(f"no value for leaf '{node.name}'")
             vals[nid] = np.asarray(leaves[node.name], dtype=np.float64)

@@ -152,6 +152,18 @@ def _partial_cached(fn_name: str, i: int) -> ElementwiseFn:
     return out
 
 
+def lookup(name: str) -> ElementwiseFn:
+    """The function ``name``, re-deriving a partial derivative (``tanh_d0``, ``gate_d1_d0``)
+    that this process has not needed yet (a graph loaded from a build directory)."""
+    fn = FUNCTIONS.get(name)
+    if fn is not None:
+        return fn
+    base, sep, idx = name.rpartition("_d")
+    if sep and idx.isdigit() and base:
+        return lookup(base).partial(int(idx))
+    raise KeyError(f"elementwise function '{name}' is not defined in this process")
+
+
 def _partial(fn: ElementwiseFn, i: int) -> ElementwiseFn:
     if FUNCTIONS.get(fn.name) is not fn:
         raise KeyError(f"elementwise function {fn.name} is not registered")

@@ -36,6 +36,13 @@ def vjp(g: Graph, root: str, wrt: Sequence[str], seed: str | None = None) -> dic
     ``seed`` is the cotangent of ``root`` (default: the constant 1, which needs ``root``
     to be an unbatched scalar such as the batch-mean objective).
     """
+    cot = cotangents(g, root, wrt, seed)
+    return {w: cot.get(w) for w in wrt}
+
+
+def cotangents(g: Graph, root: str, wrt: Sequence[str], seed: str | None = None) -> dict:
+    """The reverse sweep itself: ``{node: ȳ}`` for every node between ``wrt`` and ``root``
+    (curvature transforms need ḡ at every node, not only at the parameters)."""
     r = g[root]
     if seed is None:
         if r.shape != () or r.batched:
@@ -62,7 +69,7 @@ def vjp(g: Graph, root: str, wrt: Sequence[str], seed: str | None = None) -> dic
         for x, c in zip(node.inputs, prim.vjp(g, node, cot[nid], needs)):
             if c is not None and x in live:
                 cot[x] = ew.add(g, cot.get(x), c, node.origin)
-    return {w: cot.get(w) for w in wrt}
+    return cot
 
 
 def gradient_graph(forward: Graph, objective: str = "objective") -> Graph:

@@ -1,0 +1,59 @@
+"""Split a product program into what depends only on (θ, batch) and what depends on v.
+
+    static   the forward pass and every v-independent backward quantity (activations,
+             cotangents, local curvatures): computed once by ``linearize``
+    dynamic  everything downstream of the direction / noise leaves, reading the static
+             values it needs as ``cached`` leaves
+
+This is how ``State.gnvp`` runs hundreds of times per minibatch without recomputing the
+forward pass (Hessian-free optimisation, Martens 2010): the frontier between the two parts
+is decided from the graph (networkx descendants of the dynamic leaves), not per program.
+"""
+
+from __future__ import annotations
+
+from symcurv.ir.graph import Graph
+from symcurv.passes import dce
+
+DYNAMIC_LEAVES = ("direction", "noise")
+# leaves the dynamic part can read directly (θ, batch) or inline (constants)
+_FREE = ("param", "input", "target", "const")
+
+
+def split(g: Graph) -> tuple[Graph, Graph]:
+    """(static, dynamic): ``static.outputs`` holds ``objective`` (when ``g`` computes it)
+    and ``cache<k>`` for each frontier value; ``dynamic`` has the outputs of ``g`` and a
+    ``cached`` leaf named ``cache<k>`` in place of each frontier node."""
+    dyn: set[str] = set()
+    for n in g.nodes():
+        if n.op in DYNAMIC_LEAVES:
+            dyn |= g.descendants(n.id) | {n.id}
+    frontier = [
+        nid
+        for nid in g.topo()
+        if nid not in dyn and g[nid].op not in _FREE and any(c in dyn for c in g.children(nid))
+    ]
+    # outputs that do not depend on v at all (a parameter whose estimate is exactly 0)
+    frontier += [o for o in g.outputs.values() if o not in dyn and g[o].op not in _FREE]
+    frontier = list(dict.fromkeys(frontier))
+    static = g.copy()
+    static.outputs = {f"cache{k}": nid for k, nid in enumerate(frontier)}
+    dce.run(static)
+    for n in static.nodes():
+        if n.op in DYNAMIC_LEAVES:
+            static.remove(n.id)
+    dynamic = g.copy()
+    for k, nid in enumerate(frontier):
+        n = g[nid]
+        leaf = dynamic.add_node(
+            "cached",
+            [],
+            n.shape,
+            n.batched,
+            {"shape": list(n.shape), "batched": n.batched, "of": n.name},
+            name=f"cache{k}",
+            origin=n.origin,
+        )
+        dynamic.replace_uses(nid, leaf.id)
+    dce.run(dynamic)
+    return static, dynamic

@@ -161,6 +161,8 @@ def draw(build_dir: str | os.PathLike, program: str, path: str) -> str:
     fwd = gs["forward"]
     if program == "forward":
         return str(viz.draw(fwd, path, title=f"{fwd.name}: forward"))
+    # the user-facing names of programs built as several graphs
+    program = {"cp_diag": "cp_S", "becker_lecun_diag": "becker_lecun"}.get(program, program)
     if program not in gs["programs"]:
         raise errors.BuildError(
             f"no graph for program '{program}' in this build",

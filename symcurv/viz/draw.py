@@ -35,8 +35,19 @@ ROLES = {
     "data": ("#d9ead3", "input / target"),
     "param": ("#fff2cc", "parameter"),
     "const": ("#e6e6e6", "constant"),
+    "direction": ("#d5a6bd", "direction v (H v, G v)"),
+    "noise": ("#ea9999", "CP noise injection z"),
+    "cached": ("#b4a7d6", "cached by linearize"),
 }
-LEAF_ROLE = {"input": "data", "target": "data", "param": "param", "const": "const"}
+LEAF_ROLE = {
+    "input": "data",
+    "target": "data",
+    "param": "param",
+    "const": "const",
+    "direction": "direction",
+    "noise": "noise",
+    "cached": "cached",
+}
 EDGE_COLOUR = "#666666"
 
 # matplotlib layout, in inches at scale 1 (the whole picture shrinks uniformly past the cap)

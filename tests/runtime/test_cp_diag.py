@@ -60,7 +60,8 @@ def test_estimates_are_unbiased(tied, estimator, noise):
     # coordinates whose draws do not vary beyond rounding (Rademacher z² = 1 makes a lone
     # diagonal term deterministic) must then be exact
     exact_zero = se <= 1e-12 * np.abs(exact).max()
-    assert np.allclose(draws.mean(0)[exact_zero], exact[exact_zero], rtol=1e-10, atol=1e-12 * np.abs(exact).max())
+    tiny = 1e-12 * np.abs(exact).max()
+    assert np.allclose(draws.mean(0)[exact_zero], exact[exact_zero], rtol=1e-10, atol=tiny)
     z = np.abs(draws.mean(0) - exact)[~exact_zero] / se[~exact_zero]
     assert z.max() < z_star, (estimator, noise, z.max(), z_star)
     # and the estimates are not trivially exact: there is noise to average
@@ -113,7 +114,7 @@ def test_bad_arguments_are_clear_errors(tied):
     with pytest.raises(errors.NonFiniteError, match="not finite"):
         prog.linearize(theta, bad)
     with pytest.raises(errors.BuildError, match="not built"):
-        st.gnvp(np.zeros(prog.n_params))
+        st.grad()
 
 
 def test_gn_estimator_of_a_model_without_a_loss_is_a_loss_error(tmp_path):
@@ -148,3 +149,11 @@ def test_s_has_lower_error_than_hutchinson_on_the_cp_paper_net(tmp_path):
 
     e_s, e_hi = err("S"), err("HI")
     assert e_s < e_hi, (e_s, e_hi)
+
+
+def test_draw_shows_the_noise_injections(tied, tmp_path):
+    prog, _, _ = tied
+    text = Path(prog.draw("cp_diag", str(tmp_path / "cp.dot"))).read_text()
+    assert "CP noise injection" in text and text.count("noise ·") >= 2
+    hvp = Path(prog.draw("hvp", str(tmp_path / "hvp.dot"))).read_text()
+    assert "direction v" in hvp

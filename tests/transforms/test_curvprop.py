@@ -99,8 +99,9 @@ def test_a_wrong_skip_rule_is_caught(monkeypatch):
     monkeypatch.setattr(
         curvprop.Sweep,
         "_keep",
-        lambda self, node, term: not isinstance(term, curvprop.curv.Coupling)
-        and node.inputs[term.i] in self.live,
+        lambda self, node, term: (
+            not isinstance(term, curvprop.curv.Coupling) and node.inputs[term.i] in self.live
+        ),
     )
     assert rel_err(exact_expectation(cp_graph(fwd, "S"), vals), d) > 1e-3
 

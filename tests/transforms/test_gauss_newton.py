@@ -61,12 +61,12 @@ def check_against_oracle(f: Graph, B: int = 3, seed: int = 41) -> np.ndarray:
 
 
 def poisson_model(n_in=3, n_hid=2, n_out=2):
-    loss = lambda y, t: sc.losses.custom("poisson", "exp(y) - t*y", y, t)
+    loss = lambda y, t: sc.losses.custom("gn_poisson", "exp(y) - t*y", y, t)
     return two_layer("mlp_poisson", sc.tanh, loss)(n_in, n_hid, n_out)
 
 
 def quartic_model(n_in=3, n_hid=2, n_out=2):
-    loss = lambda y, t: sc.losses.custom("quartic", "(y - t)**4", y, t)
+    loss = lambda y, t: sc.losses.custom("gn_quartic", "(y - t)**4", y, t)
     return two_layer("mlp_quartic", sc.tanh, loss)(n_in, n_hid, n_out)
 
 
@@ -217,8 +217,8 @@ def refused(objective, match: str) -> str:
 @pytest.mark.parametrize(
     "name, expr, d2",
     [
-        ("cauchy", "log(1 + (y - t)**2)", "(t - y)**2"),  # concave for |y − t| > 1
-        ("cubic", "(y - t)**3", "6*y"),
+        ("gn_cauchy", "log(1 + (y - t)**2)", "(t - y)**2"),  # concave for |y − t| > 1
+        ("gn_cubic", "(y - t)**3", "6*y"),
     ],
 )
 def test_non_convex_custom_loss_is_refused(name, expr, d2):
@@ -234,10 +234,10 @@ def test_non_convex_custom_loss_is_refused(name, expr, d2):
 @pytest.mark.parametrize(
     "name, expr",
     [
-        ("logcosh_ok", "log(cosh(y - t))"),
-        ("quartic_ok", "(y - t)**4"),
-        ("poisson_ok", "exp(y) - t*y"),
-        ("linear_ok", "t*y"),  # H_L = 0: convex, and its G is 0
+        ("gn_logcosh", "log(cosh(y - t))"),
+        ("gn_quartic_ok", "(y - t)**4"),
+        ("gn_poisson_ok", "exp(y) - t*y"),
+        ("gn_linear", "t*y"),  # H_L = 0: convex, and its G is 0
     ],
 )
 def test_convex_custom_losses_are_accepted(name, expr):

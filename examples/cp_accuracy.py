@@ -174,10 +174,10 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict, path: Path, n_cases: int) -> None:
     colours = {"S": "C0", "TU": "C1", "HI": "C2", "HI per case": "C3"}
     styles = {"rademacher": "-o", "gaussian": "--s"}
-    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.6), sharey=True)
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 5.2), sharey=True)
     for ax, (setting, r) in zip(np.atleast_1d(axes), results.items()):
         for (est, noise), e in r["errors"].items():
             ax.loglog(
@@ -191,10 +191,12 @@ def plot(results: dict, path: Path) -> None:
         ax.set_title(setting)
         ax.set_xlabel("samples per case")
         ax.grid(True, which="both", alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("relative error ‖d̂ − d‖ / ‖d‖")
-    np.atleast_1d(axes)[-1].legend(fontsize=8)
-    fig.suptitle("CP on the 256-20-20-20-10 tanh net, 1000 digit cases (CP paper §8.1)")
-    fig.tight_layout()
+    axes = np.atleast_1d(axes)
+    axes[0].set_ylabel(r"relative error $\|\hat d - d\|\,/\,\|d\|$")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, frameon=False)
+    fig.suptitle(f"CP on the 256-20-20-20-10 tanh net, {n_cases} digit cases (CP paper §8.1)")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
@@ -255,7 +257,7 @@ def main(argv=None) -> None:
         f"{info['test_acc']:.1%}.\n"
     )
     print(table(results))
-    plot(results, Path(args.out))
+    plot(results, Path(args.out), len(batch["x"]))
     log(f"wrote {args.out}")
 
 

@@ -156,7 +156,12 @@ class Program:
 
     # -- machinery -------------------------------------------------------------------------
     def _check_damping(self, damping) -> float:
-        d = float(damping)
+        try:
+            if isinstance(damping, (str, bytes)):
+                raise TypeError
+            d = float(damping)
+        except (TypeError, ValueError):
+            d = float("nan")
         if not np.isfinite(d) or d < 0:
             raise errors.BatchError(
                 f"damping = {damping!r}",

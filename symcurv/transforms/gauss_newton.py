@@ -95,6 +95,24 @@ def check_split(g: Graph, root: str) -> list[Node]:
             or (n.op == "elementwise" and fn == "mul" and sum(lossy) == 1)
             or (n.op == "elementwise" and fn == "div" and lossy == [True, False])
         )
+        # G = Σ c_L Jᵀ H_L J is PSD only for c_L ≥ 0: a loss negated, subtracted or scaled
+        # by a negative constant would make the "Gauss-Newton" matrix indefinite
+        negated = (n.op == "elementwise" and fn == "neg") or (
+            n.op == "elementwise" and fn == "sub" and lossy[1]
+        )
+        if n.op == "elementwise" and fn in ("mul", "div") and linear:
+            other = n.inputs[1] if lossy[0] else n.inputs[0]
+            c = ew.const_value(g, other)
+            negated = c is not None and c < 0
+        if negated:
+            raise errors.LossError(
+                f"'{n.name}' ({n.attr('expr') or n.op}) gives a loss a negative weight, so "
+                "the Gauss-Newton matrix would not be positive semi-definite",
+                where=n.origin,
+                node=n.describe(),
+                fix="only add losses with non-negative weights (data weights must be ≥ 0), "
+                "or use hvp",
+            )
         if not linear:
             raise errors.LossError(
                 f"'{n.name}' ({n.attr('expr') or n.op}) combines losses non-linearly, so "

@@ -305,3 +305,17 @@ def test_non_linear_combinations_of_losses_are_refused(case):
     objective, node = NON_LINEAR[case]
     msg = refused(objective, match="combines losses non-linearly")
     assert f"node {node.split(' ')[0]}" in msg and node in msg
+
+
+@pytest.mark.parametrize("combine", ["sub", "neg", "negative_constant"])
+def test_a_negatively_weighted_loss_is_refused(combine):
+    """G = Σ c_L Jᵀ H_L J is PSD only for c_L ≥ 0."""
+    m = sc.Model("negw")
+    x, t = m.input("x", 3), m.target("t", 2)
+    W = m.param("W", (2, 3))
+    L1 = sc.losses.squared_error(W @ x, t)
+    L2 = sc.losses.squared_error(sc.tanh(W @ x), t)
+    obj = {"sub": L1 - L2, "neg": L1 + (-L2), "negative_constant": L1 + (-2.0) * L2}[combine]
+    m.minimize(obj)
+    with pytest.raises(errors.LossError, match="negative weight"):
+        gn.gnvp_graph(m.forward_graph())

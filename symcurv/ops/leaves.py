@@ -15,6 +15,10 @@ def _leaf_infer(batched: bool):
     return infer
 
 
+def _attr_infer(inputs, attrs):  # leaves whose batchedness is an attribute
+    return tuple(attrs["shape"]), bool(attrs["batched"])
+
+
 def _leaf_impl(node, args, arg_nodes):  # leaves are bound by the interpreter, never run
     raise RuntimeError(f"leaf {node.name} has no value bound")
 
@@ -60,7 +64,7 @@ register(
         "noise",
         "leaf",
         "leaf",
-        lambda inputs, attrs: (tuple(attrs["shape"]), bool(attrs["batched"])),
+        _attr_infer,
         _leaf_impl,
         doc="z: a random vector of Curvature Propagation (E[z zᵀ] = I), drawn by the runtime "
         "on every call (Rademacher or Gaussian); per case when attr['batched']",
@@ -71,7 +75,7 @@ register(
         "cached",
         "leaf",
         "leaf",
-        lambda inputs, attrs: (tuple(attrs["shape"]), bool(attrs["batched"])),
+        _attr_infer,
         _leaf_impl,
         doc="a value computed once per (θ, batch) by a program's static part (passes/split.py) "
         "and read by its dynamic part (State: no forward recomputation per product)",

@@ -466,7 +466,7 @@ def print_profile(prof: list[dict]) -> None:
             f"profile {name}: {len(ps)} kernels, sum of best times {total:.1f} ms; by kind: "
             + ", ".join(f"{k} {v:.1f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))
             + f"; GEMM work {gflop:.2f} GFLOP = {gflop / ps[0]['pass_gflop']:.2f} forward passes"
-            + (f" at {gflop / gemm_ms:.0f} GFLOP/s" if gemm_ms else "")
+            + (f" at {gflop / gemm_ms * 1e3:.0f} GFLOP/s" if gemm_ms else "")
         )
         top = sorted(ps, key=lambda p: -p["ms"])[:12]
         rows = [
@@ -474,7 +474,7 @@ def print_profile(prof: list[dict]) -> None:
                 p["kernel"],
                 f"{p['ms']:.2f}",
                 f"{100 * p['ms'] / total:.0f}%",
-                f"{p['gflop'] / p['ms']:.0f}" if p["gflop"] else "",
+                f"{p['gflop'] / p['ms'] * 1e3:.0f}" if p["gflop"] else "",
             ]
             for p in top
         ]

@@ -63,6 +63,12 @@ def _bl_graph(fwd: Graph) -> Graph:
     return becker_lecun_graph(fwd)
 
 
+def _sum_sq_grad_graph(fwd: Graph) -> Graph:
+    from symcurv.transforms.gradsq import sum_sq_grad_graph
+
+    return sum_sq_grad_graph(fwd)
+
+
 PROGRAMS: dict[str, Callable[[Graph], Graph]] = {
     "loss": _loss_graph,
     "grad": _grad_graph,
@@ -72,6 +78,7 @@ PROGRAMS: dict[str, Callable[[Graph], Graph]] = {
     "cp_TU": _cp_graph("TU"),
     "cp_GN": _cp_graph("GN"),
     "becker_lecun": _bl_graph,
+    "sum_sq_grad": _sum_sq_grad_graph,
 }
 # names users pass in ``programs=`` that stand for several built programs (HI = Hutchinson
 # runs through hvp)

@@ -135,6 +135,20 @@ class Program:
         """Becker & LeCun's deterministic diagonal approximation (biased); flat like θ."""
         return self._run("becker_lecun", theta, batch)["bl"]
 
+    def sum_sq_grad(self, theta: np.ndarray, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Σ_b ∇f_b ⊙ ∇f_b, f_b the per-case loss of case b (not divided by B), without a
+        per-case gradient array; flat like θ. Hessian-free's preconditioner."""
+        return self.grad_and_sum_sq_grad(theta, batch)[2]
+
+    def grad_and_sum_sq_grad(
+        self, theta: np.ndarray, batch: Mapping[str, np.ndarray]
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        """``(loss, ∇θ loss, Σ_b ∇f_b ⊙ ∇f_b)`` from one pass (program ``sum_sq_grad``)."""
+        out = self._run("sum_sq_grad", theta, batch)
+        B = len(next(iter(batch.values()))) if batch else 1
+        # the graph sums (∇f_b / B)²: the objective's own share of each case
+        return float(out["objective"][0]), out["grad"], out["sqg"] * float(B) ** 2
+
     def hessian(self, theta, batch, *, max_params: int = 2000) -> np.ndarray:
         """The dense Hessian (n_params × n_params), column j = H e_j from ``hvp``. For small
         models: a reference for tests and for checking estimators."""

@@ -39,11 +39,14 @@ from symcurv.transforms.grad import cotangents, relevant_nodes
 
 ESTIMATORS = ("S", "TU", "GN")
 # channels carried per estimator, and the bilinear form Q(x, y) = Σ sign · x_c ⊙ y_c'
-CHANNELS = {"S": ("re", "im"), "GN": ("re",), "TU": ("T", "U")}
+# ("SQ" is not an estimator: transforms/gradsq.py sweeps the per-case gradient itself
+# through the same machinery to get Σ_b ∇f_b ⊙ ∇f_b)
+CHANNELS = {"S": ("re", "im"), "GN": ("re",), "TU": ("T", "U"), "SQ": ("re",)}
 FORM = {
     "S": (("re", "re", 1.0), ("im", "im", -1.0)),
     "GN": (("re", "re", 1.0),),
     "TU": (("T", "U", 1.0),),
+    "SQ": (("re", "re", 1.0),),
 }
 Channels = dict[str, "str | None"]
 
@@ -111,7 +114,7 @@ class Sweep:
     """Builds the CP estimate of one estimator into a copy of the forward graph."""
 
     def __init__(self, forward: Graph, estimator: str, objective: str = "objective") -> None:
-        if estimator not in ESTIMATORS:
+        if estimator not in FORM:
             raise errors.ModelError(
                 f"unknown CP estimator {estimator!r}", fix=f"choose one of {ESTIMATORS}"
             )

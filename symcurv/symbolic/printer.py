@@ -53,8 +53,9 @@ class ScalarPrinter(PythonCodePrinter):
         if exp.is_Integer and 1 < int(exp) <= 4:  # x*x is faster and exact in both targets
             b = self.parenthesize(base, 100)
             return "(" + "*".join([b] * int(exp)) + ")"
-        if exp == -1:
-            return f"(1.0/{self.parenthesize(base, 100)})"
+        if exp.is_Integer and -4 <= int(exp) <= -1:  # a division, not a pow() call
+            b = self.parenthesize(base, 100)
+            return "(1.0/" + ("(" + "*".join([b] * -int(exp)) + ")" if exp != -1 else b) + ")"
         return super()._print_Pow(expr, rational=rational)
 
 
@@ -82,6 +83,32 @@ def print_expr(expr: sympy.Expr, target: str = "cpu") -> str:
         ) from None
 
 
+def share_exps(
+    outputs: Sequence[sympy.Expr], taken: set[str]
+) -> tuple[list[tuple[sympy.Symbol, sympy.Expr]], list[sympy.Expr]]:
+    """exp(k·u) for several integer k becomes one ``e = exp(u₀)`` and its powers (written
+    as products and divisions): the logistic's second derivative holds exp(-a) and
+    exp(-2a), and CSE alone cannot see that the second is the square of the first, so every
+    element would pay a second exp. Returns the shared exps and the rewritten outputs."""
+    groups: dict[sympy.Expr, list[tuple[int, sympy.Expr]]] = {}
+    for e in set().union(*(sympy.sympify(o).atoms(sympy.exp) for o in outputs)):
+        c, rest = sympy.factor_terms(e.args[0]).as_coeff_Mul()
+        if c.is_Integer and c != 0:
+            groups.setdefault(rest, []).append((int(c), e))
+    names = sympy.numbered_symbols("texp", exclude=[sympy.Symbol(n) for n in taken])
+    shared, subs = [], {}
+    for rest, members in sorted(groups.items(), key=lambda kv: sympy.default_sort_key(kv[0])):
+        if len(members) < 2:
+            continue
+        base = min((c for c, _ in members), key=lambda c: (abs(c), -c))
+        if any(c % base or not 1 <= abs(c // base) <= 4 for c, _ in members):
+            continue
+        sym = next(names)
+        shared.append((sym, sympy.exp(base * rest)))
+        subs.update({e: sym ** (c // base) for c, e in members})
+    return shared, [sympy.sympify(o).xreplace(subs) for o in outputs]
+
+
 def scalar_function(
     name: str,
     args: Sequence[sympy.Symbol],
@@ -95,10 +122,13 @@ def scalar_function(
     # No "basic" pre-optimisations: they pull out the argument sum (a + b) first and then
     # miss exp(-(a + b)) shared by the logistic and its derivative, a second exp per
     # element in every gradient map.
+    shared, outputs = share_exps(outputs, {a.name for a in args})
     repl, reduced = sympy.cse(list(outputs), symbols=temps)
     lines = [f"def {name}({', '.join(a.name for a in args)}):"]
     if doc:
         lines.append(f'    """{doc}"""')
+    for sym, e in shared:
+        lines.append(f"    {sym} = {print_expr(e, target)}")
     for sym, e in repl:
         lines.append(f"    {sym} = {print_expr(e, target)}")
     rets = [print_expr(e, target) for e in reduced]

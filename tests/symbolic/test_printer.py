@@ -22,6 +22,8 @@ EXPRESSIONS = [
     sympy.tanh(x * y) * (1 - sympy.tanh(x * y) ** 2) + sympy.atan(z) + sympy.erf(x),
     sympy.Piecewise((x**2, x > 0), (-y, True)) + sympy.asinh(z) + sympy.cosh(y),
     -(x - y) / -(z - 2) + 2 ** (x - y),
+    # exps of integer multiples share one exp (printer.share_exps); negative powers divide
+    sympy.exp(3 * x) + sympy.exp(-x) - sympy.exp(-2 * x - 2 * y) / (1 + sympy.exp(-x - y)) ** 3,
 ]
 
 
@@ -54,6 +56,13 @@ def test_cse_shares_the_exp_of_logistic_and_its_derivative():
     s = 1 / (1 + sympy.exp(-(x + y)))
     src = "\n".join(printer.scalar_function("f", [x, y], [s, sympy.diff(s, x)]))
     assert src.count("exp(") == 1 and "vm.exp(" in src, src
+
+
+def test_logistic_second_derivative_needs_one_exp():
+    """exp(-u) and exp(-2u) in σ'' : the second is printed as the square of the first."""
+    s = 1 / (1 + sympy.exp(-(x + y)))
+    src = "\n".join(printer.scalar_function("f", [x, y], [s, sympy.diff(s, x, 2)]))
+    assert src.count("exp(") == 1 and "**" not in src, src
 
 
 def test_output_is_deterministic_and_uses_temporaries_t0_t1():

@@ -159,8 +159,11 @@ class Program:
         return self._dense("gnvp", theta, batch, max_params)
 
     def diag_hessian(self, theta, batch, *, max_params: int = 2000) -> np.ndarray:
-        """The exact diagonal of H (n_params hvp calls: small models only)."""
-        return np.diagonal(self.hessian(theta, batch, max_params=max_params)).copy()
+        """The exact diagonal of H (n_params hvp calls, O(n_params) memory)."""
+        d = np.empty(self.n_params, dtype=self.dtype)
+        for j, col in self._columns("hvp", theta, batch, max_params):
+            d[j] = col[j]
+        return d
 
     def draw(self, program: str, path: str) -> str:
         """Draw the graph of ``program`` ("forward" or any built program) to .dot/.svg/.png."""
@@ -185,24 +188,30 @@ class Program:
         return d
 
     def _dense(self, prog: str, theta, batch, max_params: int) -> np.ndarray:
+        out = np.empty((self.n_params, self.n_params), dtype=self.dtype)
+        for j, col in self._columns(prog, theta, batch, max_params):
+            out[:, j] = col
+        return out
+
+    def _columns(self, prog: str, theta, batch, max_params: int):
+        """``(j, A e_j)`` for every j, A = H or G: products on one linearized State, so the
+        forward pass runs once, not once per column."""
         n = self.n_params
         if n > max_params:
             raise errors.ModelError(
-                f"a dense {n} × {n} matrix needs {n} calls of '{prog}' and "
-                f"{n * n * self.dtype.itemsize / 1e6:.0f} MB",
+                f"the exact matrix needs {n} calls of '{prog}' ({n} × {n} = "
+                f"{n * n * self.dtype.itemsize / 1e6:.0f} MB if dense)",
                 where=f"model '{self.name}'",
                 fix=f"use {prog}/cp_diag for large models, or pass max_params={n} "
                 "if you really want it",
             )
-        theta = self._check_theta(theta)
-        self._check_batch(self.manifest["programs"][prog], batch)
-        out = np.empty((n, n), dtype=self.dtype)
+        st = self.linearize(theta, batch)
+        product = st.hvp if prog == "hvp" else st.gnvp
         e = np.zeros(n, dtype=self.dtype)
         for j in range(n):
             e[j] = 1.0
-            out[:, j] = self._run(prog, theta, batch, v=e)[prog]
+            yield j, product(e)
             e[j] = 0.0
-        return out
 
     def _check_vector(self, v, what: str) -> np.ndarray:
         v = np.asarray(v)

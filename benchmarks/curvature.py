@@ -2,10 +2,10 @@
 bare-GEMM floor and the plain-numpy reference interpreter, and Curvature Propagation's S
 estimator against Hutchinson's at equal wall time.
 
-    python benchmarks/curvature.py                      # full: autoencoder and cp_net
+    python benchmarks/curvature.py                      # speed (autoencoder), equal time (cp_net)
     python benchmarks/curvature.py --quick              # fewer rounds, trials and budgets
     python benchmarks/curvature.py --build-dir build/bc # keep the builds (reruns skip Numba)
-    python benchmarks/curvature.py --profile hvp,cp_S   # also: per-kernel times (autoencoder)
+    python benchmarks/curvature.py --profile hvp,cp_S.static   # also: per-kernel times
 
 Speed table. The unit is ONE forward pass's bare GEMM time on the same machine (the layer
 products H_l W_lᵀ alone, BLAS into preallocated buffers: ``programs.gemm_floor``). Each
@@ -24,6 +24,13 @@ Equal-time table (a model whose exact diagonal is cheap: cp_net 256-20-20-20-10 
 linearized State; each estimator gets as many samples (HI: Hutchinson probes (H w) ⊙ w, one
 ``st.hvp`` each) as its own measured time per sample fits into the budget. Errors
 ‖d̂ − d‖₂ / ‖d‖₂ against ``prog.diag_hessian`` are averaged over independent seeds.
+cp_net has no row in the speed table: its GEMMs take microseconds, and on a shared 2-core
+machine its ratios measure the scheduler (see docs/benchmarks.md).
+
+Profile (``--profile``, autoencoder at B = 1000): each kernel block of a program's generated
+``run`` (one per ``# kN_...`` comment) is compiled alone and timed in order on real
+arguments; GEMM blocks also report their flops, so *GEMM work* counts how many forward
+passes' worth of multiply-adds a program does (noise-free, unlike its time).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import argparse
 import ast
 import inspect
 import json
+import os
 import sys
 import tempfile
 import time
@@ -372,14 +380,14 @@ def main() -> None:
     rounds, block = (3, 2) if args.quick else (7, 3)
     budgets, trials = ([1, 10], 3) if args.quick else ([1, 10, 100], 10)
     print(f"machine: {machine()}")
-    print(f"command: python {' '.join(sys.argv)}\n")
+    print(f"command: python {' '.join(sys.argv)}")
+    print("load average at start: {:.2f} {:.2f} {:.2f}\n".format(*os.getloadavg()))
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.build_dir or tmp)
         ae = build("autoencoder", autoencoder.model, root)
         small = build("cp_net", cp_net.model, root)
         rows = speed("autoencoder", ae, 1000, rounds, block, not args.no_reference)
-        rows += speed("cp_net", small, 1000, rounds, block, not args.no_reference)
         results["speed"] = rows
         print_speed(rows)
         eq, info = equal_time(small, 1000, budgets, trials)
@@ -389,6 +397,7 @@ def main() -> None:
             prof = profile(ae, 1000, args.profile.split(","), 3 if args.quick else 5)
             results["profile"] = prof
             print_profile(prof)
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=float))
 

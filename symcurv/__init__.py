@@ -34,6 +34,7 @@ _LAZY = {
     "compile": ("symcurv.pipeline", "compile"),
     "load": ("symcurv.runtime.build", "load"),
     "testing": ("symcurv.testing", None),
+    "optim": ("symcurv.optim", None),
 }
 
 __all__ = ["SymcurvError", "errors", "__version__", *_LAZY]

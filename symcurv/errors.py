@@ -59,5 +59,9 @@ class LossError(SymcurvError, ValueError):
     """A loss that cannot serve the requested program (e.g. Gauss-Newton of a non-convex loss)."""
 
 
+class OptimizerError(SymcurvError, ValueError):
+    """An optimizer option, a ``fit`` argument or a checkpoint that does not fit."""
+
+
 class IRError(SymcurvError, AssertionError):
     """A derived graph that breaks an IR invariant: a bug in symcurv, not in the model."""

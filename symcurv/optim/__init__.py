@@ -1,0 +1,28 @@
+"""Optimizers that drive the compiled programs, and the training loop they share.
+
+``sc.optim.HessianFree`` (Martens 2010), the baselines ``SGD`` and ``Adam``, and
+``fit(prog, opt, data, iterations=...)`` returning a ``FitResult`` (θ and the per-iteration
+history). See docs/optim.md.
+"""
+
+from symcurv.optim.cg import CGResult, conjugate_gradient, kept_indices, martens_stop
+from symcurv.optim.hessian_free import HessianFree, backtrack, levenberg_marquardt
+from symcurv.optim.sgd import SGD, Adam
+from symcurv.optim.training import FitResult, Optimizer, OptimizerError, Sampler, fit
+
+__all__ = [
+    "Adam",
+    "CGResult",
+    "FitResult",
+    "HessianFree",
+    "Optimizer",
+    "OptimizerError",
+    "SGD",
+    "Sampler",
+    "backtrack",
+    "conjugate_gradient",
+    "fit",
+    "kept_indices",
+    "levenberg_marquardt",
+    "martens_stop",
+]

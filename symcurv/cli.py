@@ -1,7 +1,7 @@
 """The ``symcurv`` command line: demo, build, graph, info, check.
 
 symcurv demo [-o DIR]
-symcurv build MODEL.py[:factory] -o DIR [--backend cpu] [--programs all|loss,grad]
+symcurv build MODEL.py[:factory] -o DIR [--backend cpu|cuda] [--programs all|loss,grad]
 symcurv graph MODEL.py[:factory] --program grad -o FILE.svg|.png|.dot
 symcurv info DIR
 symcurv check MODEL.py[:factory]
@@ -133,6 +133,25 @@ def info(build_dir: str, out=None) -> None:
             ]
         )
     print(_table(rows, ["program", "source", "kernels", "buffers", "scratch memory"]), file=out)
+    if man["backend"] == "cuda":
+        _cuda_launches(man, out)
+
+
+def _cuda_launches(man: dict, out) -> None:
+    """Per-kernel launch configuration of a cuda build (as recorded by the emitter)."""
+    from symcurv.runtime import cuda_geometry
+
+    geo = cuda_geometry.GPU
+    print(
+        f"\nCUDA launches (GPU geometry, runtime/cuda_geometry.py): grids are capped at "
+        f"{geo.max_blocks} blocks and\nevery kernel loops grid-stride; the simulator runs the "
+        f"same kernels with {cuda_geometry.SIMULATOR.threads}-thread blocks.",
+        file=out,
+    )
+    for name, spec in man["programs"].items():
+        print(f"\n{name}:", file=out)
+        rows = [[k, threads, grid] for k, threads, grid in spec.get("launch", [])]
+        print(_table(rows, ["kernel", "threads per block", "blocks"]), file=out)
 
 
 def _demo(args) -> int:
@@ -198,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("build", help="build a model ahead of time into a directory")
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--backend", default="cpu")
+    p.add_argument("--backend", default="cpu", help="cpu, or cuda (a GPU or the simulator)")
     p.add_argument("--dtype", default="float64")
     p.add_argument("--programs", default="all")
     p.add_argument("--parallel", action="store_true", help="prange maps on Numba threads")

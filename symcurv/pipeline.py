@@ -90,7 +90,7 @@ ALIASES = {
 # programs that exist only for some models (a Gauss-Newton split): with programs="all"
 # they are skipped with the reason recorded; asked for by name, the error is raised
 OPTIONAL = ("gnvp", "cp_GN")
-BACKENDS = ("cpu",)
+BACKENDS = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
 
 
@@ -143,7 +143,7 @@ def build(
     progress: bool = True,
 ) -> Path:
     """Derive, optimise, lower and emit every program; write the build directory."""
-    from symcurv.codegen import cpu, lower
+    from symcurv.codegen import cpu, cuda, lower
     from symcurv.ir.validate import validate
     from symcurv.passes import optimize, schedule, split
 
@@ -154,6 +154,11 @@ def build(
         )
     if str(np.dtype(dtype)) not in DTYPES:
         raise errors.ModelError(f"unsupported dtype {dtype!r}", fix="use float32 or float64")
+    if parallel and backend != "cpu":
+        raise errors.ModelError(
+            f"parallel=True is a cpu option (prange loops); backend {backend!r} has its own grid",
+            fix="drop parallel=True (or --parallel)",
+        )
     dtype = str(np.dtype(dtype))
     names = _parse_programs(programs)
     fwd = validate(model.forward_graph(), "the DSL")
@@ -204,16 +209,11 @@ def build(
             low = lower.lower(pg)
             plan = schedule.plan(low, offsets)
             rel = f"kernels/{part.replace('.', '_')}.py"
-            files[rel] = cpu.emit(
-                part,
-                low,
-                plan,
-                model=model.name,
-                dtype=dtype,
-                ir_hash=digest,
-                version=symcurv.__version__,
-                parallel=parallel,
-            )
+            meta = dict(model=model.name, dtype=dtype, ir_hash=digest, version=symcurv.__version__)
+            if backend == "cuda":
+                files[rel] = cuda.emit(part, low, plan, **meta)
+            else:
+                files[rel] = cpu.emit(part, low, plan, **meta, parallel=parallel)
             specs[part] = {
                 "file": rel,
                 "leaves": plan.leaves,
@@ -226,6 +226,8 @@ def build(
                 "slots": [[s.name, s.batched, s.size] for s in plan.slots],
                 "kernels": [k.name for k in low.kernels],
             }
+            if backend == "cuda":  # [kernel, threads per block, grid rule] for symcurv info
+                specs[part]["launch"] = cuda.launches(low)
             n_kernels += len(low.kernels)
         if len(parts) > 1:
             specs[name]["static"] = f"{name}.static"
@@ -273,8 +275,15 @@ def build(
 
 def warm(prog, progress: bool = True) -> None:
     """Compile every program now (ahead of time) by running it on a 2-case batch; Numba
-    writes the machine code to the build's cache for every later process."""
+    writes the machine code to the build's cache for every later process. The CUDA
+    simulator compiles nothing, so there it is skipped."""
     say = Progress(progress)
+    if prog.backend == "cuda":
+        from symcurv.runtime import cuda_kernels
+
+        if cuda_kernels.SIMULATED:
+            say("CUDA simulator: nothing to compile ahead of time")
+            return
     rng = np.random.default_rng(0)
     theta = prog.init(0)
     batch = {
@@ -309,6 +318,10 @@ def compile(  # noqa: A001 (the public name DESIGN.md fixes)
     """Build ``model`` ahead of time into ``build_dir`` and return the loaded Program."""
     from symcurv.runtime import build as build_mod
 
+    if backend == "cuda":  # fail before deriving anything when there is nothing to run on
+        from symcurv.runtime import cuda_kernels
+
+        cuda_kernels.require(where=f"model '{model.name}'")
     root = build(model, programs, backend, dtype, build_dir, parallel=parallel, progress=progress)
     prog = build_mod.load(root)
     warm(prog, progress)

@@ -9,105 +9,30 @@ with GEMMs as BLAS calls (``np.dot(a, b, out)``) into preallocated buffers.
 
 from __future__ import annotations
 
-import re
-
-import sympy
-
+from symcurv.codegen import common
 from symcurv.codegen.lower import Kernel, Lowered
 from symcurv.codegen.source import Source
-from symcurv.ir.graph import Graph, Node
-from symcurv.ops import REGISTRY
-from symcurv.ops.elementwise import B_SYMBOL
-from symcurv.passes.schedule import Plan, leaf_var
-from symcurv.symbolic import printer
-
-_RESERVED = {
-    "abs",
-    "max",
-    "min",
-    "math",
-    "vm",
-    "float",
-    "B",
-    "i",
-    "j",
-    "range",
-    "prange",
-    "np",
-    "acc",
-    "k",
-    "int",
-    "len",
-    "sum",
-}
-
-
-def arg_name(node: Node) -> str:
-    """A scalar function's argument for ``node``: its DSL name unless that would shadow a
-    name the function uses (``math``, ``vm``, the cse temporaries ``t0, t1, …``)."""
-    clash = node.name in _RESERVED or re.fullmatch(r"tmp.*|t\d+", node.name)
-    return node.name + "_" if clash else node.name
-
+from symcurv.ir.graph import Graph
+from symcurv.passes import schedule
+from symcurv.passes.schedule import Plan
 
 # ---- map kernels ---------------------------------------------------------------------
-def map_expressions(g: Graph, k: Kernel) -> tuple[list[sympy.Symbol], list[str], list[sympy.Expr]]:
-    """The scalar formulas of a fusion group: (argument symbols, their node ids, outputs:
-    one per written member, then one per epilogue's summand)."""
-    syms = {r: sympy.Symbol(arg_name(g[r]), real=True) for r in k.reads}
-    expr: dict[str, sympy.Expr] = {}
-
-    def operand(i: str) -> sympy.Expr:
-        if i in expr:
-            return expr[i]
-        n = g[i]
-        if n.op == "const":
-            return sympy.Float(n.attr("value"))
-        return syms[i]
-
-    for m in k.nodes:
-        if m in k.epilogues:
-            continue
-        node = g[m]
-        expr[m] = REGISTRY[node.op].scalar(node, [operand(i) for i in node.inputs])
-    outs = [expr[w] for w in k.writes if w not in k.epilogues]
-    outs += [operand(g[e].inputs[0]) for e in k.epilogues]
-    return list(syms.values()), list(syms), outs
-
-
-def _index(node: Node, space: tuple[bool, int], var: str) -> str:
-    batched, size = space
-    j = "j" if node.size == size and size > 1 else "0"
-    return f"{var}[i, {j}]" if node.batched else f"{var}[{j}]"
-
-
-def scalar_function_name(k: Kernel) -> str:
-    return "f_" + k.name
-
-
-def emit_scalar_function(g: Graph, k: Kernel) -> list[str]:
-    args, _, outs = map_expressions(g, k)
-    uses_b = any(o.has(B_SYMBOL) for o in outs)
-    args = args + ([B_SYMBOL] if uses_b else [])
-    nodes = ", ".join(f"{g[m].name}" for m in k.nodes)
-    return printer.scalar_function(
-        scalar_function_name(k), args, outs, doc=f"Scalar formulas of {k.name}: {nodes}."
-    )
 
 
 def _emit_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]:
-    args, reads, outs = map_expressions(g, k)
-    uses_b = any(o.has(B_SYMBOL) for o in outs)
+    _, reads, outs = common.map_expressions(g, k)
+    uses_b = common.uses_batch_size(outs)
     params = list(dict.fromkeys([st[r] for r in reads] + [st[w] for w in k.writes]))
     batched, size = k.space
-    call_args = [_index(g[r], k.space, st[r]) for r in reads] + (["B"] if uses_b else [])
+    call_args = [common.element(g[r], k.space, st[r]) for r in reads] + (["B"] if uses_b else [])
     written = [w for w in k.writes if w not in k.epilogues]
-    targets = [_index(g[w], k.space, st[w]) for w in written]
+    targets = [common.element(g[w], k.space, st[w]) for w in written]
     # An epilogue (a sum over features, e.g. a loss's per-case total) is summed from a row
     # buffer after the element loop, not accumulated inside it: an fp accumulator in the
     # loop forbids vectorising the formulas (same summation order, same result).
     rows = [f"row{e}" for e, _ in enumerate(k.epilogues)]
     lhs = targets + [f"{r}[j]" for r in rows]
-    fcall = f"{scalar_function_name(k)}({', '.join(call_args)})"
+    fcall = f"{common.scalar_function_name(k)}({', '.join(call_args)})"
     with src.block(f"def {k.name}(B, {', '.join(params)}):"):
         if batched:
             outer = src.block("for i in prange(B):")
@@ -120,7 +45,7 @@ def _emit_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]
             src("acc = 0.0")
             with src.block(f"for j in range({size}):"):
                 src(f"acc += {r}[j]")
-            src(f"{_index(g[e], (batched, 1), st[e])} = acc")
+            src(f"{common.element(g[e], (batched, 1), st[e])} = acc")
         if batched:
             outer.__exit__(None, None, None)
     return params
@@ -248,21 +173,17 @@ def emit(
 ) -> str:
     g, st = low.graph, plan.storage
     src = Source()
-    src('"""symcurv generated kernels.')
-    src()
-    src(f"model:    {model}")
-    src(f"program:  {program}")
-    src("backend:  cpu (Numba)")
-    src(f"dtype:    {dtype}")
-    src(f"symcurv:  {version}")
-    src(f"IR hash:  {ir_hash}")
-    src()
-    src("Kernels in execution order:")
-    for k in low.kernels:
-        src(f"  {k.name:<34} {', '.join(g[n].name for n in k.nodes)}"[:100])
-    src()
-    src("Do not edit: sc.load() checks this file's sha256 against manifest.json.")
-    src('"""')
+    src.extend(
+        common.header_lines(
+            program,
+            low,
+            model=model,
+            backend="cpu (Numba)",
+            dtype=dtype,
+            version=version,
+            ir_hash=ir_hash,
+        )
+    )
     src()
     src("import math  # noqa: F401")
     src()
@@ -284,31 +205,19 @@ def emit(
         # vectorises it (as separate functions, vm.log(1 + vm.exp(.)) exceeded LLVM's
         # inlining budget and every element became a scalar call: 4x slower).
         src("@njit(cache=True, inline='always', error_model='numpy')")
-        src.extend(emit_scalar_function(g, k))
+        src.extend(common.emit_scalar_function(g, k, "cpu"))
         src()
     kernel_params: dict[str, list[str]] = {}
     for k in low.kernels:
         src()
-        kind = k.kind if k.template in (k.kind, "gemm") else f"{k.kind} {k.template}"
-        src(f"# {k.name}: {kind} -> {', '.join(f'{g[w].name} [{st.get(w, w)}]' for w in k.writes)}")
-        src(f"#   IR nodes: {', '.join(f'{n} {g[n].name}' for n in k.nodes)}")
-        for o in k.origins(g):
-            src(f"#   DSL: {o}")
+        src.extend(common.kernel_comment(g, k, st))
         if k.kind == "map":
             src("@njit(cache=True, parallel=PARALLEL, error_model='numpy')")
             kernel_params[k.name] = _emit_map(src, g, k, st)
             src()
     src()
     # driver
-    sig = [
-        "theta",
-        *plan.vectors,
-        *[leaf_var(n) for n in plan.leaves],
-        *[leaf_var(e[0]) for e in plan.extras],
-        *[f"out_{p}" for p in plan.out_flat],
-        *[f"out_{k}" for k in plan.out_plain],
-        *[s.name for s in plan.slots],
-    ]
+    sig = common.driver_signature(plan)
     src()
     src("@njit(cache=True)")
     with src.block(f"def run({', '.join(sig)}):"):
@@ -317,23 +226,12 @@ def emit(
             'results are written into out_* arrays; s* are scratch buffers."""'
         )
         if plan.leaves:
-            src(f"B = {leaf_var(plan.leaves[0])}.shape[0]")
+            src(f"B = {schedule.leaf_var(plan.leaves[0])}.shape[0]")
         else:
             src("B = 1")
-        for n in g.leaves("param"):
-            off, size = plan.param_offsets[n.name]
-            src(f"p_{n.name} = theta[{off}:{off + size}]")
-        for n in g.leaves("direction"):
-            off, size = plan.param_offsets[n.attr("param")]
-            src(f"{st[n.id]} = v[{off}:{off + size}]")
-        for key, nid in list(low.output_of.items()):
-            if ":" in key:
-                prefix, pname = key.split(":", 1)
-                off, size = plan.param_offsets[pname]
-                src(f"{st[nid]} = out_{prefix}[{off}:{off + size}]")
+        src.extend(common.view_lines(low, plan))
         for k in low.kernels:
-            where = "; ".join(":".join(o.split(":", 2)[:2]) for o in k.origins(g))
-            src(f"# {k.name}  ({where or 'derived'})")
+            src(common.call_site_comment(g, k))
             if k.kind == "map":
                 src(f"{k.name}(B, {', '.join(kernel_params[k.name])})")
             elif k.kind == "gemm":
@@ -346,12 +244,6 @@ def emit(
             elif k.kind in ("fill", "copy"):
                 src.extend(_copy_lines(g, k.nodes[0], st[k.writes[0]], st, low.views))
         for key, nid in low.copies.items():
-            if ":" in key:
-                prefix, pname = key.split(":", 1)
-                off, size = plan.param_offsets[pname]
-                dst = f"out_{prefix}[{off}:{off + size}]"
-            else:
-                dst = f"out_{key}"
             src(f"# output {key} is {g[nid].name}: copied")
-            src.extend(_copy_lines(g, nid, dst, st, low.views))
+            src.extend(_copy_lines(g, nid, common.copy_destination(key, plan), st, low.views))
     return src.text()

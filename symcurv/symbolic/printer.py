@@ -2,9 +2,10 @@
 
 The same printed function body serves both targets: only ``math`` functions, ``abs``,
 ``min``/``max`` and conditional expressions, all of which ``numba.njit`` and
-``cuda.jit(device=True)`` accept. One difference, chosen by ``target``: on the CPU ``exp`` and
+``cuda.jit(device=True)`` accept. Two differences, chosen by ``target``: on the CPU ``exp`` and
 ``log`` print as ``vm.exp``/``vm.log`` (symcurv.runtime.vecmath), branch-free versions that
-LLVM vectorises, because pip-installed Numba calls scalar libm for ``math.exp``.
+LLVM vectorises, because pip-installed Numba calls scalar libm for ``math.exp``; for CUDA
+``max``/``min`` print as conditional expressions (see ``CudaScalarPrinter``).
 ``sympy.cse`` factors the shared subexpressions of a fused group's outputs, so e.g.
 ``tanh(a)`` is computed once for the value and its derivative.
 """
@@ -69,8 +70,27 @@ class CpuScalarPrinter(ScalarPrinter):
         return f"vm.log({self._print(expr.args[0])})"
 
 
+class CudaScalarPrinter(ScalarPrinter):
+    """max/min as conditional expressions: Numba ≥ 0.66 fails to compile the two-argument
+    builtins for CUDA ("Signature mismatch: 2 argument types given", numba#10753). The
+    conditional keeps Python's rule (the first argument unless another is strictly
+    greater/smaller), so both targets agree, NaN included."""
+
+    def _extremum(self, expr: sympy.Expr, op: str) -> str:
+        first, *rest = [self._print(a) for a in expr.args]
+        for b in rest:
+            first = f"({b} if {b} {op} {first} else {first})"
+        return first
+
+    def _print_Max(self, expr: sympy.Expr) -> str:
+        return self._extremum(expr, ">")
+
+    def _print_Min(self, expr: sympy.Expr) -> str:
+        return self._extremum(expr, "<")
+
+
 _SETTINGS = {"fully_qualified_modules": True, "strict": True}
-PRINTERS = {"cpu": CpuScalarPrinter(_SETTINGS), "cuda": ScalarPrinter(_SETTINGS)}
+PRINTERS = {"cpu": CpuScalarPrinter(_SETTINGS), "cuda": CudaScalarPrinter(_SETTINGS)}
 
 
 def print_expr(expr: sympy.Expr, target: str = "cpu") -> str:

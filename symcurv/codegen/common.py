@@ -1,0 +1,189 @@
+"""What the CPU and CUDA emitters share: scalar formulas, names, the header and comments.
+
+Both emitters start from the same lowered kernel list and buffer plan (DESIGN.md §2): a
+fusion group's formulas are built here once (``map_expressions``) and printed once per
+target by ``symbolic.printer``; only the loop and grid skeletons differ per backend. The
+driver's argument list, the parameter views of θ and the comment blocks naming IR nodes and
+DSL lines are the same text in both files, so a kernel reads the same on either backend.
+"""
+
+from __future__ import annotations
+
+import re
+
+import sympy
+
+from symcurv.codegen.lower import Kernel, Lowered
+from symcurv.ir.graph import Graph, Node
+from symcurv.ops import REGISTRY
+from symcurv.ops.elementwise import B_SYMBOL
+from symcurv.passes.schedule import Plan, leaf_var
+from symcurv.symbolic import printer
+
+_RESERVED = {
+    "abs",
+    "max",
+    "min",
+    "math",
+    "vm",
+    "float",
+    "B",
+    "i",
+    "j",
+    "range",
+    "prange",
+    "np",
+    "acc",
+    "k",
+    "int",
+    "len",
+    "sum",
+}
+
+
+def arg_name(node: Node) -> str:
+    """A scalar function's argument for ``node``: its DSL name unless that would shadow a
+    name the function uses (``math``, ``vm``, the cse temporaries ``t0, t1, …``)."""
+    clash = node.name in _RESERVED or re.fullmatch(r"tmp.*|t\d+", node.name)
+    return node.name + "_" if clash else node.name
+
+
+def map_expressions(g: Graph, k: Kernel) -> tuple[list[sympy.Symbol], list[str], list[sympy.Expr]]:
+    """The scalar formulas of a fusion group: (argument symbols, their node ids, outputs:
+    one per written member, then one per epilogue's summand)."""
+    syms = {r: sympy.Symbol(arg_name(g[r]), real=True) for r in k.reads}
+    expr: dict[str, sympy.Expr] = {}
+
+    def operand(i: str) -> sympy.Expr:
+        if i in expr:
+            return expr[i]
+        n = g[i]
+        if n.op == "const":
+            return sympy.Float(n.attr("value"))
+        return syms[i]
+
+    for m in k.nodes:
+        if m in k.epilogues:
+            continue
+        node = g[m]
+        expr[m] = REGISTRY[node.op].scalar(node, [operand(i) for i in node.inputs])
+    outs = [expr[w] for w in k.writes if w not in k.epilogues]
+    outs += [operand(g[e].inputs[0]) for e in k.epilogues]
+    return list(syms.values()), list(syms), outs
+
+
+def uses_batch_size(outs: list[sympy.Expr]) -> bool:
+    """Does a formula need the batch size B (the mean's 1/B seed)?"""
+    return any(o.has(B_SYMBOL) for o in outs)
+
+
+def element(node: Node, space: tuple[bool, int], var: str) -> str:
+    """``var``'s element at case ``i``, feature ``j`` of a map over ``space``: a batched
+    value is indexed ``[i, j]``, a shared one ``[j]``; a scalar (size 1) in a wider map is
+    broadcast with index 0."""
+    batched, size = space
+    j = "j" if node.size == size and size > 1 else "0"
+    return f"{var}[i, {j}]" if node.batched else f"{var}[{j}]"
+
+
+def scalar_function_name(k: Kernel) -> str:
+    return "f_" + k.name
+
+
+def emit_scalar_function(g: Graph, k: Kernel, target: str = "cpu") -> list[str]:
+    """The fusion group's formulas as one plain function (after CSE), printed for
+    ``target`` ("cpu": exp/log through vecmath; "cuda": math.exp/math.log)."""
+    args, _, outs = map_expressions(g, k)
+    args = args + ([B_SYMBOL] if uses_batch_size(outs) else [])
+    nodes = ", ".join(f"{g[m].name}" for m in k.nodes)
+    return printer.scalar_function(
+        scalar_function_name(k),
+        args,
+        outs,
+        doc=f"Scalar formulas of {k.name}: {nodes}.",
+        target=target,
+    )
+
+
+# ---- the file's text around the kernels ---------------------------------------------------
+def header_lines(
+    program: str, low: Lowered, *, model: str, backend: str, dtype: str, version: str, ir_hash: str
+) -> list[str]:
+    """The module docstring: what was built, from what, and every kernel in order."""
+    g = low.graph
+    lines = [
+        '"""symcurv generated kernels.',
+        "",
+        f"model:    {model}",
+        f"program:  {program}",
+        f"backend:  {backend}",
+        f"dtype:    {dtype}",
+        f"symcurv:  {version}",
+        f"IR hash:  {ir_hash}",
+        "",
+        "Kernels in execution order:",
+    ]
+    for k in low.kernels:
+        lines.append(f"  {k.name:<34} {', '.join(g[n].name for n in k.nodes)}"[:100])
+    lines += ["", "Do not edit: sc.load() checks this file's sha256 against manifest.json.", '"""']
+    return lines
+
+
+def kernel_comment(g: Graph, k: Kernel, st: dict[str, str]) -> list[str]:
+    """The block above a kernel: what it writes (and where), its IR nodes, its DSL lines."""
+    kind = k.kind if k.template in (k.kind, "gemm") else f"{k.kind} {k.template}"
+    lines = [
+        f"# {k.name}: {kind} -> {', '.join(f'{g[w].name} [{st.get(w, w)}]' for w in k.writes)}",
+        f"#   IR nodes: {', '.join(f'{n} {g[n].name}' for n in k.nodes)}",
+    ]
+    lines += [f"#   DSL: {o}" for o in k.origins(g)]
+    return lines
+
+
+def call_site_comment(g: Graph, k: Kernel) -> str:
+    """The driver's one-line reminder at each kernel call: its name and DSL file:line."""
+    where = "; ".join(":".join(o.split(":", 2)[:2]) for o in k.origins(g))
+    return f"# {k.name}  ({where or 'derived'})"
+
+
+def driver_signature(plan: Plan) -> list[str]:
+    """``run``'s arguments, the same on every backend (``Program._run`` passes them):
+    θ, direction vectors, the batch, CP noise / cached values, outputs, scratch slots."""
+    return [
+        "theta",
+        *plan.vectors,
+        *[leaf_var(n) for n in plan.leaves],
+        *[leaf_var(e[0]) for e in plan.extras],
+        *[f"out_{p}" for p in plan.out_flat],
+        *[f"out_{k}" for k in plan.out_plain],
+        *[s.name for s in plan.slots],
+    ]
+
+
+def view_lines(low: Lowered, plan: Plan) -> list[str]:
+    """Named views of the flat vectors: each parameter in θ, each direction in v, and each
+    parameter's block of a flat output (a gradient). Slicing works alike on numpy arrays
+    and on Numba device arrays, so both drivers use these lines."""
+    g, st = low.graph, plan.storage
+    lines = []
+    for n in g.leaves("param"):
+        off, size = plan.param_offsets[n.name]
+        lines.append(f"p_{n.name} = theta[{off}:{off + size}]")
+    for n in g.leaves("direction"):
+        off, size = plan.param_offsets[n.attr("param")]
+        lines.append(f"{st[n.id]} = v[{off}:{off + size}]")
+    for key, nid in list(low.output_of.items()):
+        if ":" in key:
+            prefix, pname = key.split(":", 1)
+            off, size = plan.param_offsets[pname]
+            lines.append(f"{st[nid]} = out_{prefix}[{off}:{off + size}]")
+    return lines
+
+
+def copy_destination(key: str, plan: Plan) -> str:
+    """Where an output that no kernel writes directly is copied to."""
+    if ":" in key:
+        prefix, pname = key.split(":", 1)
+        off, size = plan.param_offsets[pname]
+        return f"out_{prefix}[{off}:{off + size}]"
+    return f"out_{key}"

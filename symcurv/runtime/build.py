@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from symcurv.runtime.program import Program
 MANIFEST = "manifest.json"
 GRAPHS = "graph.json"
 FORMAT = 1
+BACKENDS = ("cpu", "cuda")  # kept equal to pipeline.BACKENDS (the runtime never imports it)
 
 
 def sha256(path: Path) -> str:
@@ -38,8 +40,11 @@ def write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.read_text() == text:
         return
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
+    # a private temporary name: two processes building into one directory must not
+    # write the same temporary file
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
     os.replace(tmp, path)
 
 
@@ -99,7 +104,24 @@ def verify(build_dir: str | os.PathLike, manifest: dict) -> None:
             )
 
 
+def _trust_cache(path: Path, name: str) -> None:
+    """Numba's on-disk cache of ``path`` is keyed on the file's stamp, but its entries
+    pickle the name of the module they were compiled in: loaded under another name (a
+    build from an older symcurv), they fail with ModuleNotFoundError deep inside Numba.
+    A marker beside the cache records the name; on a mismatch that file's entries are
+    dropped, and Numba recompiles them instead of trusting them."""
+    cache = path.parent / "__pycache__"
+    marker = cache / f"{path.stem}.symcurv-module"
+    if marker.is_file() and marker.read_text() == name:
+        return
+    for entry in cache.glob(f"{path.stem}.*.nb[ic]"):
+        entry.unlink(missing_ok=True)
+    cache.mkdir(exist_ok=True)
+    write_text(marker, name)
+
+
 def _import(path: Path, name: str):
+    _trust_cache(path, name)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -130,15 +152,23 @@ def load(
             fix=f"rebuild with {key}={want!r}, or load without it",
         )
     verify(root, manifest)
-    if manifest["backend"] != "cpu":
+    if manifest["backend"] not in BACKENDS:
         raise errors.BuildError(
-            f"backend {manifest['backend']!r} is not available",
+            f"unknown backend {manifest['backend']!r} in {MANIFEST}",
             where=str(root),
-            fix="build with backend='cpu'",
+            fix=f"rebuild with one of {', '.join(BACKENDS)}",
         )
+    if manifest["backend"] == "cuda":  # before importing kernels that would need a device
+        from symcurv.runtime import cuda_kernels
+
+        cuda_kernels.require(where=str(root))
     modules = {}
     for prog, spec in manifest["programs"].items():
-        modname = f"symcurv_build_{manifest['model']}_{manifest['ir_hash']}_{prog}"
+        # backend and dtype in the name: a process may hold several builds of one model
+        modname = (
+            f"symcurv_build_{manifest['model']}_{manifest['ir_hash']}_"
+            f"{manifest['backend']}_{manifest['dtype']}_{prog}"
+        )
         modules[prog] = _import(root / spec["file"], modname)
     return Program(str(root), manifest, modules)
 

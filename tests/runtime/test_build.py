@@ -40,6 +40,36 @@ def test_load_in_new_process_without_sympy(compiled, build_root):
     assert "sympy loaded: False" in out.stdout
 
 
+def test_numba_cache_of_another_module_name_is_dropped(compiled, tmp_path):
+    """Numba's cache entries pickle the module name they were compiled under; a build
+    cached under an older naming scheme must be recompiled, not crash in Numba."""
+    _, prog = compiled("tied")
+    dst = tmp_path / "renamed"
+    shutil.copytree(prog.build_dir, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    batch = testing.random_batch(prog, 3)
+    want = prog.loss(prog.init(0), batch)
+    np.savez(tmp_path / "batch.npz", **batch)
+    old_scheme = textwrap.dedent(f"""
+        import numpy as np
+        import symcurv as sc
+        from symcurv.runtime import build
+        original = build._import
+        build._trust_cache = lambda path, name: None  # as before the marker existed
+        build._import = lambda path, name: original(path, name.replace("_cpu_float64", ""))
+        prog = sc.load({str(dst)!r})
+        print(prog.loss(prog.init(0), dict(np.load({str(tmp_path / "batch.npz")!r}))))
+    """)
+    now = old_scheme.replace("build._import = lambda", "_ = lambda").replace(
+        "build._trust_cache = lambda", "_ = lambda"
+    )
+    for code in (old_scheme, now):
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert float(out.stdout.split()[-1]) == pytest.approx(want, rel=1e-14)
+
+
 def _copy(prog, tmp_path):
     dst = tmp_path / "copy"
     shutil.copytree(prog.build_dir, dst)

@@ -10,6 +10,7 @@ DSL lines are the same text in both files, so a kernel reads the same on either 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 
 import sympy
 
@@ -187,3 +188,29 @@ def copy_destination(key: str, plan: Plan) -> str:
         off, size = plan.param_offsets[pname]
         return f"out_{prefix}[{off}:{off + size}]"
     return f"out_{key}"
+
+
+def batch_size_line(plan: Plan) -> str:
+    """``B = ...``: the number of cases, from the first batch array (1 without one)."""
+    return f"B = {leaf_var(plan.leaves[0])}.shape[0]" if plan.leaves else "B = 1"
+
+
+def driver_calls(
+    low: Lowered,
+    plan: Plan,
+    calls: Mapping[str, Callable[[Kernel], list[str]]],
+    copy: Callable[[str, str], list[str]],
+) -> list[str]:
+    """The body of a driver after its views: every kernel in order, each behind its
+    call-site comment and written by the backend's line builder for its kind
+    (``calls[kind](kernel)``), then the outputs no kernel writes directly
+    (``copy(node id, destination)``). Only the builders differ per backend."""
+    g = low.graph
+    lines = []
+    for k in low.kernels:
+        lines.append(call_site_comment(g, k))
+        lines.extend(calls[k.kind](k))
+    for key, nid in low.copies.items():
+        lines.append(f"# output {key} is {g[nid].name}: copied")
+        lines.extend(copy(nid, copy_destination(key, plan)))
+    return lines

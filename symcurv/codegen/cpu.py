@@ -13,7 +13,6 @@ from symcurv.codegen import common
 from symcurv.codegen.lower import Kernel, Lowered
 from symcurv.codegen.source import Source
 from symcurv.ir.graph import Graph
-from symcurv.passes import schedule
 from symcurv.passes.schedule import Plan
 
 # ---- map kernels ---------------------------------------------------------------------
@@ -225,25 +224,24 @@ def emit(
             f'"""Run program {program!r}: inputs/targets are (B, n) arrays, θ is flat; '
             'results are written into out_* arrays; s* are scratch buffers."""'
         )
-        if plan.leaves:
-            src(f"B = {schedule.leaf_var(plan.leaves[0])}.shape[0]")
-        else:
-            src("B = 1")
+        src(common.batch_size_line(plan))
         src.extend(common.view_lines(low, plan))
-        for k in low.kernels:
-            src(common.call_site_comment(g, k))
-            if k.kind == "map":
-                src(f"{k.name}(B, {', '.join(kernel_params[k.name])})")
-            elif k.kind == "gemm":
-                src.extend(_gemm_lines(g, k, st, low.views))
-            elif k.kind == "reduce":
-                x, out = k.reads[0], k.writes[0]
-                xn = g[x]
-                n = xn.size
-                src.extend(_reduce_body(k.template, st[x], st[out], xn.batched, n))
-            elif k.kind in ("fill", "copy"):
-                src.extend(_copy_lines(g, k.nodes[0], st[k.writes[0]], st, low.views))
-        for key, nid in low.copies.items():
-            src(f"# output {key} is {g[nid].name}: copied")
-            src.extend(_copy_lines(g, nid, common.copy_destination(key, plan), st, low.views))
+
+        def reduce_lines(k: Kernel) -> list[str]:
+            x, out = k.reads[0], k.writes[0]
+            return _reduce_body(k.template, st[x], st[out], g[x].batched, g[x].size)
+
+        copy = lambda k: _copy_lines(g, k.nodes[0], st[k.writes[0]], st, low.views)  # noqa: E731
+        calls = {
+            "map": lambda k: [f"{k.name}(B, {', '.join(kernel_params[k.name])})"],
+            "gemm": lambda k: _gemm_lines(g, k, st, low.views),
+            "reduce": reduce_lines,
+            "fill": copy,
+            "copy": copy,
+        }
+        src.extend(
+            common.driver_calls(
+                low, plan, calls, lambda nid, dst: _copy_lines(g, nid, dst, st, low.views)
+            )
+        )
     return src.text()

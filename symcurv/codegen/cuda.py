@@ -23,7 +23,6 @@ from symcurv.codegen import common
 from symcurv.codegen.lower import Kernel, Lowered
 from symcurv.codegen.source import Source
 from symcurv.ir.graph import Graph
-from symcurv.passes import schedule
 from symcurv.passes.schedule import Plan
 from symcurv.runtime import cuda_geometry
 
@@ -299,29 +298,31 @@ def emit(
     with src.block(f"def _launch(B, {', '.join(sig)}):"):
         src('"""The kernels in order, over device arrays (named as in the CPU driver)."""')
         src.extend(common.view_lines(low, plan))
-        for k in low.kernels:
-            src(common.call_site_comment(g, k))
-            if k.kind == "map":
-                args = ", ".join(kernel_params[k.name])
-                batched, size = k.space
-                if k.epilogues:
-                    rows = "B" if batched else "1"
-                    src(
-                        f"{k.name}[ck.row_blocks({rows}, {size}), THREADS]"
-                        f"(B, ck.lanes({size}), {args})"
-                    )
-                else:
-                    n = ("B" if size == 1 else f"B * {size}") if batched else f"{size}"
-                    src(f"{k.name}[ck.blocks({n}), THREADS](B, {args})")
-            elif k.kind == "gemm":
-                src.extend(_gemm_lines(g, k, st, low.views))
-            elif k.kind == "reduce":
-                src(_reduce_line(g, k, st))
-            elif k.kind in ("fill", "copy"):
-                src.extend(_copy_lines(g, k.nodes[0], st[k.writes[0]], st, low.views))
-        for key, nid in low.copies.items():
-            src(f"# output {key} is {g[nid].name}: copied")
-            src.extend(_copy_lines(g, nid, common.copy_destination(key, plan), st, low.views))
+
+        def map_launch(k: Kernel) -> list[str]:
+            args = ", ".join(kernel_params[k.name])
+            batched, size = k.space
+            if k.epilogues:
+                rows = "B" if batched else "1"
+                return [
+                    f"{k.name}[ck.row_blocks({rows}, {size}), THREADS](B, ck.lanes({size}), {args})"
+                ]
+            n = ("B" if size == 1 else f"B * {size}") if batched else f"{size}"
+            return [f"{k.name}[ck.blocks({n}), THREADS](B, {args})"]
+
+        copy = lambda k: _copy_lines(g, k.nodes[0], st[k.writes[0]], st, low.views)  # noqa: E731
+        calls = {
+            "map": map_launch,
+            "gemm": lambda k: _gemm_lines(g, k, st, low.views),
+            "reduce": lambda k: [_reduce_line(g, k, st)],
+            "fill": copy,
+            "copy": copy,
+        }
+        src.extend(
+            common.driver_calls(
+                low, plan, calls, lambda nid, dst: _copy_lines(g, nid, dst, st, low.views)
+            )
+        )
     src()
     src()
     n_in = 1 + len(plan.vectors) + len(plan.leaves) + len(plan.extras)
@@ -334,10 +335,7 @@ def emit(
         src("The inputs are copied to device arrays (allocated once per batch size and")
         src("reused), the kernels run there, and the results are copied back into out_*.")
         src('The host scratch s* is not used: the scratch lives on the device."""')
-        if plan.leaves:
-            src(f"B = {schedule.leaf_var(plan.leaves[0])}.shape[0]")
-        else:
-            src("B = 1")
+        src(common.batch_size_line(plan))
         with src.block("ck.run_on_device("):
             src("_launch,")
             src("_DEVICE,")

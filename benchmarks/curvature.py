@@ -57,6 +57,7 @@ from programs import gemm_floor  # noqa: E402
 
 import symcurv as sc  # noqa: E402
 from symcurv import testing  # noqa: E402
+from symcurv.runtime import noise  # noqa: E402
 
 PROGRAMS = ["loss", "grad", "hvp", "gnvp", "cp_diag", "becker_lecun_diag"]
 CP = ("S", "TU", "GN")
@@ -88,15 +89,16 @@ def make_batch(prog, B: int) -> dict:
     return batch
 
 
-def draw_noise(prog, program: str, B: int, rng) -> dict:
-    """Rademacher noise for every noise leaf of a CP program, as ``State.cp_diag`` draws it."""
-    return {
-        name: (rng.integers(0, 2, size=(B, size) if batched else (size,)) * 2 - 1).astype(
-            prog.dtype
-        )
+def draw_noise(prog, program: str, B: int, seed: int) -> dict:
+    """Rademacher noise for every noise leaf of a CP program, drawn as ``State.cp_diag``
+    draws it (runtime/noise.py: Philox, one stream per leaf)."""
+    key = noise.key(seed)
+    leaves = [
+        ((B, size) if batched else (size,))
         for name, batched, size in prog.manifest["programs"][program].get("extras", [])
         if not name.startswith("cache")
-    }
+    ]
+    return {s: prog._noise(shape, key, 0, s, "rademacher") for s, shape in enumerate(leaves)}
 
 
 def _best(fn, block: int) -> float:
@@ -158,9 +160,7 @@ def speed(name: str, prog, B: int, rounds: int, block: int, reference: bool) -> 
         ("st.cp_diag('HI') (1 probe)", lambda: st.cp_diag("HI", seed=0), None),
         ("prog.becker_lecun_diag(θ, batch)", lambda: prog.becker_lecun_diag(theta, batch), "bl"),
     ]
-    noise_draw = best_of(
-        lambda: draw_noise(prog, "cp_S", B, np.random.default_rng(0)), 3 if rounds < 5 else 7
-    )
+    noise_draw = best_of(lambda: draw_noise(prog, "cp_S", B, 0), 3 if rounds < 5 else 7)
     log(f"{name}: timing {len(rows)} functions, {rounds} rounds of {block} calls each")
     times = paired(floor, {label: fn for label, fn, _ in rows}, rounds, block)
     floor_s = best_of(floor, 7)

@@ -332,9 +332,10 @@ def emit(
     with src.block(f"def run({', '.join(sig)}):"):
         src(f'"""Run program {program!r} on the GPU, with the CPU driver\'s arguments.')
         src()
-        src("The inputs are copied to device arrays (allocated once per batch size and")
-        src("reused), the kernels run there, and the results are copied back into out_*.")
-        src('The host scratch s* is not used: the scratch lives on the device."""')
+        src("Host inputs are copied to device arrays (allocated once per batch size and")
+        src("reused), the kernels run there, and the results are copied back into out_*;")
+        src("an argument that is a device array already (a State's cache, CP noise) is used")
+        src('in place. The host scratch s* is not used: the scratch lives on the device."""')
         src(common.batch_size_line(plan))
         with src.block("ck.run_on_device("):
             src("_launch,")

@@ -27,7 +27,7 @@ import numpy as np
 from numba import config, cuda
 
 from symcurv import errors
-from symcurv.runtime import cuda_geometry
+from symcurv.runtime import cuda_geometry, noise
 
 SIMULATED = bool(config.ENABLE_CUDASIM)
 if SIMULATED:  # shared arrays must be shared by a block's threads (see cuda_simulator.py)
@@ -412,26 +412,82 @@ def device_arrays(cache: dict, B: int, shapes: Sequence[tuple[int, ...]], dtype)
     return arrays
 
 
+def is_device(a) -> bool:
+    """A device array (Numba's, or the simulator's stand-in) rather than host memory."""
+    return hasattr(a, "copy_to_host")
+
+
+def to_device(a, dtype):
+    """A device copy of a host array in ``dtype`` (a device array is returned as it is)."""
+    return a if is_device(a) else cuda.to_device(np.ascontiguousarray(a, dtype=dtype))
+
+
 def run_on_device(
     launch: Callable,
     cache: dict,
     B: int,
-    inputs: Sequence[np.ndarray],
-    outputs: Sequence[np.ndarray],
+    inputs: Sequence,
+    outputs: Sequence,
     scratch: Sequence[tuple[int, ...]],
     dtype,
 ) -> None:
-    """What every generated ``run`` does: copy the inputs to their device arrays (once per
-    call), zero the device outputs (the CPU driver writes into Program's zeroed arrays, and
-    a parameter that nothing reaches keeps its 0), ``launch(B, *inputs, *outputs,
-    *scratch)`` over device arrays, and copy the outputs back into the given numpy arrays."""
+    """What every generated ``run`` does: copy the host inputs to their device arrays (once
+    per call), zero the device outputs (the CPU driver writes into Program's zeroed arrays,
+    and a parameter that nothing reaches keeps its 0), ``launch(B, *inputs, *outputs,
+    *scratch)`` over device arrays, and copy the outputs back into the given numpy arrays.
+
+    An input or output that is already a device array is used in place: nothing crosses
+    the bus for it (a State's θ, batch and cached static values; CP noise drawn on the
+    device; a static part's outputs that a State keeps on the device)."""
     shapes = [np.shape(a) for a in (*inputs, *outputs)] + list(scratch)
     dev = device_arrays(cache, B, shapes, dtype)  # a program's shapes depend on B alone
     n_in, n_out = len(inputs), len(outputs)
-    for host, d in zip(inputs, dev):
-        d.copy_to_device(np.ascontiguousarray(host, dtype=dtype))
-    for d in dev[n_in : n_in + n_out]:
+    args = list(dev)
+    for i, a in enumerate((*inputs, *outputs)):
+        if is_device(a):
+            args[i] = a
+        elif i < n_in:
+            dev[i].copy_to_device(np.ascontiguousarray(a, dtype=dtype))
+    for d in args[n_in : n_in + n_out]:
         fill(d, 0.0)
-    launch(B, *dev)
-    for host, d in zip(outputs, dev[n_in : n_in + n_out]):
-        d.copy_to_host(host)
+    launch(B, *args)
+    for host, d in zip(outputs, args[n_in : n_in + n_out]):
+        if not is_device(host):
+            d.copy_to_host(host)
+
+
+# ---- CP noise: runtime/noise.py's Philox and maps, compiled as device functions --------------
+_philox = cuda.jit(device=True)(noise.philox4x32_10)
+_rademacher_bit = cuda.jit(device=True)(noise.rademacher_bit)
+_gaussian_pair = cuda.jit(device=True)(noise.gaussian_pair)
+
+
+@cuda.jit
+def _noise(out, draw, stream, k0, k1, kind):
+    # one Philox block per thread and grid-stride step; noise.noise_at is the definition
+    n = out.shape[0]
+    per = 128 if kind == 0 else 2
+    for c in range(cuda.grid(1), (n + per - 1) // per, cuda.gridsize(1)):
+        u = np.uint64(c)
+        w0, w1, w2, w3 = _philox(u & noise.MASK32, u >> noise.SHIFT32, draw, stream, k0, k1)
+        j0 = c * per
+        if kind == 0:
+            for t in range(per):
+                if j0 + t < n:  # (two-argument min does not compile for CUDA, numba#10753)
+                    out[j0 + t] = _rademacher_bit(w0, w1, w2, w3, t)
+        else:
+            z0, z1 = _gaussian_pair(w0, w1, w2, w3)
+            out[j0] = z0
+            if j0 + 1 < n:
+                out[j0 + 1] = z1
+
+
+def draw_noise(shape, dtype, seed_key: tuple[int, int], draw: int, stream: int, kind: str):
+    """A device array of CP noise, equal element for element to ``noise.draw_cpu`` with the
+    same arguments (drawn on the device: no host array, no copy)."""
+    out = cuda.device_array(shape, dtype=dtype)
+    per = noise.PER_BLOCK[noise.KINDS[kind]]
+    n_blocks = -(-out.size // per)
+    arguments = noise.fill_arguments(draw, stream, seed_key, kind)
+    _noise[blocks(n_blocks), THREADS](flat(out), *arguments)
+    return out

@@ -13,7 +13,12 @@ from types import ModuleType
 import numpy as np
 
 from symcurv import errors
-from symcurv.runtime import initializers
+from symcurv.runtime import initializers, noise
+
+
+def _is_device(a) -> bool:
+    """A GPU device array (Numba's, or the simulator's), not host memory."""
+    return hasattr(a, "copy_to_host")
 
 
 class Program:
@@ -335,9 +340,12 @@ class Program:
         check: bool = True,
         v=None,
         extras: Mapping[str, np.ndarray] | None = None,
+        keep: bool = False,
     ) -> dict[str, np.ndarray]:
         """Run one program; a split program runs its static part first unless ``extras``
-        already holds its cached values (``State``). ``extras`` also carries CP noise."""
+        already holds its cached values (``State``). ``extras`` also carries CP noise.
+        ``keep=True`` leaves the outputs in the backend's memory (device arrays on cuda:
+        a State's cache), unchecked; θ, the batch and the extras may be device arrays."""
         if prog not in self._modules:
             reason = self.manifest.get("skipped", {}).get(prog)
             if reason:
@@ -365,25 +373,53 @@ class Program:
             checked = dict(zip(spec["leaves"], arrays))
             extras.update(self._run(spec["static"], theta, checked, check=False))
         B = arrays[0].shape[0] if arrays else 1
-        outs = {p: np.zeros(self.n_params, dtype=self.dtype) for p in spec["out_flat"]}
+        zeros = self._output_array if keep else lambda shape: np.zeros(shape, dtype=self.dtype)
+        outs = {p: zeros((self.n_params,)) for p in spec["out_flat"]}
         for k, batched, size in spec["out_plain"]:
-            outs[k] = np.zeros((B, size) if batched else (size,), dtype=self.dtype)
+            outs[k] = zeros((B, size) if batched else (size,))
         self._modules[prog].run(
             theta,
             *vectors,
             *arrays,
-            *[
-                np.ascontiguousarray(extras[name], dtype=self.dtype)
-                for name, _b, _s in spec.get("extras", [])
-            ],
+            *[self._argument(extras[name]) for name, _b, _s in spec.get("extras", [])],
             *outs.values(),
             *self._scratch(prog, spec, B),
         )
-        if check:
+        if check and not keep:
             for k, o in outs.items():
                 if not np.isfinite(o).all():
                     self._non_finite(prog, k, theta, batch, v)
         return outs
+
+    # -- backend memory: host arrays on cpu, device arrays on cuda ------------------------------
+    def _argument(self, a):
+        """An array argument as the driver takes it (a device array is passed as it is)."""
+        return a if _is_device(a) else np.ascontiguousarray(a, dtype=self.dtype)
+
+    def _to_backend(self, a):
+        """``a`` in the backend's memory: itself on cpu, a device copy on cuda."""
+        if self.backend != "cuda":
+            return a
+        from symcurv.runtime import cuda_kernels
+
+        return cuda_kernels.to_device(a, self.dtype)
+
+    def _output_array(self, shape: tuple[int, ...]):
+        """An output array in the backend's memory (zeros; on cuda the driver zeroes it)."""
+        if self.backend != "cuda":
+            return np.zeros(shape, dtype=self.dtype)
+        from numba import cuda
+
+        return cuda.device_array(shape, dtype=self.dtype)
+
+    def _noise(self, shape, seed_key: tuple[int, int], draw: int, stream: int, kind: str):
+        """CP noise (runtime/noise.py) drawn where the program runs; the same numbers on
+        every backend for the same (seed, draw, stream)."""
+        if self.backend == "cuda":
+            from symcurv.runtime import cuda_kernels
+
+            return cuda_kernels.draw_noise(shape, self.dtype, seed_key, draw, stream, kind)
+        return noise.draw_cpu(shape, self.dtype, seed_key, draw, stream, kind)
 
     def _non_finite(self, prog: str, key: str, theta, batch, v=None) -> None:
         from symcurv.runtime import build

@@ -5,6 +5,9 @@ Hessian-free optimisation calls ``gnvp`` hundreds of times on one minibatch (Mar
 and every backward quantity that does not depend on v — and a dynamic part. A State runs
 each static part once, on first use, and keeps its values; every product afterwards runs
 only the dynamic part. Inputs are checked once, at ``prog.linearize``.
+
+On the cuda backend θ, the batch and the cached values live on the device, and CP noise is
+drawn there (runtime/noise.py): a product moves only v in and its result out.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from symcurv import errors
+from symcurv.runtime import noise as noise_module
 
 NOISES = ("rademacher", "gaussian")
 CP_ESTIMATORS = ("S", "TU", "HI", "GN")
@@ -30,6 +34,7 @@ class State:
         self.batch = dict(zip(names, arrays))
         self.batch_size = arrays[0].shape[0] if arrays else 1
         self._cache: dict[str, dict[str, np.ndarray]] = {}
+        self._resident: tuple | None = None  # (θ, batch) in the backend's memory
         self._grad: tuple[float, np.ndarray] | None = None
         self._loss: float | None = None
 
@@ -58,21 +63,29 @@ class State:
             self._loss = self._grad[0]
         return self._grad[0], self._grad[1].copy()
 
+    def _on_backend(self) -> tuple:
+        """(θ, batch) where the programs run: copied to the device once (cuda)."""
+        if self._resident is None:
+            to = self.prog._to_backend
+            self._resident = (to(self.theta), {k: to(a) for k, a in self.batch.items()})
+        return self._resident
+
     def _statics(self, prog: str) -> dict[str, np.ndarray]:
         if prog not in self._cache:
             p = self.prog
+            theta, batch = self._on_backend()
             if prog not in p._modules:
-                p._run(prog, self.theta, self.batch, check=False)  # raises the right error
+                p._run(prog, theta, batch, check=False)  # raises the right error
             static = p.manifest["programs"][prog].get("static")
-            self._cache[prog] = (
-                p._run(static, self.theta, self.batch, check=False) if static else {}
-            )
+            kept = p._run(static, theta, batch, check=False, keep=True) if static else {}
+            self._cache[prog] = kept
         return self._cache[prog]
 
     def _run(self, prog: str, v=None, noise=None) -> dict[str, np.ndarray]:
         extras = dict(self._statics(prog))
         extras.update(noise or {})
-        out = self.prog._run(prog, self.theta, self.batch, check=False, v=self._v(v), extras=extras)
+        theta, batch = self._on_backend()
+        out = self.prog._run(prog, theta, batch, check=False, v=self._v(v), extras=extras)
         for k, o in out.items():
             if not np.isfinite(o).all():
                 self.prog._non_finite(prog, k, self.theta, self.batch, v)
@@ -116,6 +129,10 @@ class State:
         (a rank-B estimate per draw); GN: noise at the losses only, estimating diag(G)
         (Chapelle-Erhan); HI: Hutchinson, (H w) ⊙ w with w ~ noise in θ-space through
         ``hvp`` (rank one per draw: the simple estimator CP is compared against).
+
+        The noise is counter-based (runtime/noise.py): draw d of noise leaf s is a pure
+        function of (seed, d, s), so the same seed gives the same estimate on cpu and cuda;
+        ``seed=None`` takes a fresh seed from the operating system on every call.
         """
         if estimator not in CP_ESTIMATORS:
             raise errors.ModelError(
@@ -135,29 +152,35 @@ class State:
                 where=f"model '{self.prog.name}'",
                 fix="pass a positive integer number of noise draws per case",
             )
-        rng = np.random.default_rng(seed)
-        dtype = self.prog.dtype
-
-        def draw(shape):
-            if noise == "gaussian":
-                return rng.standard_normal(shape).astype(dtype)
-            return (rng.integers(0, 2, size=shape) * 2 - 1).astype(dtype)
-
-        total = np.zeros(self.prog.n_params, dtype=dtype)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise errors.ModelError(
+                f"seed = {seed!r} ({type(seed).__name__})",
+                where=f"model '{self.prog.name}'",
+                fix="pass an integer seed (taken mod 2**64), or None for a fresh one",
+            )
+        seed_key = noise_module.key(seed)  # None: a fresh seed per call
+        p = self.prog
         if estimator == "HI":
-            for _ in range(samples):
-                w = draw(self.prog.n_params)
+            total = np.zeros(p.n_params, dtype=p.dtype)
+            for d in range(samples):
+                w = noise_module.draw_cpu(p.n_params, p.dtype, seed_key, d, 0, noise)
                 total += self.hvp(w) * w
             return total / samples
         prog = f"cp_{estimator}"
         self._statics(prog)
-        spec = self.prog.manifest["programs"][prog]
+        spec = p.manifest["programs"][prog]
         B = self.batch_size
-        for _ in range(samples):
+        leaves = [
+            (name, (B, size) if batched else (size,))
+            for name, batched, size in spec.get("extras", [])
+            if not name.startswith("cache")
+        ]
+        total = np.zeros(p.n_params, dtype=p.dtype)
+        for d in range(samples):
+            # draw d, stream s: leaf s's noise, on the device where the program runs
             z = {
-                name: draw((B, size) if batched else (size,))
-                for name, batched, size in spec.get("extras", [])
-                if not name.startswith("cache")
+                name: p._noise(shape, seed_key, d, s, noise)
+                for s, (name, shape) in enumerate(leaves)
             }
             total += self._run(prog, noise=z)[prog]
         return total / samples

@@ -99,6 +99,8 @@ def generic_kernels():
             yield "fill", ck._fill, (a1, types.float64)
             yield "copy", ck._copy, (a1, a1)
             yield "transpose", ck._transpose, (a2, a2, i64, i64)
+        u64 = types.uint64
+        yield f"noise {dt}", ck._noise, (a1, u64, u64, u64, u64, i64)
 
 
 def nvvm_missing() -> str | None:

@@ -97,8 +97,28 @@ def run_state(prog, data: dict) -> dict:
         "cp_HI": st.cp_diag("HI", seed=3),
         "bl": st.becker_lecun_diag(),
         "cached": sorted(st._cache),
+        # θ, the batch and every cached static value stay on the device
+        "resident": [ck.is_device(a) for a in (st._resident[0], *st._resident[1].values())],
+        "cache_on_device": [ck.is_device(a) for c in st._cache.values() for a in c.values()],
     }
     return res
+
+
+def noise_draws() -> dict:
+    """CP noise drawn on the device vs runtime/noise.py's CPU fill, element for element
+    (sizes not multiples of a Philox block: 128 Rademacher bits, 2 Gaussian values)."""
+    from symcurv.runtime import noise
+
+    same = {}
+    for kind, dtype, shape in itertools.product(
+        ("rademacher", "gaussian"), ("float32", "float64"), ((5, 53), (3,), (2, 129))
+    ):
+        key = noise.key(12345 + len(shape))
+        got = ck.draw_noise(shape, dtype, key, 3, 7, kind).copy_to_host()
+        want = noise.draw_cpu(shape, dtype, key, 3, 7, kind)
+        equal = got.dtype == want.dtype and np.array_equal(got, want)
+        same[f"{kind} {dtype} {shape}"] = bool(equal)
+    return same
 
 
 def buffer_reuse(prog, data: dict) -> dict:
@@ -249,6 +269,7 @@ def main(out_path: str, geometry: str | None) -> None:
         t = time.perf_counter()
         result["generic"] = generic_kernels()
         result["shared_memory"] = shared_memory_check()
+        result["noise"] = noise_draws()
         result["seconds"]["generic"] = time.perf_counter() - t
     with open(out_path, "wb") as f:
         pickle.dump(result, f)

@@ -165,7 +165,8 @@ def test_the_gpu_launch_geometry_gives_the_same_results(sim):
 
 def test_state_on_cuda_equals_state_on_cpu(sim, cpu_tied):
     """linearize/State: cached products and every CP estimator with a seed. The noise is
-    drawn on the host in this phase, so the same seed gives the same estimate."""
+    counter-based (runtime/noise.py), drawn on the device there and on the host here: the
+    same seed gives the same estimate. θ, the batch and the cache live on the device."""
     res = sim["sim"].result()
     got, data = res["state"], res[("tied", "float64")]["inputs"]
     st = cpu_tied["float64"].linearize(data["theta"], data["batch"])
@@ -182,8 +183,16 @@ def test_state_on_cuda_equals_state_on_cpu(sim, cpu_tied):
         "bl": st.becker_lecun_diag(),
     }
     assert got["cached"] == sorted(st._cache)
+    assert all(got["resident"]) and len(got["resident"]) == 1 + len(data["batch"])
+    assert got["cache_on_device"] and all(got["cache_on_device"])
     for key, w in want.items():
         assert testing.rel_error(got[key], w) <= 1e-10, key
+
+
+def test_noise_drawn_on_the_device_equals_the_cpu_draw(sim):
+    """The Philox kernel gives the CPU fill's numbers bit for bit, both kinds and dtypes."""
+    same = sim["sim"].result()["noise"]
+    assert len(same) == 12 and all(same.values()), same
 
 
 def test_simulated_shared_memory_is_shared_by_the_block(sim):

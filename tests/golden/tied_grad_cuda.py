@@ -236,9 +236,10 @@ def _launch(B, theta, in_x, out_grad, out_objective, s0, s1, s2, s3, s4, s5, s6,
 def run(theta, in_x, out_grad, out_objective, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9):
     """Run program 'grad' on the GPU, with the CPU driver's arguments.
 
-    The inputs are copied to device arrays (allocated once per batch size and
-    reused), the kernels run there, and the results are copied back into out_*.
-    The host scratch s* is not used: the scratch lives on the device."""
+    Host inputs are copied to device arrays (allocated once per batch size and
+    reused), the kernels run there, and the results are copied back into out_*;
+    an argument that is a device array already (a State's cache, CP noise) is used
+    in place. The host scratch s* is not used: the scratch lives on the device."""
     B = in_x.shape[0]
     ck.run_on_device(
         _launch,

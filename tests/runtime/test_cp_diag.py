@@ -157,3 +157,15 @@ def test_draw_shows_the_noise_injections(tied, tmp_path):
     assert "CP noise injection" in text and text.count("noise ·") >= 2
     hvp = Path(prog.draw("hvp", str(tmp_path / "hvp.dot"))).read_text()
     assert "direction v" in hvp
+
+
+def test_cp_diag_seeds(tied):
+    """Counter-based noise (runtime/noise.py): a seed fixes the estimate, None is fresh."""
+    prog, theta, batch = tied
+    st = prog.linearize(theta, batch)
+    a = st.cp_diag("S", seed=7)
+    assert np.array_equal(a, st.cp_diag("S", seed=7))
+    assert not np.array_equal(a, st.cp_diag("S", seed=8))
+    assert not np.array_equal(st.cp_diag("S"), st.cp_diag("S"))  # seed=None: fresh each call
+    with pytest.raises(errors.ModelError, match="integer seed"):
+        st.cp_diag("S", seed="7")

@@ -1,0 +1,148 @@
+"""Counter-based noise for Curvature Propagation, the same numbers on every backend.
+
+CP injects fresh noise at every curved node of every case (Martens, Sutskever & Swersky
+2012, §4-§5). The noise is a pure function of its coordinates, never a sequential stream:
+
+    value(seed, draw d, stream s, element j) = N_t(Philox4x32-10(counter = (c_lo, c_hi, d, s),
+                                                                  key = (seed_lo, seed_hi)))
+    c = j // n, t = j mod n   (n elements per call: 128 Rademacher, 2 Gaussian)
+
+Philox4x32-10 (Salmon, Moraes, Dror & Shaw, "Parallel random numbers: as easy as 1, 2, 3",
+SC 2011; the generator of cuRAND and Random123) turns a 128-bit counter and a 64-bit key
+into four 32-bit words by ten rounds of 32×32 → 64-bit multiplications and xors. N_t maps
+the words to element t of the block:
+
+- Rademacher: ±1 from one of the 128 bits, so one call serves 128 consecutive elements;
+- Gaussian: Box-Muller, (z, z') = √(−2 ln u₁) (cos 2πu₂, sin 2πu₂), with u₁ ∈ (0, 1] from
+  words 0-1 and u₂ ∈ [0, 1) from words 2-3 (53 bits each): one call, two elements.
+
+Because element j's value depends on nothing but (seed, d, s, j), a CPU loop, a GPU grid of
+any shape and this file's pure-Python functions all give the same array: the CPU and CUDA
+backends draw the same noise from the same seed, and a GPU draws it on the device (no
+B × n array crosses the bus). The functions below are plain Python on ``np.uint64``
+scalars; every product is of two 32-bit values and every sum stays below 2⁶⁴, so nothing
+overflows — in Numba (CPU and CUDA, which compile these same functions), in the CUDA
+simulator and in the interpreter alike.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+ROUNDS = 10
+M0, M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)  # Philox multipliers
+W0, W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)  # Weyl key increments
+MASK32 = np.uint64(0xFFFFFFFF)
+SHIFT32, SHIFT31, SHIFT21, SHIFT11 = np.uint64(32), np.uint64(31), np.uint64(21), np.uint64(11)
+TWO_M53 = 2.0**-53
+TWO_PI = 2.0 * math.pi
+ONE = np.uint64(1)
+KINDS = {"rademacher": 0, "gaussian": 1}
+PER_BLOCK = (128, 2)  # elements per Philox call: Rademacher bits, Box-Muller pairs
+
+
+def philox4x32_10(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 of the counter (c0, c1, c2, c3) under the key (k0, k1): four 32-bit
+    words (all arguments and results are np.uint64 holding 32-bit values). Round r maps
+    (c0, c1, c2, c3) → (hi(M1·c2) ⊕ c1 ⊕ k0, lo(M1·c2), hi(M0·c0) ⊕ c3 ⊕ k1, lo(M0·c0)),
+    and the key gains the Weyl increments before every round but the first."""
+    for r in range(ROUNDS):
+        if r > 0:
+            k0 = (k0 + W0) & MASK32
+            k1 = (k1 + W1) & MASK32
+        p0 = M0 * c0
+        p1 = M1 * c2
+        c0, c1, c2, c3 = (
+            (p1 >> SHIFT32) ^ c1 ^ k0,
+            p1 & MASK32,
+            (p0 >> SHIFT32) ^ c3 ^ k1,
+            p0 & MASK32,
+        )
+    return c0, c1, c2, c3
+
+
+def rademacher_bit(w0, w1, w2, w3, t):
+    """±1 from bit ``t`` (0-127) of the 128 bits w0..w3: one Philox call serves 128 cases."""
+    w = w0 if t < 32 else (w1 if t < 64 else (w2 if t < 96 else w3))
+    return 1.0 - 2.0 * float((w >> np.uint64(t & 31)) & ONE)
+
+
+def gaussian_pair(w0, w1, w2, w3):
+    """Box-Muller: two independent N(0, 1) values (r cos 2πu₂, r sin 2πu₂), r = √(−2 ln u₁),
+    on two 53-bit uniforms u₁ = (a + 1)·2⁻⁵³ ∈ (0, 1] (the log stays finite) and u₂ ∈ [0, 1)."""
+    a = (w0 << SHIFT21) | (w1 >> SHIFT11)
+    b = (w2 << SHIFT21) | (w3 >> SHIFT11)
+    r = math.sqrt(-2.0 * math.log((float(a) + 1.0) * TWO_M53))
+    angle = TWO_PI * float(b) * TWO_M53
+    return r * math.cos(angle), r * math.sin(angle)
+
+
+def noise_at(j: int, draw: int, stream: int, seed_key: tuple[int, int], kind: str) -> float:
+    """The definition, one element at a time (tests compare every fill with it): element
+    ``j`` of a flat array lies in Philox block j // n_k (n_k = 128 for Rademacher, 2 for
+    Gaussian) at position j mod n_k."""
+    per = PER_BLOCK[KINDS[kind]]
+    words = philox4x32_10(
+        np.uint64((j // per) & 0xFFFFFFFF),
+        np.uint64((j // per) >> 32),
+        np.uint64(draw),
+        np.uint64(stream),
+        np.uint64(seed_key[0]),
+        np.uint64(seed_key[1]),
+    )
+    if kind == "rademacher":
+        return rademacher_bit(*words, j % per)
+    return gaussian_pair(*words)[j % per]
+
+
+def key(seed: int | None) -> tuple[int, int]:
+    """The Philox key of a seed: its low and high 32 bits (any integer, taken mod 2⁶⁴);
+    ``None`` draws a fresh 64-bit seed from the operating system's entropy."""
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer or None, not {type(seed).__name__}")
+    s = int(seed) % 2**64
+    return s & 0xFFFFFFFF, s >> 32
+
+
+# ---- the CPU fill: the same functions, compiled by Numba ---------------------------------------
+_philox_cpu = numba.njit(cache=True)(philox4x32_10)
+_bit_cpu = numba.njit(cache=True)(rademacher_bit)
+_pair_cpu = numba.njit(cache=True)(gaussian_pair)
+
+
+@numba.njit(cache=True, parallel=True)
+def _fill_cpu(out, draw, stream, k0, k1, kind):
+    """out (flat) ← the noise; one Philox block per iteration (CUDA: one per thread)."""
+    n = out.size
+    per = 128 if kind == 0 else 2
+    for c in numba.prange((n + per - 1) // per):
+        u = np.uint64(c)
+        w0, w1, w2, w3 = _philox_cpu(u & MASK32, u >> SHIFT32, draw, stream, k0, k1)
+        j0 = c * per
+        if kind == 0:
+            for t in range(min(per, n - j0)):
+                out[j0 + t] = _bit_cpu(w0, w1, w2, w3, t)
+        else:
+            z0, z1 = _pair_cpu(w0, w1, w2, w3)
+            out[j0] = z0
+            if j0 + 1 < n:
+                out[j0 + 1] = z1
+
+
+def fill_arguments(draw: int, stream: int, seed_key: tuple[int, int], kind: str) -> tuple:
+    """The scalar arguments of the fill kernels (CPU here, CUDA in cuda_kernels)."""
+    k0, k1 = seed_key
+    return np.uint64(draw), np.uint64(stream), np.uint64(k0), np.uint64(k1), KINDS[kind]
+
+
+def draw_cpu(shape, dtype, seed_key: tuple[int, int], draw: int, stream: int, kind: str):
+    """A host array of noise: element j of the flattened (row-major) array is
+    ``noise_at(j, draw, stream, seed_key, kind)``."""
+    out = np.empty(shape, dtype=dtype)
+    _fill_cpu(out.reshape(-1), *fill_arguments(draw, stream, seed_key, kind))
+    return out

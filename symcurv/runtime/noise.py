@@ -98,15 +98,32 @@ def noise_at(j: int, draw: int, stream: int, seed_key: tuple[int, int], kind: st
     return gaussian_pair(*words)[j % per]
 
 
-def key(seed: int | None) -> tuple[int, int]:
-    """The Philox key of a seed: its low and high 32 bits (any integer, taken mod 2⁶⁴);
-    ``None`` draws a fresh 64-bit seed from the operating system's entropy."""
+def key(seed) -> tuple[int, int]:
+    """The Philox key of a seed: an integer's low and high 32 bits (taken mod 2⁶⁴); a
+    sequence of non-negative integers is hashed to 64 bits by numpy's ``SeedSequence``
+    (so ``[run, sample]`` seeds independent streams); ``None`` draws a fresh 64-bit seed
+    from the operating system's entropy. Anything else raises TypeError."""
     if seed is None:
-        seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer or None, not {type(seed).__name__}")
-    s = int(seed) % 2**64
+        s = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+    elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        s = int(seed) % 2**64
+    elif _is_int_sequence(seed):
+        s = int(np.random.SeedSequence([int(x) for x in seed]).generate_state(1, np.uint64)[0])
+    else:
+        raise TypeError(
+            f"seed must be an integer, a sequence of non-negative integers or None, not {seed!r}"
+        )
     return s & 0xFFFFFFFF, s >> 32
+
+
+def _is_int_sequence(seed) -> bool:
+    return (
+        isinstance(seed, (list, tuple))
+        and len(seed) > 0
+        and all(
+            isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x >= 0 for x in seed
+        )
+    )
 
 
 # ---- the CPU fill: the same functions, compiled by Numba ---------------------------------------

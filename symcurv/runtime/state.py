@@ -132,7 +132,8 @@ class State:
 
         The noise is counter-based (runtime/noise.py): draw d of noise leaf s is a pure
         function of (seed, d, s), so the same seed gives the same estimate on cpu and cuda;
-        ``seed=None`` takes a fresh seed from the operating system on every call.
+        ``seed``: an integer, a list of integers (hashed), or None for a fresh seed from the
+        operating system on every call.
         """
         if estimator not in CP_ESTIMATORS:
             raise errors.ModelError(
@@ -152,12 +153,15 @@ class State:
                 where=f"model '{self.prog.name}'",
                 fix="pass a positive integer number of noise draws per case",
             )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        try:
+            noise_module.key(0 if seed is None else seed)  # validates without drawing entropy
+        except TypeError:
             raise errors.ModelError(
                 f"seed = {seed!r} ({type(seed).__name__})",
                 where=f"model '{self.prog.name}'",
-                fix="pass an integer seed (taken mod 2**64), or None for a fresh one",
-            )
+                fix="pass an integer (taken mod 2**64), a list of non-negative integers, "
+                "or None for a fresh seed",
+            ) from None
         seed_key = noise_module.key(seed)  # None: a fresh seed per call
         p = self.prog
         if estimator == "HI":

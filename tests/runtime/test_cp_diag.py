@@ -167,5 +167,7 @@ def test_cp_diag_seeds(tied):
     assert np.array_equal(a, st.cp_diag("S", seed=7))
     assert not np.array_equal(a, st.cp_diag("S", seed=8))
     assert not np.array_equal(st.cp_diag("S"), st.cp_diag("S"))  # seed=None: fresh each call
-    with pytest.raises(errors.ModelError, match="integer seed"):
-        st.cp_diag("S", seed="7")
+    assert np.array_equal(st.cp_diag("S", seed=[1, 2]), st.cp_diag("S", seed=(1, 2)))
+    for bad in ("7", 1.5, [1, -1]):
+        with pytest.raises(errors.ModelError, match="pass an integer"):
+            st.cp_diag("S", seed=bad)

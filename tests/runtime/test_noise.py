@@ -96,5 +96,7 @@ def test_seed_keys():
     assert noise.key(2**32 + 5) == (5, 1)
     assert noise.key(-1) == (0xFFFFFFFF, 0xFFFFFFFF)  # taken mod 2**64
     assert noise.key(None) != noise.key(None)  # fresh entropy each time
-    with pytest.raises(TypeError):
-        noise.key(1.5)
+    assert noise.key([1, 2]) == noise.key((1, 2)) != noise.key([2, 1])  # hashed sequences
+    for bad in (1.5, [1, -2], [], True, "7"):
+        with pytest.raises(TypeError):
+            noise.key(bad)

@@ -225,8 +225,25 @@ def main() -> int:
     ap.add_argument("--l2", type=float, default=0.0, help="prior weight (FACES*: 1e-2)")
     ap.add_argument("--quick", action="store_true", help="small data, 1-minute budgets")
     ap.add_argument("--tag", default="", help="suffix of the result and plot file names")
+    ap.add_argument(
+        "--replot",
+        nargs="+",
+        metavar="JSON",
+        help="no training: merge the runs of these result files (a later file's run of a "
+        "method replaces an earlier one's), plot them and print the table",
+    )
     args = ap.parse_args()
     ds = args.dataset
+    tag = ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
+    if args.replot:
+        results = json.loads(Path(args.replot[0]).read_text())
+        for f in args.replot[1:]:
+            results["runs"].update(json.loads(Path(f).read_text())["runs"])
+        img = ROOT / "docs" / "img" / f"hf_{ds}{tag}.png"
+        plot(results, ds, img)
+        summary(results, ds)
+        print(f"wrote {img}")
+        return 0
     if ds == "curves":
         train, test = datasets.curves_split(seed=0)
     else:
@@ -274,19 +291,36 @@ def main() -> int:
             opts["l2"] = args.l2
             batch = 100
         results["runs"][method] = run(method, prog, err, data, budget, every, opts, batch)
-    tag = ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
     out = build / f"{ds}{tag}.json"
     out.write_text(json.dumps(results, indent=1, default=float))
     img = ROOT / "docs" / "img" / f"hf_{ds}{tag}.png"
     plot(results, ds, img)
-    print(f"\n{ds.upper()} after {args.minutes:g} min per method ({args.dtype}):")
-    print(f"{'method':<8} {'train':>9} {'test':>9}  {'options'}")
-    for method, r in results["runs"].items():
-        last = r["errors"][-1]
-        print(f"{method:<8} {last['train']:9.4f} {last['test']:9.4f}  {r['options']} {r['status']}")
-    print(f"{'paper':<8} {PAPER[ds][0]:9.4f} {PAPER[ds][1]:9.4f}  RAND+HF, Table 2")
+    summary(results, ds)
     print(f"wrote {out} and {img}")
     return 0
+
+
+def at_time(rows: list[dict], t: float) -> dict:
+    """The last error measurement taken at training time ≤ t (+1%: runs given the same
+    budget stop a step past it)."""
+    return [r for r in rows if r["time"] <= 1.01 * t][-1]
+
+
+def summary(results: dict, ds: str) -> None:
+    """Each method's final errors, and every method's errors at the shortest run's end
+    (the equal-time comparison when the runs had different budgets)."""
+    runs = results["runs"]
+    equal = min(r["errors"][-1]["time"] for r in runs.values())
+    print(f"\n{ds.upper()} ({results['dtype']}, l2 = {results.get('l2', 0)}):")
+    head = f"{'method':<6} {'minutes':>7} {'train':>9} {'test':>9} | at {equal / 60:5.1f} min: "
+    print(head + f"{'train':>9} {'test':>9}  options, status")
+    for method, r in runs.items():
+        last, eq = r["errors"][-1], at_time(r["errors"], equal)
+        print(
+            f"{method:<6} {last['time'] / 60:7.1f} {last['train']:9.4f} {last['test']:9.4f} | "
+            f"{'':>16}{eq['train']:9.4f} {eq['test']:9.4f}  {r['options']} {r['status']}"
+        )
+    print(f"{'paper':<6} {'':>7} {PAPER[ds][0]:9.4f} {PAPER[ds][1]:9.4f}   RAND+HF, Table 2")
 
 
 if __name__ == "__main__":

@@ -53,3 +53,18 @@ def test_error_is_the_average_sum_of_squared_reconstruction_errors(dataset, monk
     g = err.forward_graph()
     got = 2 * float(np.ravel(evaluate(g, {**params, "x": x})["objective"])[0])
     assert got == pytest.approx(want, rel=1e-12)
+
+
+def test_standardise_uses_training_statistics():
+    rng = np.random.default_rng(1)
+    train, test = rng.uniform(size=(40, 6)) * [1, 2, 3, 4, 5, 6], rng.uniform(size=(9, 6))
+    s_train, s_test = hf.standardise(train, test)
+    assert np.allclose(s_train.mean(axis=0), 0) and np.isclose((s_train**2).mean(), 1)
+    scale = np.sqrt(((train - train.mean(0)) ** 2).mean())
+    assert np.allclose(s_test, (test - train.mean(0)) / scale)
+
+
+def test_equal_time_rows():
+    rows = [dict(time=t, train=10 - t) for t in (0.0, 50.0, 100.0, 150.0, 900.5)]
+    assert hf.at_time(rows, 900.0)["time"] == 900.5  # a step past the shared budget
+    assert hf.at_time(rows, 120.0)["time"] == 100.0

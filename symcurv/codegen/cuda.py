@@ -30,6 +30,9 @@ from symcurv.runtime import cuda_geometry
 # not imported from runtime.cuda_kernels: the CUDA simulator swaps the ``cuda`` module of
 # a kernel's own module for the whole launch, but of another module only per device-function
 # call, which races between the simulated threads.
+# the printer of the scalar formulas per dtype (symbolic/printer.py: float32 literals)
+TARGETS = {"float64": "cuda", "float32": "cuda/float32"}
+
 SEGMENT_SUM = '''
 @cuda.jit(device=True)
 def _segment_sum(buf, x, lanes):
@@ -266,6 +269,8 @@ def emit(
     src("from symcurv.runtime import cuda_kernels as ck  # noqa: F401  (GEMM, reductions, copies)")
     src()
     src(f"DTYPE = np.{dtype}  # host and device arrays")
+    if dtype == "float32":
+        src("F = np.float32  # literals print as F(...): a bare 0.5 would make a formula float64")
     src(f"FTYPE = {dtype}  # the same as a Numba type (shared-memory arrays)")
     src("THREADS = ck.THREADS  # threads per block of maps (runtime/cuda_geometry.py)")
     src("_DEVICE = {}  # batch size -> device arrays in _launch's argument order, reused")
@@ -279,7 +284,7 @@ def emit(
         # The formulas of the CPU file, printed with math.exp/math.log; inlined into the
         # kernel's loop so the compiler sees one body.
         src("@cuda.jit(device=True, inline=True)")
-        src.extend(common.emit_scalar_function(g, k, "cuda"))
+        src.extend(common.emit_scalar_function(g, k, TARGETS[dtype]))
         src()
     kernel_params: dict[str, list[str]] = {}
     for k in low.kernels:

@@ -24,28 +24,35 @@ from symcurv import errors
 class ScalarPrinter(PythonCodePrinter):
     """PythonCodePrinter with float literals and branch-free friendly conditionals."""
 
+    def literal(self, value: float) -> str:
+        """A number in the printed source (every literal goes through here)."""
+        return repr(float(value))
+
     def _print_Heaviside(self, expr: sympy.Heaviside) -> str:
-        x = self._print(expr.args[0])
-        return f"(1.0 if {x} > 0 else (0.5 if {x} == 0 else 0.0))"
+        x, one, half, zero = self._print(expr.args[0]), *map(self.literal, (1, 0.5, 0))
+        return f"({one} if {x} > 0 else ({half} if {x} == 0 else {zero}))"
 
     def _print_sign(self, expr: sympy.sign) -> str:
-        x = self._print(expr.args[0])
-        return f"(1.0 if {x} > 0 else (-1.0 if {x} < 0 else 0.0))"
+        x, one, minus, zero = self._print(expr.args[0]), *map(self.literal, (1, -1, 0))
+        return f"({one} if {x} > 0 else ({minus} if {x} < 0 else {zero}))"
 
     def _print_Rational(self, expr: sympy.Rational) -> str:
-        return repr(float(expr))
+        return self.literal(float(expr))
 
     def _print_Integer(self, expr: sympy.Integer) -> str:
-        return repr(float(expr))
+        return self.literal(float(expr))
 
     def _print_Float(self, expr: sympy.Float) -> str:
-        return repr(float(expr))
+        return self.literal(float(expr))
 
     def _print_Half(self, expr: sympy.Expr) -> str:
-        return "0.5"
+        return self.literal(0.5)
 
     def _print_Exp1(self, expr: sympy.Expr) -> str:
-        return "math.e"
+        return self.literal(np.e)
+
+    def _print_Pi(self, expr: sympy.Expr) -> str:
+        return self.literal(np.pi)
 
     def _print_Pow(self, expr: sympy.Pow, rational: bool = False) -> str:
         base, exp = expr.args
@@ -56,7 +63,8 @@ class ScalarPrinter(PythonCodePrinter):
             return "(" + "*".join([b] * int(exp)) + ")"
         if exp.is_Integer and -4 <= int(exp) <= -1:  # a division, not a pow() call
             b = self.parenthesize(base, 100)
-            return "(1.0/" + ("(" + "*".join([b] * -int(exp)) + ")" if exp != -1 else b) + ")"
+            den = "(" + "*".join([b] * -int(exp)) + ")" if exp != -1 else b
+            return f"({self.literal(1)}/{den})"
         return super()._print_Pow(expr, rational=rational)
 
 
@@ -89,8 +97,27 @@ class CudaScalarPrinter(ScalarPrinter):
         return self._extremum(expr, "<")
 
 
+class CudaFloat32Printer(CudaScalarPrinter):
+    """float32 builds on the GPU: every literal prints as ``F(...)`` (``F = np.float32`` in
+    the generated file) and the batch size B as ``F(B)``. Numba types a bare ``0.5`` as
+    float64 and an integer B as int64, and either promotes a whole float32 formula to
+    float64 — math.exp becomes exp instead of expf — which runs at 1/2 (H100) to 1/64
+    (consumer GPUs) of the float32 rate. The CPU printer keeps plain literals: its exp and
+    log (runtime/vecmath.py) are float64 routines, vectorised either way."""
+
+    def literal(self, value: float) -> str:
+        return f"F({float(value)!r})"
+
+    def _print_Symbol(self, expr: sympy.Symbol) -> str:
+        return "F(B)" if expr.name == "B" else super()._print_Symbol(expr)
+
+
 _SETTINGS = {"fully_qualified_modules": True, "strict": True}
-PRINTERS = {"cpu": CpuScalarPrinter(_SETTINGS), "cuda": CudaScalarPrinter(_SETTINGS)}
+PRINTERS = {
+    "cpu": CpuScalarPrinter(_SETTINGS),
+    "cuda": CudaScalarPrinter(_SETTINGS),
+    "cuda/float32": CudaFloat32Printer(_SETTINGS),
+}
 
 
 def print_expr(expr: sympy.Expr, target: str = "cpu") -> str:

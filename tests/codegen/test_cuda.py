@@ -347,3 +347,33 @@ def test_emitted_block_reduction_is_the_runtime_one():
         getattr(cuda_kernels.segment_sum, "py_func", None) or cuda_kernels.segment_sum
     )
     assert body(cuda.SEGMENT_SUM) == body(runtime)
+
+
+def test_float32_formulas_stay_in_float32(tmp_path):
+    """In a float32 cuda build every number in the scalar formulas is F(...) = np.float32(...)
+    and B is F(B): a bare float (or the int64 B) would make Numba compute them in float64."""
+    root = build(
+        models.tied(), ["grad", "cp_diag"], backend="cuda", dtype="float32",
+        build_dir=tmp_path / "f32", progress=False,
+    )  # fmt: skip
+    checked = 0
+    for path in (root / "kernels").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        assert any(isinstance(n, ast.Assign) and n.targets[0].id == "F" for n in tree.body), (
+            f"{path.name}: no F = np.float32"
+        )
+        for fn in (f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name[:2] == "f_"):
+            wrapped = {  # every node inside an F(...) call: F(-1.0) holds -(1.0)
+                id(a)
+                for c in ast.walk(fn)
+                if isinstance(c, ast.Call) and getattr(c.func, "id", None) == "F"
+                for arg in c.args
+                for a in ast.walk(arg)
+            }
+            for n in ast.walk(fn):
+                if isinstance(n, ast.Constant) and isinstance(n.value, float):
+                    assert id(n) in wrapped, f"{path.name}:{fn.name}: bare {n.value}"
+                    checked += 1
+                if isinstance(n, ast.Name) and n.id == "B" and isinstance(n.ctx, ast.Load):
+                    assert id(n) in wrapped, f"{path.name}:{fn.name}: bare B"
+    assert checked > 20

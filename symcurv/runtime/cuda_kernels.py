@@ -456,30 +456,17 @@ def run_on_device(
             d.copy_to_host(host)
 
 
-# ---- CP noise: runtime/noise.py's Philox and maps, compiled as device functions --------------
-_philox = cuda.jit(device=True)(noise.philox4x32_10)
-_rademacher_bit = cuda.jit(device=True)(noise.rademacher_bit)
-_gaussian_pair = cuda.jit(device=True)(noise.gaussian_pair)
+# ---- CP noise: runtime/noise.py's block writer, compiled as a device function ---------------
+# (Numba-CUDA compiles an @njit function called from a kernel for the device; the simulator
+# runs Python, where only the plain function can take its stand-in arrays.)
+_fill_block = noise.fill_block.py_func if SIMULATED else noise.fill_block
 
 
 @cuda.jit
 def _noise(out, draw, stream, k0, k1, kind):
-    # one Philox block per thread and grid-stride step; noise.noise_at is the definition
-    n = out.shape[0]
     per = 128 if kind == 0 else 2
-    for c in range(cuda.grid(1), (n + per - 1) // per, cuda.gridsize(1)):
-        u = np.uint64(c)
-        w0, w1, w2, w3 = _philox(u & noise.MASK32, u >> noise.SHIFT32, draw, stream, k0, k1)
-        j0 = c * per
-        if kind == 0:
-            for t in range(per):
-                if j0 + t < n:  # (two-argument min does not compile for CUDA, numba#10753)
-                    out[j0 + t] = _rademacher_bit(w0, w1, w2, w3, t)
-        else:
-            z0, z1 = _gaussian_pair(w0, w1, w2, w3)
-            out[j0] = z0
-            if j0 + 1 < n:
-                out[j0 + 1] = z1
+    for c in range(cuda.grid(1), (out.shape[0] + per - 1) // per, cuda.gridsize(1)):
+        _fill_block(out, c, draw, stream, k0, k1, kind)
 
 
 def draw_noise(shape, dtype, seed_key: tuple[int, int], draw: int, stream: int, kind: str):

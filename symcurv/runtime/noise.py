@@ -126,29 +126,37 @@ def _is_int_sequence(seed) -> bool:
     )
 
 
-# ---- the CPU fill: the same functions, compiled by Numba ---------------------------------------
-_philox_cpu = numba.njit(cache=True)(philox4x32_10)
-_bit_cpu = numba.njit(cache=True)(rademacher_bit)
-_pair_cpu = numba.njit(cache=True)(gaussian_pair)
+# ---- the fills: the same functions, compiled by Numba -----------------------------------------
+_philox = numba.njit(cache=True)(philox4x32_10)
+_bit = numba.njit(cache=True)(rademacher_bit)
+_pair = numba.njit(cache=True)(gaussian_pair)
+
+
+@numba.njit(cache=True)
+def fill_block(out, c, draw, stream, k0, k1, kind):
+    """Philox block ``c`` of the flat array ``out``: elements c·n ... c·n + n − 1 (n = 128
+    Rademacher or 2 Gaussian), the end of the array excepted. The CPU fill calls it from a
+    prange loop, the CUDA kernel (runtime/cuda_kernels.py) from a grid-stride loop."""
+    n = out.shape[0]
+    u = np.uint64(c)
+    w0, w1, w2, w3 = _philox(u & MASK32, u >> SHIFT32, draw, stream, k0, k1)
+    if kind == 0:
+        j0 = c * 128
+        for t in range(128):
+            if j0 + t < n:
+                out[j0 + t] = _bit(w0, w1, w2, w3, t)
+    else:
+        z0, z1 = _pair(w0, w1, w2, w3)
+        out[2 * c] = z0
+        if 2 * c + 1 < n:
+            out[2 * c + 1] = z1
 
 
 @numba.njit(cache=True, parallel=True)
 def _fill_cpu(out, draw, stream, k0, k1, kind):
-    """out (flat) ← the noise; one Philox block per iteration (CUDA: one per thread)."""
-    n = out.size
     per = 128 if kind == 0 else 2
-    for c in numba.prange((n + per - 1) // per):
-        u = np.uint64(c)
-        w0, w1, w2, w3 = _philox_cpu(u & MASK32, u >> SHIFT32, draw, stream, k0, k1)
-        j0 = c * per
-        if kind == 0:
-            for t in range(min(per, n - j0)):
-                out[j0 + t] = _bit_cpu(w0, w1, w2, w3, t)
-        else:
-            z0, z1 = _pair_cpu(w0, w1, w2, w3)
-            out[j0] = z0
-            if j0 + 1 < n:
-                out[j0 + 1] = z1
+    for c in numba.prange((out.shape[0] + per - 1) // per):
+        fill_block(out, c, draw, stream, k0, k1, kind)
 
 
 def fill_arguments(draw: int, stream: int, seed_key: tuple[int, int], kind: str) -> tuple:

@@ -142,9 +142,9 @@ def fill_block(out, c, draw, stream, k0, k1, kind):
     w0, w1, w2, w3 = _philox(u & MASK32, u >> SHIFT32, draw, stream, k0, k1)
     if kind == 0:
         j0 = c * 128
-        for t in range(128):
-            if j0 + t < n:
-                out[j0 + t] = _bit(w0, w1, w2, w3, t)
+        m = n - j0 if n - j0 < 128 else 128  # (no two-argument min on CUDA, numba#10753)
+        for t in range(m):
+            out[j0 + t] = _bit(w0, w1, w2, w3, t)
     else:
         z0, z1 = _pair(w0, w1, w2, w3)
         out[2 * c] = z0

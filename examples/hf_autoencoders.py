@@ -225,6 +225,7 @@ def main() -> int:
     ap.add_argument("--l2", type=float, default=0.0, help="prior weight (FACES*: 1e-2)")
     ap.add_argument("--quick", action="store_true", help="small data, 1-minute budgets")
     ap.add_argument("--tag", default="", help="suffix of the result and plot file names")
+    ap.add_argument("--rates", help="comma-separated learning rates to tune SGD/Adam over")
     ap.add_argument(
         "--replot",
         nargs="+",
@@ -286,6 +287,8 @@ def main() -> int:
             batch = min(CURVATURE_BATCH[ds], train.shape[0])
         else:
             rates = SGD_RATES if method == "sgd" else ADAM_RATES
+            if args.rates:
+                rates = tuple(float(r) for r in args.rates.split(","))
             opts, trials = tune(method, rates, prog, err, data, args.tune_minutes, 100)
             results["tuning"][method] = trials
             opts["l2"] = args.l2

@@ -70,7 +70,8 @@ class Graph:
         self.nx = nx.DiGraph()
         self.outputs: dict[str, str] = {}
         self._counter = 0
-        self._names: dict[str, int] = {}
+        self._names: dict[str, int] = {}  # base name -> next suffix to try
+        self._taken: set[str] = set()  # every name handed out or inserted
 
     # -- construction -------------------------------------------------------------------
     def add_node(
@@ -107,8 +108,15 @@ class Graph:
         if name[0].isdigit():
             name = "v" + name
         k = self._names.get(name, 0)
+        unique = name if k == 0 else f"{name}_{k}"
+        # a suffixed name may already be taken by a node named so explicitly ("add", "add",
+        # then "add_1"): go on counting rather than hand out a duplicate
+        while unique in self._taken:
+            k += 1
+            unique = f"{name}_{k}"
         self._names[name] = k + 1
-        return name if k == 0 else f"{name}_{k}"
+        self._taken.add(unique)
+        return unique
 
     def insert(self, node: Node) -> Node:
         """Insert an existing node (used when copying graphs)."""
@@ -119,6 +127,7 @@ class Graph:
         base = node.name.rsplit("_", 1)[0] if node.name[-1:].isdigit() else node.name
         self._names[node.name] = self._names.get(node.name, 0) + 1
         self._names.setdefault(base, 1)
+        self._taken.add(node.name)
         return node
 
     def copy(self, name: str | None = None) -> Graph:
@@ -127,6 +136,7 @@ class Graph:
         g.outputs = dict(self.outputs)
         g._counter = self._counter
         g._names = dict(self._names)
+        g._taken = set(self._taken)
         return g
 
     # -- queries ------------------------------------------------------------------------

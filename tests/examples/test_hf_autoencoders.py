@@ -68,3 +68,48 @@ def test_equal_time_rows():
     rows = [dict(time=t, train=10 - t) for t in (0.0, 50.0, 100.0, 150.0, 900.5)]
     assert hf.at_time(rows, 900.0)["time"] == 900.5  # a step past the shared budget
     assert hf.at_time(rows, 120.0)["time"] == 100.0
+
+
+def _fake_runs(monkeypatch, final_by_rate: dict):
+    """Replace training by a table: rate -> final training error (None: diverged)."""
+    tried = []
+
+    def run(method, prog, err, data, budget, every, opts, batch):
+        lr = opts["learning_rate"]
+        tried.append(lr)
+        final = final_by_rate[round(lr, 12)]
+        if final is None:
+            return dict(status="diverged: fake", errors=[])
+        return dict(status="ok", errors=[dict(time=budget, train=final, test=final)])
+
+    monkeypatch.setattr(hf, "run", run)
+    return tried
+
+
+def test_tuning_extends_the_grid_downwards_until_the_winner_is_interior(monkeypatch):
+    rates = (0.3, 0.1)
+    table = {0.3: 9.0, 0.1: 5.0, round(0.1 / 3, 12): 4.0, round(0.1 / 9, 12): 4.5}
+    tried = _fake_runs(monkeypatch, table)
+    opts, trials = hf.tune("sgd", rates, None, None, None, 0.1, 100)
+    assert [round(r, 12) for r in tried] == [0.3, 0.1, round(0.1 / 3, 12), round(0.1 / 9, 12)]
+    assert opts == dict(learning_rate=pytest.approx(0.1 / 3), momentum=0.9)
+    assert len(trials) == 4
+
+
+def test_tuning_stops_at_an_interior_winner_and_refuses_all_diverged(monkeypatch):
+    tried = _fake_runs(monkeypatch, {0.3: 9.0, 0.1: 5.0, 0.03: 7.0})
+    opts, _ = hf.tune("adam", (0.3, 0.1, 0.03), None, None, None, 0.1, 100)
+    assert tried == [0.3, 0.1, 0.03] and opts == dict(learning_rate=0.1)
+
+    diverging = {round(0.3 / 3**k, 12): None for k in range(hf.EXTEND + 1)}
+    tried = _fake_runs(monkeypatch, diverging)
+    with pytest.raises(SystemExit, match="diverged"):
+        hf.tune("sgd", (0.3,), None, None, None, 0.1, 100)
+    assert len(tried) == 1 + hf.EXTEND
+
+
+def test_l2_runs_on_faces_are_set_beside_faces_star():
+    assert hf.paper_row("faces", dict(l2=1e-2)) == "faces*"
+    assert hf.paper_row("faces", dict(l2=0.0)) == "faces"
+    assert hf.paper_row("curves", dict(l2=1e-4)) == "curves"
+    assert hf.PAPER["faces*"] == (60.6, 122.0)

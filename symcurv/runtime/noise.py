@@ -136,7 +136,7 @@ _pair = numba.njit(cache=True)(gaussian_pair)
 def fill_block(out, c, draw, stream, k0, k1, kind):
     """Philox block ``c`` of the flat array ``out``: elements c·n ... c·n + n − 1 (n = 128
     Rademacher or 2 Gaussian), the end of the array excepted. The CPU fill calls it from a
-    prange loop, the CUDA kernel (runtime/cuda_kernels.py) from a grid-stride loop."""
+    serial loop, the CUDA kernel (runtime/cuda_kernels.py) from a grid-stride loop."""
     n = out.shape[0]
     u = np.uint64(c)
     w0, w1, w2, w3 = _philox(u & MASK32, u >> SHIFT32, draw, stream, k0, k1)
@@ -152,10 +152,14 @@ def fill_block(out, c, draw, stream, k0, k1, kind):
             out[2 * c + 1] = z1
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def _fill_cpu(out, draw, stream, k0, k1, kind):
+    # Serial, like symcurv's maps (docs/benchmarks.md, "Threads"): a prange loop here woke
+    # Numba's OpenMP workers while OpenBLAS's were still spinning after the GEMMs, and on
+    # 2 cores each launch cost 3-8 ms (a 1000 x 20 array fills in 17 µs alone), 3/4 of
+    # cp_net's st.cp_diag("S"); serially the 3 M values of the autoencoder take a few ms.
     per = 128 if kind == 0 else 2
-    for c in numba.prange((out.shape[0] + per - 1) // per):
+    for c in range((out.shape[0] + per - 1) // per):
         fill_block(out, c, draw, stream, k0, k1, kind)
 
 

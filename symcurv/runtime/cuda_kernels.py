@@ -28,6 +28,7 @@ from numba import config, cuda
 
 from symcurv import errors
 from symcurv.runtime import cuda_geometry, noise
+from symcurv.runtime.program import is_device
 
 SIMULATED = bool(config.ENABLE_CUDASIM)
 if SIMULATED:  # shared arrays must be shared by a block's threads (see cuda_simulator.py)
@@ -410,11 +411,6 @@ def device_arrays(cache: dict, B: int, shapes: Sequence[tuple[int, ...]], dtype)
         arrays = [cuda.device_array(s, dtype=dtype) for s in shapes]
         cache[B] = arrays
     return arrays
-
-
-def is_device(a) -> bool:
-    """A device array (Numba's, or the simulator's stand-in) rather than host memory."""
-    return hasattr(a, "copy_to_host")
 
 
 def to_device(a, dtype):

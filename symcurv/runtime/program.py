@@ -16,8 +16,9 @@ from symcurv import errors
 from symcurv.runtime import initializers, noise
 
 
-def _is_device(a) -> bool:
-    """A GPU device array (Numba's, or the simulator's), not host memory."""
+def is_device(a) -> bool:
+    """A GPU device array (Numba's, or the simulator's), not host memory. Here rather than
+    in cuda_kernels so that the cpu path never imports numba.cuda."""
     return hasattr(a, "copy_to_host")
 
 
@@ -394,7 +395,7 @@ class Program:
     # -- backend memory: host arrays on cpu, device arrays on cuda ------------------------------
     def _argument(self, a):
         """An array argument as the driver takes it (a device array is passed as it is)."""
-        return a if _is_device(a) else np.ascontiguousarray(a, dtype=self.dtype)
+        return a if is_device(a) else np.ascontiguousarray(a, dtype=self.dtype)
 
     def _to_backend(self, a):
         """``a`` in the backend's memory: itself on cpu, a device copy on cuda."""

@@ -154,7 +154,7 @@ class State:
                 fix="pass a positive integer number of noise draws per case",
             )
         try:
-            noise_module.key(0 if seed is None else seed)  # validates without drawing entropy
+            seed_key = noise_module.key(seed)  # None: a fresh seed per call
         except TypeError:
             raise errors.ModelError(
                 f"seed = {seed!r} ({type(seed).__name__})",
@@ -162,7 +162,6 @@ class State:
                 fix="pass an integer (taken mod 2**64), a list of non-negative integers, "
                 "or None for a fresh seed",
             ) from None
-        seed_key = noise_module.key(seed)  # None: a fresh seed per call
         p = self.prog
         if estimator == "HI":
             total = np.zeros(p.n_params, dtype=p.dtype)

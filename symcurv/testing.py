@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from symcurv.ir import outputs
 from symcurv.runtime.program import Program
 
 
@@ -61,11 +62,13 @@ def reference_outputs(
     flat: dict[str, dict] = {}
     out: dict[str, np.ndarray] = {}
     for key, v in vals.items():
-        if ":" in key:
-            prefix, pname = key.split(":", 1)
-            flat.setdefault(prefix, {})[pname] = np.broadcast_to(
-                v, tuple(prog.params[pname]["shape"])
+        spec = g.output_type(key)
+        if spec.kind == outputs.THETA:
+            flat.setdefault(spec.result, {})[spec.block] = np.broadcast_to(
+                v, tuple(prog.params[spec.block]["shape"])
             )
+        elif spec.kind == outputs.PER_CASE:  # (B, size) rows, as the compiled program stores
+            out[key] = np.reshape(v, (np.shape(v)[0], -1)) if np.ndim(v) else np.atleast_2d(v)
         else:
             out[key] = np.atleast_1d(v)
     for prefix, d in flat.items():

@@ -15,10 +15,11 @@ from collections.abc import Callable, Mapping
 import sympy
 
 from symcurv.codegen.lower import Kernel, Lowered
+from symcurv.ir import outputs
 from symcurv.ir.graph import Graph, Node
 from symcurv.ops import REGISTRY
 from symcurv.ops.elementwise import B_SYMBOL
-from symcurv.passes.schedule import Plan, leaf_var
+from symcurv.passes.schedule import Plan, leaf_var, var_name
 from symcurv.symbolic import printer
 
 _RESERVED = {
@@ -156,7 +157,7 @@ def driver_signature(plan: Plan) -> list[str]:
         *[leaf_var(n) for n in plan.leaves],
         *[leaf_var(e[0]) for e in plan.extras],
         *[f"out_{p}" for p in plan.out_flat],
-        *[f"out_{k}" for k in plan.out_plain],
+        *[f"out_{var_name(k)}" for k in plan.out_plain],
         *[s.name for s in plan.slots],
     ]
 
@@ -174,20 +175,20 @@ def view_lines(low: Lowered, plan: Plan) -> list[str]:
         off, size = plan.param_offsets[n.attr("param")]
         lines.append(f"{st[n.id]} = v[{off}:{off + size}]")
     for key, nid in list(low.output_of.items()):
-        if ":" in key:
-            prefix, pname = key.split(":", 1)
-            off, size = plan.param_offsets[pname]
-            lines.append(f"{st[nid]} = out_{prefix}[{off}:{off + size}]")
+        out = g.output_type(key)
+        if out.kind == outputs.THETA:
+            off, size = plan.param_offsets[out.block]
+            lines.append(f"{st[nid]} = out_{out.result}[{off}:{off + size}]")
     return lines
 
 
-def copy_destination(key: str, plan: Plan) -> str:
+def copy_destination(g: Graph, key: str, plan: Plan) -> str:
     """Where an output that no kernel writes directly is copied to."""
-    if ":" in key:
-        prefix, pname = key.split(":", 1)
-        off, size = plan.param_offsets[pname]
-        return f"out_{prefix}[{off}:{off + size}]"
-    return f"out_{key}"
+    out = g.output_type(key)
+    if out.kind == outputs.THETA:
+        off, size = plan.param_offsets[out.block]
+        return f"out_{out.result}[{off}:{off + size}]"
+    return f"out_{var_name(key)}"
 
 
 def batch_size_line(plan: Plan) -> str:
@@ -212,5 +213,5 @@ def driver_calls(
         lines.extend(calls[k.kind](k))
     for key, nid in low.copies.items():
         lines.append(f"# output {key} is {g[nid].name}: copied")
-        lines.extend(copy(nid, copy_destination(key, plan)))
+        lines.extend(copy(nid, copy_destination(g, key, plan)))
     return lines

@@ -18,6 +18,8 @@ from typing import Any
 
 import networkx as nx
 
+from symcurv.ir import outputs as out_types
+
 
 @dataclasses.dataclass(frozen=True)
 class Node:
@@ -68,7 +70,8 @@ class Graph:
     def __init__(self, name: str = "model") -> None:
         self.name = name
         self.nx = nx.DiGraph()
-        self.outputs: dict[str, str] = {}
+        self._outputs: dict[str, str] = {}
+        self._types: dict[str, out_types.Output] = {}  # outputs set with a type
         self._counter = 0
         self._names: dict[str, int] = {}  # base name -> next suffix to try
         self._taken: set[str] = set()  # every name handed out or inserted
@@ -103,6 +106,30 @@ class Graph:
             self.nx.add_edge(p, nid)
         return node
 
+    # -- outputs ------------------------------------------------------------------------
+    @property
+    def outputs(self) -> dict[str, str]:
+        """The program's results: key -> node id (types: :meth:`output_type`)."""
+        return self._outputs
+
+    @outputs.setter
+    def outputs(self, value: Mapping[str, str]) -> None:
+        self._outputs = dict(value)
+        self._types = {k: t for k, t in self._types.items() if k in self._outputs}
+
+    def set_output(self, out: out_types.Output, nid: str) -> None:
+        """Name node ``nid`` as the typed result ``out`` (ir/outputs.py)."""
+        self._outputs[out.key] = nid
+        self._types[out.key] = out
+
+    def output_type(self, key: str) -> out_types.Output:
+        """What output ``key`` holds: its declared type, else the default for its node."""
+        t = self._types.get(key)
+        if t is not None:
+            return t
+        n = self[self._outputs[key]]
+        return out_types.default(key, n.batched, n.size)
+
     def _unique(self, name: str) -> str:
         name = "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "v"
         if name[0].isdigit():
@@ -133,7 +160,8 @@ class Graph:
     def copy(self, name: str | None = None) -> Graph:
         g = Graph(name or self.name)
         g.nx = self.nx.copy()
-        g.outputs = dict(self.outputs)
+        g._outputs = dict(self._outputs)
+        g._types = dict(self._types)
         g._counter = self._counter
         g._names = dict(self._names)
         g._taken = set(self._taken)
@@ -199,7 +227,10 @@ class Graph:
             d["inputs"] = list(n.inputs)
             d["shape"] = list(n.shape)
             nodes.append(d)
-        return {"name": self.name, "nodes": nodes, "outputs": dict(self.outputs)}
+        data = {"name": self.name, "nodes": nodes, "outputs": dict(self.outputs)}
+        if self._types:  # absent when untyped, so a forward graph's IR hash is unchanged
+            data["output_types"] = {k: t.to_json() for k, t in sorted(self._types.items())}
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> Graph:
@@ -219,6 +250,9 @@ class Graph:
                 )
             )
         g.outputs = dict(data["outputs"])
+        g._types = {
+            k: out_types.Output.from_json(t) for k, t in data.get("output_types", {}).items()
+        }
         return g
 
     def digest(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from symcurv.codegen.lower import Lowered
+from symcurv.ir import outputs
 
 
 @dataclasses.dataclass
@@ -63,10 +64,10 @@ def plan(low: Lowered, params: dict[str, tuple[int, int]]) -> Plan:
     out_flat: list[str] = []
     out_plain: dict[str, tuple[bool, int]] = {}
     for key in list(low.output_of) + list(low.copies):
-        if ":" in key:
-            prefix = key.split(":", 1)[0]
-            if prefix not in out_flat:
-                out_flat.append(prefix)
+        out = g.output_type(key)
+        if out.kind == outputs.THETA:  # every block of one result fills one flat vector
+            if out.result not in out_flat:
+                out_flat.append(out.result)
         else:
             n = g[low.output_of.get(key) or low.copies[key]]
             out_plain[key] = (n.batched, n.size)

@@ -151,9 +151,7 @@ class Program:
     ) -> tuple[float, np.ndarray, np.ndarray]:
         """``(loss, ∇θ loss, Σ_b ∇f_b ⊙ ∇f_b)`` from one pass (program ``sum_sq_grad``)."""
         out = self._run("sum_sq_grad", theta, batch)
-        B = len(next(iter(batch.values()))) if batch else 1
-        # the graph sums (∇f_b / B)²: the objective's own share of each case
-        return float(out["objective"][0]), out["grad"], out["sqg"] * float(B) ** 2
+        return float(out["objective"][0]), out["grad"], out["sqg"]
 
     def hessian(self, theta, batch, *, max_params: int = 2000) -> np.ndarray:
         """The dense Hessian (n_params × n_params), column j = H e_j from ``hvp``. For small

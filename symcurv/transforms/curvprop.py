@@ -30,6 +30,7 @@ import math
 from collections.abc import Sequence
 
 from symcurv import errors
+from symcurv.ir import outputs
 from symcurv.ir.graph import Graph, Node
 from symcurv.ops import REGISTRY
 from symcurv.ops import curvature as curv
@@ -347,5 +348,5 @@ def cp_graph(forward: Graph, estimator: str = "S", objective: str = "objective")
         d = est[p.id]
         if d is None:  # exactly zero (e.g. a weight only ever multiplied by data)
             d = ew.broadcast_to(g, ew.const(g, 0.0, p.origin), p.shape, False, p.origin)
-        g.outputs[f"cp_{estimator}:{p.name}"] = d
+        g.set_output(outputs.theta(f"cp_{estimator}", p.name), d)
     return g

@@ -13,6 +13,7 @@ intermediate Hessian is not diagonal: a baseline for CP (§8.1).
 from __future__ import annotations
 
 from symcurv import errors
+from symcurv.ir import outputs
 from symcurv.ir.graph import Graph
 from symcurv.ops import REGISTRY
 from symcurv.ops import curvature as curv
@@ -67,5 +68,5 @@ def becker_lecun_graph(forward: Graph, objective: str = "objective") -> Graph:
         v = d.get(p.id)
         if v is None:
             v = ew.broadcast_to(g, ew.const(g, 0.0, p.origin), p.shape, False, p.origin)
-        g.outputs[f"bl:{p.name}"] = v
+        g.set_output(outputs.theta("bl", p.name), v)
     return g

@@ -21,6 +21,7 @@ from __future__ import annotations
 import sympy
 
 from symcurv import errors
+from symcurv.ir import outputs
 from symcurv.ir.graph import Graph, Node
 from symcurv.ops import REGISTRY
 from symcurv.ops import elementwise as ew
@@ -171,5 +172,7 @@ def gnvp_graph(forward: Graph, objective: str = "objective") -> Graph:
     g.outputs = {}
     for p in params:
         t = total[p.id]
-        g.outputs[f"gnvp:{p.name}"] = t if t is not None else ew.const(g, 0.0, p.origin)
+        g.set_output(
+            outputs.theta("gnvp", p.name), t if t is not None else ew.const(g, 0.0, p.origin)
+        )
     return g

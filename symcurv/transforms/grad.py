@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import networkx as nx
 
 from symcurv import errors
+from symcurv.ir import outputs
 from symcurv.ir.graph import Graph
 from symcurv.ops import REGISTRY
 from symcurv.ops import elementwise as ew
@@ -82,5 +83,7 @@ def gradient_graph(forward: Graph, objective: str = "objective") -> Graph:
     g.outputs = {"objective": root}
     for p in params:
         d = grads[p.id]
-        g.outputs[f"grad:{p.name}"] = d if d is not None else ew.const(g, 0.0, p.origin)
+        g.set_output(
+            outputs.theta("grad", p.name), d if d is not None else ew.const(g, 0.0, p.origin)
+        )
     return g

@@ -11,16 +11,15 @@ GEMM of squares:
 This is the Curvature Propagation sweep (transforms/curvprop.py) with the per-case
 gradient as its one channel instead of noise: the same per-case terms at the parameters,
 the same pair expansion for tied weights (W and W.T: Σ_b (Σ_k a_k b_kᵀ)² summed before
-squaring, no per-case array), the same walk through θ-only nodes. The sweep is seeded
-where a per-case value meets the batch reduction of the objective with the objective's
-own cotangent there, ∂objective/∂x_b = (1/B) ∂f_b/∂x_b for the mean; the graph therefore
-computes Σ_b (∇f_b / B)², and the runtime multiplies by B² (it alone knows B).
+squaring, no per-case array), the same walk through θ-only nodes. The sweep is seeded at
+the per-case loss f_b with cotangent 1 (the objective is its batch mean), so the graph
+computes Σ_b ∇f_b ⊙ ∇f_b itself: nothing is rescaled by the batch size afterwards.
 """
 
 from __future__ import annotations
 
+from symcurv.ir import outputs
 from symcurv.ir.graph import Graph, Node
-from symcurv.ops import REGISTRY
 from symcurv.ops import elementwise as ew
 from symcurv.transforms.curvprop import Sweep
 
@@ -28,23 +27,13 @@ from symcurv.transforms.curvprop import Sweep
 class GradientSquares(Sweep):
     """The CP sweep with the per-case gradient as its only channel ("SQ")."""
 
-    def __init__(self, forward: Graph, objective: str = "objective") -> None:
+    def __init__(self, forward: Graph, per_case: str, objective: str = "objective") -> None:
         super().__init__(forward, "SQ", objective)
         g = self.g
-        for nid in self.live:
-            node = g[nid]
-            if node.batched or not node.inputs:
-                continue
-            # an unbatched node reading per-case values: the batch reduction of the
-            # objective. Its operand's share of the gradient is the per-case ∇f_b / B.
-            needs = [x in self.live and g[x].batched for x in node.inputs]
-            if not any(needs) or self.cot.get(nid) is None:
-                continue
-            pulled = REGISTRY[node.op].vjp(g, node, self.cot[nid], needs)
-            for i, (x, c) in enumerate(zip(node.inputs, pulled)):
-                if c is not None and needs[i]:
-                    self.acc.setdefault(x, {})
-                    self.acc[x]["re"] = ew.add(g, self.acc[x].get("re"), c, node.origin)
+        # ∂f_b/∂f_b = 1 for every case: the sweep carries ∇f_b itself, not ∇f_b / B
+        one = ew.const(g, 1.0, g[per_case].origin)
+        seed = ew.broadcast_to(g, one, g[per_case].shape, g[per_case].batched, g[per_case].origin)
+        self.acc[per_case] = {"re": seed}
 
     def _injects(self, node: Node) -> bool:
         return False  # no noise: the seeded gradient is the only thing swept
@@ -53,17 +42,15 @@ class GradientSquares(Sweep):
 def sum_sq_grad_graph(forward: Graph, objective: str = "objective") -> Graph:
     """Copy of ``forward`` with outputs ``objective``, ``grad:<param>`` (the mean gradient,
     so one call serves Hessian-free's gradient and preconditioner) and ``sqg:<param>`` =
-    Σ_b (∇f_b / B)² restricted to each parameter."""
+    Σ_b ∇f_b ⊙ ∇f_b restricted to each parameter."""
     from symcurv.transforms.grad import gradient_graph
 
-    sweep = GradientSquares(gradient_graph(forward, objective), "objective")
+    sweep = GradientSquares(gradient_graph(forward, objective), forward.outputs["per_case"])
     est = sweep.run()
     g = sweep.g
-    outputs = dict(g.outputs)
     for p in sweep.params:
         d = est[p.id]
         if d is None:  # no per-case path to this parameter (e.g. only in a θ-only term)
             d = ew.broadcast_to(g, ew.const(g, 0.0, p.origin), p.shape, False, p.origin)
-        outputs[f"sqg:{p.name}"] = d
-    g.outputs = outputs
+        g.set_output(outputs.theta("sqg", p.name), d)
     return g

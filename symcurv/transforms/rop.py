@@ -10,6 +10,7 @@ v enters as one ``direction`` leaf per parameter, read from a flat vector like Î
 
 from __future__ import annotations
 
+from symcurv.ir import outputs
 from symcurv.ir.graph import Graph
 from symcurv.ops import elementwise as ew
 from symcurv.transforms.grad import gradient_graph
@@ -44,5 +45,7 @@ def hvp_graph(forward: Graph, objective: str = "objective") -> Graph:
     g.outputs = {}
     for p, gr in zip(params, grads):
         t = tangents[gr]
-        g.outputs[f"hvp:{p.name}"] = t if t is not None else ew.const(g, 0.0, p.origin)
+        g.set_output(
+            outputs.theta("hvp", p.name), t if t is not None else ew.const(g, 0.0, p.origin)
+        )
     return g

@@ -20,6 +20,7 @@ import numpy as np
 import symcurv
 from symcurv import errors
 from symcurv.ir.graph import Graph
+from symcurv.runtime import program as program_module
 
 # program name -> derived-graph builder (later issues add hvp, gnvp, cp_diag, ...)
 
@@ -296,10 +297,11 @@ def warm(prog, progress: bool = True) -> None:
         n_kernels = len(prog.manifest["programs"][name]["kernels"])
         say(f"[{i}/{n}] compiling '{name}' with Numba ({n_kernels} kernels; cached afterwards)...")
         v = np.ones(prog.n_params, dtype=prog.dtype)
+        spec = prog.manifest["programs"][name]
         noise = {
             e: np.ones((2, size) if batched else (size,), dtype=prog.dtype)
-            for e, batched, size in prog.manifest["programs"][name].get("extras", [])
-            if not e.startswith("cache")
+            for role in ("noise", "direction")
+            for e, batched, size in program_module.extra_leaves(spec, role)
         }
         prog._run(name, theta, batch, check=False, v=v, extras=noise)
         say(f"[{i}/{n}] compiled '{name}' ({time.perf_counter() - t:.1f}s)")

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from symcurv.ir import outputs
-from symcurv.runtime.program import Program
+from symcurv.runtime.program import Program, extra_leaves
 
 
 def rel_error(a, b) -> float:
@@ -33,8 +33,7 @@ def random_noise(prog: Program, program: str, batch_size: int, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     return {
         name: rng.choice([-1.0, 1.0], size=(batch_size, size) if batched else (size,))
-        for name, batched, size in prog.manifest["programs"][program].get("extras", [])
-        if not name.startswith("cache")
+        for name, batched, size in extra_leaves(prog.manifest["programs"][program], "noise")
     }
 
 

@@ -273,6 +273,25 @@ class _Oracle:
             self._fns["hess"] = self._lambdify(full, entries)
         return self._fns["hess"]
 
+    def leaf_hessian_fn(self, name: str) -> Callable:
+        """Every entry of the per-case Hessian over leaf ``name``'s symbols, row by row
+        (an input: ∇²_x f_b, NOT averaged over cases)."""
+        key = f"hess:{name}"
+        if key not in self._fns:
+            program, grads = self._gradient()
+            pos = {s: i for i, s in enumerate(self.args)}
+            syms = list(self.symbols[name].ravel())
+            outs = [_partials(grads[pos[s]]) for s in syms]
+            names = sympy.numbered_symbols(f"itan_{name}__", real=True)
+            full, cols = list(program), []
+            for q in syms:
+                lines, col = forward(program, self.partials, outs, q, names)
+                full += lines
+                cols.append(col)
+            entries = [cols[j][i] for i in range(len(cols)) for j in range(len(cols))]
+            self._fns[key] = self._lambdify(full, entries)
+        return self._fns[key]
+
     def call(self, fn: Callable, leaves: Mapping[str, np.ndarray]) -> tuple[int, list]:
         """Evaluate ``fn`` for every case: data symbols get columns, params scalars."""
         B = next(np.shape(leaves[n.name])[0] for n in self.leaves if n.op != "param")
@@ -332,6 +351,14 @@ def oracle_hessian(graph: Graph, leaves: Mapping[str, np.ndarray]) -> np.ndarray
     _, entries = o.call(o.hessian_fn(), leaves)
     n = len(o.param_syms)
     return np.array([e.mean() for e in entries]).reshape(n, n)
+
+
+def oracle_input_hessian(graph: Graph, leaves: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """The per-case Hessian of the per-case loss over input ``name``: ``(B, D, D)``."""
+    o = _oracle(graph)
+    B, entries = o.call(o.leaf_hessian_fn(name), leaves)
+    D = int(np.prod(graph.by_name(name).shape))
+    return np.stack(entries, axis=1).reshape(B, D, D)
 
 
 def flat_params(graph: Graph, values: Mapping[str, np.ndarray]) -> np.ndarray:

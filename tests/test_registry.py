@@ -28,7 +28,7 @@ from symcurv.runtime.reference import evaluate
 from symcurv.symbolic import local
 
 B = 3
-LEAVES = {"input", "target", "param", "const", "direction", "noise", "cached"}
+LEAVES = {"input", "target", "param", "const", "direction", "input_direction", "noise", "cached"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -232,6 +232,10 @@ def curvature_terms(
             if i == j:
                 terms.append(curv.Diag(i, sum_features_to(g, b, g[inputs[i]].shape, origin)))
                 continue
+            if inputs[i] == inputs[j]:  # f(x, x): the block C + Cᵀ = 2 diag(b) sits on x
+                two_b = mul(g, const(g, 2.0, origin), b, origin)
+                terms.append(curv.Diag(i, sum_features_to(g, two_b, g[inputs[i]].shape, origin)))
+                continue
             big, small = (j, i) if g[inputs[i]].shape == () else (i, j)
 
             def apply_c(gg: Graph, z: str, b: str = b) -> str:

@@ -61,6 +61,17 @@ register(
 )
 register(
     PrimitiveDef(
+        "input_direction",
+        "leaf",
+        "leaf",
+        _leaf_infer(True),
+        _leaf_impl,
+        doc="V: the per-case direction of an input-Hessian product (∇²_x f_b) V_b, shaped "
+        "like input attr['input'] (one row per case, bound by the runtime like CP noise)",
+    )
+)
+register(
+    PrimitiveDef(
         "noise",
         "leaf",
         "leaf",

@@ -30,8 +30,13 @@ class Plan:
     param_offsets: dict[str, tuple[int, int]]
     leaves: list[str]  # input/target names, in argument order
     vectors: list[str] = dataclasses.field(default_factory=list)  # flat inputs after θ: ["v"]
-    # CP noise and cached static values, after the batch: [name, batched, size]
+    # CP noise, input directions and cached static values, after the batch:
+    # [name, batched, size, role] with role one of EXTRA_ROLES' values
     extras: list[list] = dataclasses.field(default_factory=list)
+
+
+# leaves the runtime binds by name after the batch, and what each is to the runtime
+EXTRA_ROLES = {"noise": "noise", "cached": "cached", "input_direction": "direction"}
 
 
 def leaf_var(name: str) -> str:
@@ -58,9 +63,9 @@ def plan(low: Lowered, params: dict[str, tuple[int, int]]) -> Plan:
         elif n.op in ("input", "target"):
             storage[n.id] = leaf_var(n.name)
             leaves.append(n.name)
-        elif n.op in ("noise", "cached"):
+        elif n.op in EXTRA_ROLES:
             storage[n.id] = leaf_var(n.name)
-            extras.append([n.name, n.batched, n.size])
+            extras.append([n.name, n.batched, n.size, EXTRA_ROLES[n.op]])
     out_flat: list[str] = []
     out_plain: dict[str, tuple[bool, int]] = {}
     for key in list(low.output_of) + list(low.copies):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from symcurv.ir.graph import Graph
 from symcurv.passes import dce
 
-DYNAMIC_LEAVES = ("direction", "noise")
+DYNAMIC_LEAVES = ("direction", "input_direction", "noise")
 # leaves the dynamic part can read directly (θ, batch) or inline (constants)
 _FREE = ("param", "input", "target", "const")
 

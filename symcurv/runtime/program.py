@@ -16,6 +16,17 @@ from symcurv import errors
 from symcurv.runtime import initializers, noise
 
 
+def extra_leaves(spec: dict, role: str) -> list[tuple[str, bool, int]]:
+    """``(name, batched, size)`` of a built program's extra arguments with ``role``
+    ("noise", "direction" or "cached"; see passes/schedule.py), in argument order."""
+    out = []
+    for e in spec.get("extras", []):
+        r = e[3] if len(e) > 3 else ("cached" if e[0].startswith("cache") else "noise")
+        if r == role:
+            out.append((e[0], bool(e[1]), int(e[2])))
+    return out
+
+
 def is_device(a) -> bool:
     """A GPU device array (Numba's, or the simulator's), not host memory. Here rather than
     in cuda_kernels so that the cpu path never imports numba.cuda."""
@@ -380,7 +391,7 @@ class Program:
             theta,
             *vectors,
             *arrays,
-            *[self._argument(extras[name]) for name, _b, _s in spec.get("extras", [])],
+            *[self._argument(extras[e[0]]) for e in spec.get("extras", [])],
             *outs.values(),
             *self._scratch(prog, spec, B),
         )

@@ -45,7 +45,7 @@ def evaluate(
         if nid not in need and not keep_all:
             continue
         node = graph[nid]
-        if node.op in ("input", "target", "param", "noise", "cached"):
+        if node.op in ("input", "target", "param", "noise", "cached", "input_direction"):
             if node.name not in leaves:
                 raise KeyError(f"no value for leaf '{node.name}'")
             vals[nid] = np.asarray(leaves[node.name], dtype=np.float64)

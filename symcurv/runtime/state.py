@@ -18,6 +18,7 @@ import numpy as np
 
 from symcurv import errors
 from symcurv.runtime import noise as noise_module
+from symcurv.runtime import program as program_module
 
 NOISES = ("rademacher", "gaussian")
 CP_ESTIMATORS = ("S", "TU", "HI", "GN")
@@ -175,8 +176,7 @@ class State:
         B = self.batch_size
         leaves = [
             (name, (B, size) if batched else (size,))
-            for name, batched, size in spec.get("extras", [])
-            if not name.startswith("cache")
+            for name, batched, size in program_module.extra_leaves(spec, "noise")
         ]
         total = np.zeros(p.n_params, dtype=p.dtype)
         for d in range(samples):

@@ -114,7 +114,16 @@ def case_pullback(g: Graph, node: Node, i: int, cot: str) -> str:
 class Sweep:
     """Builds the CP estimate of one estimator into a copy of the forward graph."""
 
-    def __init__(self, forward: Graph, estimator: str, objective: str = "objective") -> None:
+    def __init__(
+        self,
+        forward: Graph,
+        estimator: str,
+        objective: str = "objective",
+        wrt: Sequence[str] | None = None,
+    ) -> None:
+        """``wrt``: the leaves the Hessian is taken over (default: every parameter, the
+        root the batch-mean objective); for the data, the inputs with ``objective`` the
+        per-case loss — every estimate then stays per case."""
         if estimator not in FORM:
             raise errors.ModelError(
                 f"unknown CP estimator {estimator!r}", fix=f"choose one of {ESTIMATORS}"
@@ -122,7 +131,7 @@ class Sweep:
         self.est = estimator
         self.g = g = forward.copy()
         self.root = g.outputs[objective]
-        self.params = g.leaves("param")
+        self.params = [g[w] for w in wrt] if wrt is not None else g.leaves("param")
         pids = [p.id for p in self.params]
         if estimator == "GN":
             from symcurv.transforms import gauss_newton
@@ -134,7 +143,7 @@ class Sweep:
         self.anc: dict[str, frozenset] = {}
         for nid in g.topo():
             n = g[nid]
-            own = frozenset([nid]) if n.op == "param" else frozenset()
+            own = frozenset([nid]) if nid in pids else frozenset()
             self.anc[nid] = own.union(*(self.anc[i] for i in n.inputs))
         self.noise = _Noise(g)
         self.acc: dict[str, dict] = {}  # node -> channels (per case if batched, else shared)

@@ -24,9 +24,20 @@ from symcurv.transforms.grad import cotangents, relevant_nodes
 def becker_lecun_graph(forward: Graph, objective: str = "objective") -> Graph:
     """Copy of ``forward`` with outputs ``bl:<param>``: the Becker-LeCun diagonal."""
     g = forward.copy()
-    root = g.outputs[objective]
     params = g.leaves("param")
-    pids = [p.id for p in params]
+    d = becker_lecun(g, g.outputs[objective], [p.id for p in params])
+    g.outputs = {}
+    for p in params:
+        v = d.get(p.id)
+        if v is None:
+            v = ew.broadcast_to(g, ew.const(g, 0.0, p.origin), p.shape, False, p.origin)
+        g.set_output(outputs.theta("bl", p.name), v)
+    return g
+
+
+def becker_lecun(g: Graph, root: str, pids: list[str]) -> dict[str, str | None]:
+    """Add the Becker-LeCun sweep from ``root`` to the leaves ``pids`` (parameters, or the
+    inputs with ``root`` a per-case loss); return ``{node: diagonal}`` (None: zero)."""
     cot = cotangents(g, root, pids)
     live = relevant_nodes(g, root, pids)
     d: dict[str, str | None] = {}
@@ -63,10 +74,4 @@ def becker_lecun_graph(forward: Graph, objective: str = "objective") -> Graph:
             else:
                 m = ew.mul(g, term.c, term.diag(g), node.origin)
             add(x, ew.unbroadcast(g, m, g[x], node.origin), node.origin)
-    g.outputs = {}
-    for p in params:
-        v = d.get(p.id)
-        if v is None:
-            v = ew.broadcast_to(g, ew.const(g, 0.0, p.origin), p.shape, False, p.origin)
-        g.set_output(outputs.theta("bl", p.name), v)
-    return g
+    return d

@@ -34,25 +34,33 @@ def vjp(g: Graph, root: str, wrt: Sequence[str], seed: str | None = None) -> dic
     """Add the nodes of ∂root/∂w for every ``w`` in ``wrt``; return ``{w: node or None}``
     (``None``: root does not depend on w).
 
-    ``seed`` is the cotangent of ``root`` (default: the constant 1, which needs ``root``
-    to be an unbatched scalar such as the batch-mean objective).
+    ``seed`` is the cotangent of ``root`` (default :func:`unit_seed`: 1, or 1 for every
+    case when ``root`` is a per-case scalar, whose cotangents are then per case).
     """
     cot = cotangents(g, root, wrt, seed)
     return {w: cot.get(w) for w in wrt}
 
 
+def unit_seed(g: Graph, root: str) -> str:
+    """∂root/∂root = 1: the constant for an unbatched scalar (the batch-mean objective),
+    1 for every case for a per-case scalar f_b (derivatives of each case's own f_b, as the
+    derivatives with respect to the data need)."""
+    r = g[root]
+    if r.shape != ():
+        raise errors.ModelError(
+            f"cannot take the gradient of non-scalar {r.describe()}",
+            where=r.origin,
+            fix="differentiate a scalar objective",
+        )
+    one = ew.const(g, 1.0, r.origin)
+    return ew.broadcast_to(g, one, (), True, r.origin) if r.batched else one
+
+
 def cotangents(g: Graph, root: str, wrt: Sequence[str], seed: str | None = None) -> dict:
     """The reverse sweep itself: ``{node: ȳ}`` for every node between ``wrt`` and ``root``
     (curvature transforms need ḡ at every node, not only at the parameters)."""
-    r = g[root]
     if seed is None:
-        if r.shape != () or r.batched:
-            raise errors.ModelError(
-                f"cannot take the gradient of non-scalar {r.describe()}",
-                where=r.origin,
-                fix="differentiate a scalar objective",
-            )
-        seed = ew.const(g, 1.0, r.origin)
+        seed = unit_seed(g, root)
     live = relevant_nodes(g, root, wrt)
     cot: dict[str, str | None] = {root: seed}
     for nid in reversed(g.topo()):

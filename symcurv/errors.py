@@ -55,7 +55,12 @@ class BuildError(SymcurvError, RuntimeError):
     """A build directory that is tampered with, partial, or built for another dtype/backend."""
 
 
-class LossError(SymcurvError, ValueError):
+class NotApplicableError(SymcurvError, ValueError):
+    """A program that does not exist for this model (derivatives with respect to the data of
+    a model without data inputs; a Gauss-Newton product without a loss split)."""
+
+
+class LossError(NotApplicableError):
     """A loss that cannot serve the requested program (e.g. Gauss-Newton of a non-convex loss)."""
 
 

@@ -64,6 +64,21 @@ def _bl_graph(fwd: Graph) -> Graph:
     return becker_lecun_graph(fwd)
 
 
+def _input_graph(kind: str) -> Callable[[Graph], Graph]:
+    def build(fwd: Graph) -> Graph:
+        from symcurv.transforms import inputs
+
+        if kind in inputs.CP_ESTIMATORS:
+            return inputs.input_cp_graph(fwd, kind)
+        return {
+            "grad": inputs.input_grad_graph,
+            "hvp": inputs.input_hvp_graph,
+            "bl": inputs.input_becker_lecun_graph,
+        }[kind](fwd)
+
+    return build
+
+
 def _sum_sq_grad_graph(fwd: Graph) -> Graph:
     from symcurv.transforms.gradsq import sum_sq_grad_graph
 
@@ -80,6 +95,12 @@ PROGRAMS: dict[str, Callable[[Graph], Graph]] = {
     "cp_GN": _cp_graph("GN"),
     "becker_lecun": _bl_graph,
     "sum_sq_grad": _sum_sq_grad_graph,
+    # derivatives with respect to the data, per case (transforms/inputs.py)
+    "input_grad": _input_graph("grad"),
+    "input_hvp": _input_graph("hvp"),
+    "input_diag_S": _input_graph("S"),
+    "input_diag_TU": _input_graph("TU"),
+    "input_bl": _input_graph("bl"),
 }
 # names users pass in ``programs=`` that stand for several built programs (HI = Hutchinson
 # runs through hvp)
@@ -87,10 +108,20 @@ ALIASES = {
     "cp_diag": ["cp_S", "cp_TU", "cp_GN", "hvp"],
     "becker_lecun_diag": ["becker_lecun"],
     "linearize": [],
+    # the exact method runs through input_hvp (one product per input coordinate)
+    "input_diag_hessian": ["input_hvp", "input_diag_S", "input_diag_TU", "input_bl"],
 }
 # programs that exist only for some models (a Gauss-Newton split): with programs="all"
 # they are skipped with the reason recorded; asked for by name, the error is raised
-OPTIONAL = ("gnvp", "cp_GN")
+OPTIONAL = (
+    "gnvp",
+    "cp_GN",
+    "input_grad",
+    "input_hvp",
+    "input_diag_S",
+    "input_diag_TU",
+    "input_bl",
+)
 BACKENDS = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
 
@@ -190,14 +221,16 @@ def build(
     specs: dict[str, dict] = {}
     graphs = {"forward": fwd.to_json(), "programs": {}}
     skipped: dict[str, str] = {}
+    skipped_errors: dict[str, str] = {}  # the error class a call of a skipped program raises
     for name in names:
         t = time.perf_counter()
         try:
             derived = validate(PROGRAMS[name](fwd), f"transform '{name}'")
-        except errors.LossError as e:
+        except errors.NotApplicableError as e:
             if programs != "all" or name not in OPTIONAL:
                 raise
             skipped[name] = str(e)
+            skipped_errors[name] = type(e).__name__
             say(f"skipped '{name}': {str(e).splitlines()[0]}")
             continue
         g = validate(optimize(derived), f"the passes of '{name}'")
@@ -260,6 +293,7 @@ def build(
         ],
         "programs": specs,
         "skipped": skipped,
+        "skipped_errors": skipped_errors,
         "versions": {
             "symcurv": symcurv.__version__,
             "numba": numba.__version__,

@@ -28,13 +28,18 @@ def random_batch(prog: Program, batch_size: int = 8, seed: int = 0) -> dict[str,
 
 
 def random_noise(prog: Program, program: str, batch_size: int, seed: int = 0) -> dict:
-    """Rademacher values for every CP noise leaf of ``program`` (empty for other programs),
-    shaped as the compiled program takes them."""
+    """Rademacher values for every CP noise leaf of ``program`` and normal values for
+    every input direction V (empty for other programs), shaped as the compiled program
+    takes them."""
     rng = np.random.default_rng(seed)
-    return {
+    spec = prog.manifest["programs"][program]
+    out = {
         name: rng.choice([-1.0, 1.0], size=(batch_size, size) if batched else (size,))
-        for name, batched, size in extra_leaves(prog.manifest["programs"][program], "noise")
+        for name, batched, size in extra_leaves(spec, "noise")
     }
+    for name, _batched, size in extra_leaves(spec, "direction"):
+        out[name] = rng.normal(size=(batch_size, size))
+    return out
 
 
 def reference_outputs(
@@ -54,8 +59,8 @@ def reference_outputs(
         views = prog.unflatten(np.asarray(v, dtype=np.float64))
         leaves.update({f"v:{k}": np.asarray(a, dtype=np.float64) for k, a in views.items()})
     for n in g.nodes():
-        if n.op == "noise":
-            lead = (np.shape(noise[n.name])[0],) if n.attr("batched") else ()
+        if n.op in ("noise", "input_direction"):
+            lead = (np.shape(noise[n.name])[0],) if n.batched else ()
             leaves[n.name] = np.reshape(noise[n.name], lead + n.shape)
     vals = reference.evaluate(g, leaves)
     flat: dict[str, dict] = {}

@@ -13,6 +13,7 @@ from types import ModuleType
 import numpy as np
 
 from symcurv import errors
+from symcurv.ir import outputs
 from symcurv.runtime import initializers, noise
 
 
@@ -163,6 +164,51 @@ class Program:
         """``(loss, ∇θ loss, Σ_b ∇f_b ⊙ ∇f_b)`` from one pass (program ``sum_sq_grad``)."""
         out = self._run("sum_sq_grad", theta, batch)
         return float(out["objective"][0]), out["grad"], out["sqg"]
+
+    # -- derivatives with respect to the data (per case; see State for the methods) -------
+    def input_grad(self, theta, batch, wrt: str | None = None) -> np.ndarray:
+        """∂f_b/∂x_b for every case, ``(B, D)``: f_b the per-case loss passed to
+        ``m.minimize`` (not divided by B), x the input ``wrt`` (optional with one input)."""
+        x = self._input_name(wrt)
+        return self._run("input_grad", theta, batch)[self._input_key("input_grad", x)]
+
+    def input_hvp(self, theta, batch, V, wrt: str | None = None) -> np.ndarray:
+        """(∇²_x f_b) V_b for every case, ``(B, D)``; ``V`` has one direction per case."""
+        return self.linearize(theta, batch).input_hvp(V, wrt)
+
+    def input_diag_hessian(
+        self,
+        theta,
+        batch,
+        wrt: str | None = None,
+        method: str = "exact",
+        samples: int = 1,
+        seed=None,
+        noise: str = "rademacher",
+    ) -> np.ndarray:
+        """diag(∇²_x f_b) for every case, ``(B, D)``, by ``method`` "exact",
+        "becker_lecun", "S" or "TU" (see :meth:`State.input_diag_hessian`)."""
+        return self.linearize(theta, batch).input_diag_hessian(wrt, method, samples, seed, noise)
+
+    def _input_name(self, wrt: str | None) -> str:
+        """The input a data-derivative is taken with respect to (checked)."""
+        data = [n for n, d in self.inputs.items() if d["role"] == "input"]
+        if wrt is None and len(data) == 1:
+            return data[0]
+        if wrt in data:
+            return wrt
+        what = "a target" if wrt in self.inputs else "not an input"
+        raise errors.ModelError(
+            f"wrt = {wrt!r} is {what}" if wrt is not None else "wrt is needed",
+            where=f"model '{self.name}'",
+            fix=f"name one of the model's inputs: {data}"
+            if data
+            else "the model has no m.input to differentiate with respect to",
+        )
+
+    @staticmethod
+    def _input_key(result: str, x: str) -> str:
+        return outputs.per_case(result, x).key
 
     def hessian(self, theta, batch, *, max_params: int = 2000) -> np.ndarray:
         """The dense Hessian (n_params × n_params), column j = H e_j from ``hvp``. For small
@@ -359,7 +405,9 @@ class Program:
         if prog not in self._modules:
             reason = self.manifest.get("skipped", {}).get(prog)
             if reason:
-                raise errors.LossError(f"program '{prog}' does not exist for this model: {reason}")
+                kind = self.manifest.get("skipped_errors", {}).get(prog, "LossError")
+                cls = getattr(errors, kind, errors.NotApplicableError)
+                raise cls(f"program '{prog}' does not exist for this model: {reason}")
             raise errors.BuildError(
                 f"program '{prog}' was not built (this build has {list(self.programs)})",
                 where=self.build_dir,

@@ -82,11 +82,13 @@ class State:
             self._cache[prog] = kept
         return self._cache[prog]
 
-    def _run(self, prog: str, v=None, noise=None) -> dict[str, np.ndarray]:
-        extras = dict(self._statics(prog))
-        extras.update(noise or {})
+    def _run(self, prog: str, v=None, extras=None) -> dict[str, np.ndarray]:
+        """Run ``prog``'s dynamic part on the cached static values; ``extras``: CP noise or
+        input directions by leaf name."""
+        args = dict(self._statics(prog))
+        args.update(extras or {})
         theta, batch = self._on_backend()
-        out = self.prog._run(prog, theta, batch, check=False, v=self._v(v), extras=extras)
+        out = self.prog._run(prog, theta, batch, check=False, v=self._v(v), extras=args)
         for k, o in out.items():
             if not np.isfinite(o).all():
                 self.prog._non_finite(prog, k, self.theta, self.batch, v)
@@ -142,6 +144,19 @@ class State:
                 where=f"model '{self.prog.name}'",
                 fix=f"choose one of {', '.join(CP_ESTIMATORS)}",
             )
+        seed_key = self._check_draws(noise, samples, seed)
+        p = self.prog
+        if estimator == "HI":
+            total = np.zeros(p.n_params, dtype=p.dtype)
+            for d in range(samples):
+                w = noise_module.draw_cpu(p.n_params, p.dtype, seed_key, d, 0, noise)
+                total += self.hvp(w) * w
+            return total / samples
+        prog = f"cp_{estimator}"
+        return self._mean_of_draws(prog, prog, samples, seed_key, noise)
+
+    def _check_draws(self, noise: str, samples, seed) -> tuple[int, int]:
+        """Validate a CP call's noise kind, sample count and seed; the seed's key."""
         if noise not in NOISES:
             raise errors.ModelError(
                 f"unknown noise {noise!r}",
@@ -155,7 +170,7 @@ class State:
                 fix="pass a positive integer number of noise draws per case",
             )
         try:
-            seed_key = noise_module.key(seed)  # None: a fresh seed per call
+            return noise_module.key(seed)  # None: a fresh seed per call
         except TypeError:
             raise errors.ModelError(
                 f"seed = {seed!r} ({type(seed).__name__})",
@@ -163,31 +178,114 @@ class State:
                 fix="pass an integer (taken mod 2**64), a list of non-negative integers, "
                 "or None for a fresh seed",
             ) from None
+
+    def _mean_of_draws(self, prog: str, result: str, samples: int, seed_key, noise: str):
+        """The mean over ``samples`` draws of a CP program's ``result``: draw d fills noise
+        leaf s with stream s of (seed, d), on the device where the program runs."""
         p = self.prog
-        if estimator == "HI":
-            total = np.zeros(p.n_params, dtype=p.dtype)
-            for d in range(samples):
-                w = noise_module.draw_cpu(p.n_params, p.dtype, seed_key, d, 0, noise)
-                total += self.hvp(w) * w
-            return total / samples
-        prog = f"cp_{estimator}"
         self._statics(prog)
-        spec = p.manifest["programs"][prog]
         B = self.batch_size
         leaves = [
             (name, (B, size) if batched else (size,))
-            for name, batched, size in program_module.extra_leaves(spec, "noise")
+            for name, batched, size in program_module.extra_leaves(
+                p.manifest["programs"][prog], "noise"
+            )
         ]
-        total = np.zeros(p.n_params, dtype=p.dtype)
+        total = None
         for d in range(samples):
-            # draw d, stream s: leaf s's noise, on the device where the program runs
             z = {
                 name: p._noise(shape, seed_key, d, s, noise)
                 for s, (name, shape) in enumerate(leaves)
             }
-            total += self._run(prog, noise=z)[prog]
+            r = self._run(prog, extras=z)[result]
+            total = r if total is None else total + r
         return total / samples
 
     def becker_lecun_diag(self) -> np.ndarray:
         """Becker & LeCun's deterministic (biased) diagonal at this point."""
         return self._run("becker_lecun")["bl"]
+
+    # -- derivatives with respect to the data (per case, f_b not divided by B) ---------------
+    def input_grad(self, wrt: str | None = None) -> np.ndarray:
+        """∂f_b/∂x_b for every case: ``(B, D)``, x the input ``wrt``."""
+        x = self.prog._input_name(wrt)
+        return self._run("input_grad")[self.prog._input_key("input_grad", x)]
+
+    def input_hvp(self, V: np.ndarray, wrt: str | None = None) -> np.ndarray:
+        """(∇²_x f_b) V_b for every case: ``(B, D)``; ``V`` is ``(B, D)``, one direction per
+        case (no forward recomputation after the first product)."""
+        x = self.prog._input_name(wrt)
+        V = self._input_direction(V, x)
+        return self._input_products(x, V)
+
+    def input_diag_hessian(
+        self,
+        wrt: str | None = None,
+        method: str = "exact",
+        samples: int = 1,
+        seed=None,
+        noise: str = "rademacher",
+    ) -> np.ndarray:
+        """diag(∇²_x f_b) for every case: ``(B, D)``.
+
+        ``method``: "exact" — one input-HVP along each coordinate e_i (D products on the
+        cached forward pass; no per-case D×D matrix is formed); "becker_lecun" — the
+        deterministic diagonal recursion (biased unless one nonlinear layer separates x from
+        a linear sum); "S" / "TU" — Curvature Propagation with noise at every node, the
+        mean of ``samples`` draws, unbiased for each case (``seed`` as for ``cp_diag``).
+        """
+        x = self.prog._input_name(wrt)
+        key = lambda r: self.prog._input_key(r, x)  # noqa: E731
+        if method == "exact":
+            B, D = self.batch_size, self.prog.inputs[x]["size"]
+            d = np.empty((B, D), dtype=self.prog.dtype)
+            e = np.zeros((B, D), dtype=self.prog.dtype)
+            for i in range(D):
+                e[:, i] = 1.0
+                d[:, i] = self._input_products(x, e)[:, i]
+                e[:, i] = 0.0
+            return d
+        if method == "becker_lecun":
+            return self._run("input_bl")[key("input_bl")]
+        if method in ("S", "TU"):
+            seed_key = self._check_draws(noise, samples, seed)
+            prog = f"input_diag_{method}"
+            return self._mean_of_draws(prog, key(prog), samples, seed_key, noise)
+        raise errors.ModelError(
+            f"unknown input_diag_hessian method {method!r}",
+            where=f"model '{self.prog.name}'",
+            fix="choose one of exact, becker_lecun, S, TU",
+        )
+
+    def _input_products(self, x: str, V) -> np.ndarray:
+        """Run input_hvp with direction V on input x and zero on every other input."""
+        p = self.prog
+        spec = p.manifest["programs"].get("input_hvp") if "input_hvp" in p._modules else None
+        dirs = {}
+        for name, _b, size in program_module.extra_leaves(spec or {}, "direction"):
+            dirs[name] = V if name == f"V_{x}" else np.zeros((self.batch_size, size), p.dtype)
+        dirs = {k: p._to_backend(a) for k, a in dirs.items()}
+        out = self._run("input_hvp", extras=dirs)[p._input_key("input_hvp", x)]
+        return np.array(out.copy_to_host() if program_module.is_device(out) else out)
+
+    def _input_direction(self, V, x: str) -> np.ndarray:
+        p = self.prog
+        V = np.asarray(V)
+        want = (self.batch_size, p.inputs[x]["size"])
+        if V.shape != want or not np.issubdtype(V.dtype, np.number) or np.iscomplexobj(V):
+            raise errors.BatchError(
+                f"the direction V has shape {V.shape} and dtype {V.dtype}",
+                where=p.inputs[x].get("origin", f"model '{p.name}'"),
+                node=f"'{x}'",
+                fix=f"pass real numbers of shape {want}: one direction per case, like batch['{x}']",
+            )
+        V = np.ascontiguousarray(V, dtype=p.dtype)
+        if not np.isfinite(V).all():
+            r, c = np.argwhere(~np.isfinite(V))[0]
+            raise errors.NonFiniteError(
+                f"V[{r}, {c}] = {V[r, c]} is not finite",
+                where=p.inputs[x].get("origin", f"model '{p.name}'"),
+                node=f"'{x}'",
+                fix="pass a finite direction",
+            )
+        return V

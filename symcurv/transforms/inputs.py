@@ -40,7 +40,7 @@ def _setup(forward: Graph) -> tuple[Graph, str, list[Node]]:
     xs = data_inputs(g)
     root = g.outputs.get("per_case")
     if not xs or root is None or not g[root].batched:
-        raise errors.ModelError(
+        raise errors.NotApplicableError(
             f"model '{g.name}' has no per-case input to differentiate with respect to",
             fix="declare the data with m.input(name, width) and minimize a per-case loss",
         )

@@ -176,5 +176,5 @@ def test_a_model_without_inputs_is_refused():
     m = sc.Model("no_data")
     w = m.param("w", 3, init=sc.init.normal(1.0))
     m.minimize(sc.dot(w, w))
-    with pytest.raises(errors.ModelError, match="no per-case input"):
+    with pytest.raises(errors.NotApplicableError, match="no per-case input"):
         inputs.input_grad_graph(m.forward_graph())

@@ -204,6 +204,14 @@ def check_built(prog, out=None, batch_size: int = 16) -> bool:
     ]
     if "grad" in prog.programs and str(prog.dtype) == "float64":
         errs.append(("grad", "central differences", testing.check_grad(prog, theta, batch), 1e-5))
+    data = [n for n, d in prog.inputs.items() if d["role"] == "input"]
+    if str(prog.dtype) == "float64":  # derivatives with respect to each data input
+        for x in data if "input_grad" in prog.programs else []:
+            e = testing.check_input_grad(prog, theta, batch, x)
+            errs.append((f"input_grad ({x})", "central differences", e, 1e-5))
+        for x in data if {"input_grad", "input_hvp"} <= set(prog.programs) else []:
+            e = testing.check_input_hvp(prog, theta, batch, x)
+            errs.append((f"input_hvp ({x})", "central differences", e, 1e-5))
     rows = [[k, src, f"{e:.2e}", f"{t:.0e}", "pass" if e <= t else "FAIL"] for k, src, e, t in errs]
     print(_table(rows, ["program", "against", "max rel. error", "tolerance", "result"]), file=out)
     return all(r[-1] == "pass" for r in rows)

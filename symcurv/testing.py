@@ -131,3 +131,41 @@ def check_hvp(
         )
         worst = max(worst, np.linalg.norm(hv - fd) / max(np.linalg.norm(fd), 1e-12))
     return worst
+
+
+def check_input_grad(
+    prog: Program, theta, batch, wrt: str, *, eps: float = 1e-6, n_dirs: int = 4, seed: int = 0
+) -> float:
+    """Relative error of ``prog.input_grad`` against central differences of ``prog.loss``
+    along random per-case directions U of input ``wrt``: the loss is the mean of f_b, so
+    its derivative along U is (1/B) Σ_b ∇_x f_b · U_b (float64 programs)."""
+    rng = np.random.default_rng(seed)
+    g = prog.input_grad(theta, batch, wrt)
+    worst = 0.0
+    for _ in range(n_dirs):
+        U = rng.normal(size=np.shape(batch[wrt]))
+        U /= np.linalg.norm(U)
+        up, down = dict(batch), dict(batch)
+        up[wrt], down[wrt] = batch[wrt] + eps * U, batch[wrt] - eps * U
+        fd = (prog.loss(theta, up) - prog.loss(theta, down)) / (2 * eps)
+        want = float(np.sum(g * U)) / len(U)
+        worst = max(worst, abs(fd - want) / max(abs(want), np.abs(g).max() * 1e-3, 1e-12))
+    return worst
+
+
+def check_input_hvp(
+    prog: Program, theta, batch, wrt: str, *, eps: float = 1e-5, n_dirs: int = 3, seed: int = 0
+) -> float:
+    """Relative error of ``prog.input_hvp`` against central differences of
+    ``prog.input_grad`` along random per-case directions V (float64 programs)."""
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for _ in range(n_dirs):
+        V = rng.normal(size=np.shape(batch[wrt]))
+        V /= np.linalg.norm(V)
+        hv = prog.input_hvp(theta, batch, V, wrt)
+        up, down = dict(batch), dict(batch)
+        up[wrt], down[wrt] = batch[wrt] + eps * V, batch[wrt] - eps * V
+        fd = (prog.input_grad(theta, up, wrt) - prog.input_grad(theta, down, wrt)) / (2 * eps)
+        worst = max(worst, np.linalg.norm(hv - fd) / max(np.linalg.norm(fd), 1e-12))
+    return worst

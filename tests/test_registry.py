@@ -267,3 +267,138 @@ def test_decomposition_equals_impl(op, layout, attrs):
     assert all(g[n].op != op for n in g.ancestors(d) | {d}), "decomposition uses the op itself"
     got = run(g, values, {"y": node.id, "d": d})
     close(got["d"], got["y"], f"decomposition of {op}", tol=1e-12)
+
+
+# ---- second order: curvature, squared pullback, derivatives of the pullback ------------
+SECOND = [p for p in PARAMS if REGISTRY[p.values[0]].vjp is not None]
+
+
+def _per_case(g: Graph, nid: str, val, Bn: int, batched: bool) -> np.ndarray:
+    """A value as ``(Bn, *shape)``: shared values broadcast to every case."""
+    val = np.asarray(val, dtype=np.float64)
+    if not batched:
+        return val[None]
+    return val if g[nid].batched else np.broadcast_to(val, (Bn, *g[nid].shape))
+
+
+def _dense(g, build_fn, noise_shape, batched, values, Bn):
+    """Columns F e_k of a term's linear map, per case: ``(Bn, |out|, |noise|)``."""
+    z = leaf(g, f"z{len(g)}", tuple(noise_shape), batched)
+    out = build_fn(g, z)
+    cols = []
+    for k in range(int(np.prod(noise_shape, dtype=int))):
+        e = np.zeros(int(np.prod(noise_shape, dtype=int)))
+        e[k] = 1.0
+        e = e.reshape(noise_shape)
+        zval = np.broadcast_to(e, (B, *noise_shape)) if batched else e
+        got = run(g, {**values, g[z].name: zval}, {"c": out})["c"]
+        cols.append(_per_case(g, out, got, Bn, batched).reshape(Bn, -1))
+    return np.stack(cols, axis=2)
+
+
+def _curvature_action(g, node, terms, values, w, Bn):
+    """(M w)_i per case from the op's curvature terms, M = Σ_q ȳ_q ∇² y_q (ops/curvature.py)."""
+    from symcurv.ops import curvature as curv
+
+    nb = node.batched or any(g[x].batched for x in node.inputs)  # as curvprop._inject
+    out = {i: np.zeros((Bn, g[x].size)) for i, x in enumerate(node.inputs)}
+    wf = {i: _per_case(g, x, w[i], Bn, nb).reshape(Bn, -1) for i, x in enumerate(node.inputs)}
+    for t in terms:
+        if isinstance(t, curv.Diag):
+            m = _per_case(g, t.m, run(g, values, {"m": t.m})["m"], Bn, nb).reshape(Bn, -1)
+            out[t.i] += m * wf[t.i]
+        elif isinstance(t, curv.Coupling):
+            C = _dense(g, t.apply, t.noise_shape, nb, values, Bn)  # (Bn, |i|, |j|)
+            out[t.i] += np.einsum("bij,bj->bi", C, wf[t.j])
+            out[t.j] += np.einsum("bij,bi->bj", C, wf[t.i])
+        else:  # Factored: c · A Aᵀ, and its diag(A Aᵀ) for Becker-LeCun
+            A = _dense(g, t.factor, t.noise_shape, nb, values, Bn)
+            c = _per_case(g, t.c, run(g, values, {"c": t.c})["c"], Bn, nb).reshape(Bn, -1)
+            out[t.i] += c * np.einsum("bik,bjk,bj->bi", A, A, wf[t.i])
+            dg = _per_case(g, (d := t.diag(g)), run(g, values, {"d": d})["d"], Bn, nb)
+            close(dg.reshape(Bn, -1), np.einsum("bik,bik->bi", A, A), f"{node.op}: diag(A Aᵀ)")
+    # a shared operand of a per-case node collects every case's contribution
+    return {
+        i: (o.sum(0) if nb and not g[x].batched else (o if nb else o[0])).reshape(np.shape(w[i]))
+        for i, (x, o) in enumerate(zip(node.inputs, out.values()))
+    }
+
+
+@pytest.mark.parametrize("op, layout, attrs", SECOND)
+def test_second_order_rules_match_central_differences_of_the_pullback(op, layout, attrs):
+    """With ȳ fixed, d/dε x̄_i(x + ε w) = (M w)_i, M = Σ_q ȳ_q ∇² y_q. Three ways to get it
+    must agree with central differences: the op's ``curvature`` terms (CP, Becker-LeCun),
+    ``jvp`` of the ``vjp`` nodes (the R-operator: hvp) and ``vjp`` of them (differentiating
+    again: score matching). And ``sq_vjp`` = (J ∘ J)ᵀ d (Becker-LeCun)."""
+    from symcurv.transforms import grad, jvp
+
+    prim = REGISTRY[op]
+    g, node, ins = build(op, layout, attrs)
+    rng = np.random.default_rng(zlib.crc32(repr(("second", op, layout, attrs)).encode()))
+    values = {"anchor": np.zeros((B, 1))}
+    values.update({f"a{i}": draw(rng, o) for i, o in enumerate(layout)})
+    y = run(g, values, {"y": node.id})["y"]
+    cot = leaf(g, "ybar", node.shape, node.batched)
+    values["ybar"] = np.asarray(rng.normal(size=y.shape))
+    bars = prim.vjp(g, node, cot, [True] * len(ins))
+    w = [np.asarray(rng.normal(size=values[f"a{i}"].shape)) * 0.5 for i in range(len(ins))]
+    eps = 1e-5
+    live = [i for i, c in enumerate(bars) if c is not None]
+
+    def bar_values(sign):
+        v = dict(values)
+        v.update({f"a{i}": values[f"a{i}"] + sign * eps * w[i] for i in range(len(ins))})
+        return run(g, v, {f"x{i}": bars[i] for i in live})
+
+    up, down = bar_values(1.0), bar_values(-1.0)
+    fd = {i: (up[f"x{i}"] - down[f"x{i}"]) / (2 * eps) for i in live}
+
+    # jvp of the pullback nodes along w
+    tangents = {}
+    for i, x in enumerate(ins):
+        tangents[x] = leaf(g, f"w{i}", g[x].shape, g[x].batched)
+        values[f"w{i}"] = w[i]
+    rop = jvp.jvp(g, tangents, [bars[i] for i in live])
+    for i in live:
+        got = 0.0 if rop[bars[i]] is None else run(g, values, {"r": rop[bars[i]]})["r"]
+        close(np.broadcast_to(got, fd[i].shape), fd[i], f"jvp of vjp of {op}, operand {i}", 1e-5)
+
+    # vjp of the pullback nodes: ∂/∂a (Σ_i w_iᵀ x̄_i) = M w
+    s = None
+    for i in live:
+        prod = ew.mul(g, bars[i], tangents[ins[i]])
+        if prod is None:
+            continue
+        if g[prod].shape != ():
+            prod = emit(g, "sum", [prod])
+        if g[prod].batched:
+            prod = emit(g, "batch_sum", [prod])
+        s = ew.add(g, s, prod)
+    if s is not None:
+        again = grad.vjp(g, s, ins)
+        for i, x in enumerate(ins):
+            want = fd.get(i)
+            if want is None:
+                continue
+            got = 0.0 if again[x] is None else run(g, values, {"r": again[x]})["r"]
+            close(np.broadcast_to(got, want.shape), want, f"vjp of vjp of {op}, operand {i}", 1e-5)
+
+    # the curvature rule (every op with a vjp has one; CP refuses an op without it)
+    if prim.curvature is not None:
+        Bn = B if node.batched or any(o.batched for o in layout) else 1
+        act = _curvature_action(g, node, prim.curvature(g, node, cot), values, w, Bn)
+        for i in live:
+            close(act[i], fd[i], f"curvature rule of {op}, operand {i}", 1e-5)
+
+    # the squared pullback: (J ∘ J)ᵀ d
+    if prim.sq_vjp is not None:
+        jac = [fd_jacobian(g, node.id, values, f"a{i}") for i in range(len(ins))]
+        d = np.abs(np.asarray(rng.normal(size=y.shape)))
+        dl = leaf(g, "dsq", node.shape, node.batched)
+        values["dsq"] = d
+        sq = prim.sq_vjp(g, node, dl, [True] * len(ins))
+        for i, c in enumerate(sq):
+            if c is None:
+                continue
+            want = ((jac[i] ** 2).T @ d.ravel()).reshape(values[f"a{i}"].shape)
+            close(run(g, values, {"q": c})["q"], want, f"sq_vjp of {op}, operand {i}", 1e-5)

@@ -26,7 +26,7 @@ from symcurv.runtime.program import Program
 
 MANIFEST = "manifest.json"
 GRAPHS = "graph.json"
-FORMAT = 1
+FORMAT = 2  # 2: typed outputs, extras with a role, sum_sq_grad computes Σ_b ∇f_b² itself
 BACKENDS = ("cpu", "cuda")  # kept equal to pipeline.BACKENDS (the runtime never imports it)
 
 

@@ -21,10 +21,9 @@ def extra_leaves(spec: dict, role: str) -> list[tuple[str, bool, int]]:
     """``(name, batched, size)`` of a built program's extra arguments with ``role``
     ("noise", "direction" or "cached"; see passes/schedule.py), in argument order."""
     out = []
-    for e in spec.get("extras", []):
-        r = e[3] if len(e) > 3 else ("cached" if e[0].startswith("cache") else "noise")
+    for name, batched, size, r in spec.get("extras", []):
         if r == role:
-            out.append((e[0], bool(e[1]), int(e[2])))
+            out.append((name, bool(batched), int(size)))
     return out
 
 

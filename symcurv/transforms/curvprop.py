@@ -36,19 +36,18 @@ from symcurv.ops import REGISTRY
 from symcurv.ops import curvature as curv
 from symcurv.ops import elementwise as ew
 from symcurv.ops.registry import emit
+from symcurv.transforms import leafform
 from symcurv.transforms.grad import cotangents, relevant_nodes
 
-ESTIMATORS = ("S", "TU", "GN")
-# channels carried per estimator, and the bilinear form Q(x, y) = Σ sign · x_c ⊙ y_c'
-# ("SQ" is not an estimator: transforms/gradsq.py sweeps the per-case gradient itself
-# through the same machinery to get Σ_b ∇f_b ⊙ ∇f_b)
-CHANNELS = {"S": ("re", "im"), "GN": ("re",), "TU": ("T", "U"), "SQ": ("re",)}
-FORM = {
+# every estimator: the channels its sweep carries and the bilinear form Q(x, y) = Σ sign ·
+# x_a ⊙ y_b taken at the leaves (leafform.quadratic_form)
+CHANNELS = {"S": ("re", "im"), "GN": ("re",), "TU": ("T", "U")}
+FORM: dict[str, leafform.Form] = {
     "S": (("re", "re", 1.0), ("im", "im", -1.0)),
     "GN": (("re", "re", 1.0),),
     "TU": (("T", "U", 1.0),),
-    "SQ": (("re", "re", 1.0),),
 }
+ESTIMATORS = tuple(FORM)
 Channels = dict[str, "str | None"]
 
 
@@ -65,38 +64,11 @@ class _Noise:
         return self.g.add_node("noise", [], tuple(shape), batched, attrs, f"z{k}", origin).id
 
 
-def _scale(g: Graph, x: str | None, c: float, origin: str) -> str | None:
-    if x is None or c == 1.0:
-        return x
-    return ew.mul(g, ew.const(g, c, origin), x, origin)
-
-
 def _add(g: Graph, acc: dict, key: str, ch: Channels, origin: str) -> None:
     cur = acc.setdefault(key, {})
     for c, v in ch.items():
         if v is not None:
             cur[c] = ew.add(g, cur.get(c), v, origin)
-
-
-class _CaseTerm:
-    """One per-case contribution to an unbatched node: per channel either a batched value
-    ("vec") or a rank-one pair (u, v) standing for the per-case outer product u_b v_bᵀ."""
-
-    def __init__(self, kind: str, parts: dict[str, tuple]) -> None:
-        self.kind, self.parts = kind, parts
-
-
-def _as_term(g: Graph, ch: Channels) -> _CaseTerm:
-    parts = {c: v for c, v in ch.items() if v is not None}
-    if parts and all(g[v].op == "outer" and g[v].batched for v in parts.values()):
-        return _CaseTerm("outer", {c: tuple(g[v].inputs) for c, v in parts.items()})
-    return _CaseTerm("vec", {c: (v,) for c, v in parts.items()})
-
-
-def _materialise(g: Graph, t: _CaseTerm, origin: str) -> dict[str, str]:
-    if t.kind == "vec":
-        return {c: p[0] for c, p in t.parts.items()}
-    return {c: emit(g, "outer", list(p), name="S_case", origin=origin) for c, p in t.parts.items()}
 
 
 def case_pullback(g: Graph, node: Node, i: int, cot: str) -> str:
@@ -112,32 +84,22 @@ def case_pullback(g: Graph, node: Node, i: int, cot: str) -> str:
 
 
 class Sweep:
-    """Builds the CP estimate of one estimator into a copy of the forward graph."""
+    """Carries per-case channels from the root back to the leaves ``wrt`` through every
+    op's pullback, in a copy of the forward graph: the propagation half of CP. What is
+    injected where is a subclass's choice (``_injects``/``_inject``: noise for the CP
+    estimators, nothing for a seeded sweep such as gradsq's); what is done with the
+    channels at the leaves is leafform's (quadratic forms; K-FAC's outer products)."""
 
     def __init__(
-        self,
-        forward: Graph,
-        estimator: str,
-        objective: str = "objective",
-        wrt: Sequence[str] | None = None,
+        self, forward: Graph, objective: str = "objective", wrt: Sequence[str] | None = None
     ) -> None:
         """``wrt``: the leaves the Hessian is taken over (default: every parameter, the
         root the batch-mean objective); for the data, the inputs with ``objective`` the
-        per-case loss — every estimate then stays per case."""
-        if estimator not in FORM:
-            raise errors.ModelError(
-                f"unknown CP estimator {estimator!r}", fix=f"choose one of {ESTIMATORS}"
-            )
-        self.est = estimator
+        per-case loss — every channel then stays per case."""
         self.g = g = forward.copy()
         self.root = g.outputs[objective]
         self.params = [g[w] for w in wrt] if wrt is not None else g.leaves("param")
         pids = [p.id for p in self.params]
-        if estimator == "GN":
-            from symcurv.transforms import gauss_newton
-
-            for loss in gauss_newton.check_split(g, self.root):
-                gauss_newton.check_convex(loss)
         self.cot = cotangents(g, self.root, pids)
         self.live = relevant_nodes(g, self.root, pids)
         self.anc: dict[str, frozenset] = {}
@@ -147,13 +109,14 @@ class Sweep:
             self.anc[nid] = own.union(*(self.anc[i] for i in n.inputs))
         self.noise = _Noise(g)
         self.acc: dict[str, dict] = {}  # node -> channels (per case if batched, else shared)
-        self.case: dict[str, list[_CaseTerm]] = {}  # unbatched node -> per-case terms
+        self.case: dict[str, list[leafform.CaseTerm]] = {}  # unbatched node -> per-case terms
 
-    # -- noise injection ------------------------------------------------------------------
+    # -- what is injected (subclasses) --------------------------------------------------------
     def _injects(self, node: Node) -> bool:
-        if self.est == "GN":
-            return REGISTRY[node.op].family == "loss"
-        return True
+        return False
+
+    def _inject(self, node: Node, term: curv.Term) -> dict[int, Channels]:
+        raise NotImplementedError
 
     def _keep(self, node: Node, term: curv.Term) -> bool:
         """Skip rule: a term matters only if its operands depend on θ, and a coupling's
@@ -164,6 +127,110 @@ class Sweep:
         if isinstance(term, curv.Coupling):
             xj = node.inputs[term.j]
             return xj in self.live and bool(self.anc[xi] & self.anc[xj])
+        return True
+
+    def _deliver(self, node: Node, i: int, ch: Channels) -> None:
+        """Add a contribution to operand i: per case if the operand is shared by cases."""
+        x = node.inputs[i]
+        if not any(v is not None for v in ch.values()):
+            return
+        if node.batched and not self.g[x].batched:
+            per_case = {c: v for c, v in ch.items() if v is not None}
+            self.case.setdefault(x, []).append(leafform.as_term(self.g, per_case))
+        else:
+            _add(self.g, self.acc, x, ch, node.origin)
+
+    # -- the sweep -------------------------------------------------------------------------
+    def run(self) -> None:
+        g = self.g
+        for nid in reversed(g.topo()):
+            if nid not in self.live or not g[nid].inputs:
+                continue
+            node = g[nid]
+            prim = REGISTRY[node.op]
+            live_in = [x in self.live for x in node.inputs]
+            s = self.acc.get(nid)
+            if s:  # J_iᵀ S_y, channel by channel
+                if not node.batched and any(g[x].batched for x in node.inputs):
+                    raise errors.ModelError(
+                        f"cp_diag: curvature reaches the batch reduction {node.describe()} "
+                        "from above; CP's per-case estimate needs the objective to be linear "
+                        "in the batch reduction",
+                        where=node.origin,
+                        node=node.describe(),
+                        fix="write the objective as a mean (or sum) of per-case losses plus "
+                        "terms of θ alone",
+                    )
+                for c, v in s.items():
+                    for i, x in enumerate(node.inputs):
+                        if not live_in[i]:
+                            continue
+                        if node.batched and not g[x].batched:
+                            r = case_pullback(g, node, i, v)
+                            self.case.setdefault(x, []).append(leafform.as_term(g, {c: r}))
+                        else:
+                            r = prim.vjp(g, node, v, [k == i for k in range(len(live_in))])[i]
+                            _add(g, self.acc, x, {c: r}, node.origin)
+            for t in self.case.get(nid, []):  # per-case terms through θ-only nodes
+                self._pull_case(node, t)
+            if not self._injects(node):
+                continue
+            if prim.curvature is None:
+                raise errors.ModelError(
+                    f"op '{node.op}' has no local-curvature rule, so cp_diag cannot "
+                    "propagate curvature through it",
+                    where=node.origin,
+                    node=node.describe(),
+                    fix="register a curvature rule beside the op (ops/curvature.py)",
+                )
+            for term in prim.curvature(g, node, self.cot[nid]):
+                if self._keep(node, term):
+                    for i, ch in self._inject(node, term).items():
+                        if live_in[i]:
+                            self._deliver(node, i, ch)
+
+    def _pull_case(self, node: Node, t: leafform.CaseTerm) -> None:
+        g = self.g
+        for i, x in enumerate(node.inputs):
+            if x not in self.live:
+                continue
+            if node.op == "transpose" and t.kind == "outer":  # (u vᵀ)ᵀ = v uᵀ
+                parts = {c: (v, u) for c, (u, v) in t.parts.items()}
+                self.case.setdefault(x, []).append(leafform.CaseTerm("outer", parts))
+                continue
+            # any other θ-only node: per-case values materialised (B × |node| memory)
+            out = {}
+            for c, v in leafform.materialise(g, t, node.origin).items():
+                out[c] = case_pullback(g, node, i, v)
+            self.case.setdefault(x, []).append(leafform.as_term(g, out))
+
+
+class CurvatureSweep(Sweep):
+    """The sweep of one CP estimator: noise injected at every curved node (S, TU) or at
+    the losses only (GN), reduced at the leaves by the estimator's quadratic form."""
+
+    def __init__(
+        self,
+        forward: Graph,
+        estimator: str,
+        objective: str = "objective",
+        wrt: Sequence[str] | None = None,
+    ) -> None:
+        if estimator not in FORM:
+            raise errors.ModelError(
+                f"unknown CP estimator {estimator!r}", fix=f"choose one of {ESTIMATORS}"
+            )
+        self.est = estimator
+        if estimator == "GN":
+            from symcurv.transforms import gauss_newton
+
+            for loss in gauss_newton.check_split(forward, forward.outputs[objective]):
+                gauss_newton.check_convex(loss)
+        super().__init__(forward, objective, wrt)
+
+    def _injects(self, node: Node) -> bool:
+        if self.est == "GN":
+            return REGISTRY[node.op].family == "loss"
         return True
 
     def _inject(self, node: Node, term: curv.Term) -> dict[int, Channels]:
@@ -193,164 +260,24 @@ class Sweep:
                 term.j: {"T": z2, "U": z1},
             }
         # F = (1/√2) [[C, iC], [I, −iI]]
-        w1, w2 = (_scale(g, z, 1 / math.sqrt(2.0), o) for z in (z1, z2))
+        w1, w2 = (leafform.scale(g, z, 1 / math.sqrt(2.0), o) for z in (z1, z2))
         return {
             term.i: {"re": term.apply(g, w1), "im": term.apply(g, w2)},
             term.j: {"re": w1, "im": ew.call(g, "neg", w2, origin=o)},
         }
 
-    def _deliver(self, node: Node, i: int, ch: Channels) -> None:
-        """Add a contribution to operand i: per case if the operand is shared by cases."""
-        x = node.inputs[i]
-        if not any(v is not None for v in ch.values()):
-            return
-        if node.batched and not self.g[x].batched:
-            per_case = {c: v for c, v in ch.items() if v is not None}
-            self.case.setdefault(x, []).append(_as_term(self.g, per_case))
-        else:
-            _add(self.g, self.acc, x, ch, node.origin)
-
-    # -- the sweep -------------------------------------------------------------------------
-    def run(self) -> dict[str, str]:
-        g = self.g
-        for nid in reversed(g.topo()):
-            if nid not in self.live or not g[nid].inputs:
-                continue
-            node = g[nid]
-            prim = REGISTRY[node.op]
-            live_in = [x in self.live for x in node.inputs]
-            s = self.acc.get(nid)
-            if s:  # J_iᵀ S_y, channel by channel
-                if not node.batched and any(g[x].batched for x in node.inputs):
-                    raise errors.ModelError(
-                        f"cp_diag: curvature reaches the batch reduction {node.describe()} "
-                        "from above; CP's per-case estimate needs the objective to be linear "
-                        "in the batch reduction",
-                        where=node.origin,
-                        node=node.describe(),
-                        fix="write the objective as a mean (or sum) of per-case losses plus "
-                        "terms of θ alone",
-                    )
-                for c, v in s.items():
-                    for i, x in enumerate(node.inputs):
-                        if not live_in[i]:
-                            continue
-                        if node.batched and not g[x].batched:
-                            r = case_pullback(g, node, i, v)
-                            self.case.setdefault(x, []).append(_as_term(g, {c: r}))
-                        else:
-                            r = prim.vjp(g, node, v, [k == i for k in range(len(live_in))])[i]
-                            _add(g, self.acc, x, {c: r}, node.origin)
-            for t in self.case.get(nid, []):  # per-case terms through θ-only nodes
-                self._pull_case(node, t)
-            if not self._injects(node):
-                continue
-            if prim.curvature is None:
-                raise errors.ModelError(
-                    f"op '{node.op}' has no local-curvature rule, so cp_diag cannot "
-                    "propagate curvature through it",
-                    where=node.origin,
-                    node=node.describe(),
-                    fix="register a curvature rule beside the op (ops/curvature.py)",
-                )
-            for term in prim.curvature(g, node, self.cot[nid]):
-                if self._keep(node, term):
-                    for i, ch in self._inject(node, term).items():
-                        if live_in[i]:
-                            self._deliver(node, i, ch)
-        return self._estimates()
-
-    def _pull_case(self, node: Node, t: _CaseTerm) -> None:
-        g = self.g
-        for i, x in enumerate(node.inputs):
-            if x not in self.live:
-                continue
-            if node.op == "transpose" and t.kind == "outer":  # (u vᵀ)ᵀ = v uᵀ
-                parts = {c: (v, u) for c, (u, v) in t.parts.items()}
-                self.case.setdefault(x, []).append(_CaseTerm("outer", parts))
-                continue
-            # any other θ-only node: per-case values materialised (B × |node| memory)
-            out = {}
-            for c, v in _materialise(g, t, node.origin).items():
-                out[c] = case_pullback(g, node, i, v)
-            self.case.setdefault(x, []).append(_as_term(g, out))
-
-    # -- the estimate at each parameter -------------------------------------------------------
-    def _estimates(self) -> dict[str, str]:
-        out = {}
-        for p in self.params:
-            est = self._case_form(p, self.case.get(p.id, []))
-            shared = self.acc.get(p.id)
-            if shared:
-                for a, b, sign in FORM[self.est]:
-                    if shared.get(a) is not None and shared.get(b) is not None:
-                        q = ew.mul(self.g, shared[a], shared[b], p.origin)
-                        est = _signed_add(self.g, est, q, sign, p.origin)
-            out[p.id] = est
-        return out
-
-    def _case_form(self, p: Node, terms: list[_CaseTerm]) -> str | None:
-        """Σ_b Q(Σ_k x_k,b, Σ_l x_l,b): pairs of terms, each one GEMM (outer pairs) or one
-        batch sum (vector pairs); pairs sharing their right factor share the GEMM."""
-        g, o = self.g, p.origin
-        sym = self.est != "TU"
-        memo: dict[tuple, str] = {}
-
-        def prod(a: str, b: str) -> str:
-            key = (a, b) if a <= b else (b, a)
-            if key not in memo:
-                memo[key] = ew.call(g, "mul", a, b, name="pp", origin=o)
-            return memo[key]
-
-        by_right: dict[str, str | None] = {}  # outer pairs grouped by their right factor
-        total = None
-        for k, tk in enumerate(terms):
-            for l_, tl in enumerate(terms):
-                if sym and l_ < k:
-                    continue
-                weight = 2.0 if sym and l_ != k else 1.0
-                for a, b, sign in FORM[self.est]:
-                    if a not in tk.parts or b not in tl.parts:
-                        continue
-                    s = sign * weight
-                    if tk.kind == "outer" and tl.kind == "outer":
-                        (u1, v1), (u2, v2) = tk.parts[a], tl.parts[b]
-                        right = prod(v1, v2)
-                        by_right[right] = _signed_add(
-                            g, by_right.get(right), _scale(g, prod(u1, u2), abs(s), o), s, o
-                        )
-                    else:
-                        xa = _materialise(g, tk, o)[a]
-                        xb = _materialise(g, tl, o)[b]
-                        q = emit(g, "batch_sum", [prod(xa, xb)], name="bsum", origin=o)
-                        total = _signed_add(g, total, _scale(g, q, abs(s), o), s, o)
-        for right, left in by_right.items():
-            if left is not None:
-                gemm = emit(g, "outer_bsum", [left, right], name=f"diag_{p.name}", origin=o)
-                total = _signed_add(g, total, gemm, 1.0, o)
-        if total is not None and g[total].shape != p.shape:
-            total = emit(g, "transpose", [total], name="T", origin=o)  # never: shapes match
-        return total
-
-
-def _signed_add(g: Graph, acc: str | None, x: str | None, sign: float, origin: str) -> str:
-    if x is None:
-        return acc
-    if sign < 0:
-        return (
-            ew.call(g, "neg", x, origin=origin)
-            if acc is None
-            else ew.call(g, "sub", acc, x, origin=origin)
-        )
-    return ew.add(g, acc, x, origin)
+    def estimate(self) -> dict[str, str | None]:
+        """Run the sweep; ``{leaf id: one draw of the estimate}`` (None: exactly zero)."""
+        self.run()
+        return leafform.quadratic_form(self, FORM[self.est])
 
 
 def cp_graph(forward: Graph, estimator: str = "S", objective: str = "objective") -> Graph:
     """Copy of ``forward`` with outputs ``cp_<estimator>:<param>``: one draw of the
     estimate of diag(H) (diag(G) for GN) restricted to each parameter, given the noise
     leaves ``z0, z1, ...``."""
-    sweep = Sweep(forward, estimator, objective)
-    est = sweep.run()
+    sweep = CurvatureSweep(forward, estimator, objective)
+    est = sweep.estimate()
     g = sweep.g
     g.outputs = {}
     for p in sweep.params:

@@ -19,24 +19,25 @@ computes Σ_b ∇f_b ⊙ ∇f_b itself: nothing is rescaled by the batch size af
 from __future__ import annotations
 
 from symcurv.ir import outputs
-from symcurv.ir.graph import Graph, Node
+from symcurv.ir.graph import Graph
 from symcurv.ops import elementwise as ew
+from symcurv.transforms import leafform
 from symcurv.transforms.curvprop import Sweep
 
 
 class GradientSquares(Sweep):
-    """The CP sweep with the per-case gradient as its only channel ("SQ")."""
+    """The CP channel sweep with the per-case gradient as its only channel ``g`` (nothing
+    injected), reduced at the parameters by Q(x, y) = x_g ⊙ y_g."""
+
+    FORM: leafform.Form = (("g", "g", 1.0),)
 
     def __init__(self, forward: Graph, per_case: str, objective: str = "objective") -> None:
-        super().__init__(forward, "SQ", objective)
+        super().__init__(forward, objective)
         g = self.g
         # ∂f_b/∂f_b = 1 for every case: the sweep carries ∇f_b itself, not ∇f_b / B
         one = ew.const(g, 1.0, g[per_case].origin)
         seed = ew.broadcast_to(g, one, g[per_case].shape, g[per_case].batched, g[per_case].origin)
-        self.acc[per_case] = {"re": seed}
-
-    def _injects(self, node: Node) -> bool:
-        return False  # no noise: the seeded gradient is the only thing swept
+        self.acc[per_case] = {"g": seed}
 
 
 def sum_sq_grad_graph(forward: Graph, objective: str = "objective") -> Graph:
@@ -46,7 +47,8 @@ def sum_sq_grad_graph(forward: Graph, objective: str = "objective") -> Graph:
     from symcurv.transforms.grad import gradient_graph
 
     sweep = GradientSquares(gradient_graph(forward, objective), forward.outputs["per_case"])
-    est = sweep.run()
+    sweep.run()
+    est = leafform.quadratic_form(sweep, GradientSquares.FORM)
     g = sweep.g
     for p in sweep.params:
         d = est[p.id]

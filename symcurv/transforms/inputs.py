@@ -6,7 +6,7 @@ every case (``grad.unit_seed``), and every leaf differentiated is an ``m.input``
 
     input_grad      ∂f_b/∂x_b                         reverse sweep      (grad.cotangents)
     input_hvp       (∇²_x f_b) V_b                    jvp of that sweep  (R-operator)
-    input_diag_S    Re(S_{x,b})² − Im(S_{x,b})²       CP, S recursion    (curvprop.Sweep)
+    input_diag_S    Re(S_{x,b})² − Im(S_{x,b})²       CP, S recursion    (curvprop)
     input_diag_TU   T_{x,b} ⊙ U_{x,b}                 CP, TU recursion
     input_bl        δ'_x of Becker & LeCun            (diag.becker_lecun)
 
@@ -104,8 +104,8 @@ def input_cp_graph(forward: Graph, estimator: str) -> Graph:
             fix=f"choose one of {', '.join(CP_ESTIMATORS)}",
         )
     _, _, xs = _setup(forward)
-    sweep = curvprop.Sweep(forward, estimator, "per_case", wrt=[x.id for x in xs])
-    est = sweep.run()
+    sweep = curvprop.CurvatureSweep(forward, estimator, "per_case", wrt=[x.id for x in xs])
+    est = sweep.estimate()
     return _finish(sweep.g, f"input_diag_{estimator}", est, data_inputs(sweep.g))
 
 

@@ -175,9 +175,9 @@ def build(
     progress: bool = True,
 ) -> Path:
     """Derive, optimise, lower and emit every program; write the build directory."""
-    from symcurv.codegen import cpu, cuda, lower
+    from symcurv.codegen import cpu, cuda, lower, schedule
     from symcurv.ir.validate import validate
-    from symcurv.passes import optimize, schedule, split
+    from symcurv.passes import optimize, split
 
     say = Progress(progress)
     if backend not in BACKENDS:

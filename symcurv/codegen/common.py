@@ -15,11 +15,12 @@ from collections.abc import Callable, Mapping
 import sympy
 
 from symcurv.codegen.lower import Kernel, Lowered
+from symcurv.codegen.schedule import Plan, leaf_var, var_name
 from symcurv.ir import outputs
 from symcurv.ir.graph import Graph, Node
 from symcurv.ops import REGISTRY
 from symcurv.ops.elementwise import B_SYMBOL
-from symcurv.passes.schedule import Plan, leaf_var, var_name
+from symcurv.ops.registry import is_constant
 from symcurv.symbolic import printer
 
 _RESERVED = {
@@ -60,8 +61,8 @@ def map_expressions(g: Graph, k: Kernel) -> tuple[list[sympy.Symbol], list[str],
         if i in expr:
             return expr[i]
         n = g[i]
-        if n.op == "const":
-            return sympy.Float(n.attr("value"))
+        if is_constant(n):  # a literal, inlined
+            return REGISTRY[n.op].scalar(n, [])
         return syms[i]
 
     for m in k.nodes:
@@ -168,10 +169,11 @@ def view_lines(low: Lowered, plan: Plan) -> list[str]:
     and on Numba device arrays, so both drivers use these lines."""
     g, st = low.graph, plan.storage
     lines = []
-    for n in g.leaves("param"):
+    bound = {b: [n for n in g.nodes() if REGISTRY[n.op].binding == b] for b in ("theta", "v")}
+    for n in bound["theta"]:
         off, size = plan.param_offsets[n.name]
         lines.append(f"p_{n.name} = theta[{off}:{off + size}]")
-    for n in g.leaves("direction"):
+    for n in bound["v"]:
         off, size = plan.param_offsets[n.attr("param")]
         lines.append(f"{st[n.id]} = v[{off}:{off + size}]")
     for key, nid in list(low.output_of.items()):

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from symcurv.codegen import common
 from symcurv.codegen.lower import Kernel, Lowered
+from symcurv.codegen.schedule import Plan
 from symcurv.codegen.source import Source
 from symcurv.ir.graph import Graph
-from symcurv.passes.schedule import Plan
+from symcurv.ops import REGISTRY
+from symcurv.ops import lowering as lw
+from symcurv.ops.registry import lowering
 
 # ---- map kernels ---------------------------------------------------------------------
 
@@ -88,68 +91,67 @@ def _reduce_body(tmpl: str, x: str, out: str, batched: bool, n: int) -> list[str
     return body
 
 
-# ---- GEMMs -----------------------------------------------------------------------------
-def _matrix(
-    g: Graph,
-    nid: str,
-    st: dict[str, str],
-    views: dict[str, str],
-    per_case: str = "",
-    transpose: bool = False,
-) -> str:
-    """A matrix expression for node ``nid`` (or its transpose), folding a viewed transpose
-    into a BLAS transpose flag: ``W.T`` in the IR costs nothing."""
-    n = g[nid]
-    r, c = n.shape
+# ---- GEMMs and copies: one printer per lowering description (ops/lowering.py) ---------
+def _mat(m: lw.Mat, st: dict[str, str], views: dict[str, str], per_case: str = "") -> str:
+    """A GEMM operand as a numpy expression, folding a viewed transpose into ``.T``:
+    ``W.T`` in the IR costs nothing. Per-case rows and 1-D vectors are passed as stored."""
+    nid, r, c, t = m.nid, m.rows, m.cols, m.transpose
     if nid in views:
-        nid, r, c, transpose = views[nid], c, r, not transpose
-    return f"{st[nid]}{per_case}.reshape(({r}, {c}))" + (".T" if transpose else "")
+        nid, r, c, t = views[nid], c, r, not t
+        return f"{st[nid]}{per_case}.reshape(({r}, {c}))" + (".T" if t else "")
+    if r == lw.CASES or c == 1:
+        return st[nid] + (".T" if t else "")
+    return f"{st[nid]}{per_case}.reshape(({r}, {c}))" + (".T" if t else "")
+
+
+def _gemm(how: lw.Gemm, g: Graph, st: dict[str, str], views: dict[str, str]) -> list[str]:
+    a, b, out = (_mat(m, st, views) for m in (how.a, how.b, how.out))
+    return [f"np.dot({a}, {b}, {out})"]
+
+
+def _per_case_matvec(
+    how: lw.PerCaseMatvec, g: Graph, st: dict[str, str], views: dict[str, str], out: str
+) -> list[str]:
+    hi = f"{st[how.h]}[i]" if g[how.h].batched else st[how.h]
+    W = _mat(lw.Mat(how.W, how.rows, how.cols), st, views, "[i]")
+    if how.W not in views:
+        W = f"{st[how.W]}[i].reshape(({how.rows}, {how.cols}))"
+    return ["for i in range(B):", f"    np.dot({W}, {hi}, {out}[i])"]
+
+
+def _outer(how: lw.Outer, g: Graph, st: dict[str, str], out: str, batched: bool) -> list[str]:
+    u, v, m, n = how.u, how.v, how.m, how.n
+    ui = (lambda a: f"{st[u]}[i, {a}]") if g[u].batched else (lambda a: f"{st[u]}[{a}]")
+    vi = (lambda b: f"{st[v]}[i, {b}]") if g[v].batched else (lambda b: f"{st[v]}[{b}]")
+    o = f"{out}[i, a * {n} + b]" if batched else f"{out}[a * {n} + b]"
+    body = [
+        f"for a in range({m}):",
+        f"    for b in range({n}):",
+        f"        {o} = {ui('a')} * {vi('b')}",
+    ]
+    return (["for i in range(B):"] + ["    " + b for b in body]) if batched else body
 
 
 def _gemm_lines(g: Graph, k: Kernel, st: dict[str, str], views: dict[str, str]) -> list[str]:
-    node = g[k.nodes[0]]
-    out = st[node.id]
-    if node.op == "matvec":
-        W, h = node.inputs
-        Wn, hn = g[W], g[h]
-        if not Wn.batched:
-            if hn.batched:
-                return [f"np.dot({st[h]}, {_matrix(g, W, st, views, transpose=True)}, {out})"]
-            return [f"np.dot({_matrix(g, W, st, views)}, {st[h]}, {out})"]
-        hi = f"{st[h]}[i]" if hn.batched else st[h]
-        return [
-            "for i in range(B):",
-            f"    np.dot({_matrix(g, W, st, views, '[i]')}, {hi}, {out}[i])",
-        ]
-    if node.op == "outer_bsum":
-        u, v = node.inputs
-        m, n = node.shape
-        return [f"np.dot({st[u]}.T, {st[v]}, {out}.reshape(({m}, {n})))"]
-    if node.op == "outer":
-        u, v = node.inputs
-        m, n = node.shape
-        ui = (lambda a: f"{st[u]}[i, {a}]") if g[u].batched else (lambda a: f"{st[u]}[{a}]")
-        vi = (lambda b: f"{st[v]}[i, {b}]") if g[v].batched else (lambda b: f"{st[v]}[{b}]")
-        o = f"{out}[i, a * {n} + b]" if node.batched else f"{out}[a * {n} + b]"
-        body = [
-            f"for a in range({m}):",
-            f"    for b in range({n}):",
-            f"        {o} = {ui('a')} * {vi('b')}",
-        ]
-        return (["for i in range(B):"] + ["    " + b for b in body]) if node.batched else body
-    raise NotImplementedError(node.op)
+    node, how = g[k.nodes[0]], k.how
+    if isinstance(how, lw.Gemm):
+        return _gemm(how, g, st, views)
+    if isinstance(how, lw.PerCaseMatvec):
+        return _per_case_matvec(how, g, st, views, st[node.id])
+    return _outer(how, g, st, st[node.id], node.batched)
 
 
 def _copy_lines(
     g: Graph, nid: str, dst: str, st: dict[str, str], views: dict[str, str]
 ) -> list[str]:
-    """Write node ``nid`` (a transpose, constant, leaf or buffer) into array ``dst``."""
+    """Write node ``nid`` (a constant, a transpose, a leaf or a buffer) into array ``dst``."""
     n = g[nid]
-    if n.op == "const":
-        return [f"{dst}.fill({n.attr('value')!r})"]
-    if n.op == "transpose":
-        r, c = n.shape
-        src = views.get(nid, n.inputs[0])
+    how = lowering(g, n) if REGISTRY[n.op].lower is not None else None
+    if isinstance(how, lw.Fill):
+        return [f"{dst}.fill({how.value!r})"]
+    if isinstance(how, lw.Transpose):
+        r, c = how.rows, how.cols
+        src = views.get(nid, how.x)
         body = [
             f"{dst}{'[i]' if n.batched else ''}.reshape(({r}, {c}))[:, :] = "
             f"{st[src]}{'[i]' if n.batched else ''}.reshape(({c}, {r})).T"

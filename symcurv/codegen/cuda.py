@@ -1,7 +1,7 @@
 """CUDA emitter: a lowered program -> one Python source file of Numba-CUDA kernels.
 
 Same input as the CPU emitter (the kernel list of ``codegen.lower`` and the buffer plan of
-``passes.schedule``), same scalar formulas (``common.emit_scalar_function``, printed with
+``codegen.schedule``), same scalar formulas (``common.emit_scalar_function``, printed with
 target "cuda": ``math.exp`` instead of the CPU's vectorisable ``vm.exp``), same names and
 comments. What differs is the skeleton (see docs/kernel_tour.md §8):
 
@@ -21,9 +21,12 @@ from __future__ import annotations
 
 from symcurv.codegen import common
 from symcurv.codegen.lower import Kernel, Lowered
+from symcurv.codegen.schedule import Plan
 from symcurv.codegen.source import Source
 from symcurv.ir.graph import Graph
-from symcurv.passes.schedule import Plan
+from symcurv.ops import REGISTRY
+from symcurv.ops import lowering as lw
+from symcurv.ops.registry import lowering
 from symcurv.runtime import cuda_geometry
 
 # The block reduction of a map's per-case sums. It is emitted into each file that needs it,
@@ -114,17 +117,6 @@ def _emit_map_rows(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list
 
 
 # ---- calls of the generic kernels (runtime/cuda_kernels.py) -------------------------------------
-def _operand(
-    g: Graph, nid: str, st: dict[str, str], views: dict[str, str], transpose: bool = False
-) -> tuple[str, bool]:
-    """(the stored matrix of node ``nid``, whether the GEMM reads it transposed): a viewed
-    transpose node flips the flag, so ``W.T`` in the IR costs nothing."""
-    r, c = g[nid].shape
-    if nid in views:
-        nid, r, c, transpose = views[nid], c, r, not transpose
-    return f"{st[nid]}.reshape(({r}, {c}))", transpose
-
-
 def _rows(g: Graph, nid: str, var: str) -> str:
     """A value as a 2-D (cases, size) device array: a shared value is one row."""
     n = g[nid]
@@ -139,42 +131,39 @@ def _flags(**flags: bool) -> str:
     return "".join(f", {k}=True" for k, v in flags.items() if v)
 
 
+def _mat(m: lw.Mat, st: dict[str, str], views: dict[str, str]) -> tuple[str, bool]:
+    """(a GEMM operand as a 2-D device array, whether ck.gemm reads it transposed): per-case
+    rows as stored, anything else reshaped; a viewed transpose flips the flag."""
+    if m.rows == lw.CASES:
+        return st[m.nid], m.transpose
+    if m.nid in views:
+        return _operand_of(m, st, views)
+    return f"{st[m.nid]}.reshape(({m.rows}, {m.cols}))", m.transpose
+
+
+def _operand_of(m: lw.Mat, st: dict[str, str], views: dict[str, str]) -> tuple[str, bool]:
+    src, (r, c) = views[m.nid], (m.cols, m.rows)
+    return f"{st[src]}.reshape(({r}, {c}))", not m.transpose
+
+
 def _gemm_lines(g: Graph, k: Kernel, st: dict[str, str], views: dict[str, str]) -> list[str]:
-    node = g[k.nodes[0]]
+    node, how = g[k.nodes[0]], k.how
     out = st[node.id]
-    if node.op == "matvec":
-        W, h = node.inputs
-        Wn, hn = g[W], g[h]
-        if not Wn.batched:
-            if hn.batched:  # cases are rows: (W h_b)_b = H Wᵀ
-                w, wt = _operand(g, W, st, views, transpose=True)
-                return [f"ck.gemm({st[h]}, {w}, {out}{_flags(trans_b=wt)})"]
-            w, wt = _operand(g, W, st, views)
-            r, c = Wn.shape
-            return [
-                f"ck.gemm({w}, {st[h]}.reshape(({c}, 1)), {out}.reshape(({r}, 1))"
-                f"{_flags(trans_a=wt)})"
-            ]
-        # a per-case matrix (W_b differs per case): one dot product per output
-        src, (r, c), trans = W, Wn.shape, False
-        if W in views:
-            src, (c, r), trans = views[W], Wn.shape, True
+    if isinstance(how, lw.Gemm):
+        (a, ta), (b, tb), (o, _) = (_mat(m, st, views) for m in (how.a, how.b, how.out))
+        return [f"ck.gemm({a}, {b}, {o}{_flags(trans_a=ta, trans_b=tb)})"]
+    if isinstance(how, lw.PerCaseMatvec):  # one dot product per output
+        src, r, c, trans = how.W, how.rows, how.cols, False
+        if how.W in views:
+            src, (c, r), trans = views[how.W], (how.rows, how.cols), True
         return [
-            f"ck.batched_matvec({st[src]}, {_rows(g, h, st[h])}, {out}, {r}, {c}"
+            f"ck.batched_matvec({st[src]}, {_rows(g, how.h, st[how.h])}, {out}, {r}, {c}"
             f"{_flags(trans=trans)})"
         ]
-    if node.op == "outer_bsum":  # Σ_b u_b v_bᵀ = Uᵀ V
-        u, v = node.inputs
-        m, n = node.shape
-        return [f"ck.gemm({st[u]}, {st[v]}, {out}.reshape(({m}, {n})), trans_a=True)"]
-    if node.op == "outer":
-        u, v = node.inputs
-        m, n = node.shape
-        return [
-            f"ck.outer({_rows(g, u, st[u])}, {_rows(g, v, st[v])}, {_rows(g, node.id, out)}, "
-            f"{m}, {n})"
-        ]
-    raise NotImplementedError(node.op)
+    return [
+        f"ck.outer({_rows(g, how.u, st[how.u])}, {_rows(g, how.v, st[how.v])}, "
+        f"{_rows(g, node.id, out)}, {how.m}, {how.n})"
+    ]
 
 
 def _reduce_line(g: Graph, k: Kernel, st: dict[str, str]) -> str:
@@ -189,13 +178,15 @@ def _reduce_line(g: Graph, k: Kernel, st: dict[str, str]) -> str:
 def _copy_lines(
     g: Graph, nid: str, dst: str, st: dict[str, str], views: dict[str, str]
 ) -> list[str]:
-    """Write node ``nid`` (a transpose, constant, leaf or buffer) into device array ``dst``."""
+    """Write node ``nid`` (a constant, a transpose, a leaf or a buffer) into device array
+    ``dst``."""
     n = g[nid]
-    if n.op == "const":
-        return [f"ck.fill({dst}, {n.attr('value')!r})"]
-    if n.op == "transpose":
-        r, c = n.shape
-        src = views.get(nid, n.inputs[0])
+    how = lowering(g, n) if REGISTRY[n.op].lower is not None else None
+    if isinstance(how, lw.Fill):
+        return [f"ck.fill({dst}, {how.value!r})"]
+    if isinstance(how, lw.Transpose):
+        r, c = how.rows, how.cols
+        src = views.get(nid, how.x)
         rows = (lambda v: v) if n.batched else (lambda v: f"{v}.reshape((1, {r * c}))")
         return [f"ck.transpose({rows(st[src])}, {rows(dst)}, {r}, {c})"]
     return [f"ck.copy({st[nid]}, {dst})"]
@@ -219,16 +210,10 @@ def launch(g: Graph, k: Kernel, geo: cuda_geometry.Geometry = cuda_geometry.GPU)
         if k.template in ("batch_sum", "batch_mean"):
             return list(cuda_geometry.column_launch(n, geo))
         return list(cuda_geometry.row_launch("B" if g[k.reads[0]].batched else "1", n, geo))
-    if k.kind == "gemm" and node.op == "matvec":
-        W, h = node.inputs
-        if g[W].batched:  # ck.batched_matvec: one output per thread
-            return list(cuda_geometry.flat_launch(elements(node.size), geo))
-        if g[h].batched:
-            return list(cuda_geometry.gemm_launch("B", str(node.size), geo))
-        return list(cuda_geometry.gemm_launch(str(node.size), "1", geo))
-    if k.kind == "gemm" and node.op == "outer_bsum":
-        return list(cuda_geometry.gemm_launch(*map(str, node.shape), geo))
-    return list(cuda_geometry.flat_launch(elements(node.size), geo))  # outer, fill, copy
+    if isinstance(k.how, lw.Gemm):  # a tiled GEMM over the output matrix
+        return list(cuda_geometry.gemm_launch(str(k.how.out.rows), str(k.how.out.cols), geo))
+    # per-case matvec (one output per thread), outer, fill, copy
+    return list(cuda_geometry.flat_launch(elements(node.size), geo))
 
 
 def launches(low: Lowered) -> list[list[str]]:

@@ -1,11 +1,13 @@
 """Lowering: an optimised IR graph -> an ordered list of kernels over named buffers.
 
-Kernel kinds (the emitters have one template per kind, never one per op):
+Kernel kinds (the emitters have one printer per kind and description, never one per op):
   map     a fusion group: per element, evaluate its members' scalar formulas
           (+ feature-sum epilogues)
-  gemm    matvec / outer / outer_bsum, transposed operands folded into the BLAS call
-  reduce  a reduction with a named template (sum_features, logsumexp, batch_sum, ...)
+  gemm    what the op's ``lower`` rule describes (ops/lowering.py: Gemm, PerCaseMatvec,
+          Outer), transposed operands folded into the BLAS call
+  reduce  a named reduction loop (sum_features, logsumexp, batch_sum, ...)
   fill    a constant written into a buffer; copy: a value (or transpose) copied
+Every op-specific fact comes from the registry (``lower``, ``view``, ``scalar``).
 
 Storage is canonical: a batched value is a ``(B, size)`` array, an unbatched one a 1-D
 ``(size,)`` array (a scalar has size 1); matrices are reshaped views of these.
@@ -15,9 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from symcurv.codegen import fuse
 from symcurv.ir.graph import Graph, Node
 from symcurv.ops import REGISTRY
-from symcurv.passes import fuse
+from symcurv.ops import lowering as lw
+from symcurv.ops.registry import is_constant, lowering
 
 
 @dataclasses.dataclass
@@ -30,6 +34,7 @@ class Kernel:
     writes: list[str]  # materialised nodes it writes
     epilogues: list[str] = dataclasses.field(default_factory=list)
     space: tuple[bool, int] = (False, 1)
+    how: lw.Lowering | None = None  # what a non-map kernel computes (the op's lower rule)
 
     def origins(self, g: Graph) -> list[str]:
         return list(dict.fromkeys(g[n].origin for n in self.nodes if g[n].origin))
@@ -45,12 +50,14 @@ class Lowered:
 
 
 def _is_view(g: Graph, node: Node, consumers: dict[str, list[str]], outputs: set[str]) -> bool:
-    """A transpose read only by GEMMs is folded into their operands."""
+    """A view op (a transpose) read only by GEMMs is folded into their operands."""
     return (
-        node.op == "transpose"
+        REGISTRY[node.op].view
         and node.id not in outputs
         and all(
-            REGISTRY[g[c].op].kernel == "gemm" and g[c].op != "transpose"
+            not REGISTRY[g[c].op].view
+            and REGISTRY[g[c].op].lower is not None
+            and lowering(g, g[c]).kind == "gemm"
             for c in consumers[node.id]
         )
     )
@@ -75,7 +82,7 @@ def lower(g: Graph) -> Lowered:
         reads: list[str] = []
         for m in grp.members:
             for i in g[m].inputs:
-                if i not in members and i not in reads and g[i].op != "const":
+                if i not in members and i not in reads and not is_constant(g[i]):
                     reads.append(i)
         writes = [
             m for m in grp.members if m in out_nodes or any(c not in members for c in consumers[m])
@@ -95,25 +102,20 @@ def lower(g: Graph) -> Lowered:
         )
     for nid in order:
         node = g[nid]
-        prim = REGISTRY[node.op]
         if nid in in_group or nid in views or not node.inputs:
             continue
-        if prim.kernel == "gemm":
-            kind = "copy" if node.op == "transpose" else "gemm"
-            kernels.append(Kernel("", kind, prim.template, [nid], list(node.inputs), [nid]))
-        elif prim.kernel == "reduce":
-            kernels.append(Kernel("", "reduce", prim.template, [nid], list(node.inputs), [nid]))
-        else:
-            raise NotImplementedError(f"cannot lower {node.op} ({prim.kernel})")
+        how = lowering(g, node)
+        kernels.append(Kernel("", how.kind, how.template, [nid], list(node.inputs), [nid], how=how))
     # consts needed in a buffer (read by a non-map kernel)
     for k in kernels:
         if k.kind == "map":
             continue
         for r in k.reads:
-            if g[r].op == "const" and not any(r in kk.writes for kk in kernels):
-                kernels.append(Kernel("", "fill", "fill", [r], [], [r]))
+            if is_constant(g[r]) and not any(r in kk.writes for kk in kernels):
+                how = lowering(g, g[r])
+                kernels.append(Kernel("", how.kind, how.template, [r], [], [r], how=how))
     # order kernels topologically by their first node (the condensed graph is acyclic)
-    kernels = _schedule(g, kernels, pos)
+    kernels = _schedule(g, kernels, pos, views)
 
     output_of: dict[str, str] = {}
     copies: dict[str, str] = {}
@@ -132,7 +134,9 @@ def lower(g: Graph) -> Lowered:
     return Lowered(g, kernels, views, output_of, copies)
 
 
-def _schedule(g: Graph, kernels: list[Kernel], pos: dict[str, int]) -> list[Kernel]:
+def _schedule(
+    g: Graph, kernels: list[Kernel], pos: dict[str, int], views: dict[str, str]
+) -> list[Kernel]:
     import networkx as nx
 
     owner = {n: i for i, k in enumerate(kernels) for n in k.nodes}
@@ -146,8 +150,8 @@ def _schedule(g: Graph, kernels: list[Kernel], pos: dict[str, int]) -> list[Kern
                     dg.add_edge(j, i)
         for r in k.reads:  # reads through views
             j = owner.get(r)
-            if j is None and g[r].op == "transpose":
-                j = owner.get(g[r].inputs[0])
+            if j is None and r in views:
+                j = owner.get(views[r])
             if j is not None and j != i:
                 dg.add_edge(j, i)
     first = {i: min(pos[n] for n in k.nodes) for i, k in enumerate(kernels)}

@@ -19,6 +19,7 @@ from symcurv import errors
 from symcurv.ir.graph import Graph, Node
 from symcurv.ops import curvature as curv
 from symcurv.ops import elementwise as ew
+from symcurv.ops import lowering as lw
 from symcurv.ops.registry import PrimitiveDef, emit, register
 
 
@@ -113,6 +114,16 @@ def _mv_sq_vjp(g, n, d, needs):
     return [dW, dh]
 
 
+def _mv_lower(g: Graph, n: Node) -> lw.Lowering:
+    W, h = n.inputs
+    r, c = g[W].shape
+    if g[W].batched:  # a per-case matrix: one matrix-vector product per case
+        return lw.PerCaseMatvec(W, h, r, c)
+    if g[h].batched:  # cases are rows: (W h_b)_b = H Wᵀ
+        return lw.Gemm(lw.Mat(h, lw.CASES, c), lw.Mat(W, r, c, True), lw.Mat(n.id, lw.CASES, r))
+    return lw.Gemm(lw.Mat(W, r, c), lw.Mat(h, c, 1), lw.Mat(n.id, r, 1))
+
+
 register(
     PrimitiveDef(
         "matvec",
@@ -124,7 +135,7 @@ register(
         jvp=_mv_jvp,
         curvature=_mv_curvature,
         sq_vjp=_mv_sq_vjp,
-        template="gemm",
+        lower=_mv_lower,
         doc="y = W h",
     )
 )
@@ -160,7 +171,8 @@ register(
         simplify=_t_simplify,
         curvature=curv.linear,
         sq_vjp=lambda g, n, d, needs: [transpose(g, d, n.origin)],
-        template="transpose",
+        lower=lambda g, n: lw.Transpose(n.inputs[0], *n.shape),
+        view=True,
         doc="y = Wᵀ",
     )
 )
@@ -223,7 +235,7 @@ register(
         jvp=_outer_jvp("outer"),
         curvature=_outer_curvature,
         sq_vjp=_outer_sq_vjp,
-        template="gemm",
+        lower=lambda g, n: lw.Outer(*n.inputs, *n.shape),
         doc="y = u vᵀ per case",
     )
 )
@@ -248,7 +260,12 @@ register(
         jvp=_outer_jvp("outer_bsum"),
         curvature=_outer_curvature,
         sq_vjp=_outer_sq_vjp,
-        template="gemm",
+        # Σ_b u_b v_bᵀ = Uᵀ V with the cases as the rows of U and V
+        lower=lambda g, n: lw.Gemm(
+            lw.Mat(n.inputs[0], lw.CASES, n.shape[0], True),
+            lw.Mat(n.inputs[1], lw.CASES, n.shape[1]),
+            lw.Mat(n.id, *n.shape),
+        ),
         doc="y = Σ_b u_b v_bᵀ = Uᵀ V (one GEMM over the batch)",
     )
 )

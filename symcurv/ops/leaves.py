@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import sympy
 
+from symcurv.ops import lowering as lw
 from symcurv.ops.registry import PrimitiveDef, register
 
 
@@ -30,12 +31,19 @@ register(
         "leaf",
         _leaf_infer(True),
         _leaf_impl,
+        binding="batch",
         doc="x: one case's input vector (a batch has cases as rows)",
     )
 )
 register(
     PrimitiveDef(
-        "target", "leaf", "leaf", _leaf_infer(True), _leaf_impl, doc="t: one case's target"
+        "target",
+        "leaf",
+        "leaf",
+        _leaf_infer(True),
+        _leaf_impl,
+        binding="batch",
+        doc="t: one case's target",
     )
 )
 register(
@@ -45,6 +53,7 @@ register(
         "leaf",
         _leaf_infer(False),
         _leaf_impl,
+        binding="theta",
         doc="θ block: a parameter, shared by every case",
     )
 )
@@ -55,6 +64,7 @@ register(
         "leaf",
         _leaf_infer(False),
         _leaf_impl,
+        binding="v",
         doc="v block: the direction of a curvature product (H v, G v), shaped like "
         "parameter attr['param'] and read from the flat vector v as θ is",
     )
@@ -66,6 +76,7 @@ register(
         "leaf",
         _leaf_infer(True),
         _leaf_impl,
+        binding="direction",
         doc="V: the per-case direction of an input-Hessian product (∇²_x f_b) V_b, shaped "
         "like input attr['input'] (one row per case, bound by the runtime like CP noise)",
     )
@@ -77,6 +88,7 @@ register(
         "leaf",
         _attr_infer,
         _leaf_impl,
+        binding="noise",
         doc="z: a random vector of Curvature Propagation (E[z zᵀ] = I), drawn by the runtime "
         "on every call (Rademacher or Gaussian); per case when attr['batched']",
     )
@@ -88,6 +100,7 @@ register(
         "leaf",
         _attr_infer,
         _leaf_impl,
+        binding="cached",
         doc="a value computed once per (θ, batch) by a program's static part (passes/split.py) "
         "and read by its dynamic part (State: no forward recomputation per product)",
     )
@@ -108,6 +121,7 @@ register(
         vjp=lambda g, n, cot, needs: [],
         jvp=lambda g, n, t: None,
         scalar=lambda node, syms: sympy.Float(node.attr("value")),
+        lower=lambda g, n: lw.Fill(n.attr("value")),  # when a non-map kernel reads it
         doc="c: a scalar literal (inlined into every fused map that uses it)",
     )
 )

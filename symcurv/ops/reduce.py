@@ -15,6 +15,7 @@ from symcurv import errors
 from symcurv.ir.graph import Graph, Node
 from symcurv.ops import curvature as curv
 from symcurv.ops import elementwise as ew
+from symcurv.ops import lowering as lw
 from symcurv.ops.registry import PrimitiveDef, emit, register
 
 
@@ -58,7 +59,7 @@ register(
         jvp=lambda g, n, t: (
             None if t[0] is None else emit(g, "sum", t, name="sum", origin=n.origin)
         ),
-        template="sum_features",
+        lower=lambda g, n: lw.Reduce("sum_features"),
         curvature=curv.linear,
         sq_vjp=lambda g, n, d, needs: [
             ew.broadcast_to(g, d, g[n.inputs[0]].shape, n.batched, n.origin)
@@ -134,7 +135,7 @@ register(
         jvp=_lse_jvp,
         curvature=_lse_curvature,
         sq_vjp=_lse_sq_vjp,
-        template="logsumexp",
+        lower=lambda g, n: lw.Reduce("logsumexp"),
         doc="y = log Σ_j exp(x_j), computed with the max shifted out",
     )
 )
@@ -236,7 +237,7 @@ for _op, _mean in (("batch_sum", False), ("batch_mean", True)):
                     None if t[0] is None else emit(g, op, t, name="bsum", origin=n.origin)
                 )
             ),
-            template=_op,
+            lower=lambda g, n, op=_op: lw.Reduce(op),
             curvature=curv.linear,
             # Becker-LeCun needs (1/B)² for the mean: only reached when something above the
             # batch reduction is curved, which the CP transforms refuse anyway

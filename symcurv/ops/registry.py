@@ -37,7 +37,15 @@ class PrimitiveDef:
                                                     factor terms (ops/curvature.py) for CP
     sq_vjp(graph, node, d, needs) -> [d_i | None]   diag(J_iᵀ diag(d) J_i) = (J_i ∘ J_i)ᵀ d: the
                                                     pullback of a diagonal (Becker-LeCun)
-    template                                        emitter template for gemm/reduce kernels
+    lower(graph, node) -> Lowering                  how a non-map op becomes a kernel
+                                                    (ops/lowering.py): which GEMM with which
+                                                    operands and transposes, which reduction
+    view                                            the op may be read in place by the GEMMs
+                                                    consuming it (a transpose: a BLAS flag)
+    binding                                         a leaf's argument of a compiled program:
+                                                    "theta" (a view of θ), "v" (of the flat
+                                                    direction), "batch", or an extra bound by
+                                                    name: "noise", "direction", "cached"
     """
 
     name: str
@@ -52,7 +60,9 @@ class PrimitiveDef:
     simplify: Callable[[Graph, Node], str | None] | None = None
     curvature: Callable[[Graph, Node, str], list] | None = None
     sq_vjp: Callable[[Graph, Node, str, list], list] | None = None
-    template: str = ""
+    lower: Callable[[Graph, Node], Any] | None = None
+    view: bool = False
+    binding: str = ""
     doc: str = ""
 
     def __post_init__(self) -> None:
@@ -60,6 +70,19 @@ class PrimitiveDef:
 
 
 REGISTRY: dict[str, PrimitiveDef] = {}
+
+
+def is_constant(node: Node) -> bool:
+    """A literal: no operands, and a scalar formula (inlined into every map reading it)."""
+    return not node.inputs and REGISTRY[node.op].scalar is not None
+
+
+def lowering(graph: Graph, node: Node):
+    """The op's own description of its kernel (ops/lowering.py)."""
+    rule = REGISTRY[node.op].lower
+    if rule is None:
+        raise NotImplementedError(f"cannot lower {node.op}: it registers no lower rule")
+    return rule(graph, node)
 
 
 def register(prim: PrimitiveDef) -> PrimitiveDef:

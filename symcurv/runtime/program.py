@@ -19,7 +19,7 @@ from symcurv.runtime import initializers, noise
 
 def extra_leaves(spec: dict, role: str) -> list[tuple[str, bool, int]]:
     """``(name, batched, size)`` of a built program's extra arguments with ``role``
-    ("noise", "direction" or "cached"; see passes/schedule.py), in argument order."""
+    ("noise", "direction" or "cached"; see codegen/schedule.py), in argument order."""
     out = []
     for name, batched, size, r in spec.get("extras", []):
         if r == role:

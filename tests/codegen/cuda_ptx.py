@@ -29,7 +29,7 @@ from pathlib import Path
 import numba.cuda.dispatcher
 from numba import cuda, types
 
-from symcurv.passes.schedule import var_name
+from symcurv.codegen.schedule import var_name
 from symcurv.runtime import cuda_geometry
 from symcurv.runtime import cuda_kernels as ck
 
@@ -56,9 +56,7 @@ def _arg_types(man: dict, spec: dict) -> dict[str, int]:
     ndim = {"theta": 1, "v": 1}
     ndim.update({f"in_{d['name']}": 2 for d in man["inputs"]})
     ndim.update({f"in_{e[0]}": 2 if e[1] else 1 for e in spec["extras"]})
-    ndim.update(
-        {f"out_{var_name(k)}": 2 if batched else 1 for k, batched, _ in spec["out_plain"]}
-    )
+    ndim.update({f"out_{var_name(k)}": 2 if batched else 1 for k, batched, _ in spec["out_plain"]})
     ndim.update({name: 2 if batched else 1 for name, batched, _ in spec["slots"]})
     return ndim
 

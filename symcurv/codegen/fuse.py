@@ -16,6 +16,8 @@ import networkx as nx
 
 from symcurv.ir.graph import Graph, Node
 from symcurv.ops import REGISTRY
+from symcurv.ops import lowering as lw
+from symcurv.ops.registry import is_constant, lowering
 
 
 def space(node: Node) -> tuple[bool, int]:
@@ -23,11 +25,15 @@ def space(node: Node) -> tuple[bool, int]:
 
 
 def is_map(node: Node) -> bool:
-    return REGISTRY[node.op].kernel == "map" and node.op != "const"
+    return REGISTRY[node.op].kernel == "map" and not is_constant(node)
 
 
-def is_sum_epilogue_candidate(node: Node) -> bool:
-    return REGISTRY[node.op].template == "sum_features"
+def is_sum_epilogue_candidate(g: Graph, node: Node) -> bool:
+    """A per-case sum over features, which a map kernel can accumulate as it goes."""
+    if REGISTRY[node.op].lower is None:
+        return False
+    how = lowering(g, node)
+    return isinstance(how, lw.Reduce) and how.name == "sum_features"
 
 
 @dataclasses.dataclass
@@ -85,7 +91,7 @@ def fusion_groups(g: Graph) -> list[Group]:
                     continue
                 if merge(cand, grp):
                     grp = cand
-        elif is_sum_epilogue_candidate(node) and parents:
+        elif is_sum_epilogue_candidate(g, node) and parents:
             cand = groups.get(parents[0])
             if (
                 cand is not None

@@ -12,6 +12,7 @@ import dataclasses
 
 from symcurv.codegen.lower import Lowered
 from symcurv.ir import outputs
+from symcurv.ops import REGISTRY
 
 
 @dataclasses.dataclass
@@ -35,8 +36,8 @@ class Plan:
     extras: list[list] = dataclasses.field(default_factory=list)
 
 
-# leaves the runtime binds by name after the batch, and what each is to the runtime
-EXTRA_ROLES = {"noise": "noise", "cached": "cached", "input_direction": "direction"}
+# leaves the runtime binds by name after the batch (their PrimitiveDef's binding)
+EXTRA_ROLES = ("noise", "direction", "cached")
 
 
 def leaf_var(name: str) -> str:
@@ -56,16 +57,17 @@ def plan(low: Lowered, params: dict[str, tuple[int, int]]) -> Plan:
     leaves: list[str] = []
     extras: list[list] = []
     for n in g.nodes():
-        if n.op == "param":
+        binding = REGISTRY[n.op].binding
+        if binding == "theta":
             storage[n.id] = f"p_{n.name}"
-        elif n.op == "direction":
+        elif binding == "v":
             storage[n.id] = f"v_{n.attr('param')}"
-        elif n.op in ("input", "target"):
+        elif binding == "batch":
             storage[n.id] = leaf_var(n.name)
             leaves.append(n.name)
-        elif n.op in EXTRA_ROLES:
+        elif binding in EXTRA_ROLES:
             storage[n.id] = leaf_var(n.name)
-            extras.append([n.name, n.batched, n.size, EXTRA_ROLES[n.op]])
+            extras.append([n.name, n.batched, n.size, binding])
     out_flat: list[str] = []
     out_plain: dict[str, tuple[bool, int]] = {}
     for key in list(low.output_of) + list(low.copies):
@@ -110,5 +112,5 @@ def plan(low: Lowered, params: dict[str, tuple[int, int]]) -> Plan:
                 ):
                     n = g[x]
                     free.setdefault((n.batched, n.size), []).append(storage[x])
-    vectors = ["v"] if g.leaves("direction") else []
+    vectors = ["v"] if any(REGISTRY[n.op].binding == "v" for n in g.nodes()) else []
     return Plan(storage, slots, out_flat, out_plain, params, leaves, vectors, extras)

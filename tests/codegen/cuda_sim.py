@@ -96,6 +96,13 @@ def run_state(prog, data: dict) -> dict:
         "cp_GN": st.cp_diag("GN", seed=2),
         "cp_HI": st.cp_diag("HI", seed=3),
         "bl": st.becker_lecun_diag(),
+        # derivatives with respect to the data (per case), on the same State
+        "input_grad": st.input_grad(),
+        "input_hvp": st.input_hvp(data["batch"]["x"][::-1].copy()),
+        "input_exact": st.input_diag_hessian(method="exact"),
+        "input_S": st.input_diag_hessian(method="S", samples=2, seed=4),
+        "input_TU": st.input_diag_hessian(method="TU", noise="gaussian", seed=5),
+        "input_bl": st.input_diag_hessian(method="becker_lecun"),
         "cached": sorted(st._cache),
         # θ, the batch and every cached static value stay on the device
         "resident": [ck.is_device(a) for a in (st._resident[0], *st._resident[1].values())],

@@ -150,6 +150,7 @@ def test_every_program_matches_the_reference_interpreter(sim, model, dtype):
     case = sim["sim"].result()[(model, dtype)]
     errs = _errors(case)
     every = {"loss", "grad", "hvp", "becker_lecun", "cp_S", "cp_TU", "sum_sq_grad"}
+    every |= {"input_grad", "input_hvp", "input_diag_S", "input_diag_TU", "input_bl"}
     assert (every if model != "all_ops" else {"loss", "grad", "hvp"}) <= set(errs)
     bad = {k: e for k, e in errs.items() if not e <= TOL[dtype]}
     assert not bad, f"cuda vs reference, {model} {dtype}: {bad}"
@@ -181,6 +182,12 @@ def test_state_on_cuda_equals_state_on_cpu(sim, cpu_tied):
         "cp_GN": st.cp_diag("GN", seed=2),
         "cp_HI": st.cp_diag("HI", seed=3),
         "bl": st.becker_lecun_diag(),
+        "input_grad": st.input_grad(),
+        "input_hvp": st.input_hvp(data["batch"]["x"][::-1].copy()),
+        "input_exact": st.input_diag_hessian(method="exact"),
+        "input_S": st.input_diag_hessian(method="S", samples=2, seed=4),
+        "input_TU": st.input_diag_hessian(method="TU", noise="gaussian", seed=5),
+        "input_bl": st.input_diag_hessian(method="becker_lecun"),
     }
     assert got["cached"] == sorted(st._cache)
     assert all(got["resident"]) and len(got["resident"]) == 1 + len(data["batch"])

@@ -184,8 +184,10 @@ def scalar_function(
 
 
 def numpy_function(args: Sequence[sympy.Symbol], expr: sympy.Expr) -> Callable:
-    """A numpy-vectorised evaluator (the reference interpreter's elementwise semantics)."""
-    f = sympy.lambdify(list(args), expr, modules="numpy")
+    """A numpy-vectorised evaluator (the reference interpreter's elementwise semantics).
+    scipy supplies the special functions numpy lacks (``erf``: plain "numpy" would print
+    ``math.erf``, which refuses arrays)."""
+    f = sympy.lambdify(list(args), expr, modules=["numpy", "scipy"])
 
     def call(*xs: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):

@@ -73,3 +73,29 @@ def test_output_is_deterministic_and_uses_temporaries_t0_t1():
     b = printer.scalar_function("f", [x, y], e, doc="d")
     assert a == b and any(ln.strip().startswith("t0 = ") for ln in a)
     assert a[1] == '    """d"""'
+
+
+@pytest.mark.parametrize("expr", EXPRESSIONS, ids=range(len(EXPRESSIONS)))
+def test_numpy_function_evaluates_arrays_like_sympy(expr):
+    """The reference interpreter's evaluator takes arrays for every allowed function.
+    Found by tests/fuzz: with lambdify's plain "numpy" module, ``erf`` became ``math.erf``
+    and any custom op using it raised a TypeError on the interpreter's arrays."""
+    rng = np.random.default_rng(3)
+    pts = rng.uniform(-2, 2, size=(3, 5))
+    got = printer.numpy_function([x, y, z], expr)(*pts)
+    want = [float(expr.subs({x: a, y: b, z: c})) for a, b, c in pts.T]
+    assert np.allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_model_with_erf_runs_in_the_reference_interpreter():
+    """The shrunk model of the fuzz failure (tests/fuzz, issue 20)."""
+    import symcurv as sc
+    from symcurv.runtime.reference import evaluate
+
+    act = sc.elementwise("erf_regression", "erf(z)")
+    m = sc.Model("fuzz")
+    x0 = m.input("x0", 1)
+    W0 = m.param("W0", (1, 1))
+    m.minimize(sc.sum(act(W0 @ x0)))
+    out = evaluate(m.forward_graph(), {"x0": np.array([[0.5], [-1.0]]), "W0": np.eye(1)})
+    assert np.isclose(out["objective"], (math.erf(0.5) + math.erf(-1.0)) / 2, rtol=1e-14)

@@ -92,20 +92,20 @@ def _reduce_body(tmpl: str, x: str, out: str, batched: bool, n: int) -> list[str
 
 
 # ---- GEMMs and copies: one printer per lowering description (ops/lowering.py) ---------
-def _mat(m: lw.Mat, st: dict[str, str], views: dict[str, str], per_case: str = "") -> str:
+def _mat(g: Graph, m: lw.Mat, st: dict[str, str], views: dict[str, str], per_case: str = "") -> str:
     """A GEMM operand as a numpy expression, folding a viewed transpose into ``.T``:
-    ``W.T`` in the IR costs nothing. Per-case rows and 1-D vectors are passed as stored."""
+    ``W.T`` in the IR costs nothing. A vector (per-case rows, or one vector read as a
+    column) is passed as stored; a matrix node is reshaped, even when it has one column."""
     nid, r, c, t = m.nid, m.rows, m.cols, m.transpose
     if nid in views:
         nid, r, c, t = views[nid], c, r, not t
-        return f"{st[nid]}{per_case}.reshape(({r}, {c}))" + (".T" if t else "")
-    if r == lw.CASES or c == 1:
+    elif len(g[nid].shape) < 2:
         return st[nid] + (".T" if t else "")
     return f"{st[nid]}{per_case}.reshape(({r}, {c}))" + (".T" if t else "")
 
 
 def _gemm(how: lw.Gemm, g: Graph, st: dict[str, str], views: dict[str, str]) -> list[str]:
-    a, b, out = (_mat(m, st, views) for m in (how.a, how.b, how.out))
+    a, b, out = (_mat(g, m, st, views) for m in (how.a, how.b, how.out))
     return [f"np.dot({a}, {b}, {out})"]
 
 
@@ -113,9 +113,7 @@ def _per_case_matvec(
     how: lw.PerCaseMatvec, g: Graph, st: dict[str, str], views: dict[str, str], out: str
 ) -> list[str]:
     hi = f"{st[how.h]}[i]" if g[how.h].batched else st[how.h]
-    W = _mat(lw.Mat(how.W, how.rows, how.cols), st, views, "[i]")
-    if how.W not in views:
-        W = f"{st[how.W]}[i].reshape(({how.rows}, {how.cols}))"
+    W = _mat(g, lw.Mat(how.W, how.rows, how.cols), st, views, "[i]")
     return ["for i in range(B):", f"    np.dot({W}, {hi}, {out}[i])"]
 
 

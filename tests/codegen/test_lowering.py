@@ -65,3 +65,21 @@ def test_no_codegen_module_compares_an_op_name():
     for path in pathlib.Path(symcurv.codegen.__file__).parent.glob("*.py"):
         text = path.read_text()
         assert not re.search(r"\.op\s*(==|!=|in)\s*[\"'(]", text), path.name
+
+
+def test_a_one_column_weight_is_a_matrix_operand(tmp_path):
+    """Found by the random-model tests: W of shape (1, 1) with a shared operand (the hvp's
+    static part, W1 @ v_W0-like products) was printed as a bare 1-D array, so np.dot took
+    a dot product. Shrunk model, compiled and checked against the reference."""
+    import symcurv as sc
+    from symcurv import testing
+
+    m = sc.Model("fuzz")
+    x0, t = m.input("x0", 1), m.target("t", 1)
+    W0 = m.param("W0", (1, 1), init=sc.init.normal(0.8))
+    W1 = m.param("W1", (1, 1), init=sc.init.normal(0.8))
+    h2 = (W1 @ (W0 @ x0)) / 2
+    m.minimize(sc.losses.squared_error(h2, t) + 0.05 * sc.sum(sc.square(W0)))
+    prog = sc.compile(m, programs=("hvp", "cp_S"), build_dir=tmp_path / "b", progress=False)
+    errs = testing.compare_to_reference(prog)
+    assert max(errs.values()) < 1e-12, errs

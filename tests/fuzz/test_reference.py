@@ -106,7 +106,8 @@ def test_gauss_newton_products(spec, seed):
 
 @given(spec=strategies.model_specs(), seed=SEEDS)
 def test_sum_of_squared_per_case_gradients(spec, seed):
-    """``sqg`` = Σ_b (∇f_b / B)², with ∇f_b the gradient graph run on case b alone."""
+    """``sqg`` = Σ_b ∇f_b ⊙ ∇f_b, with ∇f_b the gradient graph run on case b alone (the
+    mean over one case is f_b itself)."""
     B = 3
     f, vals, theta = case(spec, seed, B)
     got = prefixed(gradsq.sum_sq_grad_graph(f), f, vals, "sqg", theta)
@@ -114,7 +115,7 @@ def test_sum_of_squared_per_case_gradients(spec, seed):
     want = np.zeros(theta.size)
     for b in range(B):
         one = {k: (v[b : b + 1] if k in _data(f) else v) for k, v in vals.items()}
-        want += (prefixed(gg, f, one, "grad", theta) / B) ** 2
+        want += prefixed(gg, f, one, "grad", theta) ** 2
     assert rel_err(got, want) < 1e-10
 
 

@@ -69,6 +69,18 @@ def _sum_sq_grad_graph(fwd: Graph) -> Graph:
     return sum_sq_grad_graph(fwd)
 
 
+def _per_case_grad_graph(fwd: Graph) -> Graph:
+    from symcurv.transforms.percase import per_case_grad_graph
+
+    return per_case_grad_graph(fwd)
+
+
+def _per_case_grad_norm_graph(fwd: Graph) -> Graph:
+    from symcurv.transforms.percase import per_case_grad_norm_graph
+
+    return per_case_grad_norm_graph(fwd)
+
+
 PROGRAMS: dict[str, Callable[[Graph], Graph]] = {
     "loss": _loss_graph,
     "grad": _grad_graph,
@@ -79,6 +91,8 @@ PROGRAMS: dict[str, Callable[[Graph], Graph]] = {
     "cp_GN": _cp_graph("GN"),
     "becker_lecun": _bl_graph,
     "sum_sq_grad": _sum_sq_grad_graph,
+    "per_case_grad": _per_case_grad_graph,
+    "per_case_grad_norm": _per_case_grad_norm_graph,
 }
 # names users pass in ``programs=`` that stand for several built programs (HI = Hutchinson
 # runs through hvp)

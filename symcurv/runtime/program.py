@@ -22,6 +22,11 @@ def is_device(a) -> bool:
     return hasattr(a, "copy_to_host")
 
 
+def _batch_size(batch: Mapping[str, np.ndarray]) -> int:
+    """B of a batch that ``_run`` has already checked."""
+    return len(next(iter(batch.values()))) if batch else 1
+
+
 class Program:
     """Compiled programs loaded from a build directory (see ``symcurv.runtime.build``)."""
 
@@ -151,9 +156,38 @@ class Program:
     ) -> tuple[float, np.ndarray, np.ndarray]:
         """``(loss, ∇θ loss, Σ_b ∇f_b ⊙ ∇f_b)`` from one pass (program ``sum_sq_grad``)."""
         out = self._run("sum_sq_grad", theta, batch)
-        B = len(next(iter(batch.values()))) if batch else 1
+        B = _batch_size(batch)
         # the graph sums (∇f_b / B)²: the objective's own share of each case
         return float(out["objective"][0]), out["grad"], out["sqg"] * float(B) ** 2
+
+    def per_case_grad(self, theta: np.ndarray, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The per-case gradients ∇f_b, f_b the per-case loss of case b (NOT divided by
+        B), as a (B, n_params) array: row b is flat like θ (program ``per_case_grad``).
+        ``per_case_grad(θ, batch).mean(0)`` is ``grad(θ, batch)[1]``."""
+        out = self._run("per_case_grad", theta, batch)
+        return self._per_case_rows(out, _batch_size(batch))
+
+    def per_case_grad_norm(self, theta: np.ndarray, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """‖∇f_b‖ per case, shape (B,), computed WITHOUT forming the per-case gradients
+        (program ``per_case_grad_norm``: for W used once per case ‖s_b‖·‖h_b‖; tied
+        weights by the pair expansion of ``sum_sq_grad``). Per-example clipping in
+        differentially private SGD needs exactly this."""
+        out = self._run("per_case_grad_norm", theta, batch)
+        return self._per_case_norms(out, _batch_size(batch))
+
+    def _per_case_rows(self, out: Mapping[str, np.ndarray], B: int) -> np.ndarray:
+        """(B, n_params) from the outputs ``pcg_<param>`` (each ∇f_b / B: scaled by B)."""
+        rows = np.zeros((B, self.n_params), dtype=self.dtype)
+        for name, p in self.params.items():
+            part = out.get(f"pcg_{name}")
+            if part is not None:  # absent: no per-case path reaches it, its rows are 0
+                rows[:, p["offset"] : p["offset"] + p["size"]] = part * float(B)
+        return rows
+
+    @staticmethod
+    def _per_case_norms(out: Mapping[str, np.ndarray], B: int) -> np.ndarray:
+        """(B,) from the output ``pcgn`` = ‖∇f_b / B‖² (rounding may leave it just below 0)."""
+        return np.sqrt(np.maximum(np.asarray(out["pcgn"]).reshape(-1), 0.0)) * float(B)
 
     def hessian(self, theta, batch, *, max_params: int = 2000) -> np.ndarray:
         """The dense Hessian (n_params × n_params), column j = H e_j from ``hvp``. For small

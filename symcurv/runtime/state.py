@@ -191,3 +191,14 @@ class State:
     def becker_lecun_diag(self) -> np.ndarray:
         """Becker & LeCun's deterministic (biased) diagonal at this point."""
         return self._run("becker_lecun")["bl"]
+
+    def per_case_grad(self) -> np.ndarray:
+        """(B, n_params): ∇f_b per case at this point, NOT divided by B (see
+        :meth:`Program.per_case_grad`)."""
+        out = self._run("per_case_grad")
+        return self.prog._per_case_rows(out, self.batch_size)
+
+    def per_case_grad_norm(self) -> np.ndarray:
+        """(B,): ‖∇f_b‖ per case without forming the per-case gradients (see
+        :meth:`Program.per_case_grad_norm`)."""
+        return self.prog._per_case_norms(self._run("per_case_grad_norm"), self.batch_size)

@@ -268,6 +268,7 @@ def build(
                 "size": rec["shape"][0],
                 "role": rec["role"],
                 "origin": fwd[rec["id"]].origin,
+                **({"labels": True} if rec.get("labels") else {}),
             }
             for n, rec in model.inputs.items()
         ],

@@ -165,7 +165,8 @@ class Model:
                 where=origin,
                 fix="flatten the case to a vector",
             )
-        nid = emit(self.graph, op, [], {"shape": shape}, name=name, origin=origin)
+        attrs = {"shape": shape, **({"labels": True} if extra.get("labels") else {})}
+        nid = emit(self.graph, op, [], attrs, name=name, origin=origin)
         rec = {"id": nid, "shape": shape, **extra}
         (self.params if op == "param" else self.inputs)[name] = rec
         return Value(self, nid)
@@ -173,7 +174,14 @@ class Model:
     def input(self, name: str, size) -> Value:
         return self._leaf("input", name, size, role="input")
 
-    def target(self, name: str, size) -> Value:
+    def target(self, name: str, size, labels: bool = False) -> Value:
+        """One case's target, a vector of width ``size``. With ``labels=True`` the batch
+        holds integer class labels of shape (B,) in 0..size-1 instead of one-hot rows; the
+        target is then usable only as the target of ``sc.losses.softmax_cross_entropy``
+        (the batch check expands the labels to one-hot rows, B × size values, once per
+        call and once per State)."""
+        if labels:
+            return self._leaf("target", name, size, role="target", labels=True)
         return self._leaf("target", name, size, role="target")
 
     def param(self, name: str, shape, init: init_mod.Initializer | None = None) -> Value:
@@ -258,4 +266,26 @@ class Model:
         else:
             obj = root
         g.outputs = {"objective": obj, "per_case": root}
+        _check_label_uses(g)
         return g
+
+
+def _check_label_uses(g: Graph) -> None:
+    """A ``labels=True`` target stands for one-hot rows; the only reader it is declared
+    for is softmax cross-entropy's target operand."""
+    for n in g.nodes():
+        for i, x in enumerate(n.inputs):
+            leaf = g[x]
+            if leaf.op != "target" or not leaf.attr("labels"):
+                continue
+            if n.op == "softmax_cross_entropy" and i == 1:
+                continue
+            raise errors.ModelError(
+                f"the class-label target '{leaf.name}' is read by {n.describe()}; "
+                "labels=True targets can only be the target of softmax_cross_entropy",
+                where=n.origin,
+                node=n.describe(),
+                fix=f"use sc.losses.softmax_cross_entropy(logits, {leaf.name}), or declare "
+                f"m.target('{leaf.name}', {leaf.shape[0]}) without labels=True and pass "
+                "one-hot (or real-valued) rows",
+            )

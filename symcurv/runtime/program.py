@@ -310,6 +310,8 @@ class Program:
                     fix=f"add batch['{name}'] as an array of shape (B, {info['size']})",
                 )
             a = np.asarray(batch[name])
+            if info.get("labels"):
+                a = self._one_hot(name, info, a)
             if (
                 a.dtype == object
                 or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool)
@@ -353,6 +355,59 @@ class Program:
                 "the batch is empty", where=f"model '{self.name}'", fix="pass at least one case"
             )
         return arrays
+
+    def _one_hot(self, name: str, info: dict, a: np.ndarray) -> np.ndarray:
+        """Class labels (B,) of a ``labels=True`` target, checked, as one-hot rows
+        (B, K) of the program's dtype: what the kernels read (B·K values per call)."""
+        K = int(info["size"])
+        where, node = info.get("origin"), f"'{name}'"
+        if a.ndim == 2 and a.shape[1:] == (K,) and K > 1:
+            raise errors.BatchError(
+                f"batch['{name}'] has shape {a.shape}, but '{name}' was declared with "
+                "labels=True: it takes integer class labels of shape (B,)",
+                where=where,
+                node=node,
+                fix=f"pass batch['{name}'] = labels (B,) in 0..{K - 1} (e.g. "
+                "onehot.argmax(axis=1)), or drop labels=True to pass one-hot rows",
+            )
+        if a.ndim != 1:
+            raise errors.BatchError(
+                f"batch['{name}'] has shape {a.shape}, expected class labels of shape (B,)",
+                where=where,
+                node=node,
+                fix="pass one integer label per case, a 1-D array (labels.ravel())",
+            )
+        if a.dtype == bool or not (
+            np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)
+        ):
+            raise errors.BatchError(
+                f"batch['{name}'] has dtype {a.dtype}; class labels are integers",
+                where=where,
+                node=node,
+                fix=f"pass integer labels in 0..{K - 1} (e.g. labels.astype(np.int64))",
+            )
+        if np.issubdtype(a.dtype, np.floating):
+            bad = np.flatnonzero(~np.isfinite(a) | (a != np.round(a)))
+            if bad.size:
+                raise errors.BatchError(
+                    f"batch['{name}'][{int(bad[0])}] = {a[bad[0]]} is not an integer class label",
+                    where=where,
+                    node=node,
+                    fix=f"pass integer labels in 0..{K - 1}",
+                )
+        bad = np.flatnonzero((a < 0) | (a >= K))
+        if bad.size:
+            raise errors.BatchError(
+                f"batch['{name}'][{int(bad[0])}] = {a[bad[0]]} is not a class label of "
+                f"'{name}' (declared with {K} classes)",
+                where=where,
+                node=node,
+                fix=f"labels must lie in 0..{K - 1}; declare m.target('{name}', n, "
+                "labels=True) with n = the number of classes",
+            )
+        out = np.zeros((a.shape[0], K), dtype=self.dtype)
+        out[np.arange(a.shape[0]), a.astype(np.intp)] = 1.0
+        return out
 
     def _scratch(self, prog: str, spec: dict, B: int) -> list[np.ndarray]:
         key = (prog, B)
@@ -423,7 +478,7 @@ class Program:
         if check and not keep:
             for k, o in outs.items():
                 if not np.isfinite(o).all():
-                    self._non_finite(prog, k, theta, batch, v)
+                    self._non_finite(prog, k, theta, dict(zip(spec["leaves"], arrays)), v)
         return outs
 
     # -- backend memory: host arrays on cpu, device arrays on cuda ------------------------------

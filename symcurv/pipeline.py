@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 import symcurv
 from symcurv import errors
@@ -290,8 +291,9 @@ def build(
 
 def warm(prog, progress: bool = True) -> None:
     """Compile every program now (ahead of time) by running it on a 2-case batch; Numba
-    writes the machine code to the build's cache for every later process. The CUDA
-    simulator compiles nothing, so there it is skipped."""
+    writes the machine code to the build's cache for every later process. A tqdm bar on
+    stderr shows it (none with ``progress=False``). The CUDA simulator compiles nothing,
+    so there it is skipped."""
     say = Progress(progress)
     if prog.backend == "cuda":
         from symcurv.runtime import cuda_kernels
@@ -305,11 +307,19 @@ def warm(prog, progress: bool = True) -> None:
         n: rng.uniform(0.1, 0.9, size=(2, d["size"])).astype(prog.dtype)
         for n, d in prog.inputs.items()
     }
-    n = len(prog.programs)
-    for i, name in enumerate(prog.programs, 1):
+    t_all = time.perf_counter()
+    bar = tqdm(
+        prog.programs,
+        desc=f"[symcurv] compiling '{prog.name}' with Numba",
+        unit="program",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    for name in bar:
         t = time.perf_counter()
         n_kernels = len(prog.manifest["programs"][name]["kernels"])
-        say(f"[{i}/{n}] compiling '{name}' with Numba ({n_kernels} kernels; cached afterwards)...")
+        bar.set_postfix_str(f"{name} ({n_kernels} kernels)")
         v = np.ones(prog.n_params, dtype=prog.dtype)
         noise = {
             e: np.ones((2, size) if batched else (size,), dtype=prog.dtype)
@@ -317,7 +327,17 @@ def warm(prog, progress: bool = True) -> None:
             if not e.startswith("cache")
         }
         prog._run(name, theta, batch, check=False, v=v, extras=noise)
-        say(f"[{i}/{n}] compiled '{name}' ({time.perf_counter() - t:.1f}s)")
+        if progress:
+            bar.write(
+                f"[symcurv] compiled '{name}' ({n_kernels} kernels, "
+                f"{time.perf_counter() - t:.1f}s)",
+                file=sys.stderr,
+            )
+    bar.close()
+    say(
+        f"compiled {len(prog.programs)} programs in {time.perf_counter() - t_all:.1f}s; "
+        f"Numba's cache in {prog.build_dir} makes later loads fast"
+    )
 
 
 def compile(  # noqa: A001 (the public name DESIGN.md fixes)

@@ -172,6 +172,7 @@ class Model:
         return Value(self, nid)
 
     def input(self, name: str, size) -> Value:
+        """One case's input vector of width ``size``; the batch supplies ``(B, size)``."""
         return self._leaf("input", name, size, role="input")
 
     def target(self, name: str, size, labels: bool = False) -> Value:
@@ -185,6 +186,9 @@ class Model:
         return self._leaf("target", name, size, role="target")
 
     def param(self, name: str, shape, init: init_mod.Initializer | None = None) -> Value:
+        """A parameter of ``shape`` (a vector n or a matrix (n_out, n_in)), shared by every
+        case, drawn by ``init`` (default ``sc.init.normal(0.01)``); θ is the flat
+        concatenation of the parameters in declaration order."""
         init = init or init_mod.normal(0.01)
         if not isinstance(init, init_mod.Initializer):
             raise errors.ModelError(
@@ -196,6 +200,7 @@ class Model:
 
     # -- objective ----------------------------------------------------------------------
     def minimize(self, loss: Value) -> None:
+        """Set the per-case loss (a scalar); the objective is its mean over a batch."""
         origin = user_origin()
         loss = self.lift(loss)
         if loss.shape != ():
@@ -212,9 +217,12 @@ class Model:
 
     # -- helpers for the api -------------------------------------------------------------
     def wrap(self, nid: str) -> Value:
+        """The model value of graph node ``nid`` (used by the DSL's functions)."""
         return Value(self, nid)
 
     def lift(self, x) -> Value:
+        """``x`` as a value of this model: a value of it, or a finite Python number as a
+        constant; anything else is a ModelError."""
         if isinstance(x, Value):
             if x.model is not self:
                 raise errors.ModelError(
@@ -232,6 +240,7 @@ class Model:
         )
 
     def apply_fn(self, fn_name: str, args: Sequence[Value], name: str = "") -> Value:
+        """Apply the registered elementwise function ``fn_name`` to ``args``."""
         from symcurv.symbolic import local
 
         origin = user_origin()

@@ -55,7 +55,7 @@ def test_labels_equal_the_one_hot_results(prog, compiled, data):
         assert testing.rel_error(g, want_g) < 1e-13
     assert abs(prog.loss(theta, {"x": x, "t": labels}) - want_loss) <= 1e-13 * abs(want_loss)
     st = prog.linearize(theta, {"x": x, "t": labels})
-    assert abs(st.loss - want_loss) <= 1e-13 * abs(want_loss)
+    assert abs(st.loss() - want_loss) <= 1e-13 * abs(want_loss)
     assert testing.rel_error(st.grad()[1], want_g) < 1e-13
     # a label changes the answer (the labels are read, not ignored)
     other = (labels + 1) % 3

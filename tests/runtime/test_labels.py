@@ -124,3 +124,19 @@ def test_labels_change_the_ir_hash():
     a, b = mlp_labels(labels=False).forward_graph(), mlp_labels().forward_graph()
     assert [n.attr("labels") for n in b.nodes() if n.op == "target"] == [True]
     assert a.digest() != b.digest()
+
+
+def test_fit_trains_on_labels(prog, data):
+    """Minibatches of labels (B,) flow through sc.optim.fit like any other key."""
+    x, labels = data
+    res = sc.optim.fit(
+        prog,
+        sc.optim.SGD(prog, learning_rate=0.3),
+        {"x": x, "t": labels},
+        30,
+        batch_size=3,
+        seed=0,
+        progress=False,
+    )
+    full = {"x": x, "t": labels}
+    assert prog.loss(res.theta, full) < 0.7 * prog.loss(prog.init(0), full)

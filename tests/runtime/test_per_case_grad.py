@@ -71,6 +71,8 @@ def test_per_case_grad_and_norm_equal_case_by_case_grad(progs, name):
     n = prog.per_case_grad_norm(theta, batch)
     assert n.shape == (5,)
     assert testing.rel_error(n, np.linalg.norm(want, axis=1)) < 1e-12
+    errs = testing.compare_to_reference(prog, theta, batch)  # the IR graphs, interpreted
+    assert set(errs) == set(PROGRAMS) and max(errs.values()) < 1e-12, errs
     st = prog.linearize(theta, batch)
     assert testing.rel_error(st.per_case_grad(), want) < 1e-12
     assert testing.rel_error(st.per_case_grad_norm(), np.linalg.norm(want, axis=1)) < 1e-12

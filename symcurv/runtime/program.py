@@ -181,7 +181,8 @@ class Program:
         for name, p in self.params.items():
             part = out.get(f"pcg_{name}")
             if part is not None:  # absent: no per-case path reaches it, its rows are 0
-                rows[:, p["offset"] : p["offset"] + p["size"]] = part * float(B)
+                cols = rows[:, p["offset"] : p["offset"] + p["size"]]
+                np.multiply(np.asarray(part).reshape(B, -1), float(B), out=cols)
         return rows
 
     @staticmethod

@@ -7,7 +7,8 @@
   H&S's Olivetti patches, but 100 images instead of 165600).
 - ``save_grid``: a PNG grid of examples (matplotlib, Agg).
 
-    python examples/datasets.py    # writes docs/img/curves_examples.png, faces_examples.png
+    python examples/datasets.py                 # writes build/datasets/curves_examples.png, ...
+    python examples/datasets.py --update-docs   # writes docs/img/ (the figures the docs show)
 """
 
 from __future__ import annotations
@@ -341,8 +342,19 @@ def save_grid(images: np.ndarray, path: str | Path, size: int | tuple[int, int],
     plt.close(fig)
 
 
-def main() -> int:
-    img = ROOT / "docs" / "img"
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--update-docs",
+        action="store_true",
+        help="write the example grids to docs/img/ (tracked) instead of build/datasets/",
+    )
+    args = ap.parse_args(argv)
+    img = ROOT / "docs" / "img" if args.update_docs else ROOT / "build" / "datasets"
     save_grid(curves(64, seed=0), img / "curves_examples.png", 28)
     print(f"wrote {img / 'curves_examples.png'}")
     try:

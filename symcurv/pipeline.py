@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 import symcurv
 from symcurv import errors
@@ -85,6 +86,18 @@ def _sum_sq_grad_graph(fwd: Graph) -> Graph:
     return sum_sq_grad_graph(fwd)
 
 
+def _per_case_grad_graph(fwd: Graph) -> Graph:
+    from symcurv.transforms.percase import per_case_grad_graph
+
+    return per_case_grad_graph(fwd)
+
+
+def _per_case_grad_norm_graph(fwd: Graph) -> Graph:
+    from symcurv.transforms.percase import per_case_grad_norm_graph
+
+    return per_case_grad_norm_graph(fwd)
+
+
 PROGRAMS: dict[str, Callable[[Graph], Graph]] = {
     "loss": _loss_graph,
     "grad": _grad_graph,
@@ -101,6 +114,8 @@ PROGRAMS: dict[str, Callable[[Graph], Graph]] = {
     "input_diag_S": _input_graph("S"),
     "input_diag_TU": _input_graph("TU"),
     "input_bl": _input_graph("bl"),
+    "per_case_grad": _per_case_grad_graph,
+    "per_case_grad_norm": _per_case_grad_norm_graph,
 }
 # names users pass in ``programs=`` that stand for several built programs (HI = Hutchinson
 # runs through hvp)
@@ -288,6 +303,7 @@ def build(
                 "size": rec["shape"][0],
                 "role": rec["role"],
                 "origin": fwd[rec["id"]].origin,
+                **({"labels": True} if rec.get("labels") else {}),
             }
             for n, rec in model.inputs.items()
         ],
@@ -310,8 +326,9 @@ def build(
 
 def warm(prog, progress: bool = True) -> None:
     """Compile every program now (ahead of time) by running it on a 2-case batch; Numba
-    writes the machine code to the build's cache for every later process. The CUDA
-    simulator compiles nothing, so there it is skipped."""
+    writes the machine code to the build's cache for every later process. A tqdm bar on
+    stderr shows it (none with ``progress=False``). The CUDA simulator compiles nothing,
+    so there it is skipped."""
     say = Progress(progress)
     if prog.backend == "cuda":
         from symcurv.runtime import cuda_kernels
@@ -325,11 +342,19 @@ def warm(prog, progress: bool = True) -> None:
         n: rng.uniform(0.1, 0.9, size=(2, d["size"])).astype(prog.dtype)
         for n, d in prog.inputs.items()
     }
-    n = len(prog.programs)
-    for i, name in enumerate(prog.programs, 1):
+    t_all = time.perf_counter()
+    bar = tqdm(
+        prog.programs,
+        desc=f"[symcurv] compiling '{prog.name}' with Numba",
+        unit="program",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    for name in bar:
         t = time.perf_counter()
         n_kernels = len(prog.manifest["programs"][name]["kernels"])
-        say(f"[{i}/{n}] compiling '{name}' with Numba ({n_kernels} kernels; cached afterwards)...")
+        bar.set_postfix_str(f"{name} ({n_kernels} kernels)")
         v = np.ones(prog.n_params, dtype=prog.dtype)
         spec = prog.manifest["programs"][name]
         noise = {
@@ -338,7 +363,17 @@ def warm(prog, progress: bool = True) -> None:
             for e, batched, size in program_module.extra_leaves(spec, role)
         }
         prog._run(name, theta, batch, check=False, v=v, extras=noise)
-        say(f"[{i}/{n}] compiled '{name}' ({time.perf_counter() - t:.1f}s)")
+        if progress:
+            bar.write(
+                f"[symcurv] compiled '{name}' ({n_kernels} kernels, "
+                f"{time.perf_counter() - t:.1f}s)",
+                file=sys.stderr,
+            )
+    bar.close()
+    say(
+        f"compiled {len(prog.programs)} programs in {time.perf_counter() - t_all:.1f}s; "
+        f"Numba's cache in {prog.build_dir} makes later loads fast"
+    )
 
 
 def compile(  # noqa: A001 (the public name DESIGN.md fixes)

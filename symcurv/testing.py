@@ -19,11 +19,15 @@ def rel_error(a, b) -> float:
 
 def random_batch(prog: Program, batch_size: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs uniform in (0.05, 0.95) and targets that are valid for every built-in loss
-    (in (0, 1), rows summing to 1 for softmax cross-entropy is not required by the math)."""
+    (in (0, 1), rows summing to 1 for softmax cross-entropy is not required by the math);
+    integer class labels for a ``labels=True`` target."""
     rng = np.random.default_rng(seed)
     out = {}
     for name, d in prog.inputs.items():
-        out[name] = rng.uniform(0.05, 0.95, size=(batch_size, d["size"]))
+        if d.get("labels"):  # class labels (B,) of a labels=True target
+            out[name] = rng.integers(0, d["size"], size=batch_size)
+        else:
+            out[name] = rng.uniform(0.05, 0.95, size=(batch_size, d["size"]))
     return out
 
 
@@ -51,6 +55,8 @@ def reference_outputs(
     from symcurv.runtime import build, reference
 
     g = build.graphs(prog.build_dir)["programs"][program]
+    names = list(prog.inputs)  # checked as the program checks it (class labels -> one-hot)
+    batch = dict(zip(names, prog._check_batch({"leaves": names}, batch)))
     leaves = {k: np.asarray(v, dtype=np.float64) for k, v in batch.items()}
     leaves.update(
         {k: np.asarray(v, dtype=np.float64) for k, v in prog.unflatten(np.asarray(theta)).items()}

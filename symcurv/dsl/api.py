@@ -88,9 +88,11 @@ def dot(u: Value, v: Value) -> Value:
 
 
 def softmax(v: Value) -> Value:
+    """softmax(v)_k = e^{v_k} / Σ_j e^{v_j} of a per-case vector (computed stably)."""
     m = _model_of([v], "softmax")
     return m.wrap(red.softmax(m.graph, m.lift(v).id, user_origin()))
 
 
 def logsumexp(v: Value) -> Value:
+    """log Σ_j e^{v_j} of a per-case vector: a per-case scalar (computed stably)."""
     return _unary("logsumexp", v, "lse")

@@ -14,6 +14,7 @@ class Initializer:
     k: int = 0
 
     def spec(self) -> dict:
+        """The initialiser as a JSON-able dict (the build manifest stores it)."""
         return dataclasses.asdict(self)
 
 
@@ -23,10 +24,12 @@ def normal(std: float = 0.01) -> Initializer:
 
 
 def zeros() -> Initializer:
+    """Every entry 0 (biases)."""
     return Initializer("constant", value=0.0)
 
 
 def constant(c: float) -> Initializer:
+    """Every entry ``c``."""
     return Initializer("constant", value=float(c))
 
 

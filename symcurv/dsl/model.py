@@ -165,18 +165,30 @@ class Model:
                 where=origin,
                 fix="flatten the case to a vector",
             )
-        nid = emit(self.graph, op, [], {"shape": shape}, name=name, origin=origin)
+        attrs = {"shape": shape, **({"labels": True} if extra.get("labels") else {})}
+        nid = emit(self.graph, op, [], attrs, name=name, origin=origin)
         rec = {"id": nid, "shape": shape, **extra}
         (self.params if op == "param" else self.inputs)[name] = rec
         return Value(self, nid)
 
     def input(self, name: str, size) -> Value:
+        """One case's input vector of width ``size``; the batch supplies ``(B, size)``."""
         return self._leaf("input", name, size, role="input")
 
-    def target(self, name: str, size) -> Value:
+    def target(self, name: str, size, labels: bool = False) -> Value:
+        """One case's target, a vector of width ``size``. With ``labels=True`` the batch
+        holds integer class labels of shape (B,) in 0..size-1 instead of one-hot rows; the
+        target is then usable only as the target of ``sc.losses.softmax_cross_entropy``
+        (the batch check expands the labels to one-hot rows, B × size values, once per
+        call and once per State)."""
+        if labels:
+            return self._leaf("target", name, size, role="target", labels=True)
         return self._leaf("target", name, size, role="target")
 
     def param(self, name: str, shape, init: init_mod.Initializer | None = None) -> Value:
+        """A parameter of ``shape`` (a vector n or a matrix (n_out, n_in)), shared by every
+        case, drawn by ``init`` (default ``sc.init.normal(0.01)``); θ is the flat
+        concatenation of the parameters in declaration order."""
         init = init or init_mod.normal(0.01)
         if not isinstance(init, init_mod.Initializer):
             raise errors.ModelError(
@@ -188,6 +200,7 @@ class Model:
 
     # -- objective ----------------------------------------------------------------------
     def minimize(self, loss: Value) -> None:
+        """Set the per-case loss (a scalar); the objective is its mean over a batch."""
         origin = user_origin()
         loss = self.lift(loss)
         if loss.shape != ():
@@ -204,9 +217,12 @@ class Model:
 
     # -- helpers for the api -------------------------------------------------------------
     def wrap(self, nid: str) -> Value:
+        """The model value of graph node ``nid`` (used by the DSL's functions)."""
         return Value(self, nid)
 
     def lift(self, x) -> Value:
+        """``x`` as a value of this model: a value of it, or a finite Python number as a
+        constant; anything else is a ModelError."""
         if isinstance(x, Value):
             if x.model is not self:
                 raise errors.ModelError(
@@ -224,6 +240,7 @@ class Model:
         )
 
     def apply_fn(self, fn_name: str, args: Sequence[Value], name: str = "") -> Value:
+        """Apply the registered elementwise function ``fn_name`` to ``args``."""
         from symcurv.symbolic import local
 
         origin = user_origin()
@@ -258,4 +275,26 @@ class Model:
         else:
             obj = root
         g.outputs = {"objective": obj, "per_case": root}
+        _check_label_uses(g)
         return g
+
+
+def _check_label_uses(g: Graph) -> None:
+    """A ``labels=True`` target stands for one-hot rows; the only reader it is declared
+    for is softmax cross-entropy's target operand."""
+    for n in g.nodes():
+        for i, x in enumerate(n.inputs):
+            leaf = g[x]
+            if leaf.op != "target" or not leaf.attr("labels"):
+                continue
+            if n.op == "softmax_cross_entropy" and i == 1:
+                continue
+            raise errors.ModelError(
+                f"the class-label target '{leaf.name}' is read by {n.describe()}; "
+                "labels=True targets can only be the target of softmax_cross_entropy",
+                where=n.origin,
+                node=n.describe(),
+                fix=f"use sc.losses.softmax_cross_entropy(logits, {leaf.name}), or declare "
+                f"m.target('{leaf.name}', {leaf.shape[0]}) without labels=True and pass "
+                "one-hot (or real-valued) rows",
+            )

@@ -83,15 +83,18 @@ class SGD:
         self.l2, self.default_batch_size = l2, default_batch_size
 
     def config(self) -> dict[str, Any]:
+        """The options (JSON-able), as checkpoints record them."""
         keys = ("learning_rate", "momentum", "nesterov", "l2", "default_batch_size")
         return {k: getattr(self, k) for k in keys}
 
     def init(self, theta: np.ndarray) -> dict[str, Any]:
+        """Zero velocity, no steps taken."""
         return {"velocity": np.zeros_like(theta), "steps": 0}
 
     def step(
         self, theta: np.ndarray, data: Sampler, state: dict[str, Any]
     ) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
+        """One (Nesterov) momentum step on a minibatch: ``(theta, state, info)``."""
         v, steps = state["velocity"], int(state["steps"]) + 1
         at = theta + self.momentum * v if self.nesterov else theta
         try:
@@ -137,15 +140,18 @@ class Adam:
         self.l2, self.default_batch_size = l2, default_batch_size
 
     def config(self) -> dict[str, Any]:
+        """The options (JSON-able), as checkpoints record them."""
         keys = ("learning_rate", "beta1", "beta2", "eps", "l2", "default_batch_size")
         return {k: getattr(self, k) for k in keys}
 
     def init(self, theta: np.ndarray) -> dict[str, Any]:
+        """Zero first and second moments, no steps taken."""
         return {"m": np.zeros_like(theta), "s": np.zeros_like(theta), "steps": 0}
 
     def step(
         self, theta: np.ndarray, data: Sampler, state: dict[str, Any]
     ) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
+        """One Adam step (bias-corrected moments) on a minibatch: ``(theta, state, info)``."""
         t = int(state["steps"]) + 1
         try:
             f, g = _prior(theta, *self.prog.grad(theta, data.minibatch()), self.l2)

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import IO, Any, Protocol
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from symcurv import errors
 
@@ -53,13 +54,20 @@ class Optimizer(Protocol):
     prog: Any
     default_batch_size: int
 
-    def config(self) -> dict[str, Any]: ...
+    def config(self) -> dict[str, Any]:
+        """The options (JSON-able), as checkpoints record them."""
+        ...
 
-    def init(self, theta: np.ndarray) -> dict[str, Any]: ...
+    def init(self, theta: np.ndarray) -> dict[str, Any]:
+        """The optimizer's state at θ before the first step (arrays and numbers)."""
+        ...
 
     def step(
         self, theta: np.ndarray, data: Sampler, state: dict[str, Any]
-    ) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]: ...
+    ) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
+        """One iteration on minibatches drawn from ``data``: ``(theta, state, info)``,
+        ``info`` the history row's fields (objective, ...)."""
+        ...
 
 
 class Sampler:
@@ -111,9 +119,12 @@ class Sampler:
         return self.data
 
     def state(self) -> tuple[dict[str, Any], np.ndarray]:
+        """``(meta, order)``: the generator state and position, and the epoch's case
+        order, for a checkpoint (``restore`` takes them back)."""
         return {"rng": self.rng.bit_generator.state, "pos": self._pos}, self._order
 
     def restore(self, meta: dict[str, Any], order: np.ndarray) -> None:
+        """Continue the sequence saved by ``state`` (a resumed run draws the same cases)."""
         self.rng.bit_generator.state = meta["rng"]
         self._pos = int(meta["pos"])
         self._order = np.asarray(order)
@@ -352,42 +363,33 @@ def write_atomically(path, write: Callable[[IO], Any], mode: str = "wb") -> None
 
 
 class ProgressBar:
-    """``HessianFree |######----| 12/40 [0:12<0:28] objective=1.23e-01 damping=3.0``
-    on stderr, redrawn at most ten times a second."""
+    """``fit``'s progress: a tqdm bar on stderr (``tqdm.auto``: a widget in notebooks),
+    ``HessianFree: 30%|███       | 12/40 [00:12<00:28, objective=0.123, damping=3]``,
+    redrawn at most ten times a second; nothing at all with ``enabled=False``."""
 
     FIELDS = ("objective", "test_objective", "damping", "rho", "cg_iterations")
 
     def __init__(self, total: int, label: str, enabled: bool = True, done: int = 0) -> None:
-        self.total, self.label, self.enabled = total, label, enabled
-        self.start = time.perf_counter()
-        self.first, self.last_draw, self.width = done, 0.0, 0
+        self.bar = tqdm(
+            total=total,
+            initial=done,
+            desc=label,
+            disable=not enabled,
+            file=sys.stderr,
+            mininterval=0.1,
+            dynamic_ncols=True,
+        )
 
     def update(self, n: int, row: Mapping[str, Any]) -> None:
-        now = time.perf_counter()
-        if not self.enabled or (now - self.last_draw < 0.1 and n < self.total):
+        if self.bar.disable:
             return
-        self.last_draw = now
-        frac = n / self.total if self.total else 1.0
-        bar = "#" * int(20 * frac) + "-" * (20 - int(20 * frac))
-        spent = now - self.start
-        left = spent / (n - self.first) * (self.total - n) if n > self.first else 0.0
-        fields = " ".join(
-            f"{k}={row[k]:.3g}" if is_number(row[k]) else f"{k}={row[k]}"
+        fields = {
+            k: f"{row[k]:.3g}" if is_number(row[k]) else str(row[k])
             for k in self.FIELDS
             if k in row
-        )
-        line = f"{self.label} |{bar}| {n}/{self.total} [{_clock(spent)}<{_clock(left)}] {fields}"
-        sys.stderr.write("\r" + line.ljust(self.width))
-        sys.stderr.flush()
-        self.width = len(line)
+        }
+        self.bar.set_postfix(fields, refresh=False)
+        self.bar.update(n - self.bar.n)
 
     def close(self) -> None:
-        if self.enabled and self.width:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+        self.bar.close()

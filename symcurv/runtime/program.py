@@ -33,6 +33,11 @@ def is_device(a) -> bool:
     return hasattr(a, "copy_to_host")
 
 
+def _batch_size(batch: Mapping[str, np.ndarray]) -> int:
+    """B of a batch that ``_run`` has already checked."""
+    return len(next(iter(batch.values()))) if batch else 1
+
+
 class Program:
     """Compiled programs loaded from a build directory (see ``symcurv.runtime.build``)."""
 
@@ -209,6 +214,35 @@ class Program:
     def _input_key(result: str, x: str) -> str:
         return outputs.per_case(result, x).key
 
+    def per_case_grad(self, theta: np.ndarray, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The per-case gradients ∇f_b, f_b the per-case loss of case b (NOT divided by
+        B), as a (B, n_params) array: row b is flat like θ (program ``per_case_grad``).
+        ``per_case_grad(θ, batch).mean(0)`` is ``grad(θ, batch)[1]``."""
+        out = self._run("per_case_grad", theta, batch)
+        return self._per_case_rows(out, _batch_size(batch))
+
+    def per_case_grad_norm(self, theta: np.ndarray, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """‖∇f_b‖ per case, shape (B,), computed WITHOUT forming the per-case gradients
+        (program ``per_case_grad_norm``: for W used once per case ‖s_b‖·‖h_b‖; tied
+        weights by the pair expansion of ``sum_sq_grad``). Per-example clipping in
+        differentially private SGD needs exactly this."""
+        out = self._run("per_case_grad_norm", theta, batch)
+        return self._per_case_norms(out, _batch_size(batch))
+
+    def _per_case_rows(self, out: Mapping[str, np.ndarray], B: int) -> np.ndarray:
+        """(B, n_params) from the outputs ``pcg:<param>`` (each one parameter's ∇f_b rows)."""
+        rows = np.zeros((B, self.n_params), dtype=self.dtype)
+        for name, p in self.params.items():
+            part = out.get(outputs.per_case("pcg", name).key)
+            if part is not None:  # absent: no per-case path reaches it, its rows are 0
+                rows[:, p["offset"] : p["offset"] + p["size"]] = np.asarray(part).reshape(B, -1)
+        return rows
+
+    @staticmethod
+    def _per_case_norms(out: Mapping[str, np.ndarray], B: int) -> np.ndarray:
+        """(B,) from the output ``pcgn`` = ‖∇f_b‖² (rounding may leave it just below 0)."""
+        return np.sqrt(np.maximum(np.asarray(out["pcgn"]).reshape(-1), 0.0))
+
     def hessian(self, theta, batch, *, max_params: int = 2000) -> np.ndarray:
         """The dense Hessian (n_params × n_params), column j = H e_j from ``hvp``. For small
         models: a reference for tests and for checking estimators."""
@@ -330,6 +364,8 @@ class Program:
                     fix=f"add batch['{name}'] as an array of shape (B, {info['size']})",
                 )
             a = np.asarray(batch[name])
+            if info.get("labels"):
+                a = self._one_hot(name, info, a)
             if (
                 a.dtype == object
                 or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool)
@@ -373,6 +409,59 @@ class Program:
                 "the batch is empty", where=f"model '{self.name}'", fix="pass at least one case"
             )
         return arrays
+
+    def _one_hot(self, name: str, info: dict, a: np.ndarray) -> np.ndarray:
+        """Class labels (B,) of a ``labels=True`` target, checked, as one-hot rows
+        (B, K) of the program's dtype: what the kernels read (B·K values per call)."""
+        K = int(info["size"])
+        where, node = info.get("origin"), f"'{name}'"
+        if a.ndim == 2 and a.shape[1:] == (K,) and K > 1:
+            raise errors.BatchError(
+                f"batch['{name}'] has shape {a.shape}, but '{name}' was declared with "
+                "labels=True: it takes integer class labels of shape (B,)",
+                where=where,
+                node=node,
+                fix=f"pass batch['{name}'] = labels (B,) in 0..{K - 1} (e.g. "
+                "onehot.argmax(axis=1)), or drop labels=True to pass one-hot rows",
+            )
+        if a.ndim != 1:
+            raise errors.BatchError(
+                f"batch['{name}'] has shape {a.shape}, expected class labels of shape (B,)",
+                where=where,
+                node=node,
+                fix="pass one integer label per case, a 1-D array (labels.ravel())",
+            )
+        if a.dtype == bool or not (
+            np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)
+        ):
+            raise errors.BatchError(
+                f"batch['{name}'] has dtype {a.dtype}; class labels are integers",
+                where=where,
+                node=node,
+                fix=f"pass integer labels in 0..{K - 1} (e.g. labels.astype(np.int64))",
+            )
+        if np.issubdtype(a.dtype, np.floating):
+            bad = np.flatnonzero(~np.isfinite(a) | (a != np.round(a)))
+            if bad.size:
+                raise errors.BatchError(
+                    f"batch['{name}'][{int(bad[0])}] = {a[bad[0]]} is not an integer class label",
+                    where=where,
+                    node=node,
+                    fix=f"pass integer labels in 0..{K - 1}",
+                )
+        bad = np.flatnonzero((a < 0) | (a >= K))
+        if bad.size:
+            raise errors.BatchError(
+                f"batch['{name}'][{int(bad[0])}] = {a[bad[0]]} is not a class label of "
+                f"'{name}' (declared with {K} classes)",
+                where=where,
+                node=node,
+                fix=f"labels must lie in 0..{K - 1}; declare m.target('{name}', n, "
+                "labels=True) with n = the number of classes",
+            )
+        out = np.zeros((a.shape[0], K), dtype=self.dtype)
+        out[np.arange(a.shape[0]), a.astype(np.intp)] = 1.0
+        return out
 
     def _scratch(self, prog: str, spec: dict, B: int) -> list[np.ndarray]:
         key = (prog, B)
@@ -445,7 +534,7 @@ class Program:
         if check and not keep:
             for k, o in outs.items():
                 if not np.isfinite(o).all():
-                    self._non_finite(prog, k, theta, batch, v)
+                    self._non_finite(prog, k, theta, dict(zip(spec["leaves"], arrays)), v)
         return outs
 
     # -- backend memory: host arrays on cpu, device arrays on cuda ------------------------------

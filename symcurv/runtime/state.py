@@ -24,6 +24,18 @@ NOISES = ("rademacher", "gaussian")
 CP_ESTIMATORS = ("S", "TU", "HI", "GN")
 
 
+class LossValue(float):
+    """A float that can also be called: ``State.loss`` is read as ``st.loss()`` (the form
+    of every other State and Program quantity) and, for older code, as ``st.loss``."""
+
+    def __call__(self) -> float:
+        """The loss as a plain float."""
+        return float(self)
+
+    def __repr__(self) -> str:
+        return float.__repr__(self)
+
+
 class State:
     """Returned by ``prog.linearize(theta, batch)``; see the module docstring."""
 
@@ -47,14 +59,16 @@ class State:
 
     # -- cached quantities ----------------------------------------------------------------
     @property
-    def loss(self) -> float:
-        """The mean loss at (θ, batch)."""
+    def loss(self) -> LossValue:
+        """``st.loss()``: the mean loss at (θ, batch), computed once. Called like every
+        other State quantity (and like ``Program.loss``); the older property spelling
+        ``st.loss`` gives the same number (a float that is also callable)."""
         if self._loss is None:
             if self._grad is not None or "loss" not in self.prog.programs:
                 self._loss = self.grad()[0]
             else:
                 self._loss = float(self._run("loss")["objective"][0])
-        return self._loss
+        return LossValue(self._loss)
 
     def grad(self) -> tuple[float, np.ndarray]:
         """``(loss, ∇θ loss)``, computed on the first call."""
@@ -289,3 +303,14 @@ class State:
                 fix="pass a finite direction",
             )
         return V
+
+    def per_case_grad(self) -> np.ndarray:
+        """(B, n_params): ∇f_b per case at this point, NOT divided by B (see
+        :meth:`Program.per_case_grad`)."""
+        out = self._run("per_case_grad")
+        return self.prog._per_case_rows(out, self.batch_size)
+
+    def per_case_grad_norm(self) -> np.ndarray:
+        """(B,): ‖∇f_b‖ per case without forming the per-case gradients (see
+        :meth:`Program.per_case_grad_norm`)."""
+        return self.prog._per_case_norms(self._run("per_case_grad_norm"), self.batch_size)

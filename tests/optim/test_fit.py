@@ -219,7 +219,8 @@ def test_progress_bar_on_stderr_only_when_asked(ls, capsys):
     prog, data = ls.Program(n), ls.data(n)
     fit(prog, SGD(prog), data, 5, progress=True)
     out = capsys.readouterr()
-    assert out.out == "" and "SGD |####################| 5/5" in out.err
+    # tqdm's bar: label, percentage, count, the history fields
+    assert out.out == "" and "SGD: 100%|" in out.err and "| 5/5 [" in out.err
     assert "objective=" in out.err and out.err.endswith("\n")
     fit(prog, SGD(prog), data, 5, progress=False)
     assert capsys.readouterr().err == ""

@@ -47,8 +47,18 @@ class Program:
 
     # -- parameters -----------------------------------------------------------------------
     def init(self, seed: int | None = 0) -> np.ndarray:
-        """A flat θ drawn from each parameter's initialiser."""
-        rng = np.random.default_rng(seed)
+        """A flat θ drawn from each parameter's initialiser (``seed``: a non-negative
+        integer, or None for fresh entropy)."""
+        try:
+            if isinstance(seed, (bool, float, str, bytes)):
+                raise TypeError
+            rng = np.random.default_rng(seed)
+        except (TypeError, ValueError):
+            raise errors.ModelError(
+                f"init(seed={seed!r})",
+                where=f"model '{self.name}'",
+                fix="pass a non-negative integer seed, or None for a fresh one",
+            ) from None
         theta = np.empty(self.n_params, dtype=self.dtype)
         for p in self.params.values():
             theta[p["offset"] : p["offset"] + p["size"]] = initializers.sample(
@@ -251,7 +261,13 @@ class Program:
             )
         return theta
 
-    def _check_batch(self, spec: dict, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    def _check_batch(
+        self, spec: dict, batch: Mapping[str, np.ndarray], copy: bool = False
+    ) -> list[np.ndarray]:
+        """The batch's arrays for ``spec["leaves"]``, checked, contiguous and of the build's
+        dtype. ``np.ascontiguousarray`` returns the caller's own buffer when it already
+        fits, so ``copy=True`` (a State) asks for arrays no later write by the caller can
+        reach."""
         if not isinstance(batch, Mapping):
             raise errors.BatchError(
                 f"a batch must be a dict of arrays, got {type(batch).__name__}",
@@ -304,7 +320,7 @@ class Program:
                     node=f"'{name}'",
                     fix="give every key the same rows",
                 )
-            a = np.ascontiguousarray(a, dtype=self.dtype)
+            a = np.array(a, dtype=self.dtype, order="C", copy=True if copy else None)
             if not np.isfinite(a).all():
                 r, c = np.argwhere(~np.isfinite(a))[0]
                 raise errors.NonFiniteError(

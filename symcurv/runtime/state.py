@@ -30,7 +30,9 @@ class State:
         self.prog = prog
         self.theta = prog._check_theta(theta).copy()
         names = list(prog.inputs)
-        arrays = prog._check_batch({"leaves": names}, batch)
+        # copies: a State answers for the batch it was given, even when the caller refills
+        # the same buffer afterwards (the usual data-loader pattern)
+        arrays = prog._check_batch({"leaves": names}, batch, copy=True)
         self.batch = dict(zip(names, arrays))
         self.batch_size = arrays[0].shape[0] if arrays else 1
         self._cache: dict[str, dict[str, np.ndarray]] = {}
@@ -155,12 +157,12 @@ class State:
             )
         try:
             seed_key = noise_module.key(seed)  # None: a fresh seed per call
-        except TypeError:
+        except (TypeError, ValueError):
             raise errors.ModelError(
                 f"seed = {seed!r} ({type(seed).__name__})",
                 where=f"model '{self.prog.name}'",
-                fix="pass an integer (taken mod 2**64), a list of non-negative integers, "
-                "or None for a fresh seed",
+                fix="pass a non-negative integer (taken mod 2**64), a list of non-negative "
+                "integers, or None for a fresh seed",
             ) from None
         p = self.prog
         if estimator == "HI":

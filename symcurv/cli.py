@@ -101,7 +101,7 @@ def info(build_dir: str, out=None) -> None:
     )
     print(
         f"built with symcurv {v['symcurv']}, numba {v['numba']}, numpy {v['numpy']}, "
-        f"Python {v['python']}; all {len(man['files'])} file hashes verified",
+        f"Python {v['python']}; the manifest and all {len(man['files'])} file hashes verified",
         file=out,
     )
     print(f"\n{man['n_params']} parameters:", file=out)

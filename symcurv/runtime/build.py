@@ -2,8 +2,10 @@
 
 A build directory holds the generated kernel sources (``kernels/<program>.py``),
 ``manifest.json`` (versions, backend, dtype, parameter layout, programs, sha256 of every
-generated file), ``graph.json`` (the IR of the forward graph and of every program, enough to
-draw them without re-deriving) and Numba's on-disk cache (``kernels/__pycache__``).
+generated file, and the sha256 of its own canonical content, so that a hand-edited
+manifest is refused like an edited kernel), ``graph.json`` (the IR of the forward graph
+and of every program, enough to draw them without re-deriving) and Numba's on-disk cache
+(``kernels/__pycache__``).
 ``load`` verifies every hash BEFORE importing anything and refuses a tampered, partial or
 mismatched build. Numba itself revalidates its cache against each source file's stamp, so a
 stale cache is recompiled, never trusted.
@@ -26,7 +28,8 @@ from symcurv.runtime.program import Program
 
 MANIFEST = "manifest.json"
 GRAPHS = "graph.json"
-FORMAT = 1
+FORMAT = 2  # 2: the manifest carries the hash of its own content
+SELF_HASH = "manifest_sha256"
 BACKENDS = ("cpu", "cuda")  # kept equal to pipeline.BACKENDS (the runtime never imports it)
 
 
@@ -48,6 +51,14 @@ def write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON (sorted keys, no whitespace), its own hash
+    field left out: any edit of a value — n_params, an offset, a program's slots — shows."""
+    body = {k: v for k, v in manifest.items() if k != SELF_HASH}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def write(build_dir: str | os.PathLike, manifest: dict, files: dict[str, str]) -> Path:
     """Write ``files`` (relative path -> text) and the manifest listing their hashes."""
     root = Path(build_dir)
@@ -57,6 +68,7 @@ def write(build_dir: str | os.PathLike, manifest: dict, files: dict[str, str]) -
         write_text(root / rel, text)
         hashes[rel] = sha256(root / rel)
     manifest = dict(manifest, files=hashes, format=FORMAT)
+    manifest[SELF_HASH] = manifest_digest(manifest)
     write_text(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return root
 
@@ -81,6 +93,14 @@ def read_manifest(build_dir: str | os.PathLike) -> dict:
             f"build format {manifest.get('format')} is not {FORMAT}",
             where=str(root),
             fix="rebuild with this symcurv version",
+        )
+    if manifest.get(SELF_HASH) != manifest_digest(manifest):
+        raise errors.BuildError(
+            f"{MANIFEST} was modified after the build (its content no longer matches its "
+            f"{SELF_HASH})",
+            where=str(root),
+            node=MANIFEST,
+            fix="rebuild the directory; build files must not be edited",
         )
     return manifest
 

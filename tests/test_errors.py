@@ -188,3 +188,20 @@ def test_division_by_zero_is_a_non_finite_error_not_a_numba_exception(tmp_path):
     with pytest.raises(errors.NonFiniteError) as e:
         prog.loss(prog.init(0), {"x": np.array([[1.0, 2.0], [0.0, 1.0]])})
     assert line in str(e.value) and "div" in str(e.value)
+
+
+def test_non_finite_result_names_a_node_even_where_the_reference_stays_finite(tmp_path):
+    """exp(100) overflows float32 but not the float64 reference interpreter: the error
+    still names a node and the DSL line (it named neither)."""
+    m = sc.Model("overflow32")
+    x = m.input("x", 2)
+    W = m.param("W", (2, 2), init=sc.init.constant(1.0))
+    line = _here(1)
+    m.minimize(sc.sum(sc.exp(W @ x)))
+    prog = sc.compile(
+        m, programs=("loss",), dtype="float32", build_dir=tmp_path / "b", progress=False
+    )
+    assert np.isfinite(prog.loss(prog.init(0), {"x": np.ones((2, 2))}))
+    with pytest.raises(errors.NonFiniteError) as e:
+        prog.loss(prog.init(0), {"x": np.full((2, 2), 50.0)})
+    assert e.value.node and line in e.value.where and "non-finite 'objective'" in str(e.value)

@@ -223,24 +223,43 @@ def draw(build_dir: str | os.PathLike, program: str, path: str) -> str:
     return str(viz.draw(g, path, forward_ids=set(fwd.nx.nodes), title=f"{fwd.name}: {program}"))
 
 
-def first_non_finite(prog: Program, program: str, theta, batch, v=None) -> str | None:
-    """Re-run the program's graph in the reference interpreter and name the first node
-    whose value is not finite (``"'name' (op) @ file.py:12: source"``)."""
+def first_non_finite(
+    prog: Program, program: str, key: str, theta, batch, v=None, noise=None
+) -> tuple[str, str, bool]:
+    """``(node, DSL line, found)`` of the first node whose value is not finite when the program's
+    graph is re-run in the reference interpreter (with the call's θ, batch, direction and
+    CP noise). When the reference stays finite (a float32 overflow the float64 reference
+    does not reproduce) or cannot run, the program's output node for ``key`` is named
+    instead (``found`` False): every non-finite result names a node and its DSL line."""
     try:
         g = graphs(prog.build_dir)["programs"][program]
+    except Exception:  # a build without its graphs (best effort; the caller raises anyway)
+        return f"'{key}' of program '{program}'", f"model '{prog.name}'", False
+    try:
         from symcurv.runtime import reference
 
-        leaves = {n: np.asarray(v, dtype=np.float64) for n, v in batch.items()}
-        leaves.update(prog.unflatten(np.asarray(theta, dtype=np.float64)))
+        def host(a):
+            return np.asarray(a.copy_to_host() if hasattr(a, "copy_to_host") else a, np.float64)
+
+        leaves = {n: host(a) for n, a in batch.items()}
+        leaves.update({n: host(a) for n, a in (noise or {}).items()})
+        leaves.update(prog.unflatten(host(theta)))
         if v is not None:
-            views = prog.unflatten(np.asarray(v, dtype=np.float64))
+            views = prog.unflatten(host(v))
             leaves.update({f"v:{k}": a for k, a in views.items()})
         vals = reference.evaluate(g, leaves, keep_all=True)
-    except Exception:  # diagnosis is best effort; the caller raises anyway
-        return None
+    except Exception:  # diagnosis is best effort; fall back to the output node
+        vals = {}
     for nid in g.topo():
-        v = vals.get(nid)
-        if v is not None and not np.isfinite(v).all():
-            n = g[nid]
-            return f"'{n.name}' ({n.op}) @ {n.origin}"
-    return None
+        val = vals.get(nid)
+        if val is not None and not np.isfinite(val).all():
+            return (*_describe(g, nid), True)
+    outs = [o for o in g.outputs if o == key or o.startswith(f"{key}:")]
+    if not outs:
+        return f"'{key}'", f"model '{prog.name}'", False
+    return (*_describe(g, g.outputs[outs[0]]), False)
+
+
+def _describe(g, nid: str) -> tuple[str, str]:
+    n = g[nid]
+    return f"'{n.name}' ({n.op})", n.origin or f"model '{g.name}'"

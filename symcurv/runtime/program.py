@@ -405,7 +405,8 @@ class Program:
         if check and not keep:
             for k, o in outs.items():
                 if not np.isfinite(o).all():
-                    self._non_finite(prog, k, theta, batch, v)
+                    noise = {n: a for n, a in extras.items() if not n.startswith("cache")}
+                    self._non_finite(prog, k, theta, batch, v, noise)
         return outs
 
     # -- backend memory: host arrays on cpu, device arrays on cuda ------------------------------
@@ -438,14 +439,20 @@ class Program:
             return cuda_kernels.draw_noise(shape, self.dtype, seed_key, draw, stream, kind)
         return noise.draw_cpu(shape, self.dtype, seed_key, draw, stream, kind)
 
-    def _non_finite(self, prog: str, key: str, theta, batch, v=None) -> None:
+    def _non_finite(self, prog: str, key: str, theta, batch, v=None, noise=None) -> None:
         from symcurv.runtime import build
 
-        culprit = build.first_non_finite(self, prog, theta, batch, v)
+        node, where, found = build.first_non_finite(self, prog, key, theta, batch, v, noise)
         raise errors.NonFiniteError(
-            f"program '{prog}' produced a non-finite '{key}'"
-            + (f": the first non-finite value is node {culprit}" if culprit else ""),
-            where=culprit.split(" @ ", 1)[1] if culprit and " @ " in culprit else self.name,
+            f"program '{prog}' produced a non-finite '{key}'; "
+            + (
+                "its values first go non-finite at this node"
+                if found
+                else f"this output went non-finite in {self.dtype} although the float64 "
+                "reference interpreter stays finite there (an overflow of the dtype?)"
+            ),
+            where=where,
+            node=node,
             fix="check the data range and the parameters (overflow in exp, log of a "
             "non-positive value, division by zero); a smaller step or a stabler "
             "expression usually fixes it",

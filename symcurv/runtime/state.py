@@ -90,7 +90,7 @@ class State:
         out = self.prog._run(prog, theta, batch, check=False, v=self._v(v), extras=extras)
         for k, o in out.items():
             if not np.isfinite(o).all():
-                self.prog._non_finite(prog, k, self.theta, self.batch, v)
+                self.prog._non_finite(prog, k, self.theta, self.batch, v, noise)
         return out
 
     def _v(self, v):

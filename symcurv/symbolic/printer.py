@@ -6,12 +6,16 @@ The same printed function body serves both targets: only ``math`` functions, ``a
 ``log`` print as ``vm.exp``/``vm.log`` (symcurv.runtime.vecmath), branch-free versions that
 LLVM vectorises, because pip-installed Numba calls scalar libm for ``math.exp``; for CUDA
 ``max``/``min`` print as conditional expressions (see ``CudaScalarPrinter``).
-``sympy.cse`` factors the shared subexpressions of a fused group's outputs, so e.g.
-``tanh(a)`` is computed once for the value and its derivative.
+Before printing, :func:`stable` rewrites forms that overflow although their value is
+finite (sinh/cosh ratios, log cosh) into overflow-free equivalents, for both targets and
+the reference interpreter alike. ``sympy.cse`` factors the shared subexpressions of a
+fused group's outputs, so e.g. ``tanh(a)`` is computed once for the value and its
+derivative.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -112,6 +116,51 @@ class CudaFloat32Printer(CudaScalarPrinter):
         return "F(B)" if expr.name == "B" else super()._print_Symbol(expr)
 
 
+def _tanh_ratios(mul: sympy.Mul) -> sympy.Expr:
+    """sinh(u)^p cosh(u)^q with p, q of opposite signs -> tanh(u)^k sinh(u)^(p-k)
+    cosh(u)^(q+k), k = ±min(|p|, |q|): sinh(u)/cosh(u) is inf/inf = NaN once |u| > 710,
+    tanh(u) never overflows (the derivatives of log cosh, tanh's own quotient forms)."""
+    powers: dict[tuple[type, sympy.Expr], sympy.Expr] = {}
+    rest = []
+    for f in mul.args:
+        base, exp = f.as_base_exp()
+        if isinstance(base, (sympy.sinh, sympy.cosh)) and exp.is_Integer:
+            k = (type(base), base.args[0])
+            powers[k] = powers.get(k, sympy.S.Zero) + exp
+        else:
+            rest.append(f)
+    if not any(
+        (sympy.cosh, u) in powers and p * powers[(sympy.cosh, u)] < 0
+        for (f, u), p in powers.items()
+        if f is sympy.sinh
+    ):
+        return mul
+    out = []
+    for u in dict.fromkeys(u for _f, u in powers):
+        p, q = powers.get((sympy.sinh, u), 0), powers.get((sympy.cosh, u), 0)
+        k = sympy.sign(p) * min(abs(p), abs(q)) if p * q < 0 else 0
+        out += [sympy.tanh(u) ** k, sympy.sinh(u) ** (p - k), sympy.cosh(u) ** (q + k)]
+    return sympy.Mul(*rest, *out)
+
+
+def _log_cosh(e: sympy.log) -> sympy.Expr:
+    """log(cosh(u)) = |u| + log(1 + exp(−2|u|)) − log 2, finite for every finite u (the
+    form the built-in softplus is defined in: max(z, 0) + log(1 + exp(−|z|)))."""
+    u = e.args[0].args[0]
+    return sympy.Abs(u) + sympy.log(1 + sympy.exp(-2 * sympy.Abs(u))) - sympy.Float(math.log(2))
+
+
+def stable(expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` with its overflow-prone forms rewritten into equal, overflow-free ones
+    (general rules over any expression, not per function): see ``_tanh_ratios`` and
+    ``_log_cosh``. Derivatives are taken before this, from the user's own expression."""
+    expr = sympy.sympify(expr)
+    expr = expr.replace(
+        lambda a: isinstance(a, sympy.log) and isinstance(a.args[0], sympy.cosh), _log_cosh
+    )
+    return expr.replace(lambda a: isinstance(a, sympy.Mul), _tanh_ratios)
+
+
 _SETTINGS = {"fully_qualified_modules": True, "strict": True}
 PRINTERS = {
     "cpu": CpuScalarPrinter(_SETTINGS),
@@ -169,7 +218,7 @@ def scalar_function(
     # No "basic" pre-optimisations: they pull out the argument sum (a + b) first and then
     # miss exp(-(a + b)) shared by the logistic and its derivative, a second exp per
     # element in every gradient map.
-    shared, outputs = share_exps(outputs, {a.name for a in args})
+    shared, outputs = share_exps([stable(o) for o in outputs], {a.name for a in args})
     repl, reduced = sympy.cse(list(outputs), symbols=temps)
     lines = [f"def {name}({', '.join(a.name for a in args)}):"]
     if doc:
@@ -185,7 +234,7 @@ def scalar_function(
 
 def numpy_function(args: Sequence[sympy.Symbol], expr: sympy.Expr) -> Callable:
     """A numpy-vectorised evaluator (the reference interpreter's elementwise semantics)."""
-    f = sympy.lambdify(list(args), expr, modules="numpy")
+    f = sympy.lambdify(list(args), stable(expr), modules="numpy")
 
     def call(*xs: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):

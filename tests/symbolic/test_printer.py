@@ -73,3 +73,35 @@ def test_output_is_deterministic_and_uses_temporaries_t0_t1():
     b = printer.scalar_function("f", [x, y], e, doc="d")
     assert a == b and any(ln.strip().startswith("t0 = ") for ln in a)
     assert a[1] == '    """d"""'
+
+
+# forms that overflow although their value is finite (issue 16): log cosh and its
+# derivatives (sinh/cosh quotients), any power of the quotient, inside larger expressions
+OVERFLOWING = [
+    sympy.log(sympy.cosh(x - y)),
+    sympy.diff(sympy.log(sympy.cosh(x - y)), x, 3),
+    sympy.sinh(x) ** 3 / sympy.cosh(x) ** 3 * sympy.exp(-(y**2)),
+    y * sympy.cosh(2 * x) / sympy.sinh(2 * x) + sympy.log(sympy.cosh(x)) ** 2,
+]
+
+
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+@pytest.mark.parametrize("expr", OVERFLOWING, ids=range(len(OVERFLOWING)))
+def test_overflowing_forms_print_overflow_free(expr, target):
+    """Printed code equals sympy's exact value at ordinary AND at overflowing arguments
+    (|x| ≈ 800: cosh(800) = inf in float64, so the naive forms give inf/inf = NaN)."""
+    f = _compile(printer.scalar_function("f", [x, y, z], [expr], target=target))
+    for px, py in [(0.3, -0.7), (-1.5, 0.2), (800.0, 0.5), (-812.25, 1.0), (400.0, -405.0)]:
+        want = float(expr.subs({x: px, y: py}).evalf(30))
+        got = f(px, py, 0.0)
+        assert math.isfinite(got) and got == pytest.approx(want, rel=1e-12, abs=1e-12), (px, py)
+
+
+def test_stable_rewrite_is_general_not_per_function():
+    assert printer.stable(sympy.sinh(z) / sympy.cosh(z)) == sympy.tanh(z)
+    assert printer.stable(sympy.cosh(z) ** 2 / sympy.sinh(z) ** 3) == 1 / (
+        sympy.sinh(z) * sympy.tanh(z) ** 2
+    )
+    # no quotient, nothing to rewrite
+    e = 2 * sympy.sinh(z) * sympy.cosh(z) + sympy.log(z**2 + 1)
+    assert printer.stable(e) == e

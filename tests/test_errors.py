@@ -205,3 +205,30 @@ def test_non_finite_result_names_a_node_even_where_the_reference_stays_finite(tm
     with pytest.raises(errors.NonFiniteError) as e:
         prog.loss(prog.init(0), {"x": np.full((2, 2), 50.0)})
     assert e.value.node and line in e.value.where and "non-finite 'objective'" in str(e.value)
+
+
+def test_objective_that_no_parameter_reaches_is_refused():
+    m = sc.Model("constant_objective")
+    x = m.input("x", 2)
+    m.param("W", (2, 2))
+    line = _here(2)
+    with pytest.raises(errors.ModelError) as e:
+        m.minimize(1.0)
+    assert line in str(e.value) and "does not depend on any parameter" in str(e.value)
+    line = _here(2)
+    with pytest.raises(errors.ModelError) as e:
+        m.minimize(sc.sum(sc.tanh(x)))  # data only
+    assert line in str(e.value) and "fix:" in str(e.value)
+
+
+def test_parameters_that_do_not_reach_the_objective_get_a_warning():
+    m = sc.Model("unused_param")
+    x = m.input("x", 2)
+    W = m.param("W", (2, 2))
+    line = _here(1)
+    m.param("V", (3, 2))
+    m.minimize(sc.sum(sc.tanh(W @ x)))
+    with pytest.warns(errors.UnusedParameterWarning) as w:
+        m.forward_graph()
+    msg = str(w[0].message)
+    assert "'V'" in msg and line in msg and "'W'" not in msg

@@ -10,6 +10,7 @@ import linecache
 import math
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from symcurv import errors
@@ -200,7 +201,23 @@ class Model:
             raise errors.ModelError(
                 "minimize() called twice", where=origin, fix="add the terms and call minimize once"
             )
+        if not self._params_reaching(loss.id):
+            # nodes made later cannot feed this one: the check is final here
+            raise errors.ModelError(
+                f"the objective {loss.node.describe()} does not depend on any parameter "
+                "(a constant or data-only objective has nothing to optimise: its gradient "
+                "and curvature are zero)",
+                where=origin,
+                fix="minimize a loss computed from the parameters, e.g. "
+                "sc.losses.squared_error(W @ x + b, t)",
+            )
         self.loss = loss
+
+    def _params_reaching(self, nid: str) -> set[str]:
+        """The parameters among ``nid``'s ancestors (networkx ancestor analysis)."""
+        return {
+            self.graph[a].name for a in self.graph.ancestors(nid) if self.graph[a].op == "param"
+        }
 
     # -- helpers for the api -------------------------------------------------------------
     def wrap(self, nid: str) -> Value:
@@ -250,6 +267,16 @@ class Model:
                 f"model '{self.name}' has no parameters",
                 where=self.origin,
                 fix="declare parameters with m.param",
+            )
+        unused = [n for n in self.params if n not in self._params_reaching(self.loss.id)]
+        if unused:
+            where = "; ".join(f"'{n}' at {self.graph[self.params[n]['id']].origin}" for n in unused)
+            warnings.warn(
+                f"model '{self.name}': parameter(s) {where} do not reach the objective; "
+                "their gradient and curvature are always zero (fix: use them in the loss, "
+                "or remove them)",
+                errors.UnusedParameterWarning,
+                stacklevel=2,
             )
         g = self.graph.copy()
         root = self.loss.id

@@ -55,6 +55,12 @@ def load_model(spec: str):
     return m
 
 
+def graph_path(out: Path, program: str) -> Path:
+    """``g.png`` + ``cp_S`` -> ``g_cp_S.png``: one file per graph of a name that stands for
+    several (``all``, ``cp_diag``, ``linearize``)."""
+    return out.with_name(f"{out.stem}_{program.replace('.', '_')}{out.suffix}")
+
+
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
@@ -210,27 +216,82 @@ def check_built(prog, out=None, batch_size: int = 16) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="symcurv", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    from symcurv import pipeline
+
+    parser = argparse.ArgumentParser(
+        prog="symcurv",
+        description="symcurv: compile per-case models into Numba kernels for loss, gradient, "
+        "Hessian/Gauss-Newton products and Curvature Propagation; build, draw, describe and "
+        "check them.",
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    model_help = (
+        "a Python file defining a function that returns an sc.Model, and the function's "
+        "name after a colon (default: model)"
+    )
+    programs_help = (
+        "'all' (the default), or a comma-separated list of "
+        f"{', '.join([*pipeline.PROGRAMS, *pipeline.ALIASES])}"
+    )
     p = sub.add_parser("demo", help="build, draw and verify an example model")
-    p.add_argument("-o", "--output", default="symcurv-demo")
+    p.add_argument(
+        "-o",
+        "--output",
+        default="symcurv-demo",
+        help="directory to write into (default: %(default)s)",
+    )
     p = sub.add_parser("build", help="build a model ahead of time into a directory")
-    p.add_argument("model")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--backend", default="cpu", help="cpu, or cuda (a GPU or the simulator)")
-    p.add_argument("--dtype", default="float64")
-    p.add_argument("--programs", default="all")
-    p.add_argument("--parallel", action="store_true", help="prange maps on Numba threads")
-    p = sub.add_parser("graph", help="draw the graph of a program")
-    p.add_argument("model")
-    p.add_argument("--program", default="grad")
-    p.add_argument("-o", "--output", required=True)
-    p = sub.add_parser("info", help="describe a build directory")
-    p.add_argument("build_dir")
-    p = sub.add_parser("check", help="verify every program against the references")
-    p.add_argument("model")
-    p.add_argument("--dtype", default="float64")
-    p.add_argument("--programs", default="all", help="comma-separated, or 'all'")
+    p.add_argument("model", metavar="MODEL.py[:factory]", help=model_help)
+    p.add_argument("-o", "--output", required=True, help="the build directory to write")
+    p.add_argument(
+        "--backend",
+        default="cpu",
+        choices=pipeline.BACKENDS,
+        help="cpu, or cuda: a GPU, or the simulator with NUMBA_ENABLE_CUDASIM=1 "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--dtype",
+        default="float64",
+        choices=pipeline.DTYPES,
+        help="floating type (default: %(default)s)",
+    )
+    p.add_argument("--programs", default="all", help=programs_help)
+    p.add_argument("--parallel", action="store_true", help="prange maps on Numba threads (cpu)")
+    p = sub.add_parser(
+        "graph",
+        help="draw the graph of a program",
+        description="Draw the graph of a program. A name that stands for several graphs "
+        "(all, cp_diag, linearize) writes one file per graph: -o g.png gives g_cp_S.png, ...",
+    )
+    p.add_argument("model", metavar="MODEL.py[:factory]", help=model_help)
+    p.add_argument(
+        "--program",
+        default="grad",
+        choices=pipeline.GRAPH_NAMES,
+        metavar="PROGRAM",
+        help=f"what to draw: one of {', '.join(pipeline.GRAPH_NAMES)} (default: %(default)s)",
+    )
+    p.add_argument(
+        "-o", "--output", required=True, help="the file to write: .dot, .svg, .png or .pdf"
+    )
+    p = sub.add_parser("info", help="verify and describe a build directory")
+    p.add_argument("build_dir", help="a directory written by symcurv build or sc.compile")
+    p = sub.add_parser(
+        "check",
+        help="verify every program against the references",
+        description="Compile the model (into the cache directory sc.compile uses with "
+        "build_dir=None, so a second check reuses it) and verify every program against the "
+        "reference interpreter and the gradient against central differences.",
+    )
+    p.add_argument("model", metavar="MODEL.py[:factory]", help=model_help)
+    p.add_argument(
+        "--dtype",
+        default="float64",
+        choices=pipeline.DTYPES,
+        help="floating type (default: %(default)s)",
+    )
+    p.add_argument("--programs", default="all", help=programs_help)
     args = parser.parse_args(argv)
     try:
         if args.cmd == "demo":
@@ -252,11 +313,15 @@ def main(argv: list[str] | None = None) -> int:
             from symcurv import pipeline
             from symcurv.viz import draw
 
-            fwd, g = pipeline.program_graph(load_model(args.model), args.program)
-            path = draw(
-                g, args.output, forward_ids=set(fwd.nx.nodes), title=f"{fwd.name}: {args.program}"
-            )
-            print(f"wrote {path}")
+            fwd, graphs, skipped = pipeline.program_graphs(load_model(args.model), args.program)
+            out = Path(args.output)
+            for name, g in graphs.items():
+                # one graph: FILE itself; several: FILE_<program>.suffix beside it
+                path = out if len(graphs) == 1 else graph_path(out, name)
+                ids = None if name == "forward" else set(fwd.nx.nodes)
+                print(f"wrote {draw(g, path, forward_ids=ids, title=f'{fwd.name}: {name}')}")
+            for name, reason in skipped.items():
+                print(f"skipped '{name}': {reason}")
             return 0
         if args.cmd == "info":
             info(args.build_dir)

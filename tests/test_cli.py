@@ -95,3 +95,30 @@ def test_demo_builds_draws_and_verifies(tmp_path, capsys):
     for rel in ("cp_net/manifest.json", "cp_net/kernels/grad.py", "forward.png", "grad.dot"):
         assert (tmp_path / rel).is_file(), rel
         assert rel in out  # it says what it made and where
+
+
+def test_graph_draws_every_name_it_accepts(tmp_path, capsys):
+    """Issue 16: cp_diag and linearize ended in tracebacks, 'all' was refused. A name that
+    stands for several graphs writes one file per graph beside -o."""
+    from symcurv import pipeline
+
+    expect = {
+        "cp_diag": ["cp_S", "cp_TU", "cp_GN", "hvp"],
+        "linearize": ["hvp_static", "gnvp_static", "cp_S_static", "cp_TU_static", "cp_GN_static"],
+        "becker_lecun_diag": None,
+        "all": ["forward", *pipeline.PROGRAMS],
+    }
+    for name, files in expect.items():
+        out = tmp_path / name / "g.dot"
+        out.parent.mkdir()
+        assert cli.main(["graph", TIED, "--program", name, "-o", str(out)]) == 0, name
+        written = sorted(p.name for p in out.parent.iterdir())
+        want = ["g.dot"] if files is None else sorted(f"g_{f}.dot" for f in files)
+        assert written == want, name
+        assert all((out.parent / w).read_text().startswith("digraph") for w in written)
+    capsys.readouterr()
+    # every name the parser offers is one program_graphs draws, and nothing else is accepted
+    assert set(expect) | {"forward", *pipeline.PROGRAMS} == set(pipeline.GRAPH_NAMES)
+    with pytest.raises(SystemExit):
+        cli.main(["graph", TIED, "--program", "nope", "-o", str(tmp_path / "x.dot")])
+    assert "invalid choice" in capsys.readouterr().err

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -81,19 +80,19 @@ def check(
     batch_size: int = 8,
     out=None,
 ) -> bool:
-    """Compile the programs (default every one) into a temporary directory (or
-    ``build_dir``) and verify them with :func:`check_built`; True when all pass."""
+    """Compile the programs (default every one) into ``build_dir`` — None: the cache
+    directory ``sc.compile`` uses with ``build_dir=None`` (``$SYMCURV_CACHE`` or
+    ``~/.cache/symcurv/<model>-<IR hash>-<backend>-<dtype>``), so a second check of an
+    unchanged model reuses Numba's compiled code — and verify them with
+    :func:`check_built`; True when all pass."""
     import symcurv as sc
 
-    with tempfile.TemporaryDirectory() as tmp:
-        prog = sc.compile(
-            model, programs=programs, dtype=dtype, build_dir=build_dir or Path(tmp) / model.name
-        )
-        return check_built(prog, out, batch_size)
+    prog = sc.compile(model, programs=programs, dtype=dtype, build_dir=build_dir)
+    return check_built(prog, out, batch_size)
 
 
 def info(build_dir: str, out=None) -> None:
-    from symcurv.runtime import build
+    from symcurv.runtime import build, initializers
 
     out = out or sys.stdout
 
@@ -112,7 +111,13 @@ def info(build_dir: str, out=None) -> None:
     )
     print(f"\n{man['n_params']} parameters:", file=out)
     rows = [
-        [p["name"], "x".join(map(str, p["shape"])), p["offset"], p["init"]["kind"], p["origin"]]
+        [
+            p["name"],
+            "x".join(map(str, p["shape"])),
+            p["offset"],
+            initializers.describe(p["init"]),
+            p["origin"],
+        ]
         for p in man["params"]
     ]
     print(_table(rows, ["name", "shape", "offset", "init", "DSL"]), file=out)
@@ -139,6 +144,11 @@ def info(build_dir: str, out=None) -> None:
             ]
         )
     print(_table(rows, ["program", "source", "kernels", "buffers", "scratch memory"]), file=out)
+    for name, reason in man.get("skipped", {}).items():
+        first, _, rest = reason.partition("\n")
+        print(f"\nskipped '{name}' (not built for this model): {first}", file=out)
+        if rest:
+            print(rest, file=out)
     if man["backend"] == "cuda":
         _cuda_launches(man, out)
 

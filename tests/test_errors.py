@@ -5,6 +5,7 @@ import inspect
 
 import numpy as np
 import pytest
+import sympy
 
 import symcurv as sc
 from symcurv import errors
@@ -36,6 +37,20 @@ def test_unknown_function_in_elementwise_string():
     msg = str(e.value)
     assert line in msg and "'swishy'" in msg and "['foo']" in msg
     assert "fix: use sympy functions" in msg and "tanh" in msg
+
+
+@pytest.mark.parametrize(
+    "name, expr",
+    [("dirac", "DiracDelta(z) + z"), ("gam", "gamma(z)"), ("flo", lambda z: sympy.floor(z) + z)],
+)
+def test_sympy_function_outside_the_allowed_list_is_refused_at_definition(name, expr):
+    """Issue 16: DiracDelta was accepted and failed at compile time inside the printer."""
+    line = _here(2)
+    with pytest.raises(errors.ExpressionError) as e:
+        sc.elementwise(name, expr)
+    msg = str(e.value)
+    assert line in msg and f"'{name}'" in msg and "unknown function" in msg
+    assert "fix: use sympy functions" in msg
 
 
 def test_unknown_symbol_in_custom_loss():

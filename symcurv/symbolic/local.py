@@ -18,7 +18,7 @@ import inspect
 from collections.abc import Callable, Sequence
 
 import sympy
-from sympy.core.function import AppliedUndef
+from sympy.core.function import Application, AppliedUndef
 
 from symcurv import errors
 
@@ -81,6 +81,10 @@ ALLOWED_FUNCTIONS = (
 )
 
 
+# the conditions of a Piecewise
+_LOGIC = ("And", "Or", "Not")
+
+
 def _clean(expr: sympy.Expr) -> sympy.Expr:
     expr = expr.replace(lambda a: isinstance(a, sympy.DiracDelta), lambda a: sympy.S.Zero)
     expr = expr.replace(
@@ -122,6 +126,16 @@ def _check(fn: ElementwiseFn) -> None:
             fix="use only the operand symbols, or list every symbol in args=(...)",
         )
     bad = sorted({type(a).__name__ for a in fn.expr.atoms(AppliedUndef)})
+    # any other sympy function (DiracDelta, gamma, floor ...) is refused here, where the
+    # op is defined, not at code generation (the printer knows only the allowed ones)
+    bad += sorted(
+        {
+            type(a).__name__
+            for a in fn.expr.atoms(Application)
+            if not isinstance(a, AppliedUndef)
+            and type(a).__name__ not in (*ALLOWED_FUNCTIONS, *_LOGIC)
+        }
+    )
     if bad:
         raise errors.ExpressionError(
             f"expression '{fn.expr}' of elementwise op '{fn.name}' calls unknown function(s) {bad}",

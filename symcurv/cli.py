@@ -18,6 +18,20 @@ from pathlib import Path
 from symcurv import errors
 
 
+def _user_code_error(e: Exception, path: Path, doing: str) -> errors.ModelError:
+    """A one-line report of an exception raised by the user's model code, at the innermost
+    line of the model file in its traceback."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if Path(f.filename) == path]
+    where = f"{path}:{frames[-1].lineno}" if frames else str(path)
+    return errors.ModelError(
+        f"{doing} raised {type(e).__name__}: {e}",
+        where=where,
+        fix="fix the model file (run it with python to see the full traceback)",
+    )
+
+
 def load_model(spec: str):
     """``path/to/file.py[:factory]`` -> the Model the factory returns (default ``model``)."""
     path, _, factory = spec.partition(":")
@@ -31,6 +45,18 @@ def load_model(spec: str):
     sys.path.insert(0, str(p.parent.resolve()))
     try:
         mod_spec.loader.exec_module(module)
+    except SyntaxError as e:
+        line = f"{path}:{e.lineno}" if e.lineno else path
+        src = (e.text or "").strip()
+        raise errors.ModelError(
+            f"syntax error in the model file: {e.msg}" + (f" in `{src}`" if src else ""),
+            where=line,
+            fix="correct the Python syntax at that line",
+        ) from None
+    except errors.SymcurvError:
+        raise
+    except Exception as e:
+        raise _user_code_error(e, p, "running the model file") from None
     finally:
         sys.path.pop(0)
     fn = getattr(module, factory, None)
@@ -45,7 +71,12 @@ def load_model(spec: str):
         )
     import symcurv as sc
 
-    m = fn()
+    try:
+        m = fn()
+    except errors.SymcurvError:
+        raise
+    except Exception as e:
+        raise _user_code_error(e, p, f"calling {factory}()") from None
     if not isinstance(m, sc.Model):
         raise errors.ModelError(
             f"{path}:{factory}() returned {type(m).__name__}, not an sc.Model",

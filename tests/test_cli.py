@@ -149,3 +149,17 @@ def test_info_shows_skipped_programs_and_initialisers(tmp_path, capsys):
     for name in ("gnvp", "cp_GN"):
         assert f"skipped '{name}' (not built for this model):" in out
     assert "Gauss-Newton" in out
+
+
+def test_model_file_errors_are_one_line_with_exit_2(tmp_path, capsys):
+    """Issue 16: a syntax error in the model file printed a full traceback (exit 1)."""
+    bad = tmp_path / "bad_syntax.py"
+    bad.write_text("import symcurv as sc\n\n\ndef model(:\n    pass\n")
+    assert cli.main(["build", str(bad), "-o", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:4" in err and "syntax error" in err and "Traceback" not in err
+    broken = tmp_path / "broken.py"
+    broken.write_text("import symcurv as sc\n\n\ndef model():\n    return sc.Modle('x')\n")
+    assert cli.main(["check", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert f"{broken}:5" in err and "AttributeError" in err and "Traceback" not in err

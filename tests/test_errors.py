@@ -247,3 +247,28 @@ def test_parameters_that_do_not_reach_the_objective_get_a_warning():
         m.forward_graph()
     msg = str(w[0].message)
     assert "'V'" in msg and line in msg and "'W'" not in msg
+
+
+def test_elementwise_operands_of_different_widths_name_the_line():
+    """Issue 16: `W @ x + b` with b of another width had no `<file>:<line>` prefix."""
+    m = sc.Model("widths")
+    x = m.input("x", 3)
+    W = m.param("W", (2, 3))
+    b = m.param("b", 4)
+    lines, errs = [], []
+    lines.append(_here(2))
+    with pytest.raises(errors.ShapeError) as e:
+        W @ x + b
+    errs.append((e.value, "add"))
+    lines.append(_here(2))
+    with pytest.raises(errors.ShapeError) as e:
+        b * sc.tanh(W @ x)
+    errs.append((e.value, "mul"))
+    lines.append(_here(2))
+    with pytest.raises(errors.ShapeError) as e:
+        sc.dot(W @ x, b)
+    errs.append((e.value, "dot"))
+    for line, (err, op) in zip(lines, errs):
+        msg = str(err)
+        assert msg.startswith(line) and f"node '{op}'" in msg and "(4,)" in msg, msg
+        assert "fix:" in msg

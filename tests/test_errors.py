@@ -138,6 +138,20 @@ def test_single_case_without_batch_axis_gets_a_hint(compiled):
         prog.loss(prog.init(0), batch)
 
 
+@pytest.mark.parametrize("labels", [[0, 2, 1, 1], [0.0, 2.0, 1.0, 1.0]])
+def test_integer_class_labels_get_the_one_hot_hint(compiled, labels):
+    """Issue 16: labels of shape (B,) for softmax cross-entropy got "a single case needs
+    x[None, :]"; targets are one-hot rows."""
+    _, prog = compiled("mlp")
+    batch = _batch(prog)
+    batch["t"] = np.array(labels)
+    with pytest.raises(errors.BatchError) as e:
+        prog.loss(prog.init(0), batch)
+    msg = str(e.value)
+    assert "one-hot rows of width 3" in msg and "np.eye(3)[labels]" in msg
+    assert "None, :" not in msg and "node 't'" in msg
+
+
 def test_unknown_key_and_ragged_rows(compiled):
     _, prog = compiled("mlp")
     batch = dict(_batch(prog), y=np.zeros((4, 3)))

@@ -22,6 +22,27 @@ def is_device(a) -> bool:
     return hasattr(a, "copy_to_host")
 
 
+def _shape_hint(name: str, a: np.ndarray, info: dict) -> str:
+    """What to do about batch[name] of the wrong shape, from what it most likely is."""
+    n = info["size"]
+    hint = f"cases are ROWS: pass shape (B, {n})"
+    if a.ndim != 1:
+        return hint
+    integral = np.issubdtype(a.dtype, np.integer) or (
+        a.size > 0 and np.all(np.isfinite(a)) and np.all(np.asarray(a) == np.round(a))
+    )
+    if info.get("role") == "target" and n > 1 and integral and a.shape[0] != n:
+        return (
+            f"targets are one-hot rows of width {n}, not integer class labels: pass "
+            f"np.eye({n})[labels] (shape (B, {n}))"
+        )
+    if n == 1:
+        return f"{hint}; a vector of B cases of width 1 needs {name}[:, None]"
+    if a.shape[0] == n:
+        return f"{hint}; a single case needs {name}[None, :]"
+    return hint
+
+
 class Program:
     """Compiled programs loaded from a build directory (see ``symcurv.runtime.build``)."""
 
@@ -308,8 +329,7 @@ class Program:
                     f"batch['{name}'] has shape {a.shape}, expected (B, {info['size']})",
                     where=info.get("origin"),
                     node=f"'{name}'",
-                    fix="cases are ROWS: pass shape (B, n)"
-                    + ("; a single case needs x[None, :]" if a.ndim == 1 else ""),
+                    fix=_shape_hint(name, a, info),
                 )
             if B is None:
                 B = a.shape[0]

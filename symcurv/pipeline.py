@@ -148,6 +148,13 @@ def build(
     from symcurv.passes import optimize, schedule, split
 
     say = Progress(progress)
+    from symcurv.dsl.model import Model
+
+    if not isinstance(model, Model):
+        raise errors.ModelError(
+            f"sc.compile needs an sc.Model, got {type(model).__name__} {model!r:.60}",
+            fix="pass the Model your factory returns: sc.compile(model(), ...)",
+        )
     if backend not in BACKENDS:
         raise errors.ModelError(
             f"unknown backend {backend!r}", fix=f"choose one of {', '.join(BACKENDS)}"

@@ -286,3 +286,52 @@ def test_elementwise_operands_of_different_widths_name_the_line():
         msg = str(err)
         assert msg.startswith(line) and f"node '{op}'" in msg and "(4,)" in msg, msg
         assert "fix:" in msg
+
+
+# ---- found trying symcurv as a new user (issue 16, "keep going") ----------------------------
+def test_numpy_functions_on_model_values_name_the_dsl_function():
+    m = sc.Model("numpy_on_values")
+    x = m.input("x", 3)
+    line = _here(2)
+    with pytest.raises(errors.ModelError) as e:
+        np.tanh(x)
+    assert line in str(e.value) and "fix: use sc.tanh(...)" in str(e.value)
+    with pytest.raises(errors.ModelError, match="sc.elementwise"):
+        np.sin(x)
+    # numpy scalars still combine with values, on either side
+    for v in (np.float64(2.0) * x, x * np.float32(2.0), np.int64(1) - x, np.negative(x)):
+        assert v.shape == (3,)
+    with pytest.raises(errors.ModelError, match="indexing"):
+        x[0]
+    with pytest.raises(errors.ModelError, match="comparison"):
+        x > 0  # noqa: B015
+
+
+@pytest.mark.parametrize(
+    "make, fix",
+    [
+        (lambda: sc.init.normal(-1.0), "≥ 0"),
+        (lambda: sc.init.sparse(0), "integer ≥ 1"),
+        (lambda: sc.init.constant(float("nan")), "finite"),
+    ],
+)
+def test_bad_initialiser_arguments_are_refused_where_written(make, fix):
+    """normal(-1) was accepted and failed inside numpy at prog.init, without a DSL line."""
+    with pytest.raises(errors.ModelError) as e:
+        make()
+    assert "test_errors.py:" in str(e.value) and fix in str(e.value)
+
+
+def test_compile_of_something_else_than_a_model():
+    with pytest.raises(errors.ModelError, match="needs an sc.Model, got str"):
+        sc.compile("net")
+
+
+def test_the_design_softplus_example_returns_the_builtin_op():
+    """DESIGN.md and docs/dsl.md define sc.elementwise("softplus", "log(1 + exp(z))"): the
+    same function as the built-in (overflow-free) softplus, so it is that op, not an error;
+    a different function under the name is still refused."""
+    op = sc.elementwise("softplus", "log(1 + exp(z))")
+    assert op.fn is sc.softplus.fn
+    with pytest.raises(errors.ExpressionError, match="already exists"):
+        sc.elementwise("softplus", "log(2 + exp(z))")

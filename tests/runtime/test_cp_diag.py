@@ -197,5 +197,5 @@ def test_cp_diag_seeds(tied):
     assert not np.array_equal(st.cp_diag("S"), st.cp_diag("S"))  # seed=None: fresh each call
     assert np.array_equal(st.cp_diag("S", seed=[1, 2]), st.cp_diag("S", seed=(1, 2)))
     for bad in ("7", 1.5, [1, -1]):
-        with pytest.raises(errors.ModelError, match="pass an integer"):
+        with pytest.raises(errors.ModelError, match="pass a non-negative integer"):
             st.cp_diag("S", seed=bad)

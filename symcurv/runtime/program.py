@@ -387,10 +387,15 @@ class Program:
             reason = self.manifest.get("skipped", {}).get(prog)
             if reason:
                 raise errors.LossError(f"program '{prog}' does not exist for this model: {reason}")
+            # the name the user passes in programs= (cp_diag builds every estimator)
+            public = {"cp_S": "cp_diag", "cp_TU": "cp_diag", "cp_GN": "cp_diag"}.get(
+                prog, "becker_lecun_diag" if prog == "becker_lecun" else prog
+            )
             raise errors.BuildError(
                 f"program '{prog}' was not built (this build has {list(self.programs)})",
                 where=self.build_dir,
-                fix=f"rebuild with programs including '{prog}'",
+                fix=f"rebuild with programs including '{public}'"
+                + (f" (or just '{prog}')" if public != prog else ""),
             )
         spec = self.manifest["programs"][prog]
         theta = self._check_theta(theta) if check else theta

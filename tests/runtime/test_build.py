@@ -169,3 +169,6 @@ def test_unbuilt_program_is_a_clear_error(tmp_path):
     prog = sc.compile(models.tied(), programs=("loss",), build_dir=tmp_path / "l", progress=False)
     with pytest.raises(errors.BuildError, match="program 'grad' was not built"):
         prog.grad(prog.init(0), testing.random_batch(prog, 2))
+    # the fix names what programs= takes: 'cp_diag', not only the internal 'cp_S'
+    with pytest.raises(errors.BuildError, match="including 'cp_diag' \\(or just 'cp_S'\\)"):
+        prog.cp_diag(prog.init(0), testing.random_batch(prog, 2), "S", seed=0)

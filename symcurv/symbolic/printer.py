@@ -7,10 +7,11 @@ The same printed function body serves both targets: only ``math`` functions, ``a
 LLVM vectorises, because pip-installed Numba calls scalar libm for ``math.exp``; for CUDA
 ``max``/``min`` print as conditional expressions (see ``CudaScalarPrinter``).
 Before printing, :func:`stable` rewrites forms that overflow although their value is
-finite (sinh/cosh ratios, log cosh) into overflow-free equivalents, for both targets and
-the reference interpreter alike. ``sympy.cse`` factors the shared subexpressions of a
-fused group's outputs, so e.g. ``tanh(a)`` is computed once for the value and its
-derivative.
+finite (sinh/cosh ratios, log cosh, log(1 + exp), exp/(1 + exp) ratios) into overflow-free
+equivalents, for both targets and the reference interpreter alike; they may rely on IEEE
+infinities (exp(800) = inf, 1/inf = 0), which the kernels' ``error_model='numpy'`` keeps.
+``sympy.cse`` factors the shared subexpressions of a fused group's outputs, so e.g.
+``tanh(a)`` is computed once for the value and its derivative.
 """
 
 from __future__ import annotations
@@ -150,14 +151,75 @@ def _log_cosh(e: sympy.log) -> sympy.Expr:
     return sympy.Abs(u) + sympy.log(1 + sympy.exp(-2 * sympy.Abs(u))) - sympy.Float(math.log(2))
 
 
+def _one_plus_exp(e: sympy.Expr) -> sympy.Expr | None:
+    """u when ``e`` is 1 + exp(u), else None."""
+    if isinstance(e, sympy.Add) and len(e.args) == 2 and sympy.S.One in e.args:
+        (other,) = [a for a in e.args if a != sympy.S.One]
+        if isinstance(other, sympy.exp):
+            return other.args[0]
+    return None
+
+
+def _log1p_exp(e: sympy.log) -> sympy.Expr:
+    """log(1 + exp(u)) = max(u, 0) + log(1 + exp(−|u|)): the textbook softplus overflows
+    to inf once u > 709, this form never does (the built-in softplus is defined so)."""
+    u = _one_plus_exp(e.args[0])
+    if u.is_nonpositive:  # already bounded: log(1 + exp(−|z|)), the stable form itself
+        return e
+    return sympy.Max(u, 0) + sympy.log(1 + sympy.exp(-sympy.Abs(u)))
+
+
+def _logistic_ratios(mul: sympy.Mul) -> sympy.Expr:
+    """exp(k·u) (1 + exp(u))^(−n), 1 ≤ k ≤ n integers -> (1 + exp(−u))^(−k) (1 + exp(u))^(k−n):
+    the same value with every factor in [0, 1], where the left form is inf/inf = NaN once
+    u > 709 (the derivatives of the textbook softplus and of a logistic written as
+    exp(u)/(1 + exp(u)))."""
+    dens = {}
+    for f in mul.args:
+        base, exp = f.as_base_exp()
+        u = _one_plus_exp(base)
+        # with u ≤ 0 (exp(−|z|)/(1 + exp(−|z|))) every factor is bounded already
+        if u is not None and exp.is_Integer and exp < 0 and not u.is_nonpositive:
+            dens[u] = (f, -int(exp))
+    if not dens:
+        return mul
+    # sympy writes derivatives as (Σ_i exp(k_i·u)/(1 + exp(u))^(n_i)) / (1 + exp(u)):
+    # distribute that one sum so that each term's exp meets its denominators
+    for f in mul.args:
+        if isinstance(f, sympy.Add) and f.has(sympy.exp):
+            rest = [g for g in mul.args if g is not f]
+            return sympy.Add(*[_logistic_ratios_of(sympy.Mul(term, *rest)) for term in f.args])
+    out = list(mul.args)
+    for i, f in enumerate(mul.args):
+        if not isinstance(f, sympy.exp):
+            continue
+        for u, (den, n) in dens.items():
+            k = sympy.simplify(f.args[0] / u)
+            if k.is_Integer and 1 <= int(k) <= n and den in out:
+                k = int(k)
+                out[i] = (1 + sympy.exp(-u)) ** (-k)
+                out[out.index(den)] = (1 + sympy.exp(u)) ** (k - n)
+                break
+    return sympy.Mul(*out)
+
+
+def _logistic_ratios_of(e: sympy.Expr) -> sympy.Expr:
+    return _logistic_ratios(e) if isinstance(e, sympy.Mul) else e
+
+
 def stable(expr: sympy.Expr) -> sympy.Expr:
     """``expr`` with its overflow-prone forms rewritten into equal, overflow-free ones
-    (general rules over any expression, not per function): see ``_tanh_ratios`` and
-    ``_log_cosh``. Derivatives are taken before this, from the user's own expression."""
+    (general rules over any expression, not per function): see ``_tanh_ratios``,
+    ``_log_cosh``, ``_log1p_exp`` and ``_logistic_ratios``. Derivatives are taken before
+    this, from the user's own expression."""
     expr = sympy.sympify(expr)
     expr = expr.replace(
         lambda a: isinstance(a, sympy.log) and isinstance(a.args[0], sympy.cosh), _log_cosh
     )
+    expr = expr.replace(
+        lambda a: isinstance(a, sympy.log) and _one_plus_exp(a.args[0]) is not None, _log1p_exp
+    )
+    expr = expr.replace(lambda a: isinstance(a, sympy.Mul), _logistic_ratios)
     return expr.replace(lambda a: isinstance(a, sympy.Mul), _tanh_ratios)
 
 

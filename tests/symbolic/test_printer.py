@@ -4,6 +4,7 @@ precedence included, and cse shares work between a function and its derivatives.
 import math
 import re
 
+import numba
 import numpy as np
 import pytest
 import sympy
@@ -76,12 +77,18 @@ def test_output_is_deterministic_and_uses_temporaries_t0_t1():
 
 
 # forms that overflow although their value is finite (issue 16): log cosh and its
-# derivatives (sinh/cosh quotients), any power of the quotient, inside larger expressions
+# derivatives (sinh/cosh quotients), any power of the quotient, inside larger expressions;
+# log(1 + exp(u)) and exp(k·u)/(1 + exp(u))^n
 OVERFLOWING = [
     sympy.log(sympy.cosh(x - y)),
     sympy.diff(sympy.log(sympy.cosh(x - y)), x, 3),
     sympy.sinh(x) ** 3 / sympy.cosh(x) ** 3 * sympy.exp(-(y**2)),
     y * sympy.cosh(2 * x) / sympy.sinh(2 * x) + sympy.log(sympy.cosh(x)) ** 2,
+    # the textbook softplus and its derivatives (exp(u)/(1 + exp(u)) = inf/inf past 709)
+    sympy.log(1 + sympy.exp(x - y)),
+    sympy.diff(sympy.log(1 + sympy.exp(x - y)), x, 3),
+    # the logistic's derivative as sympy writes it
+    sympy.diff(1 / (1 + sympy.exp(-x)), x, 2) * y,
 ]
 
 
@@ -90,7 +97,11 @@ OVERFLOWING = [
 def test_overflowing_forms_print_overflow_free(expr, target):
     """Printed code equals sympy's exact value at ordinary AND at overflowing arguments
     (|x| ≈ 800: cosh(800) = inf in float64, so the naive forms give inf/inf = NaN)."""
-    f = _compile(printer.scalar_function("f", [x, y, z], [expr], target=target))
+    # compiled as the kernels are: IEEE inf instead of Python's OverflowError and
+    # ZeroDivisionError (exp(800) = inf and 1/inf = 0 are part of the overflow-free forms)
+    f = numba.njit(error_model="numpy")(
+        _compile(printer.scalar_function("f", [x, y, z], [expr], target=target))
+    )
     for px, py in [(0.3, -0.7), (-1.5, 0.2), (800.0, 0.5), (-812.25, 1.0), (400.0, -405.0)]:
         want = float(expr.subs({x: px, y: py}).evalf(30))
         got = f(px, py, 0.0)

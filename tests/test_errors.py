@@ -335,3 +335,17 @@ def test_the_design_softplus_example_returns_the_builtin_op():
     assert op.fn is sc.softplus.fn
     with pytest.raises(errors.ExpressionError, match="already exists"):
         sc.elementwise("softplus", "log(2 + exp(z))")
+
+
+def test_custom_loss_that_ignores_the_output_is_refused():
+    """A custom loss in t only passed minimize's check (the output node is its operand) and
+    gave a zero gradient silently."""
+    m = sc.Model("t_only_loss")
+    x, t = m.input("x", 3), m.target("t", 2)
+    W = m.param("W", (2, 3))
+    line = _here(2)
+    with pytest.raises(errors.ExpressionError) as e:
+        sc.losses.custom("t_only", "t**2", W @ x, t)
+    assert line in str(e.value) and "does not depend on y" in str(e.value)
+    # the corrected expression may reuse the name
+    assert sc.losses.custom("t_only", "(y - t)**2", W @ x, t).shape == ()

@@ -12,11 +12,24 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from symcurv import errors
+
+
+def _user_code_error(e: Exception, path: Path, doing: str) -> errors.ModelError:
+    """A one-line report of an exception raised by the user's model code, at the innermost
+    line of the model file in its traceback."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if Path(f.filename) == path]
+    where = f"{path}:{frames[-1].lineno}" if frames else str(path)
+    return errors.ModelError(
+        f"{doing} raised {type(e).__name__}: {e}",
+        where=where,
+        fix="fix the model file (run it with python to see the full traceback)",
+    )
 
 
 def load_model(spec: str):
@@ -32,6 +45,18 @@ def load_model(spec: str):
     sys.path.insert(0, str(p.parent.resolve()))
     try:
         mod_spec.loader.exec_module(module)
+    except SyntaxError as e:
+        line = f"{path}:{e.lineno}" if e.lineno else path
+        src = (e.text or "").strip()
+        raise errors.ModelError(
+            f"syntax error in the model file: {e.msg}" + (f" in `{src}`" if src else ""),
+            where=line,
+            fix="correct the Python syntax at that line",
+        ) from None
+    except errors.SymcurvError:
+        raise
+    except Exception as e:
+        raise _user_code_error(e, p, "running the model file") from None
     finally:
         sys.path.pop(0)
     fn = getattr(module, factory, None)
@@ -46,13 +71,24 @@ def load_model(spec: str):
         )
     import symcurv as sc
 
-    m = fn()
+    try:
+        m = fn()
+    except errors.SymcurvError:
+        raise
+    except Exception as e:
+        raise _user_code_error(e, p, f"calling {factory}()") from None
     if not isinstance(m, sc.Model):
         raise errors.ModelError(
             f"{path}:{factory}() returned {type(m).__name__}, not an sc.Model",
             fix="return the Model from the factory",
         )
     return m
+
+
+def graph_path(out: Path, program: str) -> Path:
+    """``g.png`` + ``cp_S`` -> ``g_cp_S.png``: one file per graph of a name that stands for
+    several (``all``, ``cp_diag``, ``linearize``)."""
+    return out.with_name(f"{out.stem}_{program.replace('.', '_')}{out.suffix}")
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -75,19 +111,19 @@ def check(
     batch_size: int = 8,
     out=None,
 ) -> bool:
-    """Compile the programs (default every one) into a temporary directory (or
-    ``build_dir``) and verify them with :func:`check_built`; True when all pass."""
+    """Compile the programs (default every one) into ``build_dir`` — None: the cache
+    directory ``sc.compile`` uses with ``build_dir=None`` (``$SYMCURV_CACHE`` or
+    ``~/.cache/symcurv/<model>-<IR hash>-<backend>-<dtype>``), so a second check of an
+    unchanged model reuses Numba's compiled code — and verify them with
+    :func:`check_built`; True when all pass."""
     import symcurv as sc
 
-    with tempfile.TemporaryDirectory() as tmp:
-        prog = sc.compile(
-            model, programs=programs, dtype=dtype, build_dir=build_dir or Path(tmp) / model.name
-        )
-        return check_built(prog, out, batch_size)
+    prog = sc.compile(model, programs=programs, dtype=dtype, build_dir=build_dir)
+    return check_built(prog, out, batch_size)
 
 
 def info(build_dir: str, out=None) -> None:
-    from symcurv.runtime import build
+    from symcurv.runtime import build, initializers
 
     out = out or sys.stdout
 
@@ -101,12 +137,18 @@ def info(build_dir: str, out=None) -> None:
     )
     print(
         f"built with symcurv {v['symcurv']}, numba {v['numba']}, numpy {v['numpy']}, "
-        f"Python {v['python']}; all {len(man['files'])} file hashes verified",
+        f"Python {v['python']}; the manifest and all {len(man['files'])} file hashes verified",
         file=out,
     )
     print(f"\n{man['n_params']} parameters:", file=out)
     rows = [
-        [p["name"], "x".join(map(str, p["shape"])), p["offset"], p["init"]["kind"], p["origin"]]
+        [
+            p["name"],
+            "x".join(map(str, p["shape"])),
+            p["offset"],
+            initializers.describe(p["init"]),
+            p["origin"],
+        ]
         for p in man["params"]
     ]
     print(_table(rows, ["name", "shape", "offset", "init", "DSL"]), file=out)
@@ -133,6 +175,11 @@ def info(build_dir: str, out=None) -> None:
             ]
         )
     print(_table(rows, ["program", "source", "kernels", "buffers", "scratch memory"]), file=out)
+    for name, reason in man.get("skipped", {}).items():
+        first, _, rest = reason.partition("\n")
+        print(f"\nskipped '{name}' (not built for this model): {first}", file=out)
+        if rest:
+            print(rest, file=out)
     if man["backend"] == "cuda":
         _cuda_launches(man, out)
 
@@ -218,27 +265,82 @@ def check_built(prog, out=None, batch_size: int = 16) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="symcurv", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    from symcurv import pipeline
+
+    parser = argparse.ArgumentParser(
+        prog="symcurv",
+        description="symcurv: compile per-case models into Numba kernels for loss, gradient, "
+        "Hessian/Gauss-Newton products and Curvature Propagation; build, draw, describe and "
+        "check them.",
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    model_help = (
+        "a Python file defining a function that returns an sc.Model, and the function's "
+        "name after a colon (default: model)"
+    )
+    programs_help = (
+        "'all' (the default), or a comma-separated list of "
+        f"{', '.join([*pipeline.PROGRAMS, *pipeline.ALIASES])}"
+    )
     p = sub.add_parser("demo", help="build, draw and verify an example model")
-    p.add_argument("-o", "--output", default="symcurv-demo")
+    p.add_argument(
+        "-o",
+        "--output",
+        default="symcurv-demo",
+        help="directory to write into (default: %(default)s)",
+    )
     p = sub.add_parser("build", help="build a model ahead of time into a directory")
-    p.add_argument("model")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--backend", default="cpu", help="cpu, or cuda (a GPU or the simulator)")
-    p.add_argument("--dtype", default="float64")
-    p.add_argument("--programs", default="all")
-    p.add_argument("--parallel", action="store_true", help="prange maps on Numba threads")
-    p = sub.add_parser("graph", help="draw the graph of a program")
-    p.add_argument("model")
-    p.add_argument("--program", default="grad")
-    p.add_argument("-o", "--output", required=True)
-    p = sub.add_parser("info", help="describe a build directory")
-    p.add_argument("build_dir")
-    p = sub.add_parser("check", help="verify every program against the references")
-    p.add_argument("model")
-    p.add_argument("--dtype", default="float64")
-    p.add_argument("--programs", default="all", help="comma-separated, or 'all'")
+    p.add_argument("model", metavar="MODEL.py[:factory]", help=model_help)
+    p.add_argument("-o", "--output", required=True, help="the build directory to write")
+    p.add_argument(
+        "--backend",
+        default="cpu",
+        choices=pipeline.BACKENDS,
+        help="cpu, or cuda: a GPU, or the simulator with NUMBA_ENABLE_CUDASIM=1 "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--dtype",
+        default="float64",
+        choices=pipeline.DTYPES,
+        help="floating type (default: %(default)s)",
+    )
+    p.add_argument("--programs", default="all", help=programs_help)
+    p.add_argument("--parallel", action="store_true", help="prange maps on Numba threads (cpu)")
+    p = sub.add_parser(
+        "graph",
+        help="draw the graph of a program",
+        description="Draw the graph of a program. A name that stands for several graphs "
+        "(all, cp_diag, linearize) writes one file per graph: -o g.png gives g_cp_S.png, ...",
+    )
+    p.add_argument("model", metavar="MODEL.py[:factory]", help=model_help)
+    p.add_argument(
+        "--program",
+        default="grad",
+        choices=pipeline.GRAPH_NAMES,
+        metavar="PROGRAM",
+        help=f"what to draw: one of {', '.join(pipeline.GRAPH_NAMES)} (default: %(default)s)",
+    )
+    p.add_argument(
+        "-o", "--output", required=True, help="the file to write: .dot, .svg, .png or .pdf"
+    )
+    p = sub.add_parser("info", help="verify and describe a build directory")
+    p.add_argument("build_dir", help="a directory written by symcurv build or sc.compile")
+    p = sub.add_parser(
+        "check",
+        help="verify every program against the references",
+        description="Compile the model (into the cache directory sc.compile uses with "
+        "build_dir=None, so a second check reuses it) and verify every program against the "
+        "reference interpreter and the gradient against central differences.",
+    )
+    p.add_argument("model", metavar="MODEL.py[:factory]", help=model_help)
+    p.add_argument(
+        "--dtype",
+        default="float64",
+        choices=pipeline.DTYPES,
+        help="floating type (default: %(default)s)",
+    )
+    p.add_argument("--programs", default="all", help=programs_help)
     args = parser.parse_args(argv)
     try:
         if args.cmd == "demo":
@@ -260,11 +362,15 @@ def main(argv: list[str] | None = None) -> int:
             from symcurv import pipeline
             from symcurv.viz import draw
 
-            fwd, g = pipeline.program_graph(load_model(args.model), args.program)
-            path = draw(
-                g, args.output, forward_ids=set(fwd.nx.nodes), title=f"{fwd.name}: {args.program}"
-            )
-            print(f"wrote {path}")
+            fwd, graphs, skipped = pipeline.program_graphs(load_model(args.model), args.program)
+            out = Path(args.output)
+            for name, g in graphs.items():
+                # one graph: FILE itself; several: FILE_<program>.suffix beside it
+                path = out if len(graphs) == 1 else graph_path(out, name)
+                ids = None if name == "forward" else set(fwd.nx.nodes)
+                print(f"wrote {draw(g, path, forward_ids=ids, title=f'{fwd.name}: {name}')}")
+            for name, reason in skipped.items():
+                print(f"skipped '{name}': {reason}")
             return 0
         if args.cmd == "info":
             info(args.build_dir)

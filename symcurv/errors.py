@@ -70,3 +70,7 @@ class OptimizerError(SymcurvError, ValueError):
 
 class IRError(SymcurvError, AssertionError):
     """A derived graph that breaks an IR invariant: a bug in symcurv, not in the model."""
+
+
+class UnusedParameterWarning(UserWarning):
+    """A parameter that no path connects to the objective (its derivatives are always 0)."""

@@ -195,6 +195,13 @@ def build(
     from symcurv.passes import optimize, split
 
     say = Progress(progress)
+    from symcurv.dsl.model import Model
+
+    if not isinstance(model, Model):
+        raise errors.ModelError(
+            f"sc.compile needs an sc.Model, got {type(model).__name__} {model!r:.60}",
+            fix="pass the Model your factory returns: sc.compile(model(), ...)",
+        )
     if backend not in BACKENDS:
         raise errors.ModelError(
             f"unknown backend {backend!r}", fix=f"choose one of {', '.join(BACKENDS)}"
@@ -399,13 +406,61 @@ def compile(  # noqa: A001 (the public name DESIGN.md fixes)
     return prog
 
 
-def program_graph(model, program: str) -> tuple[Graph, Graph]:
-    """(forward graph, the optimised graph of ``program``), without compiling anything;
-    ``program="forward"`` gives the forward graph twice."""
-    from symcurv.passes import optimize
+# every name ``symcurv graph --program`` (and ``program_graphs``) draws: the forward graph,
+# each program, the user-facing aliases, and "all"
+GRAPH_NAMES = ("forward", *PROGRAMS, *ALIASES, "all")
 
+
+def program_graphs(model, program: str) -> tuple[Graph, dict[str, Graph], dict[str, str]]:
+    """``(forward graph, {name: optimised graph}, {skipped name: reason})`` for any name
+    in ``GRAPH_NAMES``, without compiling anything. One program gives one graph; a name
+    that stands for several gives each: ``cp_diag`` its estimators' programs (and ``hvp``,
+    which HI runs through), ``linearize`` the static part a State caches of every product
+    program (``hvp.static`` ...), ``all`` the forward graph and every program. Programs
+    that do not exist for this model (a Gauss-Newton split) are skipped with the reason,
+    unless asked for by name."""
+    from symcurv.passes import optimize, split
+
+    if program not in GRAPH_NAMES:
+        raise errors.ModelError(
+            f"no graph named {program!r}",
+            fix=f"choose one of {', '.join(GRAPH_NAMES)}",
+        )
     fwd = model.forward_graph()
     if program == "forward":
-        return fwd, fwd
-    (name,) = _parse_programs([program])
-    return fwd, optimize(PROGRAMS[name](fwd))
+        return fwd, {"forward": fwd}, {}
+    if program == "all":
+        names = list(PROGRAMS)
+    elif program == "linearize":
+        names = [p for p in PROGRAMS if p not in ("loss", "grad", "becker_lecun", "sum_sq_grad")]
+    else:
+        names = ALIASES.get(program, [program])
+    graphs: dict[str, Graph] = {"forward": fwd} if program == "all" else {}
+    skipped: dict[str, str] = {}
+    for name in names:
+        try:
+            g = optimize(PROGRAMS[name](fwd))
+        except errors.LossError as e:
+            if program == name:
+                raise
+            skipped[name] = str(e).splitlines()[0]
+            continue
+        if program == "linearize":
+            if any(n.op in split.DYNAMIC_LEAVES for n in g.nodes()):
+                graphs[f"{name}.static"] = split.split(g)[0]
+        else:
+            graphs[name] = g
+    return fwd, graphs, skipped
+
+
+def program_graph(model, program: str) -> tuple[Graph, Graph]:
+    """(forward graph, the optimised graph of ``program``), without compiling anything;
+    ``program="forward"`` gives the forward graph twice. For a name that stands for
+    several graphs, see :func:`program_graphs`."""
+    fwd, graphs, _ = program_graphs(model, program)
+    if len(graphs) != 1:
+        raise errors.ModelError(
+            f"{program!r} stands for {len(graphs)} graphs ({', '.join(graphs)})",
+            fix="use pipeline.program_graphs, or name one program",
+        )
+    return fwd, next(iter(graphs.values()))

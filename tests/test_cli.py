@@ -34,10 +34,15 @@ def test_build_then_info(tmp_path, capsys):
         assert row in out, row
 
 
-def test_check_prints_a_table_and_passes(capsys):
+def test_check_prints_a_table_and_passes(capsys, tmp_path, monkeypatch):
     # one curvature program besides loss/grad keeps CI's compile time down; every program
     # is checked against the reference in tests/runtime
+    monkeypatch.setenv("SYMCURV_CACHE", str(tmp_path))
     assert cli.main(["check", TIED, "--programs", "loss,grad,cp_S"]) == 0
+    # built into the cache directory sc.compile(build_dir=None) uses, not a temporary one,
+    # so the next check reuses Numba's compiled code (issue 16: it rebuilt every time)
+    (cached,) = tmp_path.glob("tied-*-cpu-float64")
+    assert (cached / "manifest.json").is_file() and list(cached.glob("kernels/__pycache__/*.nbi"))
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].split()[:2] == ["program", "against"]
@@ -95,3 +100,66 @@ def test_demo_builds_draws_and_verifies(tmp_path, capsys):
     for rel in ("cp_net/manifest.json", "cp_net/kernels/grad.py", "forward.png", "grad.dot"):
         assert (tmp_path / rel).is_file(), rel
         assert rel in out  # it says what it made and where
+
+
+def test_graph_draws_every_name_it_accepts(tmp_path, capsys):
+    """Issue 16: cp_diag and linearize ended in tracebacks, 'all' was refused. A name that
+    stands for several graphs writes one file per graph beside -o."""
+    from symcurv import pipeline
+
+    expect = {
+        "cp_diag": ["cp_S", "cp_TU", "cp_GN", "hvp"],
+        "linearize": ["hvp_static", "gnvp_static", "cp_S_static", "cp_TU_static", "cp_GN_static"],
+        "becker_lecun_diag": None,
+        "all": ["forward", *pipeline.PROGRAMS],
+    }
+    for name, files in expect.items():
+        out = tmp_path / name / "g.dot"
+        out.parent.mkdir()
+        assert cli.main(["graph", TIED, "--program", name, "-o", str(out)]) == 0, name
+        written = sorted(p.name for p in out.parent.iterdir())
+        want = ["g.dot"] if files is None else sorted(f"g_{f}.dot" for f in files)
+        assert written == want, name
+        assert all((out.parent / w).read_text().startswith("digraph") for w in written)
+    capsys.readouterr()
+    # every name the parser offers is one program_graphs draws, and nothing else is accepted
+    assert set(expect) | {"forward", *pipeline.PROGRAMS} == set(pipeline.GRAPH_NAMES)
+    with pytest.raises(SystemExit):
+        cli.main(["graph", TIED, "--program", "nope", "-o", str(tmp_path / "x.dot")])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_info_shows_skipped_programs_and_initialisers(tmp_path, capsys):
+    """Issue 16: programs skipped for want of a Gauss-Newton split were not shown, and
+    zeros() read as 'constant'. pipeline.build writes the directory without Numba."""
+    import symcurv as sc
+    from symcurv import pipeline
+
+    m = sc.Model("noloss_info")
+    x = m.input("x", 3)
+    W = m.param("W", (2, 3), init=sc.init.normal(0.1))
+    b = m.param("b", 2, init=sc.init.zeros())
+    c = m.param("c", 2, init=sc.init.constant(0.5))
+    m.minimize(sc.sum(sc.tanh(W @ x + b) * c))
+    pipeline.build(m, programs="all", build_dir=tmp_path / "b", progress=False)
+    assert cli.main(["info", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "normal(0.1)" in out and "zeros()" in out and "constant(0.5)" in out
+    assert "constant " not in out.replace("constant(0.5)", "")
+    for name in ("gnvp", "cp_GN"):
+        assert f"skipped '{name}' (not built for this model):" in out
+    assert "Gauss-Newton" in out
+
+
+def test_model_file_errors_are_one_line_with_exit_2(tmp_path, capsys):
+    """Issue 16: a syntax error in the model file printed a full traceback (exit 1)."""
+    bad = tmp_path / "bad_syntax.py"
+    bad.write_text("import symcurv as sc\n\n\ndef model(:\n    pass\n")
+    assert cli.main(["build", str(bad), "-o", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:4" in err and "syntax error" in err and "Traceback" not in err
+    broken = tmp_path / "broken.py"
+    broken.write_text("import symcurv as sc\n\n\ndef model():\n    return sc.Modle('x')\n")
+    assert cli.main(["check", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert f"{broken}:5" in err and "AttributeError" in err and "Traceback" not in err

@@ -5,6 +5,7 @@ import inspect
 
 import numpy as np
 import pytest
+import sympy
 
 import symcurv as sc
 from symcurv import errors
@@ -36,6 +37,20 @@ def test_unknown_function_in_elementwise_string():
     msg = str(e.value)
     assert line in msg and "'swishy'" in msg and "['foo']" in msg
     assert "fix: use sympy functions" in msg and "tanh" in msg
+
+
+@pytest.mark.parametrize(
+    "name, expr",
+    [("dirac", "DiracDelta(z) + z"), ("gam", "gamma(z)"), ("flo", lambda z: sympy.floor(z) + z)],
+)
+def test_sympy_function_outside_the_allowed_list_is_refused_at_definition(name, expr):
+    """Issue 16: DiracDelta was accepted and failed at compile time inside the printer."""
+    line = _here(2)
+    with pytest.raises(errors.ExpressionError) as e:
+        sc.elementwise(name, expr)
+    msg = str(e.value)
+    assert line in msg and f"'{name}'" in msg and "unknown function" in msg
+    assert "fix: use sympy functions" in msg
 
 
 def test_unknown_symbol_in_custom_loss():
@@ -123,6 +138,20 @@ def test_single_case_without_batch_axis_gets_a_hint(compiled):
         prog.loss(prog.init(0), batch)
 
 
+@pytest.mark.parametrize("labels", [[0, 2, 1, 1], [0.0, 2.0, 1.0, 1.0]])
+def test_integer_class_labels_get_the_one_hot_hint(compiled, labels):
+    """Issue 16: labels of shape (B,) for softmax cross-entropy got "a single case needs
+    x[None, :]"; targets are one-hot rows."""
+    _, prog = compiled("mlp")
+    batch = _batch(prog)
+    batch["t"] = np.array(labels)
+    with pytest.raises(errors.BatchError) as e:
+        prog.loss(prog.init(0), batch)
+    msg = str(e.value)
+    assert "one-hot rows of width 3" in msg and "np.eye(3)[labels]" in msg
+    assert "None, :" not in msg and "node 't'" in msg
+
+
 def test_unknown_key_and_ragged_rows(compiled):
     _, prog = compiled("mlp")
     batch = dict(_batch(prog), y=np.zeros((4, 3)))
@@ -188,3 +217,135 @@ def test_division_by_zero_is_a_non_finite_error_not_a_numba_exception(tmp_path):
     with pytest.raises(errors.NonFiniteError) as e:
         prog.loss(prog.init(0), {"x": np.array([[1.0, 2.0], [0.0, 1.0]])})
     assert line in str(e.value) and "div" in str(e.value)
+
+
+def test_non_finite_result_names_a_node_even_where_the_reference_stays_finite(tmp_path):
+    """exp(100) overflows float32 but not the float64 reference interpreter: the error
+    still names a node and the DSL line (it named neither)."""
+    m = sc.Model("overflow32")
+    x = m.input("x", 2)
+    W = m.param("W", (2, 2), init=sc.init.constant(1.0))
+    line = _here(1)
+    m.minimize(sc.sum(sc.exp(W @ x)))
+    prog = sc.compile(
+        m, programs=("loss",), dtype="float32", build_dir=tmp_path / "b", progress=False
+    )
+    assert np.isfinite(prog.loss(prog.init(0), {"x": np.ones((2, 2))}))
+    with pytest.raises(errors.NonFiniteError) as e:
+        prog.loss(prog.init(0), {"x": np.full((2, 2), 50.0)})
+    assert e.value.node and line in e.value.where and "non-finite 'objective'" in str(e.value)
+
+
+def test_objective_that_no_parameter_reaches_is_refused():
+    m = sc.Model("constant_objective")
+    x = m.input("x", 2)
+    m.param("W", (2, 2))
+    line = _here(2)
+    with pytest.raises(errors.ModelError) as e:
+        m.minimize(1.0)
+    assert line in str(e.value) and "does not depend on any parameter" in str(e.value)
+    line = _here(2)
+    with pytest.raises(errors.ModelError) as e:
+        m.minimize(sc.sum(sc.tanh(x)))  # data only
+    assert line in str(e.value) and "fix:" in str(e.value)
+
+
+def test_parameters_that_do_not_reach_the_objective_get_a_warning():
+    m = sc.Model("unused_param")
+    x = m.input("x", 2)
+    W = m.param("W", (2, 2))
+    line = _here(1)
+    m.param("V", (3, 2))
+    m.minimize(sc.sum(sc.tanh(W @ x)))
+    with pytest.warns(errors.UnusedParameterWarning) as w:
+        m.forward_graph()
+    msg = str(w[0].message)
+    assert "'V'" in msg and line in msg and "'W'" not in msg
+
+
+def test_elementwise_operands_of_different_widths_name_the_line():
+    """Issue 16: `W @ x + b` with b of another width had no `<file>:<line>` prefix."""
+    m = sc.Model("widths")
+    x = m.input("x", 3)
+    W = m.param("W", (2, 3))
+    b = m.param("b", 4)
+    lines, errs = [], []
+    lines.append(_here(2))
+    with pytest.raises(errors.ShapeError) as e:
+        W @ x + b
+    errs.append((e.value, "add"))
+    lines.append(_here(2))
+    with pytest.raises(errors.ShapeError) as e:
+        b * sc.tanh(W @ x)
+    errs.append((e.value, "mul"))
+    lines.append(_here(2))
+    with pytest.raises(errors.ShapeError) as e:
+        sc.dot(W @ x, b)
+    errs.append((e.value, "dot"))
+    for line, (err, op) in zip(lines, errs):
+        msg = str(err)
+        assert msg.startswith(line) and f"node '{op}'" in msg and "(4,)" in msg, msg
+        assert "fix:" in msg
+
+
+# ---- found trying symcurv as a new user (issue 16, "keep going") ----------------------------
+def test_numpy_functions_on_model_values_name_the_dsl_function():
+    m = sc.Model("numpy_on_values")
+    x = m.input("x", 3)
+    line = _here(2)
+    with pytest.raises(errors.ModelError) as e:
+        np.tanh(x)
+    assert line in str(e.value) and "fix: use sc.tanh(...)" in str(e.value)
+    with pytest.raises(errors.ModelError, match="sc.elementwise"):
+        np.sin(x)
+    # numpy scalars still combine with values, on either side
+    for v in (np.float64(2.0) * x, x * np.float32(2.0), np.int64(1) - x, np.negative(x)):
+        assert v.shape == (3,)
+    with pytest.raises(errors.ModelError, match="indexing"):
+        x[0]
+    with pytest.raises(errors.ModelError, match="comparison"):
+        x > 0  # noqa: B015
+
+
+@pytest.mark.parametrize(
+    "make, fix",
+    [
+        (lambda: sc.init.normal(-1.0), "≥ 0"),
+        (lambda: sc.init.sparse(0), "integer ≥ 1"),
+        (lambda: sc.init.constant(float("nan")), "finite"),
+    ],
+)
+def test_bad_initialiser_arguments_are_refused_where_written(make, fix):
+    """normal(-1) was accepted and failed inside numpy at prog.init, without a DSL line."""
+    with pytest.raises(errors.ModelError) as e:
+        make()
+    assert "test_errors.py:" in str(e.value) and fix in str(e.value)
+
+
+def test_compile_of_something_else_than_a_model():
+    with pytest.raises(errors.ModelError, match="needs an sc.Model, got str"):
+        sc.compile("net")
+
+
+def test_the_design_softplus_example_returns_the_builtin_op():
+    """DESIGN.md and docs/dsl.md define sc.elementwise("softplus", "log(1 + exp(z))"): the
+    same function as the built-in (overflow-free) softplus, so it is that op, not an error;
+    a different function under the name is still refused."""
+    op = sc.elementwise("softplus", "log(1 + exp(z))")
+    assert op.fn is sc.softplus.fn
+    with pytest.raises(errors.ExpressionError, match="already exists"):
+        sc.elementwise("softplus", "log(2 + exp(z))")
+
+
+def test_custom_loss_that_ignores_the_output_is_refused():
+    """A custom loss in t only passed minimize's check (the output node is its operand) and
+    gave a zero gradient silently."""
+    m = sc.Model("t_only_loss")
+    x, t = m.input("x", 3), m.target("t", 2)
+    W = m.param("W", (2, 3))
+    line = _here(2)
+    with pytest.raises(errors.ExpressionError) as e:
+        sc.losses.custom("t_only", "t**2", W @ x, t)
+    assert line in str(e.value) and "does not depend on y" in str(e.value)
+    # the corrected expression may reuse the name
+    assert sc.losses.custom("t_only", "(y - t)**2", W @ x, t).shape == ()

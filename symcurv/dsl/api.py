@@ -84,6 +84,15 @@ def sum(v: Value) -> Value:  # noqa: A001 - the DSL's spelling
 
 def dot(u: Value, v: Value) -> Value:
     """Σ_j u_j v_j."""
+    us, vs = getattr(u, "shape", ()), getattr(v, "shape", ())
+    if us and vs and us != vs:
+        raise errors.ShapeError(
+            f"sc.dot(u, v) needs vectors of the same length, got {u.node.describe()} and "
+            f"{v.node.describe()}",
+            where=user_origin(),
+            node="'dot'",
+            fix="check the layer widths: both operands must have the same shape",
+        )
     return sum(u * v)
 
 

@@ -54,4 +54,13 @@ def custom(name: str, expr: str, y: Value, t: Value) -> Value:
     origin = user_origin()
     m, y, t = _pair(y, t, name)
     fn = local.parse(f"loss_{name}", expr, args=("y", "t"), origin=origin)
+    if fn.symbols[0] not in fn.expr.free_symbols:
+        local.FUNCTIONS.pop(fn.name, None)  # so that the corrected loss may take the name
+        raise errors.ExpressionError(
+            f"custom loss '{name}' = {fn.expr} does not depend on y (the network output): "
+            "its gradient and curvature would be zero",
+            where=origin,
+            node=f"'{name}'",
+            fix="write the loss in the symbols y (output) and t (target), e.g. 'log(cosh(y - t))'",
+        )
     return m.wrap(L.separable(m.graph, name, fn, y.id, t.id, origin))

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import linecache
 import math
+import numbers
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from symcurv import errors
@@ -109,6 +111,57 @@ class Value:
     @property
     def T(self) -> Value:  # noqa: N802 - numpy's spelling
         return self.model.wrap(contraction.transpose(self.model.graph, self.id, user_origin()))
+
+    # numpy: scalars defer to the operators above; any other ufunc (np.tanh(h)) would try
+    # to run on a traced value, so it is refused with the DSL function to use instead
+    _UFUNC_OPERATORS = {
+        "add": "add",
+        "subtract": "sub",
+        "multiply": "mul",
+        "true_divide": "div",
+        "divide": "div",
+        "power": "pow",
+    }
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        op = self._UFUNC_OPERATORS.get(ufunc.__name__)
+        if method == "__call__" and not kwargs and len(inputs) == 2 and op:
+            a, b = inputs
+            return self._bin(op, b) if a is self else self._bin(op, a, reverse=True)
+        if method == "__call__" and ufunc.__name__ == "negative" and not kwargs:
+            return -self
+        name = ufunc.__name__
+        dsl = {"tanh": "sc.tanh", "exp": "sc.exp", "log": "sc.log", "square": "sc.square"}
+        raise errors.ModelError(
+            f"numpy's {name} was applied to {self.node.describe()}: model values are traced "
+            "into a graph, not computed, so numpy functions cannot run on them",
+            where=user_origin(),
+            fix=f"use {dsl[name]}(...)"
+            if name in dsl
+            else "use the sc functions (sc.tanh, sc.exp, sc.log, sc.relu, sc.sum, sc.dot, ...) "
+            "or define the function with sc.elementwise(name, sympy expression)",
+        )
+
+    def _refuse(self, what: str, fix: str):
+        raise errors.ModelError(
+            f"{what} of {self.node.describe()}: models are traced, not executed",
+            where=user_origin(),
+            fix=fix,
+        )
+
+    def __getitem__(self, index):
+        self._refuse(
+            f"indexing [{index!r}]",
+            "the DSL has no slicing: declare the pieces as separate parameters or inputs",
+        )
+
+    def __len__(self):
+        self._refuse("len()", "use .shape (the per-case shape)")
+
+    def __lt__(self, o):
+        self._refuse("a comparison", "write conditions inside sc.elementwise (Heaviside, Max)")
+
+    __le__ = __gt__ = __ge__ = __lt__
 
     def __bool__(self):
         raise errors.ModelError(
@@ -213,7 +266,23 @@ class Model:
             raise errors.ModelError(
                 "minimize() called twice", where=origin, fix="add the terms and call minimize once"
             )
+        if not self._params_reaching(loss.id):
+            # nodes made later cannot feed this one: the check is final here
+            raise errors.ModelError(
+                f"the objective {loss.node.describe()} does not depend on any parameter "
+                "(a constant or data-only objective has nothing to optimise: its gradient "
+                "and curvature are zero)",
+                where=origin,
+                fix="minimize a loss computed from the parameters, e.g. "
+                "sc.losses.squared_error(W @ x + b, t)",
+            )
         self.loss = loss
+
+    def _params_reaching(self, nid: str) -> set[str]:
+        """The parameters among ``nid``'s ancestors (networkx ancestor analysis)."""
+        return {
+            self.graph[a].name for a in self.graph.ancestors(nid) if self.graph[a].op == "param"
+        }
 
     # -- helpers for the api -------------------------------------------------------------
     def wrap(self, nid: str) -> Value:
@@ -231,12 +300,12 @@ class Model:
                     fix="build each model from its own inputs and parameters",
                 )
             return x
-        if isinstance(x, int | float) and math.isfinite(x):
+        if isinstance(x, numbers.Real) and math.isfinite(x):  # numpy scalars included
             return Value(self, ew.const(self.graph, float(x), user_origin()))
         raise errors.ModelError(
             f"cannot use {x!r} ({type(x).__name__}) in model '{self.name}'",
             where=user_origin(),
-            fix="combine model values with finite Python numbers only",
+            fix="combine model values with finite real numbers only",
         )
 
     def apply_fn(self, fn_name: str, args: Sequence[Value], name: str = "") -> Value:
@@ -267,6 +336,16 @@ class Model:
                 f"model '{self.name}' has no parameters",
                 where=self.origin,
                 fix="declare parameters with m.param",
+            )
+        unused = [n for n in self.params if n not in self._params_reaching(self.loss.id)]
+        if unused:
+            where = "; ".join(f"'{n}' at {self.graph[self.params[n]['id']].origin}" for n in unused)
+            warnings.warn(
+                f"model '{self.name}': parameter(s) {where} do not reach the objective; "
+                "their gradient and curvature are always zero (fix: use them in the loss, "
+                "or remove them)",
+                errors.UnusedParameterWarning,
+                stacklevel=2,
             )
         g = self.graph.copy()
         root = self.loss.id

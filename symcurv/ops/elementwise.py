@@ -114,7 +114,12 @@ def apply(
             node=f"'{fn.name}'",
             fix="pass one node per symbol of the expression",
         )
-    shape, batched = _infer([g[i] for i in inputs], {"fn": fn.name})
+    try:
+        shape, batched = _infer([g[i] for i in inputs], {"fn": fn.name})
+    except errors.ShapeError as e:  # the DSL line, as emit() adds it for every other op
+        raise errors.ShapeError(
+            e.problem, where=e.where or origin or None, node=f"'{name or fn.name}'", fix=e.fix
+        ) from None
     c = fn.constant_value()
     if c is not None:
         k = const(g, c, origin)

@@ -2,8 +2,10 @@
 
 A build directory holds the generated kernel sources (``kernels/<program>.py``),
 ``manifest.json`` (versions, backend, dtype, parameter layout, programs, sha256 of every
-generated file), ``graph.json`` (the IR of the forward graph and of every program, enough to
-draw them without re-deriving) and Numba's on-disk cache (``kernels/__pycache__``).
+generated file, and the sha256 of its own canonical content, so that a hand-edited
+manifest is refused like an edited kernel), ``graph.json`` (the IR of the forward graph
+and of every program, enough to draw them without re-deriving) and Numba's on-disk cache
+(``kernels/__pycache__``).
 ``load`` verifies every hash BEFORE importing anything and refuses a tampered, partial or
 mismatched build. Numba itself revalidates its cache against each source file's stamp, so a
 stale cache is recompiled, never trusted.
@@ -26,7 +28,9 @@ from symcurv.runtime.program import Program
 
 MANIFEST = "manifest.json"
 GRAPHS = "graph.json"
-FORMAT = 2  # 2: typed outputs, extras with a role, sum_sq_grad computes Σ_b ∇f_b² itself
+FORMAT = 2  # 2: typed outputs, extras with a role, sum_sq_grad computes Σ_b ∇f_b² itself,
+# and the manifest carries the hash of its own content
+SELF_HASH = "manifest_sha256"
 BACKENDS = ("cpu", "cuda")  # kept equal to pipeline.BACKENDS (the runtime never imports it)
 
 
@@ -48,6 +52,14 @@ def write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON (sorted keys, no whitespace), its own hash
+    field left out: any edit of a value — n_params, an offset, a program's slots — shows."""
+    body = {k: v for k, v in manifest.items() if k != SELF_HASH}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def write(build_dir: str | os.PathLike, manifest: dict, files: dict[str, str]) -> Path:
     """Write ``files`` (relative path -> text) and the manifest listing their hashes."""
     root = Path(build_dir)
@@ -57,6 +69,7 @@ def write(build_dir: str | os.PathLike, manifest: dict, files: dict[str, str]) -
         write_text(root / rel, text)
         hashes[rel] = sha256(root / rel)
     manifest = dict(manifest, files=hashes, format=FORMAT)
+    manifest[SELF_HASH] = manifest_digest(manifest)
     write_text(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return root
 
@@ -81,6 +94,14 @@ def read_manifest(build_dir: str | os.PathLike) -> dict:
             f"build format {manifest.get('format')} is not {FORMAT}",
             where=str(root),
             fix="rebuild with this symcurv version",
+        )
+    if manifest.get(SELF_HASH) != manifest_digest(manifest):
+        raise errors.BuildError(
+            f"{MANIFEST} was modified after the build (its content no longer matches its "
+            f"{SELF_HASH})",
+            where=str(root),
+            node=MANIFEST,
+            fix="rebuild the directory; build files must not be edited",
         )
     return manifest
 
@@ -203,24 +224,43 @@ def draw(build_dir: str | os.PathLike, program: str, path: str) -> str:
     return str(viz.draw(g, path, forward_ids=set(fwd.nx.nodes), title=f"{fwd.name}: {program}"))
 
 
-def first_non_finite(prog: Program, program: str, theta, batch, v=None) -> str | None:
-    """Re-run the program's graph in the reference interpreter and name the first node
-    whose value is not finite (``"'name' (op) @ file.py:12: source"``)."""
+def first_non_finite(
+    prog: Program, program: str, key: str, theta, batch, v=None, noise=None
+) -> tuple[str, str, bool]:
+    """``(node, DSL line, found)`` of the first node whose value is not finite when the program's
+    graph is re-run in the reference interpreter (with the call's θ, batch, direction and
+    CP noise). When the reference stays finite (a float32 overflow the float64 reference
+    does not reproduce) or cannot run, the program's output node for ``key`` is named
+    instead (``found`` False): every non-finite result names a node and its DSL line."""
     try:
         g = graphs(prog.build_dir)["programs"][program]
+    except Exception:  # a build without its graphs (best effort; the caller raises anyway)
+        return f"'{key}' of program '{program}'", f"model '{prog.name}'", False
+    try:
         from symcurv.runtime import reference
 
-        leaves = {n: np.asarray(v, dtype=np.float64) for n, v in batch.items()}
-        leaves.update(prog.unflatten(np.asarray(theta, dtype=np.float64)))
+        def host(a):
+            return np.asarray(a.copy_to_host() if hasattr(a, "copy_to_host") else a, np.float64)
+
+        leaves = {n: host(a) for n, a in batch.items()}
+        leaves.update({n: host(a) for n, a in (noise or {}).items()})
+        leaves.update(prog.unflatten(host(theta)))
         if v is not None:
-            views = prog.unflatten(np.asarray(v, dtype=np.float64))
+            views = prog.unflatten(host(v))
             leaves.update({f"v:{k}": a for k, a in views.items()})
         vals = reference.evaluate(g, leaves, keep_all=True)
-    except Exception:  # diagnosis is best effort; the caller raises anyway
-        return None
+    except Exception:  # diagnosis is best effort; fall back to the output node
+        vals = {}
     for nid in g.topo():
-        v = vals.get(nid)
-        if v is not None and not np.isfinite(v).all():
-            n = g[nid]
-            return f"'{n.name}' ({n.op}) @ {n.origin}"
-    return None
+        val = vals.get(nid)
+        if val is not None and not np.isfinite(val).all():
+            return (*_describe(g, nid), True)
+    outs = [o for o in g.outputs if o == key or o.startswith(f"{key}:")]
+    if not outs:
+        return f"'{key}'", f"model '{prog.name}'", False
+    return (*_describe(g, g.outputs[outs[0]]), False)
+
+
+def _describe(g, nid: str) -> tuple[str, str]:
+    n = g[nid]
+    return f"'{n.name}' ({n.op})", n.origin or f"model '{g.name}'"

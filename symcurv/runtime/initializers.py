@@ -26,3 +26,16 @@ def sample(spec: dict, shape: tuple[int, ...], rng: np.random.Generator) -> np.n
             out[r, idx] = rng.normal(0.0, spec["std"], size=k)
         return out.reshape(shape)
     raise ValueError(f"unknown initialiser kind {kind!r}")
+
+
+def describe(spec: dict) -> str:
+    """The initialiser as the DSL call that makes it: ``normal(0.1)``, ``zeros()``,
+    ``constant(0.5)``, ``sparse(15, 1.0)``, ``glorot()`` (``symcurv info``)."""
+    kind = spec["kind"]
+    if kind == "normal":
+        return f"normal({spec['std']:g})"
+    if kind == "constant":
+        return "zeros()" if spec["value"] == 0 else f"constant({spec['value']:g})"
+    if kind == "sparse":
+        return f"sparse({spec['k']}, {spec['std']:g})"
+    return f"{kind}()"

@@ -99,13 +99,17 @@ def noise_at(j: int, draw: int, stream: int, seed_key: tuple[int, int], kind: st
 
 
 def key(seed) -> tuple[int, int]:
-    """The Philox key of a seed: an integer's low and high 32 bits (taken mod 2⁶⁴); a
-    sequence of non-negative integers is hashed to 64 bits by numpy's ``SeedSequence``
-    (so ``[run, sample]`` seeds independent streams); ``None`` draws a fresh 64-bit seed
-    from the operating system's entropy. Anything else raises TypeError."""
+    """The Philox key of a seed: a non-negative integer's low and high 32 bits (taken mod
+    2⁶⁴); a sequence of non-negative integers is hashed to 64 bits by numpy's
+    ``SeedSequence`` (so ``[run, sample]`` seeds independent streams); ``None`` draws a
+    fresh 64-bit seed from the operating system's entropy. A negative integer raises
+    ValueError (numpy refuses them too: -1 taken mod 2⁶⁴ would silently alias 2⁶⁴ − 1),
+    anything else TypeError."""
     if seed is None:
         s = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
     elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        if seed < 0:
+            raise ValueError(f"seed must be non-negative, not {seed}")
         s = int(seed) % 2**64
     elif _is_int_sequence(seed):
         s = int(np.random.SeedSequence([int(x) for x in seed]).generate_state(1, np.uint64)[0])

@@ -38,6 +38,27 @@ def _batch_size(batch: Mapping[str, np.ndarray]) -> int:
     return len(next(iter(batch.values()))) if batch else 1
 
 
+def _shape_hint(name: str, a: np.ndarray, info: dict) -> str:
+    """What to do about batch[name] of the wrong shape, from what it most likely is."""
+    n = info["size"]
+    hint = f"cases are ROWS: pass shape (B, {n})"
+    if a.ndim != 1:
+        return hint
+    integral = np.issubdtype(a.dtype, np.integer) or (
+        a.size > 0 and np.all(np.isfinite(a)) and np.all(np.asarray(a) == np.round(a))
+    )
+    if info.get("role") == "target" and n > 1 and integral and a.shape[0] != n:
+        return (
+            f"targets are one-hot rows of width {n}, not integer class labels: pass "
+            f"np.eye({n})[labels] (shape (B, {n}))"
+        )
+    if n == 1:
+        return f"{hint}; a vector of B cases of width 1 needs {name}[:, None]"
+    if a.shape[0] == n:
+        return f"{hint}; a single case needs {name}[None, :]"
+    return hint
+
+
 class Program:
     """Compiled programs loaded from a build directory (see ``symcurv.runtime.build``)."""
 
@@ -63,8 +84,18 @@ class Program:
 
     # -- parameters -----------------------------------------------------------------------
     def init(self, seed: int | None = 0) -> np.ndarray:
-        """A flat θ drawn from each parameter's initialiser."""
-        rng = np.random.default_rng(seed)
+        """A flat θ drawn from each parameter's initialiser (``seed``: a non-negative
+        integer, or None for fresh entropy)."""
+        try:
+            if isinstance(seed, (bool, float, str, bytes)):
+                raise TypeError
+            rng = np.random.default_rng(seed)
+        except (TypeError, ValueError):
+            raise errors.ModelError(
+                f"init(seed={seed!r})",
+                where=f"model '{self.name}'",
+                fix="pass a non-negative integer seed, or None for a fresh one",
+            ) from None
         theta = np.empty(self.n_params, dtype=self.dtype)
         for p in self.params.values():
             theta[p["offset"] : p["offset"] + p["size"]] = initializers.sample(
@@ -339,7 +370,13 @@ class Program:
             )
         return theta
 
-    def _check_batch(self, spec: dict, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    def _check_batch(
+        self, spec: dict, batch: Mapping[str, np.ndarray], copy: bool = False
+    ) -> list[np.ndarray]:
+        """The batch's arrays for ``spec["leaves"]``, checked, contiguous and of the build's
+        dtype. ``np.ascontiguousarray`` returns the caller's own buffer when it already
+        fits, so ``copy=True`` (a State) asks for arrays no later write by the caller can
+        reach."""
         if not isinstance(batch, Mapping):
             raise errors.BatchError(
                 f"a batch must be a dict of arrays, got {type(batch).__name__}",
@@ -382,8 +419,7 @@ class Program:
                     f"batch['{name}'] has shape {a.shape}, expected (B, {info['size']})",
                     where=info.get("origin"),
                     node=f"'{name}'",
-                    fix="cases are ROWS: pass shape (B, n)"
-                    + ("; a single case needs x[None, :]" if a.ndim == 1 else ""),
+                    fix=_shape_hint(name, a, info),
                 )
             if B is None:
                 B = a.shape[0]
@@ -394,7 +430,7 @@ class Program:
                     node=f"'{name}'",
                     fix="give every key the same rows",
                 )
-            a = np.ascontiguousarray(a, dtype=self.dtype)
+            a = np.array(a, dtype=self.dtype, order="C", copy=True if copy else None)
             if not np.isfinite(a).all():
                 r, c = np.argwhere(~np.isfinite(a))[0]
                 raise errors.NonFiniteError(
@@ -496,10 +532,21 @@ class Program:
                 kind = self.manifest.get("skipped_errors", {}).get(prog, "LossError")
                 cls = getattr(errors, kind, errors.NotApplicableError)
                 raise cls(f"program '{prog}' does not exist for this model: {reason}")
+            # the name the user passes in programs= (cp_diag builds every estimator)
+            public = {
+                "cp_S": "cp_diag",
+                "cp_TU": "cp_diag",
+                "cp_GN": "cp_diag",
+                "becker_lecun": "becker_lecun_diag",
+                "input_diag_S": "input_diag_hessian",
+                "input_diag_TU": "input_diag_hessian",
+                "input_bl": "input_diag_hessian",
+            }.get(prog, prog)
             raise errors.BuildError(
                 f"program '{prog}' was not built (this build has {list(self.programs)})",
                 where=self.build_dir,
-                fix=f"rebuild with programs including '{prog}'",
+                fix=f"rebuild with programs including '{public}'"
+                + (f" (or just '{prog}')" if public != prog else ""),
             )
         spec = self.manifest["programs"][prog]
         theta = self._check_theta(theta) if check else theta
@@ -534,7 +581,9 @@ class Program:
         if check and not keep:
             for k, o in outs.items():
                 if not np.isfinite(o).all():
-                    self._non_finite(prog, k, theta, dict(zip(spec["leaves"], arrays)), v)
+                    noise = {n: a for n, a in extras.items() if not n.startswith("cache")}
+                    checked = dict(zip(spec["leaves"], arrays))
+                    self._non_finite(prog, k, theta, checked, v, noise)
         return outs
 
     # -- backend memory: host arrays on cpu, device arrays on cuda ------------------------------
@@ -567,14 +616,20 @@ class Program:
             return cuda_kernels.draw_noise(shape, self.dtype, seed_key, draw, stream, kind)
         return noise.draw_cpu(shape, self.dtype, seed_key, draw, stream, kind)
 
-    def _non_finite(self, prog: str, key: str, theta, batch, v=None) -> None:
+    def _non_finite(self, prog: str, key: str, theta, batch, v=None, noise=None) -> None:
         from symcurv.runtime import build
 
-        culprit = build.first_non_finite(self, prog, theta, batch, v)
+        node, where, found = build.first_non_finite(self, prog, key, theta, batch, v, noise)
         raise errors.NonFiniteError(
-            f"program '{prog}' produced a non-finite '{key}'"
-            + (f": the first non-finite value is node {culprit}" if culprit else ""),
-            where=culprit.split(" @ ", 1)[1] if culprit and " @ " in culprit else self.name,
+            f"program '{prog}' produced a non-finite '{key}'; "
+            + (
+                "its values first go non-finite at this node"
+                if found
+                else f"this output went non-finite in {self.dtype} although the float64 "
+                "reference interpreter stays finite there (an overflow of the dtype?)"
+            ),
+            where=where,
+            node=node,
             fix="check the data range and the parameters (overflow in exp, log of a "
             "non-positive value, division by zero); a smaller step or a stabler "
             "expression usually fixes it",

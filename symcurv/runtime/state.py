@@ -43,7 +43,9 @@ class State:
         self.prog = prog
         self.theta = prog._check_theta(theta).copy()
         names = list(prog.inputs)
-        arrays = prog._check_batch({"leaves": names}, batch)
+        # copies: a State answers for the batch it was given, even when the caller refills
+        # the same buffer afterwards (the usual data-loader pattern)
+        arrays = prog._check_batch({"leaves": names}, batch, copy=True)
         self.batch = dict(zip(names, arrays))
         self.batch_size = arrays[0].shape[0] if arrays else 1
         self._cache: dict[str, dict[str, np.ndarray]] = {}
@@ -105,7 +107,11 @@ class State:
         out = self.prog._run(prog, theta, batch, check=False, v=self._v(v), extras=args)
         for k, o in out.items():
             if not np.isfinite(o).all():
-                self.prog._non_finite(prog, k, self.theta, self.batch, v)
+                host = {
+                    n: a.copy_to_host() if program_module.is_device(a) else a
+                    for n, a in (extras or {}).items()
+                }
+                self.prog._non_finite(prog, k, self.theta, self.batch, v, host)
         return out
 
     def _v(self, v):
@@ -185,12 +191,12 @@ class State:
             )
         try:
             return noise_module.key(seed)  # None: a fresh seed per call
-        except TypeError:
+        except (TypeError, ValueError):
             raise errors.ModelError(
                 f"seed = {seed!r} ({type(seed).__name__})",
                 where=f"model '{self.prog.name}'",
-                fix="pass an integer (taken mod 2**64), a list of non-negative integers, "
-                "or None for a fresh seed",
+                fix="pass a non-negative integer (taken mod 2**64), a list of non-negative "
+                "integers, or None for a fresh seed",
             ) from None
 
     def _mean_of_draws(self, prog: str, result: str, samples: int, seed_key, noise: str):

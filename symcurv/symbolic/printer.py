@@ -6,12 +6,17 @@ The same printed function body serves both targets: only ``math`` functions, ``a
 ``log`` print as ``vm.exp``/``vm.log`` (symcurv.runtime.vecmath), branch-free versions that
 LLVM vectorises, because pip-installed Numba calls scalar libm for ``math.exp``; for CUDA
 ``max``/``min`` print as conditional expressions (see ``CudaScalarPrinter``).
+Before printing, :func:`stable` rewrites forms that overflow although their value is
+finite (sinh/cosh ratios, log cosh, log(1 + exp), exp/(1 + exp) ratios) into overflow-free
+equivalents, for both targets and the reference interpreter alike; they may rely on IEEE
+infinities (exp(800) = inf, 1/inf = 0), which the kernels' ``error_model='numpy'`` keeps.
 ``sympy.cse`` factors the shared subexpressions of a fused group's outputs, so e.g.
 ``tanh(a)`` is computed once for the value and its derivative.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -112,6 +117,112 @@ class CudaFloat32Printer(CudaScalarPrinter):
         return "F(B)" if expr.name == "B" else super()._print_Symbol(expr)
 
 
+def _tanh_ratios(mul: sympy.Mul) -> sympy.Expr:
+    """sinh(u)^p cosh(u)^q with p, q of opposite signs -> tanh(u)^k sinh(u)^(p-k)
+    cosh(u)^(q+k), k = ±min(|p|, |q|): sinh(u)/cosh(u) is inf/inf = NaN once |u| > 710,
+    tanh(u) never overflows (the derivatives of log cosh, tanh's own quotient forms)."""
+    powers: dict[tuple[type, sympy.Expr], sympy.Expr] = {}
+    rest = []
+    for f in mul.args:
+        base, exp = f.as_base_exp()
+        if isinstance(base, (sympy.sinh, sympy.cosh)) and exp.is_Integer:
+            k = (type(base), base.args[0])
+            powers[k] = powers.get(k, sympy.S.Zero) + exp
+        else:
+            rest.append(f)
+    if not any(
+        (sympy.cosh, u) in powers and p * powers[(sympy.cosh, u)] < 0
+        for (f, u), p in powers.items()
+        if f is sympy.sinh
+    ):
+        return mul
+    out = []
+    for u in dict.fromkeys(u for _f, u in powers):
+        p, q = powers.get((sympy.sinh, u), 0), powers.get((sympy.cosh, u), 0)
+        k = sympy.sign(p) * min(abs(p), abs(q)) if p * q < 0 else 0
+        out += [sympy.tanh(u) ** k, sympy.sinh(u) ** (p - k), sympy.cosh(u) ** (q + k)]
+    return sympy.Mul(*rest, *out)
+
+
+def _log_cosh(e: sympy.log) -> sympy.Expr:
+    """log(cosh(u)) = |u| + log(1 + exp(−2|u|)) − log 2, finite for every finite u (the
+    form the built-in softplus is defined in: max(z, 0) + log(1 + exp(−|z|)))."""
+    u = e.args[0].args[0]
+    return sympy.Abs(u) + sympy.log(1 + sympy.exp(-2 * sympy.Abs(u))) - sympy.Float(math.log(2))
+
+
+def _one_plus_exp(e: sympy.Expr) -> sympy.Expr | None:
+    """u when ``e`` is 1 + exp(u), else None."""
+    if isinstance(e, sympy.Add) and len(e.args) == 2 and sympy.S.One in e.args:
+        (other,) = [a for a in e.args if a != sympy.S.One]
+        if isinstance(other, sympy.exp):
+            return other.args[0]
+    return None
+
+
+def _log1p_exp(e: sympy.log) -> sympy.Expr:
+    """log(1 + exp(u)) = max(u, 0) + log(1 + exp(−|u|)): the textbook softplus overflows
+    to inf once u > 709, this form never does (the built-in softplus is defined so)."""
+    u = _one_plus_exp(e.args[0])
+    if u.is_nonpositive:  # already bounded: log(1 + exp(−|z|)), the stable form itself
+        return e
+    return sympy.Max(u, 0) + sympy.log(1 + sympy.exp(-sympy.Abs(u)))
+
+
+def _logistic_ratios(mul: sympy.Mul) -> sympy.Expr:
+    """exp(k·u) (1 + exp(u))^(−n), 1 ≤ k ≤ n integers -> (1 + exp(−u))^(−k) (1 + exp(u))^(k−n):
+    the same value with every factor in [0, 1], where the left form is inf/inf = NaN once
+    u > 709 (the derivatives of the textbook softplus and of a logistic written as
+    exp(u)/(1 + exp(u)))."""
+    dens = {}
+    for f in mul.args:
+        base, exp = f.as_base_exp()
+        u = _one_plus_exp(base)
+        # with u ≤ 0 (exp(−|z|)/(1 + exp(−|z|))) every factor is bounded already
+        if u is not None and exp.is_Integer and exp < 0 and not u.is_nonpositive:
+            dens[u] = (f, -int(exp))
+    if not dens:
+        return mul
+    # sympy writes derivatives as (Σ_i exp(k_i·u)/(1 + exp(u))^(n_i)) / (1 + exp(u)):
+    # distribute that one sum so that each term's exp meets its denominators
+    for f in mul.args:
+        if isinstance(f, sympy.Add) and f.has(sympy.exp):
+            rest = [g for g in mul.args if g is not f]
+            return sympy.Add(*[_logistic_ratios_of(sympy.Mul(term, *rest)) for term in f.args])
+    out = list(mul.args)
+    for i, f in enumerate(mul.args):
+        if not isinstance(f, sympy.exp):
+            continue
+        for u, (den, n) in dens.items():
+            k = sympy.simplify(f.args[0] / u)
+            if k.is_Integer and 1 <= int(k) <= n and den in out:
+                k = int(k)
+                out[i] = (1 + sympy.exp(-u)) ** (-k)
+                out[out.index(den)] = (1 + sympy.exp(u)) ** (k - n)
+                break
+    return sympy.Mul(*out)
+
+
+def _logistic_ratios_of(e: sympy.Expr) -> sympy.Expr:
+    return _logistic_ratios(e) if isinstance(e, sympy.Mul) else e
+
+
+def stable(expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` with its overflow-prone forms rewritten into equal, overflow-free ones
+    (general rules over any expression, not per function): see ``_tanh_ratios``,
+    ``_log_cosh``, ``_log1p_exp`` and ``_logistic_ratios``. Derivatives are taken before
+    this, from the user's own expression."""
+    expr = sympy.sympify(expr)
+    expr = expr.replace(
+        lambda a: isinstance(a, sympy.log) and isinstance(a.args[0], sympy.cosh), _log_cosh
+    )
+    expr = expr.replace(
+        lambda a: isinstance(a, sympy.log) and _one_plus_exp(a.args[0]) is not None, _log1p_exp
+    )
+    expr = expr.replace(lambda a: isinstance(a, sympy.Mul), _logistic_ratios)
+    return expr.replace(lambda a: isinstance(a, sympy.Mul), _tanh_ratios)
+
+
 _SETTINGS = {"fully_qualified_modules": True, "strict": True}
 PRINTERS = {
     "cpu": CpuScalarPrinter(_SETTINGS),
@@ -169,7 +280,7 @@ def scalar_function(
     # No "basic" pre-optimisations: they pull out the argument sum (a + b) first and then
     # miss exp(-(a + b)) shared by the logistic and its derivative, a second exp per
     # element in every gradient map.
-    shared, outputs = share_exps(outputs, {a.name for a in args})
+    shared, outputs = share_exps([stable(o) for o in outputs], {a.name for a in args})
     repl, reduced = sympy.cse(list(outputs), symbols=temps)
     lines = [f"def {name}({', '.join(a.name for a in args)}):"]
     if doc:
@@ -187,7 +298,7 @@ def numpy_function(args: Sequence[sympy.Symbol], expr: sympy.Expr) -> Callable:
     """A numpy-vectorised evaluator (the reference interpreter's elementwise semantics).
     scipy supplies the special functions numpy lacks (``erf``: plain "numpy" would print
     ``math.erf``, which refuses arrays)."""
-    f = sympy.lambdify(list(args), expr, modules=["numpy", "scipy"])
+    f = sympy.lambdify(list(args), stable(expr), modules=["numpy", "scipy"])
 
     def call(*xs: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):

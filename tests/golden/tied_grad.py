@@ -38,9 +38,9 @@ PARALLEL = False  # prange loops run on Numba threads when True
 @njit(cache=True, inline='always', error_model='numpy')
 def f_k1_map_logistic(a_W, b):
     """Scalar formulas of k1_map_logistic: add, logistic, logistic_d0."""
-    t0 = vm.exp(-a_W - b)
-    t1 = t0 + 1.0
-    return (1.0/t1), t0/(t1*t1)
+    texp0 = vm.exp(a_W + b)
+    t0 = (1.0/(1.0 + (1.0/texp0)))
+    return t0, t0/(texp0 + 1.0)
 
 
 @njit(cache=True, inline='always', error_model='numpy')

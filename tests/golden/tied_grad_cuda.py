@@ -59,9 +59,9 @@ def _segment_sum(buf, x, lanes):
 @cuda.jit(device=True, inline=True)
 def f_k1_map_logistic(a_W, b):
     """Scalar formulas of k1_map_logistic: add, logistic, logistic_d0."""
-    t0 = math.exp(-a_W - b)
-    t1 = t0 + 1.0
-    return (1.0/t1), t0/(t1*t1)
+    texp0 = math.exp(a_W + b)
+    t0 = (1.0/(1.0 + (1.0/texp0)))
+    return t0, t0/(texp0 + 1.0)
 
 
 @cuda.jit(device=True, inline=True)

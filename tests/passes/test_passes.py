@@ -31,9 +31,12 @@ def test_dce_removes_what_no_output_needs():
     m = sc.Model("dead")
     x = m.input("x", 3)
     W = m.param("W", (2, 3))
+    b = m.param("b", 3)
     _unused = sc.exp(W @ x)  # built, never used by the loss
-    m.minimize(sc.sum(x * x))
-    g = m.forward_graph().copy()
+    m.minimize(sc.sum(x * b))
+    with pytest.warns(sc.errors.UnusedParameterWarning, match="'W'"):
+        g = m.forward_graph().copy()
     assert dce.run(g) >= 2
-    assert not _ops(g, "matvec") and not _ops(g, "elementwise")[1:]  # only x * x is left
-    assert [n.name for n in g.leaves("param")] == ["W"]  # leaves stay: they define θ's layout
+    assert not _ops(g, "matvec") and not _ops(g, "elementwise")[1:]  # only x * b is left
+    # leaves stay: they define θ's layout
+    assert [n.name for n in g.leaves("param")] == ["W", "b"]

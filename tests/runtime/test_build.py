@@ -109,6 +109,28 @@ def test_corrupted_manifest(compiled, tmp_path):
         sc.load(dst)
 
 
+def test_hand_edited_manifest_is_refused(compiled, tmp_path, capsys):
+    """Issue 16: n_params edited by hand was loaded (a spurious extra parameter) and
+    `symcurv info` still said every hash was verified."""
+    from symcurv import cli
+
+    _, prog = compiled("mlp")
+    dst = _copy(prog, tmp_path)
+    path = dst / "manifest.json"
+    man = json.loads(path.read_text())
+    man["n_params"] += 1
+    path.write_text(json.dumps(man, indent=1, sort_keys=True) + "\n")
+    with pytest.raises(errors.BuildError) as e:
+        sc.load(dst)
+    assert "manifest.json was modified" in str(e.value) and "rebuild" in str(e.value)
+    assert cli.main(["info", str(dst)]) == 2
+    assert "manifest.json was modified" in capsys.readouterr().err
+    # the same content re-indented is the same manifest
+    man["n_params"] -= 1
+    path.write_text(json.dumps(man, indent=4))
+    assert sc.load(dst).n_params == prog.n_params
+
+
 def test_build_for_another_dtype_is_refused(compiled):
     _, prog = compiled("mlp")
     with pytest.raises(errors.BuildError) as e:
@@ -147,3 +169,6 @@ def test_unbuilt_program_is_a_clear_error(tmp_path):
     prog = sc.compile(models.tied(), programs=("loss",), build_dir=tmp_path / "l", progress=False)
     with pytest.raises(errors.BuildError, match="program 'grad' was not built"):
         prog.grad(prog.init(0), testing.random_batch(prog, 2))
+    # the fix names what programs= takes: 'cp_diag', not only the internal 'cp_S'
+    with pytest.raises(errors.BuildError, match="including 'cp_diag' \\(or just 'cp_S'\\)"):
+        prog.cp_diag(prog.init(0), testing.random_batch(prog, 2), "S", seed=0)

@@ -117,6 +117,34 @@ def test_bad_arguments_are_clear_errors(tied):
         st.grad()
 
 
+def test_state_answers_for_the_batch_it_was_given(tied):
+    """A data loader refills one buffer in place; a State linearized on its first content
+    must keep answering for that content (issue 16: it silently mixed both batches)."""
+    prog, theta, batch = tied
+    buf = {k: np.array(a, dtype=prog.dtype) for k, a in batch.items()}  # contiguous, float64
+    other = testing.random_batch(prog, len(batch["x"]), seed=7)
+    v = np.random.default_rng(1).normal(size=prog.n_params)
+    st = prog.linearize(theta, buf)
+    first = st.hvp(v)
+    for k in buf:
+        buf[k][:] = other[k]  # the loader's next batch, in the same memory
+    assert np.allclose(st.hvp(v), first, rtol=1e-13)
+    assert np.allclose(st.gnvp(v), prog.gnvp(theta, batch, v), rtol=1e-12)
+    assert np.allclose(st.cp_diag("S", seed=2), prog.cp_diag(theta, batch, "S", seed=2))
+    assert np.allclose(st.becker_lecun_diag(), prog.becker_lecun_diag(theta, batch), rtol=1e-13)
+
+
+@pytest.mark.parametrize("seed", [-3, -1, np.int64(-2)])
+def test_negative_seeds_are_refused(tied, seed):
+    prog, theta, batch = tied
+    with pytest.raises(errors.ModelError, match="non-negative integer"):
+        prog.cp_diag(theta, batch, "S", seed=seed)
+    with pytest.raises(errors.ModelError, match="non-negative integer"):
+        prog.linearize(theta, batch).cp_diag("TU", seed=[1, seed])
+    with pytest.raises(errors.ModelError, match="non-negative integer"):
+        prog.init(seed)
+
+
 def test_gn_estimator_of_a_model_without_a_loss_is_a_loss_error(tmp_path):
     m = sc.Model("noloss")
     x = m.input("x", 3)
@@ -169,5 +197,5 @@ def test_cp_diag_seeds(tied):
     assert not np.array_equal(st.cp_diag("S"), st.cp_diag("S"))  # seed=None: fresh each call
     assert np.array_equal(st.cp_diag("S", seed=[1, 2]), st.cp_diag("S", seed=(1, 2)))
     for bad in ("7", 1.5, [1, -1]):
-        with pytest.raises(errors.ModelError, match="pass an integer"):
+        with pytest.raises(errors.ModelError, match="pass a non-negative integer"):
             st.cp_diag("S", seed=bad)

@@ -94,7 +94,9 @@ def test_streams_draws_and_seeds_give_independent_noise():
 def test_seed_keys():
     assert noise.key(0) == (0, 0)
     assert noise.key(2**32 + 5) == (5, 1)
-    assert noise.key(-1) == (0xFFFFFFFF, 0xFFFFFFFF)  # taken mod 2**64
+    assert noise.key(2**64 + 3) == (3, 0)  # taken mod 2**64
+    with pytest.raises(ValueError, match="non-negative"):
+        noise.key(-1)  # refused, not aliased to 2**64 - 1
     assert noise.key(None) != noise.key(None)  # fresh entropy each time
     assert noise.key([1, 2]) == noise.key((1, 2)) != noise.key([2, 1])  # hashed sequences
     for bad in (1.5, [1, -2], [], True, "7"):

@@ -4,6 +4,7 @@ parameter-layout helpers."""
 import numpy as np
 import pytest
 
+import symcurv as sc
 from symcurv import testing
 
 MODEL_NAMES = ["mlp", "branching", "tied", "all_ops", "shadowing"]
@@ -94,3 +95,26 @@ def test_sparse_init_has_k_nonzeros_per_unit(tmp_path):
     rng = np.random.default_rng(0)
     w = initializers.sample(man["params"][0]["init"], (5, 40), rng)
     assert ((w != 0).sum(axis=1) == 15).all()
+
+
+def test_log_cosh_loss_is_finite_at_large_residuals(tmp_path):
+    """The docs' own custom loss, log cosh, at residuals ~800 where cosh overflows: loss and
+    gradient equal the analytic values (they raised NonFiniteError: sinh/cosh = inf/inf)."""
+    m = sc.Model("logcosh")
+    x = m.input("x", 3)
+    t = m.target("t", 2)
+    W = m.param("W", (2, 3), init=sc.init.normal(1.0))
+    m.minimize(sc.losses.custom("lc_big", "log(cosh(y - t))", W @ x, t))
+    prog = sc.compile(m, programs=("loss", "grad"), build_dir=tmp_path / "b", progress=False)
+    rng = np.random.default_rng(0)
+    theta = prog.init(1)
+    batch = {"x": rng.normal(size=(4, 3)), "t": rng.normal(size=(4, 2))}
+    batch["t"][:, 0] += 800.0
+    batch["t"][:2, 1] -= 790.0
+    r = batch["x"] @ prog.unflatten(theta)["W"].T - batch["t"]
+    want_loss = np.mean(np.sum(np.logaddexp(r, -r) - np.log(2.0), axis=1))
+    want_grad = (np.tanh(r).T @ batch["x"]).ravel() / len(r)
+    assert prog.loss(theta, batch) == pytest.approx(want_loss, rel=1e-13)
+    loss, g = prog.grad(theta, batch)
+    assert loss == pytest.approx(want_loss, rel=1e-13)
+    assert np.allclose(g, want_grad, rtol=1e-12, atol=1e-14)

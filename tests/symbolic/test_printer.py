@@ -4,6 +4,7 @@ precedence included, and cse shares work between a function and its derivatives.
 import math
 import re
 
+import numba
 import numpy as np
 import pytest
 import sympy
@@ -99,3 +100,45 @@ def test_a_model_with_erf_runs_in_the_reference_interpreter():
     m.minimize(sc.sum(act(W0 @ x0)))
     out = evaluate(m.forward_graph(), {"x0": np.array([[0.5], [-1.0]]), "W0": np.eye(1)})
     assert np.isclose(out["objective"], (math.erf(0.5) + math.erf(-1.0)) / 2, rtol=1e-14)
+
+
+# forms that overflow although their value is finite (issue 16): log cosh and its
+# derivatives (sinh/cosh quotients), any power of the quotient, inside larger expressions;
+# log(1 + exp(u)) and exp(k·u)/(1 + exp(u))^n
+OVERFLOWING = [
+    sympy.log(sympy.cosh(x - y)),
+    sympy.diff(sympy.log(sympy.cosh(x - y)), x, 3),
+    sympy.sinh(x) ** 3 / sympy.cosh(x) ** 3 * sympy.exp(-(y**2)),
+    y * sympy.cosh(2 * x) / sympy.sinh(2 * x) + sympy.log(sympy.cosh(x)) ** 2,
+    # the textbook softplus and its derivatives (exp(u)/(1 + exp(u)) = inf/inf past 709)
+    sympy.log(1 + sympy.exp(x - y)),
+    sympy.diff(sympy.log(1 + sympy.exp(x - y)), x, 3),
+    # the logistic's derivative as sympy writes it
+    sympy.diff(1 / (1 + sympy.exp(-x)), x, 2) * y,
+]
+
+
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+@pytest.mark.parametrize("expr", OVERFLOWING, ids=range(len(OVERFLOWING)))
+def test_overflowing_forms_print_overflow_free(expr, target):
+    """Printed code equals sympy's exact value at ordinary AND at overflowing arguments
+    (|x| ≈ 800: cosh(800) = inf in float64, so the naive forms give inf/inf = NaN)."""
+    # compiled as the kernels are: IEEE inf instead of Python's OverflowError and
+    # ZeroDivisionError (exp(800) = inf and 1/inf = 0 are part of the overflow-free forms)
+    f = numba.njit(error_model="numpy")(
+        _compile(printer.scalar_function("f", [x, y, z], [expr], target=target))
+    )
+    for px, py in [(0.3, -0.7), (-1.5, 0.2), (800.0, 0.5), (-812.25, 1.0), (400.0, -405.0)]:
+        want = float(expr.subs({x: px, y: py}).evalf(30))
+        got = f(px, py, 0.0)
+        assert math.isfinite(got) and got == pytest.approx(want, rel=1e-12, abs=1e-12), (px, py)
+
+
+def test_stable_rewrite_is_general_not_per_function():
+    assert printer.stable(sympy.sinh(z) / sympy.cosh(z)) == sympy.tanh(z)
+    assert printer.stable(sympy.cosh(z) ** 2 / sympy.sinh(z) ** 3) == 1 / (
+        sympy.sinh(z) * sympy.tanh(z) ** 2
+    )
+    # no quotient, nothing to rewrite
+    e = 2 * sympy.sinh(z) * sympy.cosh(z) + sympy.log(z**2 + 1)
+    assert printer.stable(e) == e

@@ -211,7 +211,8 @@ def test_unused_parameter_gets_zero_gradient():
     W = m.param("W", (2, 3))
     m.param("spare", 4)
     m.minimize(sc.losses.squared_error(W @ x, t))
-    f = m.forward_graph()
+    with pytest.warns(sc.errors.UnusedParameterWarning, match="'spare'"):
+        f = m.forward_graph()
     leaves = random_leaves(f, B=3, seed=2)
     got = evaluate(grad.gradient_graph(f), leaves)
     _, want = oracle_loss_and_grad(f, leaves)

@@ -114,7 +114,8 @@ def test_unused_parameter_gets_a_zero_product():
     W = m.param("W", (2, 3))
     m.param("spare", 4)
     m.minimize(sc.losses.softmax_cross_entropy(sc.tanh(W @ x), t))
-    f = m.forward_graph()
+    with pytest.warns(sc.errors.UnusedParameterWarning, match="'spare'"):
+        f = m.forward_graph()
     leaves = random_leaves(f, B=3, seed=27)
     g = rop.hvp_graph(f)
     v = random_direction(f, 28)

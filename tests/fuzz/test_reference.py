@@ -138,6 +138,14 @@ PROPERTIES = {
     # biased by design, so no exact oracle on a random graph: its exact case (one hidden
     # layer) is tests/transforms/test_curvprop.py's; here it is only drawn and JSON-tripped
     "becker_lecun": "test_roundtrip.py (graph only)",
+    "input_grad": "test_inputs.py::test_input_derivatives",
+    "input_hvp": "test_inputs.py::test_input_derivatives",
+    "input_diag_S": "test_inputs.py::test_input_derivatives",
+    "input_diag_TU": "test_inputs.py::test_input_derivatives",
+    # biased by design like becker_lecun; its exact case is tests/transforms/test_inputs.py's
+    "input_bl": "test_roundtrip.py (graph only)",
+    "per_case_grad": "test_inputs.py::test_per_case_gradients",
+    "per_case_grad_norm": "test_inputs.py::test_per_case_gradients",
 }
 
 

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 import symcurv
 from symcurv import errors
 from symcurv.ir.graph import Graph
+from symcurv.runtime import backends
 from symcurv.runtime import program as program_module
 
 # program name -> derived-graph builder (later issues add hvp, gnvp, cp_diag, ...)
@@ -137,7 +138,7 @@ OPTIONAL = (
     "input_diag_TU",
     "input_bl",
 )
-BACKENDS = ("cpu", "cuda")
+BACKENDS = tuple(backends.BACKENDS)
 DTYPES = ("float32", "float64")
 
 
@@ -266,10 +267,8 @@ def build(
             plan = schedule.plan(low, offsets)
             rel = f"kernels/{part.replace('.', '_')}.py"
             meta = dict(model=model.name, dtype=dtype, ir_hash=digest, version=symcurv.__version__)
-            if backend == "cuda":
-                files[rel] = cuda.emit(part, low, plan, **meta)
-            else:
-                files[rel] = cpu.emit(part, low, plan, **meta, parallel=parallel)
+            emitter = {"cpu": cpu, "cuda": cuda}[backend]
+            files[rel] = emitter.emit(part, low, plan, **meta, parallel=parallel)
             specs[part] = {
                 "file": rel,
                 "leaves": plan.leaves,
@@ -282,8 +281,8 @@ def build(
                 "slots": [[s.name, s.batched, s.size] for s in plan.slots],
                 "kernels": [k.name for k in low.kernels],
             }
-            if backend == "cuda":  # [kernel, threads per block, grid rule] for symcurv info
-                specs[part]["launch"] = cuda.launches(low)
+            if hasattr(emitter, "launches"):  # [kernel, threads per block, grid] for info
+                specs[part]["launch"] = emitter.launches(low)
             n_kernels += len(low.kernels)
         if len(parts) > 1:
             specs[name]["static"] = f"{name}.static"
@@ -337,12 +336,9 @@ def warm(prog, progress: bool = True) -> None:
     stderr shows it (none with ``progress=False``). The CUDA simulator compiles nothing,
     so there it is skipped."""
     say = Progress(progress)
-    if prog.backend == "cuda":
-        from symcurv.runtime import cuda_kernels
-
-        if cuda_kernels.SIMULATED:
-            say("CUDA simulator: nothing to compile ahead of time")
-            return
+    if not prog.device.compiles_ahead:
+        say(f"{prog.backend} (simulated): nothing to compile ahead of time")
+        return
     rng = np.random.default_rng(0)
     theta = prog.init(0)
     batch = {
@@ -396,10 +392,8 @@ def compile(  # noqa: A001 (the public name DESIGN.md fixes)
     """Build ``model`` ahead of time into ``build_dir`` and return the loaded Program."""
     from symcurv.runtime import build as build_mod
 
-    if backend == "cuda":  # fail before deriving anything when there is nothing to run on
-        from symcurv.runtime import cuda_kernels
-
-        cuda_kernels.require(where=f"model '{model.name}'")
+    if backend in backends.BACKENDS:  # fail before deriving anything when it cannot run here
+        backends.get(backend).require(where=f"model '{getattr(model, 'name', model)}'")
     root = build(model, programs, backend, dtype, build_dir, parallel=parallel, progress=progress)
     prog = build_mod.load(root)
     warm(prog, progress)
@@ -440,7 +434,7 @@ def program_graphs(model, program: str) -> tuple[Graph, dict[str, Graph], dict[s
     for name in names:
         try:
             g = optimize(PROGRAMS[name](fwd))
-        except errors.LossError as e:
+        except errors.NotApplicableError as e:
             if program == name:
                 raise
             skipped[name] = str(e).splitlines()[0]

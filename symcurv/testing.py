@@ -52,9 +52,9 @@ def reference_outputs(
     """Run the program's stored IR graph in the numpy reference interpreter, with results
     shaped like the compiled program's (flat vectors for ``prefix:param`` outputs); CP
     noise by leaf name, as ``random_noise`` gives it."""
-    from symcurv.runtime import build, reference
+    from symcurv.runtime import graphs, reference
 
-    g = build.graphs(prog.build_dir)["programs"][program]
+    g = graphs.graphs(prog.build_dir)["programs"][program]
     names = list(prog.inputs)  # checked as the program checks it (class labels -> one-hot)
     batch = dict(zip(names, prog._check_batch({"leaves": names}, batch)))
     leaves = {k: np.asarray(v, dtype=np.float64) for k, v in batch.items()}

@@ -109,8 +109,12 @@ def test_graph_draws_every_name_it_accepts(tmp_path, capsys):
 
     expect = {
         "cp_diag": ["cp_S", "cp_TU", "cp_GN", "hvp"],
-        "linearize": ["hvp_static", "gnvp_static", "cp_S_static", "cp_TU_static", "cp_GN_static"],
+        "linearize": [
+            *("hvp_static", "gnvp_static", "cp_S_static", "cp_TU_static", "cp_GN_static"),
+            *("input_hvp_static", "input_diag_S_static", "input_diag_TU_static"),
+        ],
         "becker_lecun_diag": None,
+        "input_diag_hessian": ["input_hvp", "input_diag_S", "input_diag_TU", "input_bl"],
         "all": ["forward", *pipeline.PROGRAMS],
     }
     for name, files in expect.items():

@@ -231,7 +231,10 @@ def emit(
     dtype: str,
     ir_hash: str,
     version: str,
+    parallel: bool = False,
 ) -> str:
+    """The CUDA source file of one program part (``parallel`` is a cpu option: ignored,
+    the grid is the parallelism; ``sc.compile`` refuses it for cuda)."""
     g, st = low.graph, plan.storage
     src = Source()
     src.extend(

@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from symcurv import errors
+from symcurv.runtime import backends, graphs
 from symcurv.runtime.program import Program
 
 MANIFEST = "manifest.json"
-GRAPHS = "graph.json"
+GRAPHS = graphs.GRAPHS
 FORMAT = 2  # 2: typed outputs, extras with a role, sum_sq_grad computes Σ_b ∇f_b² itself,
 # and the manifest carries the hash of its own content
 SELF_HASH = "manifest_sha256"
-BACKENDS = ("cpu", "cuda")  # kept equal to pipeline.BACKENDS (the runtime never imports it)
 
 
 def sha256(path: Path) -> str:
@@ -173,16 +173,14 @@ def load(
             fix=f"rebuild with {key}={want!r}, or load without it",
         )
     verify(root, manifest)
-    if manifest["backend"] not in BACKENDS:
+    if manifest["backend"] not in backends.BACKENDS:
         raise errors.BuildError(
             f"unknown backend {manifest['backend']!r} in {MANIFEST}",
             where=str(root),
-            fix=f"rebuild with one of {', '.join(BACKENDS)}",
+            fix=f"rebuild with one of {', '.join(backends.BACKENDS)}",
         )
-    if manifest["backend"] == "cuda":  # before importing kernels that would need a device
-        from symcurv.runtime import cuda_kernels
-
-        cuda_kernels.require(where=str(root))
+    # before importing kernels that would need a device
+    backends.get(manifest["backend"]).require(where=str(root))
     modules = {}
     for prog, spec in manifest["programs"].items():
         # backend and dtype in the name: a process may hold several builds of one model
@@ -192,75 +190,3 @@ def load(
         )
         modules[prog] = _import(root / spec["file"], modname)
     return Program(str(root), manifest, modules)
-
-
-def graphs(build_dir: str | os.PathLike) -> dict:
-    """The stored IR graphs: ``{"forward": ..., "programs": {name: ...}}`` as Graph objects."""
-    from symcurv.ir.graph import Graph
-
-    data = json.loads((Path(build_dir) / GRAPHS).read_text())
-    return {
-        "forward": Graph.from_json(data["forward"]),
-        "programs": {k: Graph.from_json(v) for k, v in data["programs"].items()},
-    }
-
-
-def draw(build_dir: str | os.PathLike, program: str, path: str) -> str:
-    from symcurv import viz
-
-    gs = graphs(build_dir)
-    fwd = gs["forward"]
-    if program == "forward":
-        return str(viz.draw(fwd, path, title=f"{fwd.name}: forward"))
-    # the user-facing names of programs built as several graphs
-    program = {"cp_diag": "cp_S", "becker_lecun_diag": "becker_lecun"}.get(program, program)
-    if program not in gs["programs"]:
-        raise errors.BuildError(
-            f"no graph for program '{program}' in this build",
-            where=str(build_dir),
-            fix=f"choose one of forward, {', '.join(gs['programs'])}",
-        )
-    g = gs["programs"][program]
-    return str(viz.draw(g, path, forward_ids=set(fwd.nx.nodes), title=f"{fwd.name}: {program}"))
-
-
-def first_non_finite(
-    prog: Program, program: str, key: str, theta, batch, v=None, noise=None
-) -> tuple[str, str, bool]:
-    """``(node, DSL line, found)`` of the first node whose value is not finite when the program's
-    graph is re-run in the reference interpreter (with the call's θ, batch, direction and
-    CP noise). When the reference stays finite (a float32 overflow the float64 reference
-    does not reproduce) or cannot run, the program's output node for ``key`` is named
-    instead (``found`` False): every non-finite result names a node and its DSL line."""
-    try:
-        g = graphs(prog.build_dir)["programs"][program]
-    except Exception:  # a build without its graphs (best effort; the caller raises anyway)
-        return f"'{key}' of program '{program}'", f"model '{prog.name}'", False
-    try:
-        from symcurv.runtime import reference
-
-        def host(a):
-            return np.asarray(a.copy_to_host() if hasattr(a, "copy_to_host") else a, np.float64)
-
-        leaves = {n: host(a) for n, a in batch.items()}
-        leaves.update({n: host(a) for n, a in (noise or {}).items()})
-        leaves.update(prog.unflatten(host(theta)))
-        if v is not None:
-            views = prog.unflatten(host(v))
-            leaves.update({f"v:{k}": a for k, a in views.items()})
-        vals = reference.evaluate(g, leaves, keep_all=True)
-    except Exception:  # diagnosis is best effort; fall back to the output node
-        vals = {}
-    for nid in g.topo():
-        val = vals.get(nid)
-        if val is not None and not np.isfinite(val).all():
-            return (*_describe(g, nid), True)
-    outs = [o for o in g.outputs if o == key or o.startswith(f"{key}:")]
-    if not outs:
-        return f"'{key}'", f"model '{prog.name}'", False
-    return (*_describe(g, g.outputs[outs[0]]), False)
-
-
-def _describe(g, nid: str) -> tuple[str, str]:
-    n = g[nid]
-    return f"'{n.name}' ({n.op})", n.origin or f"model '{g.name}'"

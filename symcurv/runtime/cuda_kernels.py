@@ -28,7 +28,7 @@ from numba import config, cuda
 
 from symcurv import errors
 from symcurv.runtime import cuda_geometry, noise
-from symcurv.runtime.program import is_device
+from symcurv.runtime.backends import is_device
 
 SIMULATED = bool(config.ENABLE_CUDASIM)
 if SIMULATED:  # shared arrays must be shared by a block's threads (see cuda_simulator.py)

@@ -14,7 +14,8 @@ import numpy as np
 
 from symcurv import errors
 from symcurv.ir import outputs
-from symcurv.runtime import initializers, noise
+from symcurv.runtime import backends, graphs, initializers
+from symcurv.runtime.state import State
 
 
 def extra_leaves(spec: dict, role: str) -> list[tuple[str, bool, int]]:
@@ -25,12 +26,6 @@ def extra_leaves(spec: dict, role: str) -> list[tuple[str, bool, int]]:
         if r == role:
             out.append((name, bool(batched), int(size)))
     return out
-
-
-def is_device(a) -> bool:
-    """A GPU device array (Numba's, or the simulator's), not host memory. Here rather than
-    in cuda_kernels so that the cpu path never imports numba.cuda."""
-    return hasattr(a, "copy_to_host")
 
 
 def _batch_size(batch: Mapping[str, np.ndarray]) -> int:
@@ -62,12 +57,15 @@ def _shape_hint(name: str, a: np.ndarray, info: dict) -> str:
 class Program:
     """Compiled programs loaded from a build directory (see ``symcurv.runtime.build``)."""
 
+    extra_leaves = staticmethod(extra_leaves)
+
     def __init__(self, build_dir: str, manifest: dict, modules: dict[str, ModuleType]) -> None:
         self.build_dir = build_dir
         self.manifest = manifest
         self._modules = modules
         self.dtype = np.dtype(manifest["dtype"])
         self.backend = manifest["backend"]
+        self.device = backends.get(self.backend)  # where the kernels run (runtime/backends.py)
         self.name = manifest["model"]
         self.params = {p["name"]: p for p in manifest["params"]}
         self.n_params = int(manifest["n_params"])
@@ -166,8 +164,6 @@ class Program:
         """A :class:`~symcurv.runtime.state.State` at (θ, batch): the inputs are checked
         once, and the forward pass (with every v-independent backward quantity) is computed
         once per product program, then reused by every ``hvp``/``gnvp``/``cp_diag`` call."""
-        from symcurv.runtime.state import State
-
         return State(self, theta, batch)
 
     def cp_diag(
@@ -292,9 +288,7 @@ class Program:
 
     def draw(self, program: str, path: str) -> str:
         """Draw the graph of ``program`` ("forward" or any built program) to .dot/.svg/.png."""
-        from symcurv.runtime import build
-
-        return build.draw(self.build_dir, program, path)
+        return graphs.draw(self.build_dir, program, path)
 
     # -- machinery -------------------------------------------------------------------------
     def _check_damping(self, damping) -> float:
@@ -589,37 +583,23 @@ class Program:
     # -- backend memory: host arrays on cpu, device arrays on cuda ------------------------------
     def _argument(self, a):
         """An array argument as the driver takes it (a device array is passed as it is)."""
-        return a if is_device(a) else np.ascontiguousarray(a, dtype=self.dtype)
+        return a if backends.is_device(a) else np.ascontiguousarray(a, dtype=self.dtype)
 
     def _to_backend(self, a):
         """``a`` in the backend's memory: itself on cpu, a device copy on cuda."""
-        if self.backend != "cuda":
-            return a
-        from symcurv.runtime import cuda_kernels
-
-        return cuda_kernels.to_device(a, self.dtype)
+        return self.device.to_backend(a, self.dtype)
 
     def _output_array(self, shape: tuple[int, ...]):
-        """An output array in the backend's memory (zeros; on cuda the driver zeroes it)."""
-        if self.backend != "cuda":
-            return np.zeros(shape, dtype=self.dtype)
-        from numba import cuda
-
-        return cuda.device_array(shape, dtype=self.dtype)
+        """An output array in the backend's memory (zeros)."""
+        return self.device.output_array(shape, self.dtype)
 
     def _noise(self, shape, seed_key: tuple[int, int], draw: int, stream: int, kind: str):
         """CP noise (runtime/noise.py) drawn where the program runs; the same numbers on
         every backend for the same (seed, draw, stream)."""
-        if self.backend == "cuda":
-            from symcurv.runtime import cuda_kernels
-
-            return cuda_kernels.draw_noise(shape, self.dtype, seed_key, draw, stream, kind)
-        return noise.draw_cpu(shape, self.dtype, seed_key, draw, stream, kind)
+        return self.device.noise(shape, self.dtype, seed_key, draw, stream, kind)
 
     def _non_finite(self, prog: str, key: str, theta, batch, v=None, noise=None) -> None:
-        from symcurv.runtime import build
-
-        node, where, found = build.first_non_finite(self, prog, key, theta, batch, v, noise)
+        node, where, found = graphs.first_non_finite(self, prog, key, theta, batch, v, noise)
         raise errors.NonFiniteError(
             f"program '{prog}' produced a non-finite '{key}'; "
             + (

@@ -18,7 +18,6 @@ import numpy as np
 
 from symcurv import errors
 from symcurv.runtime import noise as noise_module
-from symcurv.runtime import program as program_module
 
 NOISES = ("rademacher", "gaussian")
 CP_ESTIMATORS = ("S", "TU", "HI", "GN")
@@ -107,10 +106,7 @@ class State:
         out = self.prog._run(prog, theta, batch, check=False, v=self._v(v), extras=args)
         for k, o in out.items():
             if not np.isfinite(o).all():
-                host = {
-                    n: a.copy_to_host() if program_module.is_device(a) else a
-                    for n, a in (extras or {}).items()
-                }
+                host = {n: self.prog.device.to_host(a) for n, a in (extras or {}).items()}
                 self.prog._non_finite(prog, k, self.theta, self.batch, v, host)
         return out
 
@@ -207,9 +203,7 @@ class State:
         B = self.batch_size
         leaves = [
             (name, (B, size) if batched else (size,))
-            for name, batched, size in program_module.extra_leaves(
-                p.manifest["programs"][prog], "noise"
-            )
+            for name, batched, size in self.prog.extra_leaves(p.manifest["programs"][prog], "noise")
         ]
         total = None
         for d in range(samples):
@@ -282,11 +276,11 @@ class State:
         p = self.prog
         spec = p.manifest["programs"].get("input_hvp") if "input_hvp" in p._modules else None
         dirs = {}
-        for name, _b, size in program_module.extra_leaves(spec or {}, "direction"):
+        for name, _b, size in self.prog.extra_leaves(spec or {}, "direction"):
             dirs[name] = V if name == f"V_{x}" else np.zeros((self.batch_size, size), p.dtype)
         dirs = {k: p._to_backend(a) for k, a in dirs.items()}
         out = self._run("input_hvp", extras=dirs)[p._input_key("input_hvp", x)]
-        return np.array(out.copy_to_host() if program_module.is_device(out) else out)
+        return np.array(p.device.to_host(out))
 
     def _input_direction(self, V, x: str) -> np.ndarray:
         p = self.prog

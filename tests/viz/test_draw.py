@@ -180,15 +180,15 @@ def test_draw_from_graph_json_needs_no_sympy(branching_grad, tmp_path):
         f"""
         import json, sys
         from symcurv.ir.graph import Graph
-        from symcurv.runtime import build
+        from symcurv.runtime import graphs
         from symcurv.viz import draw
         root = {str(tmp_path)!r}
         data = json.load(open(root + "/graph.json"))
         g = Graph.from_json(data["programs"]["grad"])
         ids = set(Graph.from_json(data["forward"]).nx.nodes)
         print(draw(g, root + "/direct.dot", forward_ids=ids, title="direct"))
-        print(build.draw(root, "grad", root + "/grad.dot"))
-        print(build.draw(root, "forward", root + "/forward.png"))
+        print(graphs.draw(root, "grad", root + "/grad.dot"))
+        print(graphs.draw(root, "forward", root + "/forward.png"))
         assert "sympy" not in sys.modules, "drawing imported sympy"
         """
     )

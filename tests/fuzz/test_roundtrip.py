@@ -25,12 +25,17 @@ from .test_reference import SEEDS, case
 
 
 def _leaves(g: Graph, f: Graph, vals, theta, seed: int) -> dict:
-    """Values for every leaf of a derived graph: the model's, a direction, CP noise."""
+    """Values for every leaf of a derived graph: the model's, a direction, CP noise, the
+    input directions."""
     rng = np.random.default_rng(seed)
     leaves = with_theta(f, vals, theta)
     leaves.update({f"v:{k}": a for k, a in unflat(f, rng.normal(size=theta.size)).items()})
     B = next(vals[n.name].shape[0] for n in f.nodes() if n.op in ("input", "target"))
     leaves.update({name: rng.choice([-1.0, 1.0], size=s) for name, s in noise_shapes(g, B)})
+    # the per-case directions of the input-Hessian products
+    for n in g.nodes():
+        if n.op == "input_direction":
+            leaves[n.name] = rng.normal(size=(B, *n.shape))
     return leaves
 
 

@@ -95,8 +95,7 @@ def draw_noise(prog, program: str, B: int, seed: int) -> dict:
     key = noise.key(seed)
     leaves = [
         ((B, size) if batched else (size,))
-        for name, batched, size in prog.manifest["programs"][program].get("extras", [])
-        if not name.startswith("cache")
+        for name, batched, size in prog.extra_leaves(prog.manifest["programs"][program], "noise")
     ]
     return {s: prog._noise(shape, key, 0, s, "rademacher") for s, shape in enumerate(leaves)}
 

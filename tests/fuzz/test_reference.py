@@ -101,7 +101,9 @@ def test_gauss_newton_products(spec, seed):
     v = np.random.default_rng(seed).normal(size=theta.size)
     assert rel_err(prefixed(gg, f, vals, "gnvp", theta, v), G @ v) < 1e-10
     # J by central differences of step 1e-6: error ≈ 1e-10 relative (checks.py)
-    assert np.max(np.abs(G - gauss_newton_oracle(f, vals, theta))) <= 1e-7 * scale
+    assert (
+        np.max(np.abs(G - gauss_newton_oracle(f, vals, theta, spec.loss_weights))) <= 1e-7 * scale
+    )
 
 
 @given(spec=strategies.model_specs(), seed=SEEDS)

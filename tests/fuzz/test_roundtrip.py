@@ -21,7 +21,7 @@ from symcurv.runtime.reference import evaluate
 
 from . import strategies
 from .checks import noise_shapes, rel_err, unflat, with_theta
-from .test_reference import SEEDS, case
+from .test_reference import BATCH, SEEDS, case
 
 
 def _leaves(g: Graph, f: Graph, vals, theta, seed: int) -> dict:
@@ -45,9 +45,9 @@ def _derived(spec, f: Graph):
             assert name in pipeline.OPTIONAL and not spec.gauss_newton, name
 
 
-@given(spec=strategies.model_specs(), seed=SEEDS)
-def test_passes_json_and_drawing_keep_every_graph(spec, seed, tmp_path_factory):
-    f, vals, theta = case(spec, seed)
+@given(spec=strategies.model_specs(), seed=SEEDS, B=BATCH)
+def test_passes_json_and_drawing_keep_every_graph(spec, seed, B, tmp_path_factory):
+    f, vals, theta = case(spec, seed, B)
     out_dir = tmp_path_factory.mktemp("draw")
     for name, g in _derived(spec, f):
         leaves = _leaves(g, f, vals, theta, seed)

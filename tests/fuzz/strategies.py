@@ -13,9 +13,10 @@ earlier value: branches and skips), elementwise products and sums of two branche
 parameter vector as a gain, every built-in elementwise op, ``+ - * / **`` with numbers,
 random custom ops of one and two arguments from a small sympy grammar (several with a
 second derivative that changes sign), a per-case scalar broadcast against a vector,
-``sc.sum``, ``sc.dot``, ``sc.softmax``, ``sc.logsumexp``, and at the root each built-in
-loss, a custom convex loss, a loss plus a parameter-only penalty, or a loss-free sum of
-reductions.
+``sc.sum``, ``sc.dot``, ``sc.softmax``, ``sc.logsumexp``, matrices and biases computed
+from θ alone (``sc.tanh(W) @ h``), and at the root each built-in loss or a custom convex
+loss (of a target or of an input, as in an autoencoder), possibly plus a second weighted
+loss or a parameter-only penalty, or a loss-free sum of reductions.
 
 Domains are guarded by construction, not by filtering: ``log`` only of ``1 + square(.)``
 or of ``softplus(.)``, divisions only by ``1 + square(.)``, ``exp`` of a tanh or of a halved
@@ -82,6 +83,7 @@ BUILTIN_UNARY = {  # DSL text of a domain-safe use of every built-in op; {a} is 
     "softplus": "sc.softplus({a})",
     "square": "0.5 * sc.square({a})",
     "relu": "sc.relu({a})",
+    "relu_squared": "sc.relu({a}) ** 2",  # exactly 0 for every negative operand
     "neg": "-{a}",
     "scale_shift": "0.5 * {a} - 0.25",
     "rsub": "1.5 - {a}",
@@ -127,7 +129,6 @@ class ModelSpec:
     loss: str | None  # the loss kind at the root; None: no loss node
     loss_weights: list[float]  # the factor of each loss node in the objective, in order
     penalty: bool  # a parameter-only term beside the loss (no Gauss-Newton split)
-    uses_relu: bool
 
     @property
     def n_params(self) -> int:
@@ -233,7 +234,6 @@ def model_specs(draw, min_steps: int = 1, max_steps: int = 8) -> ModelSpec:
     customs: list[tuple[str, str, str, tuple[str, ...]]] = []
     lines: list[tuple[str, str]] = []
     counter = itertools.count()
-    uses_relu = False
 
     def n_params() -> int:
         return sum(int(np.prod(s)) for _, s in params)
@@ -292,7 +292,7 @@ def model_specs(draw, min_steps: int = 1, max_steps: int = 8) -> ModelSpec:
                 ("dense", "unary", "custom1", "binary", "custom2", "gain", "scalar", "dense")
             )
         )
-        if n_params() > MAX_PARAMS - 2 * MAX_WIDTH and kind in ("dense", "gain"):
+        if n_params() + MAX_WIDTH * (MAX_WIDTH + 1) > MAX_PARAMS and kind in ("dense", "gain"):
             kind = "unary"
         a = recent(vars_)
         same = [v for v in vars_ if v.width == a.width]
@@ -300,7 +300,6 @@ def model_specs(draw, min_steps: int = 1, max_steps: int = 8) -> ModelSpec:
             dense(a)
         elif kind == "unary":
             op = draw(st.sampled_from(sorted(BUILTIN_UNARY)))
-            uses_relu |= op == "relu"
             emit(BUILTIN_UNARY[op].format(a=a.name), a.width, a.theta)
         elif kind == "custom1":
             emit(f"{custom(UNARY_ATOMS, ('z',))}({a.name})", a.width, a.theta)
@@ -362,6 +361,4 @@ def model_specs(draw, min_steps: int = 1, max_steps: int = 8) -> ModelSpec:
             p = draw(st.sampled_from([name for name, _ in params]))
             objective += f" + 0.05 * sc.sum(sc.square({p}))"
             penalty = True
-    return ModelSpec(
-        inputs, targets, params, customs, lines, objective, loss, weights, penalty, uses_relu
-    )
+    return ModelSpec(inputs, targets, params, customs, lines, objective, loss, weights, penalty)

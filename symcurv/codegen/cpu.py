@@ -18,6 +18,8 @@ from symcurv.ops import REGISTRY
 from symcurv.ops import lowering as lw
 from symcurv.ops.registry import lowering
 
+MAX_INLINE_ARGS = 30  # the most arguments Numba's inline='always' accepts (numba 0.68)
+
 # ---- map kernels ---------------------------------------------------------------------
 
 
@@ -202,8 +204,12 @@ def emit(
         # the per-element zero test (about 8% off a logistic map). inline='always' puts the
         # formulas into the map's loop in Numba IR, so LLVM sees one loop body and
         # vectorises it (as separate functions, vm.log(1 + vm.exp(.)) exceeded LLVM's
-        # inlining budget and every element became a scalar call: 4x slower).
-        src("@njit(cache=True, inline='always', error_model='numpy')")
+        # inlining budget and every element became a scalar call: 4x slower). Numba's IR
+        # inliner refuses a call of more than 30 arguments ("Calling a closure with *args
+        # is unsupported"): a map reading more (a CP sweep's pair map over many noise and
+        # cached values) keeps its formulas as a separate compiled function.
+        inline = "always" if len(k.reads) + 1 <= MAX_INLINE_ARGS else "never"  # + 1: B
+        src(f"@njit(cache=True, inline={inline!r}, error_model='numpy')")
         src.extend(common.emit_scalar_function(g, k, "cpu"))
         src()
     kernel_params: dict[str, list[str]] = {}

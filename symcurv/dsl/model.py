@@ -90,6 +90,8 @@ class Value:
         return self._bin("div", o, True)
 
     def __pow__(self, o):
+        if isinstance(o, int | float) and math.isfinite(o):  # z**c (ew.power_fn says why)
+            return self.model.apply_fn(ew.power_fn(o).name, [self])
         return self._bin("pow", o)
 
     def __rpow__(self, o):

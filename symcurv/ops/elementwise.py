@@ -47,6 +47,16 @@ for _name, (_expr, _syms) in BUILTINS.items():
     local.define(_name, _expr, _syms, origin="symcurv built-in")
 
 
+def power_fn(c: float) -> local.ElementwiseFn:
+    """``z**c`` for a number ``c`` (the DSL's ``v ** 2``) as a one-argument function: sympy
+    differentiates it to ``c*z**(c - 1)``, exact at z = 0, where the two-argument pow's
+    ∂/∂x is ``y*x**y/x`` = 0/0 (found by the random-model tests: ``relu(a) ** 2`` had a
+    NaN gradient wherever relu(a) = 0)."""
+    exponent = sympy.Integer(int(c)) if float(c).is_integer() else sympy.Float(c)
+    name = "pow_" + repr(float(c)).replace("-", "m").replace("+", "").replace(".", "_")
+    return local.parse(name, _z**exponent, args=("z",))
+
+
 def fn_of(node: Node) -> local.ElementwiseFn:
     return local.lookup(node.attr("fn"))
 

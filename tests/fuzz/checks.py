@@ -104,25 +104,33 @@ def _loss_hessian(node, y: np.ndarray, t: np.ndarray) -> np.ndarray:
     )
 
 
-def gauss_newton_oracle(forward: Graph, vals: Mapping, theta, h: float = 1e-6) -> np.ndarray:
-    """G = mean_b J_bᵀ H_L,b J_b for a model whose per-case loss IS one loss node L(y, t):
-    J = ∂y/∂θ by central differences of the forward graph (error ≈ h² y''' + ε|y|/h ≈ 1e-10
-    relative), H_L from ``_loss_hessian``."""
-    L = forward[forward.outputs["per_case"]]
-    y_id, t_id = L.inputs
-    base = evaluate(forward, with_theta(forward, vals, theta), keep_all=True)
-    y, t = base[y_id], base[t_id]
-    B = y.shape[0]
-    t = np.broadcast_to(t, y.shape)
+def gauss_newton_oracle(
+    forward: Graph, vals: Mapping, theta, weights: list[float], h: float = 1e-6
+) -> np.ndarray:
+    """G = Σ_L c_L mean_b J_L,bᵀ H_L,b J_L,b for a model whose per-case loss is
+    Σ_L c_L L(y_L, t_L), the loss nodes L in the order they were written and ``weights`` their
+    c_L: J = ∂y/∂θ by central differences of the forward graph (error ≈ h² y⁽³⁾ + ε|y|/h
+    ≈ 1e-10 relative), H_L from ``_loss_hessian``."""
+    losses = [n for n in forward.nodes() if n.op in ("separable_loss", "softmax_cross_entropy")]
+    assert len(losses) == len(weights), (losses, weights)
     e = np.eye(theta.size)
-    cols = []
-    for j in range(theta.size):
-        up = evaluate(forward, with_theta(forward, vals, theta + h * e[j]), keep_all=True)
-        dn = evaluate(forward, with_theta(forward, vals, theta - h * e[j]), keep_all=True)
-        cols.append(np.broadcast_to((up[y_id] - dn[y_id]) / (2 * h), y.shape))
-    J = np.stack(cols, axis=2)  # (B, m, n)
-    HL = _loss_hessian(L, y, t)
-    return np.einsum("bki,bkl,blj->ij", J, HL, J) / B
+    base = evaluate(forward, with_theta(forward, vals, theta), keep_all=True)
+    moved = [
+        (
+            evaluate(forward, with_theta(forward, vals, theta + h * e[j]), keep_all=True),
+            evaluate(forward, with_theta(forward, vals, theta - h * e[j]), keep_all=True),
+        )
+        for j in range(theta.size)
+    ]
+    G = np.zeros((theta.size, theta.size))
+    for L, c in zip(losses, weights):
+        y_id, t_id = L.inputs
+        y = base[y_id]
+        t = np.broadcast_to(base[t_id], y.shape)
+        cols = [np.broadcast_to((up[y_id] - dn[y_id]) / (2 * h), y.shape) for up, dn in moved]
+        J = np.stack(cols, axis=2)  # (B, m, n)
+        G += c * np.einsum("bki,bkl,blj->ij", J, _loss_hessian(L, y, t), J) / y.shape[0]
+    return G
 
 
 def noise_shapes(g: Graph, B: int) -> list[tuple[str, tuple[int, ...]]]:

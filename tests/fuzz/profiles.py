@@ -14,7 +14,7 @@ settings.register_profile(
     "ci",
     derandomize=True,
     database=None,
-    max_examples=60,
+    max_examples=100,
     deadline=None,  # timings vary with the load of a shared machine
     suppress_health_check=_SLOW,
     print_blob=True,
@@ -30,5 +30,5 @@ settings.register_profile(
 
 def compiled_examples() -> int:
     """Examples of the compiled tests, which cost 5-30 s of Numba time per program: a
-    twentieth of the profile's (3 in ci, 20 in long)."""
-    return max(3, settings.default.max_examples // 20)
+    twenty-fifth of the profile's (4 in ci, 16 in long)."""
+    return max(3, settings.default.max_examples // 25)

@@ -13,9 +13,10 @@ earlier value: branches and skips), elementwise products and sums of two branche
 parameter vector as a gain, every built-in elementwise op, ``+ - * / **`` with numbers,
 random custom ops of one and two arguments from a small sympy grammar (several with a
 second derivative that changes sign), a per-case scalar broadcast against a vector,
-``sc.sum``, ``sc.dot``, ``sc.softmax``, ``sc.logsumexp``, and at the root each built-in
-loss, a custom convex loss, a loss plus a parameter-only penalty, or a loss-free sum of
-reductions.
+``sc.sum``, ``sc.dot``, ``sc.softmax``, ``sc.logsumexp``, matrices and biases computed
+from θ alone (``sc.tanh(W) @ h``), and at the root each built-in loss or a custom convex
+loss (of a target or of an input, as in an autoencoder), possibly plus a second weighted
+loss or a parameter-only penalty, or a loss-free sum of reductions.
 
 Domains are guarded by construction, not by filtering: ``log`` only of ``1 + square(.)``
 or of ``softplus(.)``, divisions only by ``1 + square(.)``, ``exp`` of a tanh or of a halved
@@ -82,6 +83,7 @@ BUILTIN_UNARY = {  # DSL text of a domain-safe use of every built-in op; {a} is 
     "softplus": "sc.softplus({a})",
     "square": "0.5 * sc.square({a})",
     "relu": "sc.relu({a})",
+    "relu_squared": "sc.relu({a}) ** 2",  # exactly 0 for every negative operand
     "neg": "-{a}",
     "scale_shift": "0.5 * {a} - 0.25",
     "rsub": "1.5 - {a}",
@@ -119,14 +121,14 @@ class ModelSpec:
     """A drawn model as DSL statements; ``repr`` is the pasteable source."""
 
     inputs: list[tuple[str, int]]
-    target: int | None
+    targets: list[tuple[str, int]]
     params: list[tuple[str, tuple[int, ...]]]
     customs: list[tuple[str, str, str, tuple[str, ...]]]  # (python name, op name, expr, args)
     lines: list[tuple[str, str]]  # (variable, DSL expression)
     objective: str
     loss: str | None  # the loss kind at the root; None: no loss node
+    loss_weights: list[float]  # the factor of each loss node in the objective, in order
     penalty: bool  # a parameter-only term beside the loss (no Gauss-Newton split)
-    uses_relu: bool
 
     @property
     def n_params(self) -> int:
@@ -145,8 +147,8 @@ class ModelSpec:
         out += ["", "", "def model():", '    m = sc.Model("fuzz")']
         for name, width in self.inputs:
             out.append(f'    {name} = m.input("{name}", {width})')
-        if self.target is not None:
-            out.append(f'    t = m.target("t", {self.target})')
+        for name, width in self.targets:
+            out.append(f'    {name} = m.target("{name}", {width})')
         for name, shape in self.params:
             fan_in = shape[-1] if len(shape) == 2 else 1
             std = round(0.8 / np.sqrt(fan_in), 3)
@@ -190,10 +192,11 @@ def leaves(forward: Graph, seed: int, B: int = 2) -> dict[str, np.ndarray]:
     return out
 
 
-def conditioned(forward: Graph, values: dict[str, np.ndarray], kink: float = 1e-3) -> bool:
+def conditioned(forward: Graph, values: dict[str, np.ndarray], kink: float = 0.05) -> bool:
     """Every value of the forward pass finite and below 30 in magnitude, and every relu
-    operand at least ``kink`` away from 0 (finite differences of step ≤ 1e-4 never cross
-    relu's kink, where the derivatives are only defined almost everywhere)."""
+    operand at least ``kink`` away from 0: the finite differences of the tests move θ by
+    at most 2e-3 (the five-point stencil), which must not carry an operand across relu's
+    kink, where the derivatives are only defined almost everywhere."""
     from symcurv.runtime.reference import evaluate
 
     vals = evaluate(forward, values, keep_all=True)
@@ -231,7 +234,6 @@ def model_specs(draw, min_steps: int = 1, max_steps: int = 8) -> ModelSpec:
     customs: list[tuple[str, str, str, tuple[str, ...]]] = []
     lines: list[tuple[str, str]] = []
     counter = itertools.count()
-    uses_relu = False
 
     def n_params() -> int:
         return sum(int(np.prod(s)) for _, s in params)
@@ -270,12 +272,16 @@ def model_specs(draw, min_steps: int = 1, max_steps: int = 8) -> ModelSpec:
         reuse += [(p, s[0], False) for p, s in params if len(s) == 2 and s[1] == h.width]
         if reuse and draw(st.booleans()):
             p, out_w, transposed = draw(st.sampled_from(reuse))
-            expr = f"{p}.T @ {h.name}" if transposed else f"{p} @ {h.name}"
+            W = f"{p}.T" if transposed else p
         else:
             out_w = draw(width)
-            expr = f"{new_param((out_w, h.width), 'W')} @ {h.name}"
+            W = new_param((out_w, h.width), "W")
+        # now and then a matrix computed from θ alone (CP's unbatched "θ-only case")
+        form = draw(st.sampled_from(("{W}", "{W}", "{W}", "sc.tanh({W})", "(0.5 * {W} * {W})")))
+        expr = f"{form.format(W=W)} @ {h.name}"
         if draw(st.booleans()):
-            expr += f" + {new_param((out_w,), 'b')}"
+            b = draw(st.sampled_from(("{b}", "{b}", "sc.tanh({b})")))
+            expr += f" + {b.format(b=new_param((out_w,), 'b'))}"
         return emit(expr, out_w, True)
 
     n_steps = draw(st.integers(min_steps, max_steps))
@@ -286,7 +292,7 @@ def model_specs(draw, min_steps: int = 1, max_steps: int = 8) -> ModelSpec:
                 ("dense", "unary", "custom1", "binary", "custom2", "gain", "scalar", "dense")
             )
         )
-        if n_params() > MAX_PARAMS - 2 * MAX_WIDTH and kind in ("dense", "gain"):
+        if n_params() + MAX_WIDTH * (MAX_WIDTH + 1) > MAX_PARAMS and kind in ("dense", "gain"):
             kind = "unary"
         a = recent(vars_)
         same = [v for v in vars_ if v.width == a.width]
@@ -294,7 +300,6 @@ def model_specs(draw, min_steps: int = 1, max_steps: int = 8) -> ModelSpec:
             dense(a)
         elif kind == "unary":
             op = draw(st.sampled_from(sorted(BUILTIN_UNARY)))
-            uses_relu |= op == "relu"
             emit(BUILTIN_UNARY[op].format(a=a.name), a.width, a.theta)
         elif kind == "custom1":
             emit(f"{custom(UNARY_ATOMS, ('z',))}({a.name})", a.width, a.theta)
@@ -318,8 +323,23 @@ def model_specs(draw, min_steps: int = 1, max_steps: int = 8) -> ModelSpec:
     outs = [v for v in vars_ if v.theta]
     y = recent(outs)
     loss = draw(st.sampled_from((*LOSSES, None)))
-    target = None
+    targets: list[tuple[str, int]] = []
+    weights: list[float] = []
     penalty = False
+
+    def loss_of(kind: str, y: Var) -> str:
+        """``kind`` of ``y`` against a new target or an input of y's width."""
+        same_in = [name for name, w in inputs if w == y.width]
+        if same_in and draw(st.booleans()):  # an input as the target (autoencoder)
+            t_name = draw(st.sampled_from(same_in))
+        else:
+            t_name = "t" if not targets else f"t{len(targets)}"
+            targets.append((t_name, y.width))
+        if kind == "custom":
+            expr = draw(st.sampled_from(CONVEX_LOSSES))
+            return f"sc.losses.custom({op_name('loss', expr)!r}, {expr!r}, {y.name}, {t_name})"
+        return f"sc.losses.{kind}({y.name}, {t_name})"
+
     if loss is None:  # no loss node: a sum of reductions
         terms = [f"sc.logsumexp({y.name})"]
         other = [v for v in vars_ if v.width == y.width and v is not y]
@@ -330,19 +350,15 @@ def model_specs(draw, min_steps: int = 1, max_steps: int = 8) -> ModelSpec:
             terms.append(f"0.5 * sc.dot({y.name}, {draw(st.sampled_from(other)).name})")
         objective = " + ".join(terms)
     else:
-        same_in = [name for name, w in inputs if w == y.width]
-        t_name = "t"
-        if same_in and draw(st.booleans()):  # an input as the target (autoencoder)
-            t_name = draw(st.sampled_from(same_in))
-        else:
-            target = y.width
-        if loss == "custom":
-            expr = draw(st.sampled_from(CONVEX_LOSSES))
-            objective = f"sc.losses.custom({op_name('loss', expr)!r}, {expr!r}, {y.name}, {t_name})"
-        else:
-            objective = f"sc.losses.{loss}({y.name}, {t_name})"
+        objective = loss_of(loss, y)
+        weights.append(1.0)
+        others = [v for v in outs if v is not y]
+        if others and draw(st.integers(0, 3)) == 0:  # a second loss: a weighted sum
+            second = loss_of(draw(st.sampled_from(LOSSES)), recent(others))
+            objective += f" + 0.5 * {second}"
+            weights.append(0.5)
         if draw(st.integers(0, 3)) == 0:  # a weight-decay term beside the loss
             p = draw(st.sampled_from([name for name, _ in params]))
             objective += f" + 0.05 * sc.sum(sc.square({p}))"
             penalty = True
-    return ModelSpec(inputs, target, params, customs, lines, objective, loss, penalty, uses_relu)
+    return ModelSpec(inputs, targets, params, customs, lines, objective, loss, weights, penalty)

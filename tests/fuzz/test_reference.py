@@ -33,6 +33,7 @@ from .checks import (
 )
 
 SEEDS = st.integers(0, 2**16)
+BATCH = st.integers(1, 3)  # a batch of one case included
 
 
 def case(spec: strategies.ModelSpec, seed: int, B: int = 2):
@@ -44,9 +45,9 @@ def case(spec: strategies.ModelSpec, seed: int, B: int = 2):
     return f, vals, flat(f, vals)
 
 
-@given(spec=strategies.model_specs(), seed=SEEDS)
-def test_loss_and_gradient_match_central_differences(spec, seed):
-    f, vals, theta = case(spec, seed)
+@given(spec=strategies.model_specs(), seed=SEEDS, B=BATCH)
+def test_loss_and_gradient_match_central_differences(spec, seed, B):
+    f, vals, theta = case(spec, seed, B)
     g = grad.gradient_graph(f)
     got = evaluate(g, vals)
     L = objective(f, vals, theta)
@@ -57,12 +58,12 @@ def test_loss_and_gradient_match_central_differences(spec, seed):
     assert np.max(np.abs(gv - fd)) <= 1e-7 * max(np.max(np.abs(fd)), 1e-3) + 1e-9 * abs(L)
 
 
-@given(spec=strategies.model_specs(), seed=SEEDS)
-def test_hessian_products(spec, seed):
+@given(spec=strategies.model_specs(), seed=SEEDS, B=BATCH)
+def test_hessian_products(spec, seed, B):
     """H from hvp columns: symmetric, linear in v, the central differences of the (checked)
     gradient graph column by column, and its diagonal the five-point second differences of
     the forward graph."""
-    f, vals, theta = case(spec, seed)
+    f, vals, theta = case(spec, seed, B)
     hg = rop.hvp_graph(f)
     H = dense(hg, f, vals, "hvp", theta)
     scale = max(np.max(np.abs(H)), 1e-3)
@@ -83,12 +84,12 @@ def test_hessian_products(spec, seed):
     assert np.max(np.abs(np.diag(H) - d)) <= 1e-7 * scale + 1e-8 * abs(L)
 
 
-@given(spec=strategies.model_specs(), seed=SEEDS)
-def test_gauss_newton_products(spec, seed):
+@given(spec=strategies.model_specs(), seed=SEEDS, B=BATCH)
+def test_gauss_newton_products(spec, seed, B):
     """Where the objective splits into a loss of the network output, G from gnvp columns is
     symmetric PSD and equals Jᵀ H_L J with J by central differences; anywhere else the
     transform refuses with a LossError."""
-    f, vals, theta = case(spec, seed)
+    f, vals, theta = case(spec, seed, B)
     if not spec.gauss_newton:
         with pytest.raises(errors.LossError):
             gauss_newton.gnvp_graph(f)
@@ -101,7 +102,9 @@ def test_gauss_newton_products(spec, seed):
     v = np.random.default_rng(seed).normal(size=theta.size)
     assert rel_err(prefixed(gg, f, vals, "gnvp", theta, v), G @ v) < 1e-10
     # J by central differences of step 1e-6: error ≈ 1e-10 relative (checks.py)
-    assert np.max(np.abs(G - gauss_newton_oracle(f, vals, theta))) <= 1e-7 * scale
+    assert (
+        np.max(np.abs(G - gauss_newton_oracle(f, vals, theta, spec.loss_weights))) <= 1e-7 * scale
+    )
 
 
 @given(spec=strategies.model_specs(), seed=SEEDS)

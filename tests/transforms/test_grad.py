@@ -23,7 +23,7 @@ from symcurv.ir.graph import Graph
 from symcurv.ops import elementwise as ew
 from symcurv.ops.registry import emit
 from symcurv.runtime.reference import evaluate
-from symcurv.transforms import grad, jvp
+from symcurv.transforms import grad, jvp, rop
 
 
 def rel_err(a, b) -> float:
@@ -405,3 +405,20 @@ def test_oracle_agrees_with_direct_differentiation(name):
     assert rel_err(np.concatenate([g.ravel() for g in grads.values()]), out[1 : 1 + k]) < 1e-13
     H = oracle_hessian(f, leaves)
     assert rel_err([H[i, j] for i, j in pairs], out[1 + k :]) < 1e-12
+
+
+def test_a_number_as_exponent_is_differentiable_at_zero():
+    """Found by tests/fuzz (issue 20): ``v ** 2`` was the two-argument pow x**y, whose
+    ∂/∂x sympy writes as y*x**y/x, 0/0 = NaN wherever v = 0 — the gradient, H v and every
+    CP estimate of ``relu(a) ** 2`` were NaN for each a < 0. Now ``v ** c`` is z**c."""
+    m = sc.Model("relu_squared")
+    x = m.input("x", 2)
+    W = m.param("W", (2, 2))
+    m.minimize(sc.sum(sc.relu(W @ x) ** 2 + 0.5 * (W @ x) ** 3))
+    f = m.forward_graph()
+    leaves = {"x": np.array([[0.5, 0.5], [0.2, 0.7]]), "W": np.array([[1.0, 1.0], [-1.0, -1.0]])}
+    _, want = oracle_loss_and_grad(f, leaves)
+    assert rel_err(evaluate(grad.gradient_graph(f), leaves)["grad:W"], want["W"]) < 1e-12
+    v = np.array([[0.3, -1.0], [2.0, 0.5]])
+    got = evaluate(rop.hvp_graph(f), {**leaves, "v:W": v})["hvp:W"]
+    assert rel_err(np.ravel(got), oracle_hessian(f, leaves) @ v.ravel()) < 1e-12

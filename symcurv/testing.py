@@ -143,13 +143,17 @@ def check_input_grad(
     prog: Program, theta, batch, wrt: str, *, eps: float = 1e-6, n_dirs: int = 4, seed: int = 0
 ) -> float:
     """Relative error of ``prog.input_grad`` against central differences of ``prog.loss``
-    along random per-case directions U of input ``wrt``: the loss is the mean of f_b, so
-    its derivative along U is (1/B) Σ_b ∇_x f_b · U_b (float64 programs)."""
+    along per-case directions U of input ``wrt``: the loss is the mean of f_b, so its
+    derivative along U is (1/B) Σ_b ∇_x f_b · U_b (float64 programs). Each U is the claimed
+    gradient's direction plus a random one of the same length: the derivative along it is
+    not small (a purely random U over B·D numbers makes it tiny, and the difference
+    quotient's rounding then dominates), and a wrong gradient still shows in both parts."""
     rng = np.random.default_rng(seed)
     g = prog.input_grad(theta, batch, wrt)
     worst = 0.0
     for _ in range(n_dirs):
-        U = rng.normal(size=np.shape(batch[wrt]))
+        r = rng.normal(size=np.shape(batch[wrt]))
+        U = r / np.linalg.norm(r) + g / max(np.linalg.norm(g), 1e-300)
         U /= np.linalg.norm(U)
         up, down = dict(batch), dict(batch)
         up[wrt], down[wrt] = batch[wrt] + eps * U, batch[wrt] - eps * U

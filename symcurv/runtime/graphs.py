@@ -27,23 +27,44 @@ def graphs(build_dir: str | os.PathLike) -> dict:
     }
 
 
-def draw(build_dir: str | os.PathLike, program: str, path: str) -> str:
+# names that stand for several stored graphs: each is drawn to its own file
+GROUPS = {
+    "cp_diag": ("cp_S", "cp_TU", "cp_GN", "hvp"),
+    "becker_lecun_diag": ("becker_lecun",),
+    "input_diag_hessian": ("input_hvp", "input_diag_S", "input_diag_TU", "input_bl"),
+}
+
+
+def draw(build_dir: str | os.PathLike, program: str, path: str) -> str | list[str]:
+    """Draw ``program``'s stored graph to ``path`` (.dot/.svg/.png/.pdf). ``"forward"`` is
+    the model; a name that stands for several graphs (``cp_diag``, ``input_diag_hessian``,
+    ``all``) draws each built one beside ``path`` as ``<stem>_<program><suffix>`` and
+    returns the list of files."""
     from symcurv import viz
 
     gs = graphs(build_dir)
     fwd = gs["forward"]
-    if program == "forward":
-        return str(viz.draw(fwd, path, title=f"{fwd.name}: forward"))
-    # the user-facing names of programs built as several graphs
-    program = {"cp_diag": "cp_S", "becker_lecun_diag": "becker_lecun"}.get(program, program)
-    if program not in gs["programs"]:
+
+    def one(name: str, out) -> str:
+        g = fwd if name == "forward" else gs["programs"][name]
+        ids = None if name == "forward" else set(fwd.nx.nodes)
+        return str(viz.draw(g, out, forward_ids=ids, title=f"{fwd.name}: {name}"))
+
+    if program in GROUPS or program == "all":
+        names = ["forward", *gs["programs"]] if program == "all" else GROUPS[program]
+        names = [n for n in names if n == "forward" or n in gs["programs"]]
+        if len(names) == 1:
+            return one(names[0], path)
+        p = Path(path)
+        return [one(n, p.with_name(f"{p.stem}_{n}{p.suffix}")) for n in names]
+    if program != "forward" and program not in gs["programs"]:
         raise errors.BuildError(
             f"no graph for program '{program}' in this build",
             where=str(build_dir),
-            fix=f"choose one of forward, {', '.join(gs['programs'])}",
+            fix=f"choose one of forward, all, {', '.join([*GROUPS, *gs['programs']])} "
+            "(a State's static parts: symcurv graph MODEL --program linearize)",
         )
-    g = gs["programs"][program]
-    return str(viz.draw(g, path, forward_ids=set(fwd.nx.nodes), title=f"{fwd.name}: {program}"))
+    return one(program, path)
 
 
 def first_non_finite(

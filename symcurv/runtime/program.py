@@ -286,8 +286,11 @@ class Program:
             d[j] = col[j]
         return d
 
-    def draw(self, program: str, path: str) -> str:
-        """Draw the graph of ``program`` ("forward" or any built program) to .dot/.svg/.png."""
+    def draw(self, program: str, path: str) -> str | list[str]:
+        """Draw the graph of ``program`` ("forward" or any built program) to
+        .dot/.svg/.png/.pdf; ``cp_diag``, ``input_diag_hessian`` and ``all`` draw each of
+        their built graphs beside ``path`` (``<stem>_<program><suffix>``) and return the
+        list of files."""
         return graphs.draw(self.build_dir, program, path)
 
     # -- machinery -------------------------------------------------------------------------

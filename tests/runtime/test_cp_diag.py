@@ -181,10 +181,28 @@ def test_s_has_lower_error_than_hutchinson_on_the_cp_paper_net(tmp_path):
 
 def test_draw_shows_the_noise_injections(tied, tmp_path):
     prog, _, _ = tied
-    text = Path(prog.draw("cp_diag", str(tmp_path / "cp.dot"))).read_text()
+    text = Path(prog.draw("cp_S", str(tmp_path / "cp.dot"))).read_text()
     assert "CP noise injection" in text and text.count("noise ·") >= 2
     hvp = Path(prog.draw("hvp", str(tmp_path / "hvp.dot"))).read_text()
     assert "direction v" in hvp
+
+
+def test_draw_names_that_stand_for_several_graphs(tied, tmp_path):
+    """Issue 16: prog.draw takes the names symcurv graph takes: cp_diag draws each
+    estimator's program (and hvp, which HI runs through), 'all' every stored graph; each
+    beside the path given, named after its program."""
+    prog, _, _ = tied
+    got = prog.draw("cp_diag", str(tmp_path / "cp.dot"))
+    want = [tmp_path / f"cp_{n}.dot" for n in ("cp_S", "cp_TU", "cp_GN", "hvp")]
+    assert [Path(p) for p in got] == want
+    assert all(p.read_text().startswith("digraph") for p in want)
+    every = prog.draw("all", str(tmp_path / "all.dot"))
+    assert sorted(Path(p).name for p in every) == sorted(
+        f"all_{n}.dot" for n in ("forward", *prog.programs)
+    )
+    assert Path(prog.draw("becker_lecun_diag", str(tmp_path / "bl.dot"))).name == "bl.dot"
+    with pytest.raises(errors.BuildError, match="symcurv graph MODEL --program linearize"):
+        prog.draw("linearize", str(tmp_path / "x.dot"))
 
 
 def test_cp_diag_seeds(tied):

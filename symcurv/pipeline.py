@@ -258,7 +258,7 @@ def build(
             continue
         g = validate(optimize(derived), f"the passes of '{name}'")
         parts = {name: g}
-        if any(n.op in split.DYNAMIC_LEAVES for n in g.nodes()):
+        if any(split.is_dynamic(n) for n in g.nodes()):
             static, dynamic = split.split(g)
             parts = {f"{name}.static": static, name: dynamic}
         n_kernels = 0
@@ -440,7 +440,7 @@ def program_graphs(model, program: str) -> tuple[Graph, dict[str, Graph], dict[s
             skipped[name] = str(e).splitlines()[0]
             continue
         if program == "linearize":
-            if any(n.op in split.DYNAMIC_LEAVES for n in g.nodes()):
+            if any(split.is_dynamic(n) for n in g.nodes()):
                 graphs[f"{name}.static"] = split.split(g)[0]
         else:
             graphs[name] = g

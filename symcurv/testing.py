@@ -52,6 +52,7 @@ def reference_outputs(
     """Run the program's stored IR graph in the numpy reference interpreter, with results
     shaped like the compiled program's (flat vectors for ``prefix:param`` outputs); CP
     noise by leaf name, as ``random_noise`` gives it."""
+    from symcurv.ops import REGISTRY  # compile side: the op registry (and sympy)
     from symcurv.runtime import graphs, reference
 
     g = graphs.graphs(prog.build_dir)["programs"][program]
@@ -65,7 +66,7 @@ def reference_outputs(
         views = prog.unflatten(np.asarray(v, dtype=np.float64))
         leaves.update({f"v:{k}": np.asarray(a, dtype=np.float64) for k, a in views.items()})
     for n in g.nodes():
-        if n.op in ("noise", "input_direction"):
+        if REGISTRY[n.op].binding in ("noise", "direction"):  # bound by leaf name
             lead = (np.shape(noise[n.name])[0],) if n.batched else ()
             leaves[n.name] = np.reshape(noise[n.name], lead + n.shape)
     vals = reference.evaluate(g, leaves)

@@ -5,6 +5,7 @@ does the same for scalar expressions: see symbolic/printer.py.)"""
 from __future__ import annotations
 
 from symcurv.ir.graph import Graph
+from symcurv.ops.registry import is_constant
 
 
 def run(g: Graph) -> int:
@@ -12,7 +13,7 @@ def run(g: Graph) -> int:
     removed = 0
     for nid in g.topo():
         node = g[nid]
-        if not node.inputs and node.op != "const":
+        if not node.inputs and not is_constant(node):
             continue  # leaves are distinct by name
         key = node.key()
         if key in seen:

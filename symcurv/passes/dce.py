@@ -4,6 +4,7 @@ the program's signature)."""
 from __future__ import annotations
 
 from symcurv.ir.graph import Graph
+from symcurv.ops.registry import is_constant
 
 
 def run(g: Graph) -> int:
@@ -11,7 +12,7 @@ def run(g: Graph) -> int:
     for o in g.outputs.values():
         live |= g.ancestors(o) | {o}
     dead = [n for n in g.topo() if n not in live and g[n].inputs]
-    dead += [n for n in g.topo() if n not in live and g[n].op == "const"]
+    dead += [n for n in g.topo() if n not in live and is_constant(g[n])]
     for n in dead:
         g.remove(n)
     return len(dead)

@@ -12,12 +12,22 @@ is decided from the graph (networkx descendants of the dynamic leaves), not per 
 
 from __future__ import annotations
 
-from symcurv.ir.graph import Graph
+from symcurv.ir.graph import Graph, Node
+from symcurv.ops.registry import REGISTRY, is_constant
 from symcurv.passes import dce
 
-DYNAMIC_LEAVES = ("direction", "input_direction", "noise")
+# leaves whose value changes from call to call on one State (their PrimitiveDef's binding):
+# a direction of θ, a per-case input direction, CP noise
+DYNAMIC_BINDINGS = ("v", "direction", "noise")
+
+
+def is_dynamic(node: Node) -> bool:
+    return REGISTRY[node.op].binding in DYNAMIC_BINDINGS
+
+
 # leaves the dynamic part can read directly (θ, batch) or inline (constants)
-_FREE = ("param", "input", "target", "const")
+def _free(node: Node) -> bool:
+    return REGISTRY[node.op].binding in ("theta", "batch") or is_constant(node)
 
 
 def split(g: Graph) -> tuple[Graph, Graph]:
@@ -26,21 +36,21 @@ def split(g: Graph) -> tuple[Graph, Graph]:
     ``cached`` leaf named ``cache<k>`` in place of each frontier node."""
     dyn: set[str] = set()
     for n in g.nodes():
-        if n.op in DYNAMIC_LEAVES:
+        if is_dynamic(n):
             dyn |= g.descendants(n.id) | {n.id}
     frontier = [
         nid
         for nid in g.topo()
-        if nid not in dyn and g[nid].op not in _FREE and any(c in dyn for c in g.children(nid))
+        if nid not in dyn and not _free(g[nid]) and any(c in dyn for c in g.children(nid))
     ]
     # outputs that do not depend on v at all (a parameter whose estimate is exactly 0)
-    frontier += [o for o in g.outputs.values() if o not in dyn and g[o].op not in _FREE]
+    frontier += [o for o in g.outputs.values() if o not in dyn and not _free(g[o])]
     frontier = list(dict.fromkeys(frontier))
     static = g.copy()
     static.outputs = {f"cache{k}": nid for k, nid in enumerate(frontier)}
     dce.run(static)
     for n in static.nodes():
-        if n.op in DYNAMIC_LEAVES:
+        if is_dynamic(n):
             static.remove(n.id)
     dynamic = g.copy()
     for k, nid in enumerate(frontier):

@@ -38,19 +38,20 @@ def evaluate(
     inputs_b = [
         np.shape(leaves[n.name])[0]
         for n in graph.nodes()
-        if n.op in ("input", "target") and n.name in leaves
+        if REGISTRY[n.op].binding == "batch" and n.name in leaves
     ]
     B = inputs_b[0] if inputs_b else (batch[0] if batch else 1)
     for nid in graph.topo():
         if nid not in need and not keep_all:
             continue
         node = graph[nid]
-        if node.op in ("input", "target", "param", "noise", "cached", "input_direction"):
+        binding = REGISTRY[node.op].binding
+        if binding and binding != "v":  # leaves bound by name
             if node.name not in leaves:
                 raise KeyError(f"no value for leaf '{node.name}'")
             vals[nid] = np.asarray(leaves[node.name], dtype=np.float64)
             continue
-        if node.op == "direction":  # bound as "v:<param>"
+        if binding == "v":  # bound as "v:<param>"
             key = "v:" + node.attr("param")
             if key not in leaves:
                 raise KeyError(f"no value for direction '{key}'")

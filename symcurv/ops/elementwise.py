@@ -274,6 +274,20 @@ def _sq_vjp(g: Graph, node: Node, d: str, needs: list[bool]) -> list[str | None]
     return out
 
 
+def _loss_weight(g: Graph, node: Node, lossy: list[bool]) -> float | None:
+    """How ``f`` combines the losses in its operands flagged ``lossy``: None unless f is
+    affine in them (every ∂²f/∂x_i∂x_j among them vanishes), else the sign of their weights
+    ∂f/∂x_i evaluated at the constant operands. A weight that depends on data (a per-case
+    weight ``w * loss``) is taken to be non-negative, as the error for GN says it must be."""
+    fn, idx = fn_of(node), [i for i, is_lossy in enumerate(lossy) if is_lossy]
+    if any(fn.partial(i).partial(j).constant_value() != 0.0 for i in idx for j in idx):
+        return None
+    values = [const_value(g, x) for x in node.inputs]
+    consts = {s: sympy.Float(c) for s, c in zip(fn.symbols, values) if c is not None}
+    weights = [sympy.sympify(fn.partial(i).expr).xreplace(consts) for i in idx]
+    return -1.0 if any(w.is_number and w < 0 for w in weights) else 1.0
+
+
 register(
     PrimitiveDef(
         "elementwise",
@@ -285,6 +299,7 @@ register(
         jvp=_jvp,
         curvature=lambda g, n, cot: curvature_terms(g, fn_of(n), list(n.inputs), cot, n.origin),
         sq_vjp=_sq_vjp,
+        loss_weight=_loss_weight,
         scalar=lambda node, syms: fn_of(node)(*syms),
         doc="y = f(x_1..x_k) elementwise, f a sympy expression",
     )

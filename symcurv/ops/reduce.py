@@ -60,6 +60,7 @@ register(
             None if t[0] is None else emit(g, "sum", t, name="sum", origin=n.origin)
         ),
         lower=lambda g, n: lw.Reduce("sum_features"),
+        loss_weight=lambda g, n, lossy: 1.0,
         curvature=curv.linear,
         sq_vjp=lambda g, n, d, needs: [
             ew.broadcast_to(g, d, g[n.inputs[0]].shape, n.batched, n.origin)
@@ -238,6 +239,7 @@ for _op, _mean in (("batch_sum", False), ("batch_mean", True)):
                 )
             ),
             lower=lambda g, n, op=_op: lw.Reduce(op),
+            loss_weight=lambda g, n, lossy: 1.0,
             curvature=curv.linear,
             # Becker-LeCun needs (1/B)² for the mean: only reached when something above the
             # batch reduction is curved, which the CP transforms refuse anyway

@@ -37,6 +37,12 @@ class PrimitiveDef:
                                                     factor terms (ops/curvature.py) for CP
     sq_vjp(graph, node, d, needs) -> [d_i | None]   diag(J_iᵀ diag(d) J_i) = (J_i ∘ J_i)ᵀ d: the
                                                     pullback of a diagonal (Becker-LeCun)
+    loss_weight(graph, node, lossy) -> ±1.0 or None when the node is affine in the operands
+                                                    flagged ``lossy`` (those carrying losses):
+                                                    the sign of the weight it gives them;
+                                                    None when it is not (Gauss-Newton needs
+                                                    an objective linear in its losses with
+                                                    non-negative weights)
     lower(graph, node) -> Lowering                  how a non-map op becomes a kernel
                                                     (ops/lowering.py): which GEMM with which
                                                     operands and transposes, which reduction
@@ -60,6 +66,7 @@ class PrimitiveDef:
     simplify: Callable[[Graph, Node], str | None] | None = None
     curvature: Callable[[Graph, Node, str], list] | None = None
     sq_vjp: Callable[[Graph, Node, str, list], list] | None = None
+    loss_weight: Callable[[Graph, Node, list], float | None] | None = None
     lower: Callable[[Graph, Node], Any] | None = None
     view: bool = False
     binding: str = ""

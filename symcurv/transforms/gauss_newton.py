@@ -33,8 +33,6 @@ from symcurv.transforms.rop import add_directions
 # Losses convex in y by construction: ½(y−t)², softplus(y) − t y, logsumexp(y)·Σt − tᵀy
 # (the last two for targets t ≥ 0, as cross-entropy targets are).
 CONVEX_BUILTINS = ("squared_error", "sigmoid_cross_entropy", "softmax_cross_entropy")
-# elementwise functions linear in every operand
-_LINEAR = {"add", "sub", "neg"}
 
 
 def loss_nodes(g: Graph, root: str) -> list[Node]:
@@ -89,22 +87,12 @@ def check_split(g: Graph, root: str) -> list[Node]:
                     fix="make every parameter-dependent term part of a loss's first "
                     "operand (e.g. add it to the network output), or use hvp",
                 )
-        fn = n.attr("fn")
-        linear = (
-            n.op in ("sum", "batch_mean", "batch_sum")
-            or (n.op == "elementwise" and fn in _LINEAR)
-            or (n.op == "elementwise" and fn == "mul" and sum(lossy) == 1)
-            or (n.op == "elementwise" and fn == "div" and lossy == [True, False])
-        )
+        # the op's own rule (ops/): is it affine in its lossy operands, with which sign
+        rule = REGISTRY[n.op].loss_weight
+        sign = rule(g, n, lossy) if rule is not None else None
         # G = Σ c_L Jᵀ H_L J is PSD only for c_L ≥ 0: a loss negated, subtracted or scaled
         # by a negative constant would make the "Gauss-Newton" matrix indefinite
-        negated = (n.op == "elementwise" and fn == "neg") or (
-            n.op == "elementwise" and fn == "sub" and lossy[1]
-        )
-        if n.op == "elementwise" and fn in ("mul", "div") and linear:
-            other = n.inputs[1] if lossy[0] else n.inputs[0]
-            c = ew.const_value(g, other)
-            negated = c is not None and c < 0
+        negated, linear = sign is not None and sign < 0, sign is not None
         if negated:
             raise errors.LossError(
                 f"'{n.name}' ({n.attr('expr') or n.op}) gives a loss a negative weight, so "

@@ -319,3 +319,26 @@ def test_a_negatively_weighted_loss_is_refused(combine):
     m.minimize(obj)
     with pytest.raises(errors.LossError, match="negative weight"):
         gn.gnvp_graph(m.forward_graph())
+
+
+# custom elementwise functions combine losses by the same rule as the built-ins: the op's
+# own ``loss_weight`` (sympy decides affinity and the weights' sign), not a list of names
+_twice_plus = sc.elementwise("gn_twice_plus", "2*z + 3")
+_half_minus = sc.elementwise("gn_minus_half", "1 - z/2")
+_mix = sc.elementwise("gn_mix", lambda u, w: u + 3 * w)
+_cube = sc.elementwise("gn_cube_of", "z**3")
+
+
+def test_a_custom_function_affine_in_its_losses_is_accepted():
+    f = small_model(lambda x, t, W, b, y: _twice_plus(SE(y, t)) + _mix(SE(y, t), SMCE(W @ x, t)))
+    assert len(gn.check_split(f, f.outputs["objective"])) == 3  # SE twice, SMCE once
+    assert_psd(check_against_oracle(f, seed=43))
+
+
+def test_a_custom_function_negating_a_loss_is_refused():
+    refused(lambda x, t, W, b, y: _half_minus(SE(y, t)), match="negative weight")
+
+
+def test_a_custom_function_non_linear_in_a_loss_is_refused():
+    msg = refused(lambda x, t, W, b, y: _cube(SE(y, t)), match="combines losses non-linearly")
+    assert "gn_cube_of" in msg

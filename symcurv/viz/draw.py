@@ -39,6 +39,8 @@ ROLES = {
     "noise": ("#ea9999", "CP noise injection z"),
     "cached": ("#b4a7d6", "cached by linearize"),
 }
+# Leaf ops by name: the one place outside ops/ that may, because drawings are made from a
+# build's graph JSON without importing the op registry (which imports sympy).
 LEAF_ROLE = {
     "input": "data",
     "target": "data",

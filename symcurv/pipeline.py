@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 import symcurv
 from symcurv import errors
 from symcurv.ir.graph import Graph
+from symcurv.progress import bar as progress_bar
 from symcurv.runtime import backends
 from symcurv.runtime import program as program_module
 
@@ -346,13 +346,11 @@ def warm(prog, progress: bool = True) -> None:
         for n, d in prog.inputs.items()
     }
     t_all = time.perf_counter()
-    bar = tqdm(
+    bar = progress_bar(
         prog.programs,
         desc=f"[symcurv] compiling '{prog.name}' with Numba",
         unit="program",
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
+        enabled=progress,
     )
     for name in bar:
         t = time.perf_counter()

@@ -15,3 +15,17 @@ def test_warm_up_bar_and_quiet(compiled, capsys):
     err = capsys.readouterr().err
     assert "compiling 'tied' with Numba" in err and "100%|" in err and "2/2" in err
     assert "compiled 'loss'" in err and "compiled 'grad'" in err
+
+
+def test_a_bar_in_a_log_is_redrawn_rarely(capsys):
+    """stderr captured (not a terminal, like a CI log): a redraw at most every
+    LOG_INTERVAL seconds, not ten times a second; on a terminal the caller's interval."""
+    from symcurv import progress
+
+    b = progress.bar(range(3), desc="x")
+    assert b.mininterval == progress.LOG_INTERVAL
+    list(b)
+    assert "3/3" in capsys.readouterr().err
+    quiet = progress.bar(range(3), enabled=False)
+    list(quiet)
+    assert capsys.readouterr().err == ""

@@ -22,7 +22,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 import warnings
@@ -30,9 +29,9 @@ from collections.abc import Callable, Mapping
 from typing import IO, Any, Protocol
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from symcurv import errors
+from symcurv.progress import bar as progress_bar
 
 CHECKPOINT_FORMAT = 1
 
@@ -370,15 +369,7 @@ class ProgressBar:
     FIELDS = ("objective", "test_objective", "damping", "rho", "cg_iterations")
 
     def __init__(self, total: int, label: str, enabled: bool = True, done: int = 0) -> None:
-        self.bar = tqdm(
-            total=total,
-            initial=done,
-            desc=label,
-            disable=not enabled,
-            file=sys.stderr,
-            mininterval=0.1,
-            dynamic_ncols=True,
-        )
+        self.bar = progress_bar(total=total, initial=done, desc=label, enabled=enabled)
 
     def update(self, n: int, row: Mapping[str, Any]) -> None:
         if self.bar.disable:

@@ -29,6 +29,7 @@ _LAZY = {
     "dot": ("symcurv.dsl.api", "dot"),
     "softmax": ("symcurv.dsl.api", "softmax"),
     "logsumexp": ("symcurv.dsl.api", "logsumexp"),
+    "conv2d": ("symcurv.dsl.api", "conv2d"),
     "losses": ("symcurv.dsl.losses", None),
     "init": ("symcurv.dsl.init", None),
     "compile": ("symcurv.pipeline", "compile"),

@@ -112,6 +112,10 @@ def test_derivatives_match_central_differences(tiny):
     dense = np.stack([prog.input_hvp(theta, batch, np.tile(e, (B, 1))) for e in np.eye(42)], 2)
     exact = prog.input_diag_hessian(theta, batch, method="exact")
     assert testing.rel_error(exact, np.diagonal(dense, axis1=1, axis2=2)) < 1e-10
+    # one nonlinear layer between x and a weighted sum: Becker-LeCun's diagonal is exact
+    # (DESIGN.md §3), through conv2d's squared pullback (what score matching relies on)
+    bl = prog.input_diag_hessian(theta, batch, method="becker_lecun")
+    assert testing.rel_error(bl, exact) < 1e-10
 
 
 def test_cuda_simulator_equals_the_cpu(tiny):

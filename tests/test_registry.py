@@ -138,6 +138,8 @@ CASES: dict[str, list[tuple[str, list[Operand], dict]]] = {
         ("y_Fu_xu", [u(2, 6), u(20)], {"out": "y", "geom": (2, 4, 5, 2, 3)}),
         ("x_Fu_yb", [u(2, 6), b(2, 9)], {"out": "x", "geom": (2, 4, 5, 2, 3)}),
         ("F_yb_xb", [b(2, 9), b(20)], {"out": "F", "geom": (2, 4, 5, 2, 3)}),
+        ("x_Fb_yb", [b(2, 6), b(2, 9)], {"out": "x", "geom": (2, 4, 5, 2, 3)}),
+        ("F_yb_xu", [b(2, 9), u(20)], {"out": "F", "geom": (2, 4, 5, 2, 3)}),
     ],
     "sum": [*VEC_SCALAR, ("bmat", [b(2, 3)], {}), ("umat", [u(2, 3)], {}), ("bscalar", [b()], {})],
     "logsumexp": VEC_SCALAR,

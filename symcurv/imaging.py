@@ -212,7 +212,7 @@ def block_average(x, factor: int = 2) -> np.ndarray:
     return x.reshape(h, factor, w, factor).mean(axis=(1, 3))
 
 
-def _restore_means(x: np.ndarray, small: np.ndarray, factor: int) -> np.ndarray:
+def restore_means(x: np.ndarray, small: np.ndarray, factor: int) -> np.ndarray:
     """x plus, in each block, the constant that makes the block's mean the small pixel."""
     return x + np.kron(small - block_average(x, factor), np.ones((factor, factor)))
 
@@ -250,13 +250,13 @@ def super_resolve(
             where="sc.super_resolve",
             fix="pass the (h, w) image of block means",
         )
-    x = _restore_means(upscale(small, factor), small, factor)
+    x = restore_means(upscale(small, factor), small, factor)
     prior = _Prior(energy, theta, wrt, x.shape)
     bar = tqdm(
         annealed_steps(step, steps), desc="super_resolve", disable=not progress, file=sys.stderr
     )
     for alpha in bar:
-        x = _restore_means(x - alpha * prior.grad(x), small, factor)
+        x = restore_means(x - alpha * prior.grad(x), small, factor)
     bar.close()
     return x
 

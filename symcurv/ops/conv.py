@@ -112,19 +112,17 @@ def _infer(inputs: list[Node], attrs):
 
 
 # ---- numpy semantics (the reference interpreter) -------------------------------------------
-def _per_case(arr, node: Node, batched: bool, shape: tuple[int, ...]) -> np.ndarray:
-    """An operand as (cases, *shape): a shared one gets a leading axis of 1."""
+def _per_case(arr, node: Node, shape: tuple[int, ...]) -> np.ndarray:
+    """An operand as (cases, *shape): a shared one gets a leading axis of 1 (einsum
+    broadcasts it over the cases)."""
     a = np.asarray(arr)
-    return a.reshape((a.shape[0] if node.batched else 1, *shape)) if batched else a.reshape(shape)
+    return a.reshape((a.shape[0] if node.batched else 1, *shape))
 
 
 def _impl(node, args, arg_nodes):
     geo, out = Geometry.of(node), node.attr("out")
     shapes = {"F": (geo.M, geo.kh, geo.kw), "x": (geo.H, geo.W), "y": (geo.M, geo.h, geo.w)}
-    v = {
-        role: _per_case(a, n, True, shapes[role])
-        for role, a, n in zip(OPERANDS[out], args, arg_nodes)
-    }
+    v = {role: _per_case(a, n, shapes[role]) for role, a, n in zip(OPERANDS[out], args, arg_nodes)}
     if out == "y":
         win = np.lib.stride_tricks.sliding_window_view(v["x"], (geo.kh, geo.kw), axis=(1, 2))
         res = np.einsum("bijuv,bmuv->bmij", win, v["F"])
@@ -157,7 +155,8 @@ def _vjp(g, n, cot, needs):
             res.append(None)
             continue
         other = {r: i for r, i in roles.items() if r != role} | {out: cot}
-        res.append(ew.unbroadcast(g, conv2d(g, role, other, n.attr("geom"), n.origin), g[nid]))
+        bar = conv2d(g, role, other, n.attr("geom"), n.origin)
+        res.append(ew.unbroadcast(g, bar, g[nid], n.origin))
     return res
 
 
@@ -183,7 +182,7 @@ def _sq_vjp(g, n, d, needs):
         (other, b), *_ = [(r, i) for r, i in roles.items() if r != role]
         b2 = ew.call(g, "square", b, origin=n.origin)
         sq = conv2d(g, role, {other: b2, out: d}, n.attr("geom"), n.origin)
-        res.append(ew.unbroadcast(g, sq, g[nid]))
+        res.append(ew.unbroadcast(g, sq, g[nid], n.origin))
     return res
 
 

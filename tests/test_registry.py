@@ -131,6 +131,16 @@ CASES: dict[str, list[tuple[str, list[Operand], dict]]] = {
         ("uu", [u(3), u(4)], {}),
     ],
     "outer_bsum": [("bb", [b(3), b(4)], {})],
+    # 2 filters of 2x3 over a 4x5 image: F (2, 6), x (20,), responses (2, 3·3)
+    "conv2d": [
+        ("y_Fu_xb", [u(2, 6), b(20)], {"out": "y", "geom": (2, 4, 5, 2, 3)}),
+        ("y_Fb_xb", [b(2, 6), b(20)], {"out": "y", "geom": (2, 4, 5, 2, 3)}),
+        ("y_Fu_xu", [u(2, 6), u(20)], {"out": "y", "geom": (2, 4, 5, 2, 3)}),
+        ("x_Fu_yb", [u(2, 6), b(2, 9)], {"out": "x", "geom": (2, 4, 5, 2, 3)}),
+        ("F_yb_xb", [b(2, 9), b(20)], {"out": "F", "geom": (2, 4, 5, 2, 3)}),
+        ("x_Fb_yb", [b(2, 6), b(2, 9)], {"out": "x", "geom": (2, 4, 5, 2, 3)}),
+        ("F_yb_xu", [b(2, 9), u(20)], {"out": "F", "geom": (2, 4, 5, 2, 3)}),
+    ],
     "sum": [*VEC_SCALAR, ("bmat", [b(2, 3)], {}), ("umat", [u(2, 3)], {}), ("bscalar", [b()], {})],
     "logsumexp": VEC_SCALAR,
     "softmax": VEC_SCALAR,

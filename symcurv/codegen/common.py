@@ -217,3 +217,33 @@ def driver_calls(
         lines.append(f"# output {key} is {g[nid].name}: copied")
         lines.extend(copy(nid, copy_destination(g, key, plan)))
     return lines
+
+
+# ---- gather kernels (ops/lowering.py: Gather): the op's loop, one output element each ------
+def gather_parts(g: Graph, k: Kernel, st: dict[str, str]) -> tuple[list[str], str, list[str]]:
+    """(kernel parameters, the element count per case, the loop body for element ``e`` of
+    case ``i``) of a gather kernel. The body is the op's own text, printed unchanged on
+    both backends; only the loop over (i, e) around it differs."""
+    how, out = k.how, g[k.writes[0]]
+
+    def read(index: int, flat: str) -> str:
+        nid = how.operands[index]
+        return f"{st[nid]}[i, {flat}]" if g[nid].batched else f"{st[nid]}[{flat}]"
+
+    lines, result = how.body(read)
+    target = f"{st[out.id]}[i, e]" if out.batched else f"{st[out.id]}[e]"
+    params = list(dict.fromkeys([st[r] for r in how.operands] + [st[out.id]]))
+    return params, str(how.size), [*lines, f"{target} = {result}"]
+
+
+def gather_loop(batched: bool, size: str, over: str) -> list[str]:
+    """The head of a gather kernel's loop: ``over(n)`` is the backend's iteration over
+    ``range(n)`` (``prange(n)``, or a CUDA grid-stride range); a per-case output splits
+    the flat (case, element) index."""
+    if not batched:
+        return [f"for e in {over(size)}:"]
+    return [
+        f"for ie in {over(f'B * {size}')}:  # (case, element) pairs",
+        f"    i = ie // {size}",
+        f"    e = ie - i * {size}",
+    ]

@@ -55,6 +55,17 @@ def _emit_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]
     return params
 
 
+def _emit_gather(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]:
+    """An op's per-element loop (ops/lowering.py: Gather) over every (case, element) pair,
+    split across Numba threads by ``prange``."""
+    params, size, body = common.gather_parts(g, k, st)
+    with src.block(f"def {k.name}(B, {', '.join(params)}):"):
+        head = common.gather_loop(g[k.writes[0]].batched, size, lambda n: f"prange({n})")
+        src.extend(head)
+        src.extend("    " + line for line in body)
+    return params
+
+
 # ---- reductions (table: template -> loop body) -----------------------------------------
 def _reduce_body(tmpl: str, x: str, out: str, batched: bool, n: int) -> list[str]:
     def row(j: str) -> str:
@@ -220,6 +231,10 @@ def emit(
             src("@njit(cache=True, parallel=PARALLEL, error_model='numpy')")
             kernel_params[k.name] = _emit_map(src, g, k, st)
             src()
+        elif k.kind == "gather":
+            src("@njit(cache=True, parallel=PARALLEL, error_model='numpy')")
+            kernel_params[k.name] = _emit_gather(src, g, k, st)
+            src()
     src()
     # driver
     sig = common.driver_signature(plan)
@@ -240,6 +255,7 @@ def emit(
         copy = lambda k: _copy_lines(g, k.nodes[0], st[k.writes[0]], st, low.views)  # noqa: E731
         calls = {
             "map": lambda k: [f"{k.name}(B, {', '.join(kernel_params[k.name])})"],
+            "gather": lambda k: [f"{k.name}(B, {', '.join(kernel_params[k.name])})"],
             "gemm": lambda k: _gemm_lines(g, k, st, low.views),
             "reduce": reduce_lines,
             "fill": copy,

@@ -116,6 +116,17 @@ def _emit_map_rows(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list
     return params
 
 
+def _emit_gather(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]:
+    """An op's per-element loop (ops/lowering.py: Gather): one thread per (case, element)
+    pair in a grid-stride loop, consecutive threads on consecutive elements."""
+    params, size, body = common.gather_parts(g, k, st)
+    with src.block(f"def {k.name}(B, {', '.join(params)}):"):
+        grid = lambda n: f"range(cuda.grid(1), {n}, cuda.gridsize(1))"  # noqa: E731
+        src.extend(common.gather_loop(g[k.writes[0]].batched, size, grid))
+        src.extend("    " + line for line in body)
+    return params
+
+
 # ---- calls of the generic kernels (runtime/cuda_kernels.py) -------------------------------------
 def _rows(g: Graph, nid: str, var: str) -> str:
     """A value as a 2-D (cases, size) device array: a shared value is one row."""
@@ -285,6 +296,10 @@ def emit(
             emit_map = _emit_map_rows if k.epilogues else _emit_map
             kernel_params[k.name] = emit_map(src, g, k, st)
             src()
+        elif k.kind == "gather":
+            src("@cuda.jit(cache=True)")
+            kernel_params[k.name] = _emit_gather(src, g, k, st)
+            src()
     src()
     sig = common.driver_signature(plan)
     src()
@@ -303,9 +318,15 @@ def emit(
             n = ("B" if size == 1 else f"B * {size}") if batched else f"{size}"
             return [f"{k.name}[ck.blocks({n}), THREADS](B, {args})"]
 
+        def gather_launch(k: Kernel) -> list[str]:
+            size = k.how.size
+            n = f"B * {size}" if g[k.writes[0]].batched else f"{size}"
+            return [f"{k.name}[ck.blocks({n}), THREADS](B, {', '.join(kernel_params[k.name])})"]
+
         copy = lambda k: _copy_lines(g, k.nodes[0], st[k.writes[0]], st, low.views)  # noqa: E731
         calls = {
             "map": map_launch,
+            "gather": gather_launch,
             "gemm": lambda k: _gemm_lines(g, k, st, low.views),
             "reduce": lambda k: [_reduce_line(g, k, st)],
             "fill": copy,

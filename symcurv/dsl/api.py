@@ -1,5 +1,5 @@
 """The functions users call on model values: ``sc.tanh(a)``, ``sc.elementwise(...)``,
-``sc.sum``, ``sc.dot``, ``sc.softmax``, ``sc.logsumexp``."""
+``sc.sum``, ``sc.dot``, ``sc.softmax``, ``sc.logsumexp``, ``sc.conv2d``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sympy
 
 from symcurv import errors
 from symcurv.dsl.model import Value, user_origin
+from symcurv.ops import conv
 from symcurv.ops import reduce as red
 from symcurv.ops.registry import emit
 from symcurv.symbolic import local
@@ -105,3 +106,34 @@ def softmax(v: Value) -> Value:
 def logsumexp(v: Value) -> Value:
     """log Σ_j e^{v_j} of a per-case vector: a per-case scalar (computed stably)."""
     return _unary("logsumexp", v, "lse")
+
+
+def conv2d(F: Value, x: Value, image: tuple[int, int]) -> Value:
+    """Valid 2-D correlation of one case's image with M filters (symcurv/ops/conv.py):
+    y[m, i, j] = Σ_{u,v} F[m, u, v] · x[i+u, j+v] (F is not flipped, as in deep-learning
+    libraries). ``x`` is the image of ``image = (H, W)`` pixels stored flat (row-major);
+    ``F`` a parameter of shape (M, k·k), one k × k filter per row (row-major); the result
+    is the per-case (M, (H−k+1)·(W−k+1)) response matrix: row m is filter m's response
+    map, row-major (so ``g(Y).T @ alpha`` weights each filter's responses by alpha_m)."""
+    origin = user_origin()
+    m = _model_of([F, x], "conv2d")
+    F, x = m.lift(F), m.lift(x)
+    try:
+        H, W = (int(s) for s in image)
+    except (TypeError, ValueError):
+        raise errors.ShapeError(
+            f"conv2d: image={image!r} is not a pair (H, W)",
+            where=origin,
+            node="'conv2d'",
+            fix="pass image=(height, width) of the flat image x",
+        ) from None
+    if len(F.shape) != 2 or round(F.shape[1] ** 0.5) ** 2 != F.shape[1]:
+        raise errors.ShapeError(
+            f"conv2d: the filters {F.node.describe()} are not (M, k·k) for square k × k filters",
+            where=origin,
+            node="'conv2d'",
+            fix="declare the filters as m.param(name, (M, k * k)), one filter per row",
+        )
+    k = round(F.shape[1] ** 0.5)
+    geom = (F.shape[0], H, W, k, k)
+    return m.wrap(conv.conv2d(m.graph, "y", {"F": F.id, "x": x.id}, geom, origin))

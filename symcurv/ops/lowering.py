@@ -12,6 +12,8 @@ need none: their ``scalar`` formula is fused into map kernels.
     Fill(value)           a constant written into a buffer
     Reduce(name)          one of the emitters' reduction loops (sum_features, logsumexp,
                           batch_sum, batch_mean)
+    Gather(operands, n)   out[i, e] of every case i and output element e computed by a short
+                          loop the op writes (a convolution): one thread per (i, e) pair
 
 ``kind`` is the kernel kind the lowering and the emitters dispatch on, ``template`` the name
 printed in the generated comment.
@@ -20,6 +22,7 @@ printed in the generated comment.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 # GEMM operand rows: the number of cases (a per-case value stored as a (B, size) array)
 CASES = "B"
@@ -103,4 +106,23 @@ class Reduce:
         return self.name
 
 
-Lowering = Gemm | PerCaseMatvec | Outer | Transpose | Fill | Reduce
+@dataclasses.dataclass(frozen=True)
+class Gather:
+    """Each output element is a short loop over the operands, written by the op itself.
+
+    ``body(read)`` returns ``(lines, result)``: Python source lines (plain loops, integer
+    arithmetic, ``min``/``max``; valid in ``@njit`` and ``@cuda.jit`` code alike) that
+    compute output element ``e`` of case ``i`` into the expression ``result``, reading
+    operand k's element at a flat per-case index through ``read(k, index)`` (which the
+    emitter turns into ``buf[i, index]`` or, for a shared operand, ``buf[index]``). Local
+    names must not collide with ``i``, ``e``, ``ie``, ``B`` or buffer names (``s0``, ``p_W``,
+    ``in_x``, ``out_*``, ``v_W``). The output is per case when any operand is."""
+
+    operands: tuple[str, ...]
+    size: int
+    body: Callable[[Callable[[int, str], str]], tuple[list[str], str]]
+    kind = "gather"
+    template = "gather"
+
+
+Lowering = Gemm | PerCaseMatvec | Outer | Transpose | Fill | Reduce | Gather

@@ -17,7 +17,7 @@ from symcurv import errors
 from symcurv.ir.graph import Graph, Node
 
 # kernel kinds the lowering understands (codegen/lower.py)
-KERNEL_KINDS = ("leaf", "map", "gemm", "reduce", "composite")
+KERNEL_KINDS = ("leaf", "map", "gemm", "reduce", "gather", "composite")
 
 
 @dataclasses.dataclass

@@ -48,6 +48,10 @@ COMBINE = {
 }
 
 
+#: arrays larger than this travel to the workers by one scatter per call (see _share)
+SCATTER_BYTES = 1 << 20
+
+
 class DataParallel:
     """``DataParallel(prog, data, client=None, n_shards=None)``: ``prog``'s methods on
     ``data`` held by Dask workers (module docstring).
@@ -172,6 +176,7 @@ class DataParallel:
         ]
         self.firsts = np.array([a for a, _ in runs] + [n], dtype=np.int64)
         self.n_cases = n
+        self._locate()
 
     def _bind_files(self, files: list[str], n_shards: int | None) -> None:
         if not files:
@@ -186,9 +191,23 @@ class DataParallel:
         sizes = self.client.gather([self.client.submit(shards.shard_size, f) for f in self._shards])
         self.firsts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.n_cases = int(self.firsts[-1])
+        self._locate()
 
     def _load(self, k: int):
         return self.client.submit(shards.load_shard, self._files[k], self.names, pure=False)
+
+    def _locate(self) -> None:
+        """Where each shard lives now (one scheduler query): its tasks, and its States'
+        products, are pinned there, so the data and the cached forward passes never move."""
+        where = self.client.who_has(self._shards)
+        self._where = [sorted(where.get(f.key, ())) for f in self._shards]
+
+    def _placement(self, t: Target) -> dict:
+        """``submit`` options keeping target ``t``'s task on its shard's worker (any other
+        worker when that one has gone: a loose restriction)."""
+        if not isinstance(t.shard, int) or not self._where[t.shard]:
+            return {}
+        return {"workers": self._where[t.shard][:1], "allow_other_workers": True}
 
     def _restore(self) -> None:
         """Bring back every shard whose only copy died with a worker."""
@@ -202,6 +221,7 @@ class DataParallel:
                         shards.slice_shard(self._data, a, b), hash=False
                     )
                 self.recovered += 1
+        self._locate()
 
     def close(self) -> None:
         """Release the shards; close the client and cluster if this object started them."""
@@ -242,7 +262,7 @@ class DataParallel:
     def _shard(self, t: Target):
         return self._shards[t.shard] if isinstance(t.shard, int) else t.shard
 
-    def gather(self, submit: Callable[[], list], restore: Callable[[], None] | None = None):
+    def _gather(self, submit: Callable[[], list], restore: Callable[[], None] | None = None):
         """``client.gather(submit())``; when a worker died and took a shard's only copy
         with it, the lost shards are restored (and ``restore()`` run: a State relinearizes)
         and the call is submitted again, up to ``retries`` times."""
@@ -264,6 +284,17 @@ class DataParallel:
                     restore()
         raise AssertionError("unreachable")
 
+    def _share(self, *values):
+        """``values`` as task arguments: a large array (θ or v of a big model) is
+        scattered to every worker once, directly, instead of being pickled into each
+        shard's task and relayed by the scheduler."""
+        return [
+            self.client.scatter(a, broadcast=True, direct=True, hash=False)
+            if isinstance(a, np.ndarray) and a.nbytes > SCATTER_BYTES
+            else a
+            for a in values
+        ]
+
     def _map(self, method: str, theta, cases=None, args=(), kwargs=None, per_target=None):
         """Run ``prog.<method>`` on every target of ``cases`` and combine the results.
         ``per_target(t)`` gives a target's own extra arguments (rows of a per-case V)."""
@@ -272,6 +303,7 @@ class DataParallel:
         kwargs = kwargs or {}
 
         def submit():
+            shared = self._share(theta, *args)
             return [
                 self.client.submit(
                     worker.run,
@@ -281,15 +313,16 @@ class DataParallel:
                     t.select,
                     t.rows,
                     method,
-                    theta,
-                    tuple(args) + (per_target(t) if per_target else ()),
+                    shared[0],
+                    tuple(shared[1:]) + (per_target(t) if per_target else ()),
                     kwargs,
                     pure=False,
+                    **self._placement(t),
                 )
                 for t in targets
             ]
 
-        return combine(COMBINE[method], targets, self.gather(submit), B)
+        return combine(COMBINE[method], targets, self._gather(submit), B)
 
     # -- the Program's methods on the bound data ---------------------------------------------
     def loss(self, theta, cases=None) -> float:

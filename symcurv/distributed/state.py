@@ -43,6 +43,7 @@ class DistributedState:
 
     def _linearize(self) -> list:
         dp = self.dp
+        (theta,) = dp._share(self.theta)
         return [
             dp.client.submit(
                 worker.linearize,
@@ -51,8 +52,9 @@ class DistributedState:
                 t.first,
                 t.select,
                 t.rows,
-                self.theta,
+                theta,
                 pure=False,
+                **dp._placement(t),
             )
             for t in self.targets
         ]
@@ -70,19 +72,21 @@ class DistributedState:
         dp = self.dp
 
         def submit():
+            shared = tuple(dp._share(*args))
             return [
                 dp.client.submit(
                     worker.state_call,
                     st,
                     method,
-                    tuple(args) + (per_target(t) if per_target else ()),
+                    shared + (per_target(t) if per_target else ()),
                     kwargs or {},
                     pure=False,
+                    **dp._placement(t),
                 )
                 for st, t in zip(self._states, self.targets)
             ]
 
-        results = dp.gather(submit, restore=self._relinearize)
+        results = dp._gather(submit, restore=self._relinearize)
         return combine(kind, self.targets, results, self.batch_size)
 
     # -- the State's quantities ---------------------------------------------------------------

@@ -97,7 +97,11 @@ def test_every_method_equals_one_process(prog, dp, data, subset):
     assert dp.n_cases == N and dp.n_shards == 3
 
 
-def test_state_stays_on_the_workers(prog, dp, subset):
+@pytest.mark.parametrize("scatter_bytes", [1 << 20, 0])  # 0: θ and v scattered, not sent
+def test_state_stays_on_the_workers(prog, dp, subset, scatter_bytes, monkeypatch):
+    from symcurv.distributed import data_parallel
+
+    monkeypatch.setattr(data_parallel, "SCATTER_BYTES", scatter_bytes)
     theta = prog.init(1)
     v = np.random.default_rng(2).normal(size=prog.n_params)
     st, one = dp.linearize(theta, subset[0]), prog.linearize(theta, subset[1])

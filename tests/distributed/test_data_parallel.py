@@ -189,6 +189,11 @@ def test_shard_files(prog, data, client, tmp_path):
         assert dp.n_cases == N
         close(dp.grad(theta)[1], prog.grad(theta, data)[1])
         close(dp.cp_diag(theta, seed=4), prog.cp_diag(theta, data, seed=4))
+        # fit reads the cases from the files through the workers, as from scattered arrays
+        hf = lambda p: sc.optim.HessianFree(p, max_cg_iterations=20)  # noqa: E731
+        one = sc.optim.fit(prog, hf(prog), data, 2, batch_size=20, progress=False)
+        many = sc.optim.fit(dp, hf(dp), iterations=2, batch_size=20, progress=False)
+        close(many.theta, one.theta, rtol=1e-8)
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(b"not a zip file")
     no_t = tmp_path / "no_t.npz"

@@ -29,7 +29,7 @@ HEADER = """# API reference
 Generated from the docstrings by `python docs/make_api.py` (do not edit by hand; the test
 `tests/test_api_reference.py` fails when this file is stale or a public name has no
 docstring). The guides: [dsl.md](dsl.md), [curvature.md](curvature.md),
-[optim.md](optim.md).
+[optim.md](optim.md), [distributed.md](distributed.md).
 """
 
 # (section title, module, names; None = the module's public functions and classes)
@@ -38,6 +38,7 @@ SECTIONS = [
     ("symcurv.losses", "symcurv.dsl.losses", None),
     ("symcurv.init", "symcurv.dsl.init", None),
     ("symcurv.optim", "symcurv.optim", "__all__"),
+    ("symcurv.distributed", "symcurv.distributed", "__all__"),
     ("symcurv.testing", "symcurv.testing", None),
     ("symcurv.errors", "symcurv.errors", None),
 ]
@@ -46,7 +47,8 @@ REACHED = [
     ("Program (`sc.compile`, `sc.load`)", "symcurv.runtime.program", "Program"),
     ("State (`prog.linearize`)", "symcurv.runtime.state", "State"),
 ]
-MODULES = {"losses", "init", "testing", "optim", "errors"}  # sc.<module>: its own section
+# sc.<module>: its own section
+MODULES = {"losses", "init", "testing", "optim", "errors", "distributed"}
 
 
 def _module_members(mod) -> list[str]:

@@ -40,6 +40,7 @@ _LAZY = {
     "load": ("symcurv.runtime.build", "load"),
     "testing": ("symcurv.testing", None),
     "optim": ("symcurv.optim", None),
+    "distributed": ("symcurv.distributed", None),
 }
 
 __all__ = ["SymcurvError", "errors", "__version__", *_LAZY]

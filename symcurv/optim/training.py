@@ -168,7 +168,7 @@ class FitResult:
 def fit(
     prog,
     opt: Optimizer,
-    data: Mapping[str, np.ndarray],
+    data: Mapping[str, np.ndarray] | None = None,
     iterations: int = 100,
     theta: np.ndarray | None = None,
     *,
@@ -183,7 +183,8 @@ def fit(
     eval_every: int = 1,
 ) -> FitResult:
     """Run ``iterations`` steps of ``opt`` on ``data`` from ``theta`` (``prog.init(seed)``
-    if None).
+    if None). ``data`` may be left out when ``prog`` has its data bound (a
+    ``sc.distributed.DataParallel``: its ``sampler`` then draws the cases).
 
     ``batch_size``: the minibatch size the optimizer draws (SGD's batch, Hessian-free's
     curvature batch); ``opt.default_batch_size`` if None. ``seed`` seeds the sampler (and
@@ -212,7 +213,11 @@ def fit(
     )
     for option, value in (("checkpoint_every", checkpoint_every), ("eval_every", eval_every)):
         require(isinstance(value, (int, np.integer)) and value >= 1, option, value, "≥ 1")
-    sampler = Sampler(data, opt.default_batch_size if batch_size is None else batch_size, seed)
+    size = opt.default_batch_size if batch_size is None else batch_size
+    if data is None and hasattr(prog, "sampler"):  # data bound to prog (sc.distributed)
+        sampler = prog.sampler(size, seed)
+    else:
+        sampler = Sampler(data, size, seed)
     history: list[dict[str, Any]] = []
     if checkpoint is not None and resume and os.path.exists(checkpoint):
         theta, state, history = load_checkpoint(checkpoint, prog, opt, sampler)

@@ -179,3 +179,42 @@ def draw_cpu(shape, dtype, seed_key: tuple[int, int], draw: int, stream: int, ki
     out = np.empty(shape, dtype=dtype)
     _fill_cpu(out.reshape(-1), *fill_arguments(draw, stream, seed_key, kind))
     return out
+
+
+# ---- the case-number seam: rows of a larger batch's noise (sc.distributed) -------------------
+@numba.njit(cache=True)
+def _fill_rows(out, rows, draw, stream, k0, k1, kind):
+    # row r of out (width n) is elements rows[r]·n ... rows[r]·n + n − 1 of the flat array a
+    # whole batch would draw: the Philox blocks overlapping that range, cut to it
+    n = out.shape[1]
+    per = 128 if kind == 0 else 2
+    for r in range(out.shape[0]):
+        g0 = rows[r] * n
+        for c in range(g0 // per, (g0 + n - 1) // per + 1):
+            u = np.uint64(c)
+            w0, w1, w2, w3 = _philox(u & MASK32, u >> SHIFT32, draw, stream, k0, k1)
+            if kind == 0:
+                for t in range(128):
+                    j = c * 128 + t - g0
+                    if 0 <= j < n:
+                        out[r, j] = _bit(w0, w1, w2, w3, t)
+            else:
+                z0, z1 = _pair(w0, w1, w2, w3)
+                if 0 <= 2 * c - g0 < n:
+                    out[r, 2 * c - g0] = z0
+                if 0 <= 2 * c + 1 - g0 < n:
+                    out[r, 2 * c + 1 - g0] = z1
+
+
+def draw_rows(rows, width: int, dtype, seed_key: tuple[int, int], draw: int, stream: int, kind):
+    """Rows ``rows`` of the (B, width) noise array a batch of B > max(rows) cases draws:
+    ``out[r, i] = noise_at(rows[r]·width + i, ...)``. A shard of a larger dataset (or any
+    subset of a batch) draws exactly the one-process numbers of its cases with it, because
+    the noise is indexed by the case's number in the whole batch, not by its position in
+    the shard (``State.case_numbers``)."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    if rows.ndim != 1 or (rows.size and rows.min() < 0):
+        raise ValueError(f"rows must be a 1-D array of non-negative case numbers, not {rows!r}")
+    out = np.empty((rows.shape[0], int(width)), dtype=dtype)
+    _fill_rows(out, rows, *fill_arguments(draw, stream, seed_key, kind))
+    return out

@@ -51,6 +51,10 @@ class State:
         self._resident: tuple | None = None  # (θ, batch) in the backend's memory
         self._grad: tuple[float, np.ndarray] | None = None
         self._loss: float | None = None
+        # the number of each case in the batch whose CP noise it draws (None: 0 .. B − 1);
+        # a shard of a larger batch sets its cases' numbers there (sc.distributed), and then
+        # draws exactly those rows of the larger batch's noise (noise.draw_rows)
+        self.case_numbers: np.ndarray | None = None
 
     def __repr__(self) -> str:
         return (
@@ -208,12 +212,24 @@ class State:
         total = None
         for d in range(samples):
             z = {
-                name: p._noise(shape, seed_key, d, s, noise)
+                name: self._noise(shape, seed_key, d, s, noise)
                 for s, (name, shape) in enumerate(leaves)
             }
             r = self._run(prog, extras=z)[result]
             total = r if total is None else total + r
         return total / samples
+
+    def _noise(self, shape, seed_key, draw: int, stream: int, kind: str):
+        """One noise leaf of one draw: drawn on the backend, or, for a batched leaf when
+        ``case_numbers`` is set, rows ``case_numbers`` of the whole batch's noise (drawn on
+        the host and copied: the case-number seam serves sc.distributed's CPU workers)."""
+        p = self.prog
+        if self.case_numbers is None or len(shape) == 1:
+            return p._noise(shape, seed_key, draw, stream, kind)
+        rows = noise_module.draw_rows(
+            self.case_numbers, shape[1], p.dtype, seed_key, draw, stream, kind
+        )
+        return p._to_backend(rows)
 
     def becker_lecun_diag(self) -> np.ndarray:
         """Becker & LeCun's deterministic (biased) diagonal at this point."""

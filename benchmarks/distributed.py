@@ -1,0 +1,188 @@
+"""sc.distributed.DataParallel against one process (issue 19's speed table).
+
+    python benchmarks/distributed.py                    # autoencoder, B = 10 000
+    python benchmarks/distributed.py --cases 2000 --quick
+
+Every BLAS and Numba pool in this process is pinned to ONE thread (as on the workers, see
+symcurv/distributed/cluster.py), so that "one process" and "one worker" do the same
+arithmetic on one core and their ratio is the distribution's overhead alone: scattering
+nothing per call, sending θ (and v) to each shard, running the task, gathering and
+combining the results. Then the same call over 2 workers (2 shards on 2 cores): the strong
+scaling on this machine. Finally a few Hessian-free iterations over 2 shards, counting the
+payload bytes each one sends to and receives from the workers (pickled task arguments and
+results: what the network carries above Dask's own messages).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# this file's name is also the name of Dask's package: keep its folder off the FRONT of the
+# path (here, and in the worker processes spawned with this path), else `import distributed`
+# would find this script
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.append(str(HERE))  # for common.py
+
+from symcurv.distributed.cluster import PINNED_THREADS  # noqa: E402
+
+# before numpy loads OpenBLAS: this process computes on one thread, like each worker
+os.environ.update(PINNED_THREADS)
+
+import argparse  # noqa: E402
+import pickle  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(HERE.parent / "examples"))
+
+import autoencoder  # noqa: E402
+from common import blocks, machine, ms, table  # noqa: E402
+
+import symcurv as sc  # noqa: E402
+
+PROGRAMS = ("loss", "grad", "gnvp", "sum_sq_grad")
+
+
+def shutdown(client) -> None:
+    cluster = client.cluster
+    client.close()
+    cluster.close()
+
+
+class Counting:
+    """Wraps a Client's submit, scatter and gather to add up the pickled bytes of every
+    task's arguments and scattered array (sent, once per worker receiving it) and of every
+    result (received)."""
+
+    def __init__(self, client) -> None:
+        self.client, self.sent, self.received, self.tasks = client, 0, 0, 0
+        self._submit, self._gather, self._scatter = client.submit, client.gather, client.scatter
+        client.submit, client.gather, client.scatter = self.submit, self.gather, self.scatter
+
+    def scatter(self, data, *args, broadcast=False, **kwargs):
+        copies = len(self.client.scheduler_info()["workers"]) if broadcast else 1
+        self.sent += len(pickle.dumps(data, protocol=5)) * copies
+        return self._scatter(data, *args, broadcast=broadcast, **kwargs)
+
+    def submit(self, fn, *args, **kwargs):
+        self.sent += len(pickle.dumps(args, protocol=5))
+        self.tasks += 1
+        return self._submit(fn, *args, **kwargs)
+
+    def gather(self, futures, *args, **kwargs):
+        out = self._gather(futures, *args, **kwargs)
+        self.received += len(pickle.dumps(out, protocol=5))
+        return out
+
+
+def speed(prog, data, theta, v, rounds: int, block: int) -> tuple[list, dict]:
+    """grad and a State's gnvp: one process, one worker, two workers (interleaved rounds)."""
+    one_state = prog.linearize(theta, data)
+    one_state.gnvp(v)
+    fns = {"grad 1 process": lambda: prog.grad(theta, data)}
+    fns["gnvp 1 process"] = lambda: one_state.gnvp(v)
+    dps, clients = {}, []
+    for workers in (1, 2):
+        client = sc.distributed.local_client(workers)
+        clients.append(client)
+        dp = sc.distributed.DataParallel(prog, data, client=client, n_shards=workers)
+        st = dp.linearize(theta)
+        st.gnvp(v)
+        dps[workers] = dp
+        fns[f"grad {workers} worker"] = lambda dp=dp: dp.grad(theta)
+        fns[f"gnvp {workers} worker"] = lambda st=st: st.gnvp(v)
+    times = blocks(fns, rounds=rounds, block=block)
+    for dp in dps.values():
+        dp.close()
+    for client in clients:
+        shutdown(client)
+    med = {k: float(np.median(t)) for k, t in times.items()}
+    rows = []
+    for call in ("grad", "gnvp"):
+        base = np.array(times[f"{call} 1 process"])
+        for workers in (1, 2):
+            t = np.array(times[f"{call} {workers} worker"])
+            rows.append(
+                [
+                    call,
+                    workers,
+                    ms(med[f"{call} 1 process"]),
+                    ms(med[f"{call} {workers} worker"]),
+                    f"{np.median(t / base):.3f}",
+                ]
+            )
+    return rows, med
+
+
+def fixed_cost(prog, theta, cases: int, rounds: int) -> list:
+    """The per-call cost that does not grow with the batch: grad on a tiny shard through
+    DataParallel (1 worker) minus the same call in this process, i.e. θ out, g back, the
+    scheduling and the combine."""
+    small = {"x": np.random.default_rng(1).uniform(size=(cases, 784))}
+    client = sc.distributed.local_client(1)
+    with sc.distributed.DataParallel(prog, small, client=client, n_shards=1) as dp:
+        t = blocks({"one": lambda: prog.grad(theta, small), "dp": lambda: dp.grad(theta)}, rounds)
+    shutdown(client)
+    one, many = float(np.median(t["one"])), float(np.median(t["dp"]))
+    return [cases, ms(one), ms(many), ms(many - one)]
+
+
+def hf_bytes(prog, data, iterations: int, batch_size: int, max_cg: int) -> dict:
+    """Payload bytes per Hessian-free iteration over 2 shards on 2 workers."""
+    client = sc.distributed.local_client(2)
+    with sc.distributed.DataParallel(prog, data, client=client, n_shards=2) as dp:
+        counter = Counting(client)
+        t = time.perf_counter()
+        opt = sc.optim.HessianFree(dp, max_cg_iterations=max_cg)
+        res = sc.optim.fit(dp, opt, iterations=iterations, batch_size=batch_size, progress=False)
+        seconds = time.perf_counter() - t
+    shutdown(client)
+    products = int(res.column("cg_iterations").sum())
+    evaluations = int(res.column("loss_evaluations").sum())
+    return {
+        "iterations": iterations,
+        "cg products": products,
+        "loss evaluations": evaluations,
+        "tasks": counter.tasks,
+        "MB sent / iteration": counter.sent / iterations / 1e6,
+        "MB received / iteration": counter.received / iterations / 1e6,
+        "θ MB": prog.n_params * 8 / 1e6,
+        "s / iteration": seconds / iterations,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", type=int, default=10_000)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--build-dir", default=None, help="reuse this build directory")
+    ap.add_argument("--hf-iterations", type=int, default=2)
+    args = ap.parse_args()
+    rounds, block = (3, 1) if args.quick else (5, 2)
+    root = Path(args.build_dir or tempfile.mkdtemp(prefix="bench_distributed_"))
+    t = time.perf_counter()
+    prog = sc.compile(autoencoder.model(), programs=PROGRAMS, build_dir=root, progress=False)
+    print(f"# {machine()}\n# build {time.perf_counter() - t:.1f} s, {prog.n_params} params")
+    rng = np.random.default_rng(0)
+    data = {"x": rng.uniform(size=(args.cases, 784))}
+    theta, v = prog.init(0), rng.normal(size=prog.n_params)
+    rows, _ = speed(prog, data, theta, v, rounds, block)
+    print(f"\nautoencoder, B = {args.cases}, one thread per process, median of {rounds} rounds")
+    header = ["call", "workers", "1 process ms", "DataParallel ms", "ratio (median per round)"]
+    print(table(rows, header))
+    fixed = fixed_cost(prog, theta, 20, max(rounds, 5))
+    print("\nfixed cost per grad call (1 worker):")
+    print(table([fixed], ["B", "1 process ms", "DataParallel ms", "difference ms"]))
+    hf = hf_bytes(prog, data, args.hf_iterations, min(1000, args.cases), max_cg=10)
+    print("\nHessian-free over 2 shards (curvature batch 1000, at most 10 CG steps):")
+    for k, val in hf.items():
+        print(f"  {k}: {val:.3f}" if isinstance(val, float) else f"  {k}: {val}")
+
+
+if __name__ == "__main__":
+    main()

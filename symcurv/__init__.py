@@ -31,6 +31,7 @@ _LAZY = {
     "logsumexp": ("symcurv.dsl.api", "logsumexp"),
     "losses": ("symcurv.dsl.losses", None),
     "init": ("symcurv.dsl.init", None),
+    "score_matching": ("symcurv.dsl.score_matching", "score_matching"),
     "compile": ("symcurv.pipeline", "compile"),
     "load": ("symcurv.runtime.build", "load"),
     "testing": ("symcurv.testing", None),

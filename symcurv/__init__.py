@@ -29,6 +29,7 @@ _LAZY = {
     "dot": ("symcurv.dsl.api", "dot"),
     "softmax": ("symcurv.dsl.api", "softmax"),
     "logsumexp": ("symcurv.dsl.api", "logsumexp"),
+    "normalize_rows": ("symcurv.dsl.api", "normalize_rows"),
     "losses": ("symcurv.dsl.losses", None),
     "init": ("symcurv.dsl.init", None),
     "score_matching": ("symcurv.dsl.score_matching", "score_matching"),

@@ -11,20 +11,31 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from scipy import integrate
 
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location(
-    "_poe_example", ROOT / "examples" / "poe_score_matching.py"
-)
-poe = importlib.util.module_from_spec(spec)
-sys.modules["_poe_example"] = poe
-spec.loader.exec_module(poe)
 
 
-def test_help_is_complete():
-    ap = poe.parser()
-    assert ap.description == poe.__doc__
+def _load(name: str):
+    sys.path.insert(0, str(ROOT / "examples"))  # poe_lambda imports poe_score_matching
+    try:
+        spec = importlib.util.spec_from_file_location(f"_{name}", ROOT / "examples" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    return mod
+
+
+poe = _load("poe_score_matching")
+lam = _load("poe_lambda")
+
+
+@pytest.mark.parametrize("mod", [poe, lam], ids=["poe_score_matching", "poe_lambda"])
+def test_help_is_complete(mod):
+    ap = mod.parser()
+    assert ap.description == mod.__doc__
     for action in ap._actions:
         if not isinstance(action, argparse._HelpAction):
             assert action.help and len(action.help) > 10, action.dest

@@ -4,6 +4,10 @@ score matching, its speed targets):
     python benchmarks/score_matching.py                   # PoE at D = 64, B = 1000, every diag
     python benchmarks/score_matching.py --quick --no-exact  # 3 rounds, skip the long exact build
 
+On a machine shared with other busy processes, pin BLAS to one thread
+(``OPENBLAS_NUM_THREADS=1``): oversubscribed OpenBLAS threads made the same GEMM-bound
+call vary 100-fold between runs (docs/benchmarks.md).
+
 The product of Student-t experts of examples/poe_score_matching.py (M = D = 64) at
 B = 1000: ``grad`` of the energy model (one forward and one backward sweep), then ``grad``
 of ``sc.score_matching(energy, reg=1e-3, diag=...)`` for each diag (a CP model draws its

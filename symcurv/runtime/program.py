@@ -388,7 +388,7 @@ class Program:
         noise: host arrays) is re-run under runtime/trace.py, which watches each
         kernel's buffers (no reference interpreter, no sympy)."""
         try:
-            hit, part = self._locate(prog, theta, batch, v, noise)
+            hit, part = trace.locate(self, self._modules, prog, theta, batch, v, noise)
         except Exception:  # diagnosis is best effort; the error below is raised anyway
             hit, part = None, prog
         if hit is not None:
@@ -409,42 +409,6 @@ class Program:
             "non-positive value, division by zero); a smaller step or a stabler "
             "expression usually fixes it",
         )
-
-    def _locate(self, prog: str, theta, batch, v, noise):
-        """(the first non-finite stored value, the part it is in): a split program's
-        static part is traced first, then the program on its values."""
-        extras = dict(noise or {})
-        static = self.spec(prog).get("static")
-        if static:
-            hit, outs = self._traced(static, theta, batch, v, {})
-            if hit is not None:
-                return hit, static
-            extras.update(outs)
-        return self._traced(prog, theta, batch, v, extras)[0], prog
-
-    def _traced(self, prog: str, theta, batch, v, extras):
-        """Run ``prog`` once under the tracer on fresh output and scratch arrays."""
-        spec = self.spec(prog)
-        arrays = [np.asarray(batch[n], dtype=self.dtype) for n in spec["leaves"]]
-        B = arrays[0].shape[0] if arrays else 1
-        vectors = [np.asarray(v, dtype=self.dtype)] if spec.get("vectors") else []
-        outs = {p: np.zeros(self.n_params, self.dtype) for p in spec["out_flat"]}
-        for k, batched, size in spec["out_plain"]:
-            outs[k] = np.zeros((B, size) if batched else (size,), self.dtype)
-        scratch = [
-            np.zeros((B, size) if batched else (size,), self.dtype)
-            for _name, batched, size in spec["slots"]
-        ]
-        host = [self.device.to_host(extras[e[0]]) for e in spec.get("extras", [])]
-        args = [
-            np.asarray(theta, dtype=self.dtype),
-            *vectors,
-            *arrays,
-            *[np.asarray(a, dtype=self.dtype) for a in host],
-            *outs.values(),
-            *scratch,
-        ]
-        return trace.first_non_finite(self._modules[prog], args), outs
 
     # -- the old private names: thin aliases of the public seam above (run, checks, device,
     # built, spec, raise_non_finite). Kept because code written before the seam (other

@@ -137,6 +137,44 @@ def first_non_finite(module, args: list) -> Hit | None:
     return state["hit"]
 
 
+def locate(prog, modules, program: str, theta, batch, v=None, noise=None):
+    """``(the first non-finite stored value or None, the part it is in)`` of a call of
+    ``program`` on ``prog`` (host arrays; ``modules``: the loaded kernel files by program):
+    a split program's static part is traced first, then the program on its values."""
+    extras = dict(noise or {})
+    static = prog.spec(program).get("static")
+    if static:
+        hit, outs = _traced(prog, modules[static], static, theta, batch, v, {})
+        if hit is not None:
+            return hit, static
+        extras.update(outs)
+    return _traced(prog, modules[program], program, theta, batch, v, extras)[0], program
+
+
+def _traced(prog, module, program: str, theta, batch, v, extras):
+    """Run ``program`` once under the tracer on fresh output and scratch arrays."""
+    spec, dtype = prog.spec(program), prog.dtype
+    arrays = [np.asarray(batch[n], dtype=dtype) for n in spec["leaves"]]
+    B = arrays[0].shape[0] if arrays else 1
+
+    def zeros(batched, size):
+        return np.zeros((B, size) if batched else (size,), dtype)
+
+    vectors = [np.asarray(v, dtype=dtype)] if spec.get("vectors") else []
+    outs = {p: zeros(False, prog.n_params) for p in spec["out_flat"]}
+    outs.update({k: zeros(batched, size) for k, batched, size in spec["out_plain"]})
+    host = [prog.device.to_host(extras[e[0]]) for e in spec.get("extras", [])]
+    args = [
+        np.asarray(theta, dtype=dtype),
+        *vectors,
+        *arrays,
+        *[np.asarray(a, dtype=dtype) for a in host],
+        *outs.values(),
+        *[zeros(batched, size) for _name, batched, size in spec["slots"]],
+    ]
+    return first_non_finite(module, args), outs
+
+
 def describe(build_dir, program: str, hit: Hit) -> tuple[str, str]:
     """``(node, DSL line)`` of a hit: the node's op and origin from ``graph.json`` read as
     plain JSON (no IR classes), the kernel's comment otherwise."""

@@ -88,3 +88,37 @@ def test_the_first_bad_kernel_is_found_not_a_later_one(log_model):
     module = prog._modules["grad"]
     kernels = trace.kernels_of(Path(module.__file__).read_text())
     assert kernels and all(k.writes and k.origins for k in kernels.values())
+
+
+def test_cuda_driver_is_traced_in_the_simulator(tmp_path):
+    """On cuda the tracer follows ``_launch`` and copies each kernel's device buffers back.
+    The simulator runs device math as Python's ``math`` (log(-1) raises there), so the
+    non-finite value is a product overflowing to inf, which never raises."""
+    script = textwrap.dedent(
+        f"""
+        import sys, numpy as np, symcurv as sc
+        from symcurv import errors
+        m = sc.Model("sq_net")
+        x = m.input("x", 3)
+        W = m.param("W", (2, 3), init=sc.init.constant(0.5))
+        a = sc.square(W @ x) + sc.tanh(W @ x)  # LINE
+        m.minimize(sc.sum(a))
+        prog = sc.compile(m, programs=("loss",), backend="cuda",
+                          build_dir={str(tmp_path / "b")!r}, progress=False)
+        try:
+            prog.loss(prog.init(0), {{"x": np.full((4, 3), 1e200)}})
+        except errors.NonFiniteError as e:
+            print("ERROR|" + e.node + "|" + e.where)
+        """
+    )
+    path = tmp_path / "sq_model.py"
+    path.write_text(script)
+    line = next(i for i, s in enumerate(script.splitlines(), 1) if s.endswith("# LINE"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NUMBA_ENABLE_CUDASIM="1")
+    out = subprocess.run(
+        [sys.executable, str(path)], capture_output=True, text=True, env=env, timeout=600
+    )
+    errs = [ln.split("|") for ln in out.stdout.splitlines() if ln.startswith("ERROR|")]
+    assert len(errs) == 1, out.stdout + out.stderr
+    _, node, where = errs[0]
+    assert "square" in node and f"sq_model.py:{line}" in where, (node, where)

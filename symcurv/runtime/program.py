@@ -84,7 +84,7 @@ class Program:
 
     def unflatten(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         """Named views of a flat vector (θ, a gradient, ...) in each parameter's shape."""
-        theta = self.checks.vector(theta, "theta")
+        theta = self._check_vector(theta, "theta")
         return {
             n: theta[p["offset"] : p["offset"] + p["size"]].reshape(p["shape"])
             for n, p in self.params.items()
@@ -115,16 +115,16 @@ class Program:
     # -- programs -------------------------------------------------------------------------
     def loss(self, theta: np.ndarray, batch: Mapping[str, np.ndarray]) -> float:
         """Mean per-case loss over the batch."""
-        return float(self.run("loss", theta, batch)["objective"][0])
+        return float(self._run("loss", theta, batch)["objective"][0])
 
     def grad(self, theta: np.ndarray, batch: Mapping[str, np.ndarray]) -> tuple[float, np.ndarray]:
         """``(loss, ∇θ loss)`` with the gradient flat like θ."""
-        out = self.run("grad", theta, batch)
+        out = self._run("grad", theta, batch)
         return float(out["objective"][0]), out["grad"]
 
     def hvp(self, theta: np.ndarray, batch: Mapping[str, np.ndarray], v: np.ndarray) -> np.ndarray:
         """H v, exact (Pearlmutter's R-operator), H = ∇²θ of the mean loss; flat like θ."""
-        return self.run("hvp", theta, batch, v=v)["hvp"]
+        return self._run("hvp", theta, batch, v=v)["hvp"]
 
     def gnvp(
         self,
@@ -135,8 +135,8 @@ class Program:
     ) -> np.ndarray:
         """G v + damping·v (Schraudolph), G = Jᵀ H_L J the Gauss-Newton matrix of the mean
         loss, J the Jacobian of the loss's input w.r.t. θ; flat like θ."""
-        damping = self.checks.damping(damping)
-        gv = self.run("gnvp", theta, batch, v=v)["gnvp"]
+        damping = self._check_damping(damping)
+        gv = self._run("gnvp", theta, batch, v=v)["gnvp"]
         if damping:
             gv += damping * np.asarray(v, dtype=self.dtype)
         return gv
@@ -163,7 +163,7 @@ class Program:
 
     def becker_lecun_diag(self, theta: np.ndarray, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         """Becker & LeCun's deterministic diagonal approximation (biased); flat like θ."""
-        return self.run("becker_lecun", theta, batch)["bl"]
+        return self._run("becker_lecun", theta, batch)["bl"]
 
     def sum_sq_grad(self, theta: np.ndarray, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         """Σ_b ∇f_b ⊙ ∇f_b, f_b the per-case loss of case b (not divided by B), without a
@@ -174,7 +174,7 @@ class Program:
         self, theta: np.ndarray, batch: Mapping[str, np.ndarray]
     ) -> tuple[float, np.ndarray, np.ndarray]:
         """``(loss, ∇θ loss, Σ_b ∇f_b ⊙ ∇f_b)`` from one pass (program ``sum_sq_grad``)."""
-        out = self.run("sum_sq_grad", theta, batch)
+        out = self._run("sum_sq_grad", theta, batch)
         return float(out["objective"][0]), out["grad"], out["sqg"]
 
     # -- derivatives with respect to the data (per case; see State for the methods) -------
@@ -412,7 +412,9 @@ class Program:
 
     # -- the old private names: thin aliases of the public seam above (run, checks, device,
     # built, spec, raise_non_finite). Kept because code written before the seam (other
-    # branches, notebooks) calls prog._run(...) & co.; migrate callers, then drop them.
+    # branches working in parallel, notebooks) calls prog._run(...) & co.; the public
+    # methods above still call them too, unchanged lines so that those branches merge
+    # cleanly. Migrate the callers after merging, then drop these.
     def _run(self, prog, theta, batch, check=True, v=None, extras=None, keep=False):
         return self.run(prog, theta, batch, v=v, extras=extras, keep=keep, check=check)
 

@@ -184,9 +184,7 @@ def _smce_decompose(g: Graph, n: Node) -> str:
     lse = emit(g, "logsumexp", [y], name="lse", origin=n.origin)
     st = _total(g, t, n.origin)
     ty = emit(g, "sum", [ew.call(g, "mul", t, y, origin=n.origin)], name="sum_ty", origin=n.origin)
-    return ew.call(
-        g, "sub", ew.call(g, "mul", lse, st, origin=n.origin), ty, name=n.name, origin=n.origin
-    )
+    return ew.call(g, "sub", ew.mul(g, lse, st, n.origin), ty, name=n.name, origin=n.origin)
 
 
 def _smce_curvature(g: Graph, n: Node, cot: str) -> list:

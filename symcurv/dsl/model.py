@@ -224,7 +224,7 @@ class Model:
             # the batch holds one class label c per case (a per-case scalar); the model
             # reads its one-hot row [c = k], recomputed inside the kernels (ops/losses.py)
             c = emit(self.graph, op, [], {"shape": (), "labels": True}, name=name, origin=origin)
-            nid = losses.one_hot(self.graph, c, shape[0], name, origin)
+            nid = losses.one_hot(self.graph, c, shape[0], f"{name}_onehot", origin)
         else:
             nid = emit(self.graph, op, [], {"shape": shape}, name=name, origin=origin)
         rec = {"id": nid, "shape": shape, **extra}

@@ -56,8 +56,8 @@ def reference_outputs(
     from symcurv.runtime import graphs, reference
 
     g = graphs.graphs(prog.build_dir)["programs"][program]
-    names = list(prog.inputs)  # checked as the program checks it (class labels -> one-hot)
-    batch = dict(zip(names, prog._check_batch({"leaves": names}, batch)))
+    names = list(prog.inputs)  # checked as the program checks it (class labels: a column)
+    batch = dict(zip(names, prog.checks.batch(names, batch)))
     leaves = {k: np.asarray(v, dtype=np.float64) for k, v in batch.items()}
     leaves.update(
         {k: np.asarray(v, dtype=np.float64) for k, v in prog.unflatten(np.asarray(theta)).items()}
@@ -100,7 +100,7 @@ def compare_to_reference(
     for name in programs or prog.programs:
         vv = v if prog.manifest["programs"][name].get("vectors") else None
         z = random_noise(prog, name, next(iter(batch.values())).shape[0])
-        got = prog._run(name, theta, batch, v=vv, extras=dict(z))
+        got = prog.run(name, theta, batch, v=vv, extras=dict(z))
         want = reference_outputs(prog, name, theta, batch, vv, z)
         errs[name] = max(rel_error(got[k].reshape(want[k].shape), want[k]) for k in want)
     return errs

@@ -79,6 +79,22 @@ def shadowing():
     return m
 
 
+def mlp_labels(sizes=(6, 4, 3)):
+    """``mlp`` with its target declared as class labels (the kernels read the labels).
+    Not in MODELS: the full-sympy oracle of the graph-level tests has no one_hot."""
+    m = sc.Model("mlp_labels")
+    x = m.input("x", sizes[0])
+    t = m.target("t", sizes[-1], labels=True)
+    h = x
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        W = m.param(f"W{i}", (n_out, n_in), init=sc.init.normal(0.5))
+        b = m.param(f"b{i}", n_out, init=sc.init.constant(0.1))
+        a = W @ h + b
+        h = a if i == len(sizes) - 2 else sc.tanh(a)
+    m.minimize(sc.losses.softmax_cross_entropy(h, t))
+    return m
+
+
 MODELS = {
     "mlp": mlp,
     "branching": branching,

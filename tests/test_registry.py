@@ -29,6 +29,8 @@ from symcurv.symbolic import local
 
 B = 3
 LEAVES = {"input", "target", "param", "const", "direction", "input_direction", "noise", "cached"}
+# ops of data only (never differentiated: piecewise constant), checked by their own test
+DATA_OPS = {"one_hot"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,10 +163,31 @@ PARAMS = [
 
 
 def test_every_op_has_cases():
-    assert set(REGISTRY) - set(CASES) == LEAVES, "an op without numerical checks"
+    assert set(REGISTRY) - set(CASES) == LEAVES | DATA_OPS, "an op without numerical checks"
     assert set(CASES) <= set(REGISTRY)
     assert set(ew.BUILTINS) == set(ELEMENTWISE_KINDS), "a built-in function without checks"
     assert all(rows for rows in CASES.values())
+
+
+def test_one_hot_reads_the_label_index():
+    """one_hot(c)_k = [c = k]: numpy's one-hot rows from the reference impl and from the
+    scalar formula the kernels inline (evaluated at every feature index j); no derivative
+    flows through a label (the data is never differentiated)."""
+    import sympy
+
+    g = Graph("one_hot")
+    c = emit(g, "target", [], {"shape": ()}, name="c")
+    y = emit(g, "one_hot", [c], {"classes": 4}, name="y")
+    labels = np.array([2.0, 0.0, 3.0, 3.0, 1.0])
+    np.testing.assert_array_equal(run(g, {"c": labels}, {"y": y})["y"], np.eye(4)[[2, 0, 3, 3, 1]])
+    c_sym = sympy.Symbol("c", real=True)
+    formula = REGISTRY["one_hot"].scalar(g[y], [c_sym])
+    for lab in range(4):
+        row = [float(formula.subs({c_sym: lab, ew.INDEX_SYMBOL: j})) for j in range(4)]
+        assert row == list(np.eye(4)[lab])
+    assert REGISTRY["one_hot"].vjp(g, g[y], y, [True]) == [None]
+    assert REGISTRY["one_hot"].jvp(g, g[y], [c]) is None
+    assert REGISTRY["one_hot"].inline and REGISTRY["one_hot"].family != "loss"
 
 
 # ---- helpers ----------------------------------------------------------------------------

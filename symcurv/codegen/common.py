@@ -19,8 +19,8 @@ from symcurv.codegen.schedule import Plan, leaf_var, var_name
 from symcurv.ir import outputs
 from symcurv.ir.graph import Graph, Node
 from symcurv.ops import REGISTRY
-from symcurv.ops.elementwise import B_SYMBOL
-from symcurv.ops.registry import is_constant
+from symcurv.ops.elementwise import B_SYMBOL, INDEX_SYMBOL
+from symcurv.ops.registry import is_inlined
 from symcurv.symbolic import printer
 
 _RESERVED = {
@@ -61,8 +61,8 @@ def map_expressions(g: Graph, k: Kernel) -> tuple[list[sympy.Symbol], list[str],
         if i in expr:
             return expr[i]
         n = g[i]
-        if is_constant(n):  # a literal, inlined
-            return REGISTRY[n.op].scalar(n, [])
+        if is_inlined(n) and i not in syms:  # a literal or a one-hot row, recomputed here
+            return REGISTRY[n.op].scalar(n, [operand(x) for x in n.inputs])
         return syms[i]
 
     for m in k.nodes:
@@ -78,6 +78,17 @@ def map_expressions(g: Graph, k: Kernel) -> tuple[list[sympy.Symbol], list[str],
 def uses_batch_size(outs: list[sympy.Expr]) -> bool:
     """Does a formula need the batch size B (the mean's 1/B seed)?"""
     return any(o.has(B_SYMBOL) for o in outs)
+
+
+def uses_index(outs: list[sympy.Expr]) -> bool:
+    """Does a formula need the feature index j of its element (a one-hot row [c = j])?"""
+    return any(o.has(INDEX_SYMBOL) for o in outs)
+
+
+def extra_arguments(outs: list[sympy.Expr]) -> list[str]:
+    """The loop's own values a map's scalar function takes after its operands: the batch
+    size ``B`` and the feature index ``j``, when its formulas read them."""
+    return (["B"] if uses_batch_size(outs) else []) + (["j"] if uses_index(outs) else [])
 
 
 def element(node: Node, space: tuple[bool, int], var: str) -> str:
@@ -98,6 +109,7 @@ def emit_scalar_function(g: Graph, k: Kernel, target: str = "cpu") -> list[str]:
     ``target`` ("cpu": exp/log through vecmath; "cuda": math.exp/math.log)."""
     args, _, outs = map_expressions(g, k)
     args = args + ([B_SYMBOL] if uses_batch_size(outs) else [])
+    args = args + ([INDEX_SYMBOL] if uses_index(outs) else [])
     nodes = ", ".join(f"{g[m].name}" for m in k.nodes)
     return printer.scalar_function(
         scalar_function_name(k),

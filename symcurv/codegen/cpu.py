@@ -25,10 +25,10 @@ MAX_INLINE_ARGS = 30  # the most arguments Numba's inline='always' accepts (numb
 
 def _emit_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]:
     _, reads, outs = common.map_expressions(g, k)
-    uses_b = common.uses_batch_size(outs)
     params = list(dict.fromkeys([st[r] for r in reads] + [st[w] for w in k.writes]))
     batched, size = k.space
-    call_args = [common.element(g[r], k.space, st[r]) for r in reads] + (["B"] if uses_b else [])
+    call_args = [common.element(g[r], k.space, st[r]) for r in reads]
+    call_args += common.extra_arguments(outs)
     written = [w for w in k.writes if w not in k.epilogues]
     targets = [common.element(g[w], k.space, st[w]) for w in written]
     # An epilogue (a sum over features, e.g. a loss's per-case total) is summed from a row

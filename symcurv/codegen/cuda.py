@@ -62,7 +62,7 @@ def _map_parts(g: Graph, k: Kernel, st: dict[str, str]) -> tuple[list[str], str,
     _, reads, outs = common.map_expressions(g, k)
     params = list(dict.fromkeys([st[r] for r in reads] + [st[w] for w in k.writes]))
     args = [common.element(g[r], k.space, st[r]) for r in reads]
-    args += ["B"] if common.uses_batch_size(outs) else []
+    args += common.extra_arguments(outs)
     written = [w for w in k.writes if w not in k.epilogues]
     targets = [common.element(g[w], k.space, st[w]) for w in written]
     targets += [f"e{n}" for n in range(len(k.epilogues))]

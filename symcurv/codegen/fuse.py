@@ -5,7 +5,8 @@ A group is a set of ``map`` nodes (elementwise, broadcasts) over one iteration s
 in registers. A feature ``sum`` of a group member may join as an *epilogue* (accumulated
 in the same loop: Σ_k ℓ(y_k, t_k) never materialises ℓ). Merges that would create a cycle
 between kernels are refused (checked on the condensed graph with networkx).
-Constants are not grouped: they are inlined wherever used.
+Constants and ``inline`` ops (a class label's one-hot row) are not grouped: they are
+recomputed inside every map that reads them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import networkx as nx
 from symcurv.ir.graph import Graph, Node
 from symcurv.ops import REGISTRY
 from symcurv.ops import lowering as lw
-from symcurv.ops.registry import is_constant, lowering
+from symcurv.ops.registry import is_inlined, lowering
 
 
 def space(node: Node) -> tuple[bool, int]:
@@ -25,7 +26,7 @@ def space(node: Node) -> tuple[bool, int]:
 
 
 def is_map(node: Node) -> bool:
-    return REGISTRY[node.op].kernel == "map" and not is_constant(node)
+    return REGISTRY[node.op].kernel == "map" and not is_inlined(node)
 
 
 def is_sum_epilogue_candidate(g: Graph, node: Node) -> bool:

@@ -21,7 +21,7 @@ from symcurv.codegen import fuse
 from symcurv.ir.graph import Graph, Node
 from symcurv.ops import REGISTRY
 from symcurv.ops import lowering as lw
-from symcurv.ops.registry import is_constant, lowering
+from symcurv.ops.registry import is_constant, is_inlined, lowering
 
 
 @dataclasses.dataclass
@@ -81,8 +81,8 @@ def lower(g: Graph) -> Lowered:
         members = set(grp.members) | set(grp.epilogues)
         reads: list[str] = []
         for m in grp.members:
-            for i in g[m].inputs:
-                if i not in members and i not in reads and not is_constant(g[i]):
+            for i in _stored_operands(g, g[m].inputs):
+                if i not in members and i not in reads:
                     reads.append(i)
         writes = [
             m for m in grp.members if m in out_nodes or any(c not in members for c in consumers[m])
@@ -102,18 +102,23 @@ def lower(g: Graph) -> Lowered:
         )
     for nid in order:
         node = g[nid]
-        if nid in in_group or nid in views or not node.inputs:
+        if nid in in_group or nid in views or not node.inputs or is_inlined(node):
             continue
         how = lowering(g, node)
         kernels.append(Kernel("", how.kind, how.template, [nid], list(node.inputs), [nid], how=how))
-    # consts needed in a buffer (read by a non-map kernel)
-    for k in kernels:
-        if k.kind == "map":
+    # inlined values needed in a buffer (read by a non-map kernel, or an output): a
+    # literal is filled, any other inlined op written by a map kernel of its own
+    wanted = [r for k in kernels if k.kind != "map" for r in k.reads]
+    wanted += [n for n in out_nodes if g[n].inputs and is_inlined(g[n])]
+    for r in dict.fromkeys(wanted):
+        if not is_inlined(g[r]) or any(r in kk.writes for kk in kernels):
             continue
-        for r in k.reads:
-            if is_constant(g[r]) and not any(r in kk.writes for kk in kernels):
-                how = lowering(g, g[r])
-                kernels.append(Kernel("", how.kind, how.template, [r], [], [r], how=how))
+        if is_constant(g[r]):
+            how = lowering(g, g[r])
+            kernels.append(Kernel("", how.kind, how.template, [r], [], [r], how=how))
+        else:
+            reads = _stored_operands(g, g[r].inputs)
+            kernels.append(Kernel("", "map", "map", [r], reads, [r], [], fuse.space(g[r])))
     # order kernels topologically by their first node (the condensed graph is acyclic)
     kernels = _schedule(g, kernels, pos, views)
 
@@ -132,6 +137,18 @@ def lower(g: Graph) -> Lowered:
         head = g[k.writes[0]].name if k.writes else g[k.nodes[-1]].name
         k.name = f"k{i}_{k.kind}_{head}"
     return Lowered(g, kernels, views, output_of, copies)
+
+
+def _stored_operands(g: Graph, inputs: list[str]) -> list[str]:
+    """The stored values a map reads for these operands: an inlined operand (a literal, a
+    one-hot row) is recomputed in place from its own operands."""
+    out: list[str] = []
+    for i in inputs:
+        if not is_inlined(g[i]):
+            out.append(i)
+        else:
+            out += [r for r in _stored_operands(g, g[i].inputs) if r not in out]
+    return list(dict.fromkeys(out))
 
 
 def _schedule(

@@ -18,7 +18,7 @@ from symcurv import errors
 from symcurv.dsl import energy as energy_mod
 from symcurv.dsl import init as init_mod
 from symcurv.ir.graph import Graph
-from symcurv.ops import contraction
+from symcurv.ops import contraction, losses
 from symcurv.ops import elementwise as ew
 from symcurv.ops.registry import emit
 
@@ -222,8 +222,13 @@ class Model:
                 where=origin,
                 fix="flatten the case to a vector",
             )
-        attrs = {"shape": shape, **({"labels": True} if extra.get("labels") else {})}
-        nid = emit(self.graph, op, [], attrs, name=name, origin=origin)
+        if extra.get("labels"):
+            # the batch holds one class label c per case (a per-case scalar); the model
+            # reads its one-hot row [c = k], recomputed inside the kernels (ops/losses.py)
+            c = emit(self.graph, op, [], {"shape": (), "labels": True}, name=name, origin=origin)
+            nid = losses.one_hot(self.graph, c, shape[0], f"{name}_onehot", origin)
+        else:
+            nid = emit(self.graph, op, [], {"shape": shape}, name=name, origin=origin)
         rec = {"id": nid, "shape": shape, **extra}
         (self.params if op == "param" else self.inputs)[name] = rec
         return Value(self, nid)
@@ -235,9 +240,9 @@ class Model:
     def target(self, name: str, size, labels: bool = False) -> Value:
         """One case's target, a vector of width ``size``. With ``labels=True`` the batch
         holds integer class labels of shape (B,) in 0..size-1 instead of one-hot rows; the
-        target is then usable only as the target of ``sc.losses.softmax_cross_entropy``
-        (the batch check expands the labels to one-hot rows, B × size values, once per
-        call and once per State)."""
+        target is then usable only as the target of ``sc.losses.softmax_cross_entropy``,
+        which reads each label's one-hot row [c = k] inside its kernels (no B × size array
+        is formed)."""
         if self.is_energy:
             energy_mod.refuse_target(self, name)
         if labels:
@@ -369,26 +374,5 @@ class Model:
         else:
             obj = root
         g.outputs = {"objective": obj, "per_case": root}
-        _check_label_uses(g)
+        losses.check_label_uses(g)
         return g
-
-
-def _check_label_uses(g: Graph) -> None:
-    """A ``labels=True`` target stands for one-hot rows; the only reader it is declared
-    for is softmax cross-entropy's target operand."""
-    for n in g.nodes():
-        for i, x in enumerate(n.inputs):
-            leaf = g[x]
-            if leaf.op != "target" or not leaf.attr("labels"):
-                continue
-            if n.op == "softmax_cross_entropy" and i == 1:
-                continue
-            raise errors.ModelError(
-                f"the class-label target '{leaf.name}' is read by {n.describe()}; "
-                "labels=True targets can only be the target of softmax_cross_entropy",
-                where=n.origin,
-                node=n.describe(),
-                fix=f"use sc.losses.softmax_cross_entropy(logits, {leaf.name}), or declare "
-                f"m.target('{leaf.name}', {leaf.shape[0]}) without labels=True and pass "
-                "one-hot (or real-valued) rows",
-            )

@@ -349,6 +349,9 @@ def _bb_infer(inputs, attrs):
 
 
 B_SYMBOL = sympy.Symbol("B", positive=True)  # the batch size inside fused map kernels
+# the feature index k of the element a fused map kernel computes (the loop variable j): what a
+# formula such as the one-hot [label = k] of a class label reads (ops/losses.py)
+INDEX_SYMBOL = sympy.Symbol("j", integer=True, nonnegative=True)
 
 
 def _bb_impl(node, args, arg_nodes):

@@ -9,10 +9,14 @@ split G = Jᵀ H_L J (DESIGN.md §3), and the curvature transforms of later issu
         custom                  ℓ = any sympy expression in y and t
     softmax_cross_entropy   L = Σ_k t_k (logsumexp(y) − y_k)
                                                      ȳ = L̄ ⊙ (softmax(y) Σ_k t_k − t)
+    one_hot                 t_k = [c = k]: the target row of a class label c (a per-case
+                            scalar); inlined, so the fused maps read c and no B×K array
+                            is ever written
 """
 
 from __future__ import annotations
 
+import numpy as np
 import sympy
 
 from symcurv import errors
@@ -132,10 +136,18 @@ def _smce_impl(node, args, arg_nodes):
     return lse * t.sum(axis=-1) - (t * y).sum(axis=-1)
 
 
+def _total(g: Graph, t: str, origin: str) -> str:
+    """Σ_k t_k: exactly 1 for the one-hot row of a class label (so no kernel sums, or
+    stores, the row), a feature sum otherwise."""
+    if g[t].op == "one_hot":
+        return emit(g, "const", [], {"value": 1.0}, name="one", origin=origin)
+    return emit(g, "sum", [t], name="sum_t", origin=origin)
+
+
 def _dy(g: Graph, n: Node) -> str:
     """∂L/∂y = softmax(y) Σ_k t_k − t."""
     y, t = n.inputs
-    st = emit(g, "sum", [t], name="sum_t", origin=n.origin)
+    st = _total(g, t, n.origin)
     s = red.softmax(g, y, n.origin)
     return ew.call(g, "sub", ew.mul(g, s, st, n.origin), t, origin=n.origin)
 
@@ -170,11 +182,9 @@ def _smce_jvp(g, n, tangents):
 def _smce_decompose(g: Graph, n: Node) -> str:
     y, t = n.inputs
     lse = emit(g, "logsumexp", [y], name="lse", origin=n.origin)
-    st = emit(g, "sum", [t], name="sum_t", origin=n.origin)
+    st = _total(g, t, n.origin)
     ty = emit(g, "sum", [ew.call(g, "mul", t, y, origin=n.origin)], name="sum_ty", origin=n.origin)
-    return ew.call(
-        g, "sub", ew.call(g, "mul", lse, st, origin=n.origin), ty, name=n.name, origin=n.origin
-    )
+    return ew.call(g, "sub", ew.mul(g, lse, st, n.origin), ty, name=n.name, origin=n.origin)
 
 
 def _smce_curvature(g: Graph, n: Node, cot: str) -> list:
@@ -182,7 +192,7 @@ def _smce_curvature(g: Graph, n: Node, cot: str) -> list:
     couples y and t (skipped unless the target depends on θ)."""
     y, t = n.inputs
     p = red.softmax(g, y, n.origin)
-    st = emit(g, "sum", [t], name="sum_t", origin=n.origin)
+    st = _total(g, t, n.origin)
     factor, diag = red.softmax_factor(g, p, n.origin)
     c = ew.mul(g, cot, st, n.origin)
 
@@ -219,3 +229,71 @@ register(
         doc="L = Σ_k t_k (logsumexp(y) − y_k)",
     )
 )
+
+
+# ---- class labels ---------------------------------------------------------------------------
+def _one_hot_infer(inputs: list[Node], attrs):
+    (c,) = inputs
+    if c.shape != () or not c.batched:
+        raise errors.ShapeError(
+            f"one_hot needs a per-case class label (a batched scalar), got {c.describe()}",
+            fix="declare the labels with m.target(name, n_classes, labels=True)",
+        )
+    return (int(attrs["classes"]),), True
+
+
+def _indicator(c: sympy.Expr) -> sympy.Expr:
+    """[c = j], j the feature index of the element a fused map computes."""
+    return sympy.Piecewise((1, sympy.Eq(c, ew.INDEX_SYMBOL)), (0, True))
+
+
+def _one_hot_impl(node, args, arg_nodes):
+    c = np.asarray(args[0]).reshape(-1)  # (B,), or the runtime's (B, 1) view of it
+    return (c[:, None] == np.arange(node.attr("classes"))).astype(np.float64)
+
+
+register(
+    PrimitiveDef(
+        "one_hot",
+        "target",  # not a loss (family "loss" marks the Gauss-Newton split's losses)
+        "map",
+        _one_hot_infer,
+        _one_hot_impl,
+        # piecewise constant in c, and c is data (a target), never differentiated: no
+        # derivative flows through it in either direction
+        vjp=lambda g, n, cot, needs: [None],
+        jvp=lambda g, n, tangents: None,
+        sq_vjp=lambda g, n, d, needs: [None],
+        scalar=lambda node, syms: _indicator(syms[0]),
+        inline=True,
+        doc="t_k = [c = k]: the one-hot row of a class label c, recomputed inside every map "
+        "that reads it (the kernels read the labels (B,), never a B × K array)",
+    )
+)
+
+
+def one_hot(g: Graph, label: str, classes: int, name: str, origin: str) -> str:
+    """The one-hot target row of the per-case class label ``label`` (``classes`` wide)."""
+    return emit(g, "one_hot", [label], {"classes": int(classes)}, name=name, origin=origin)
+
+
+def check_label_uses(g: Graph) -> None:
+    """A class label's one-hot row is declared for one reader only: softmax cross-entropy's
+    target operand (Σ_k t_k = 1 there, and nothing else reads integers as rows). Anything
+    else reading it is a ModelError naming the reader, its DSL line and the fix."""
+    for n in g.nodes():
+        for i, x in enumerate(n.inputs):
+            if g[x].op != "one_hot" or n.op == "one_hot":
+                continue
+            row = g[g[x].inputs[0]]  # the label leaf, by its DSL name
+            if n.op == "softmax_cross_entropy" and i == 1:
+                continue
+            raise errors.ModelError(
+                f"the class-label target '{row.name}' is read by {n.describe()}; "
+                "labels=True targets can only be the target of softmax_cross_entropy",
+                where=n.origin,
+                node=n.describe(),
+                fix=f"use sc.losses.softmax_cross_entropy(logits, {row.name}), or declare "
+                f"m.target('{row.name}', {g[x].shape[0]}) without labels=True and pass "
+                "one-hot (or real-valued) rows",
+            )

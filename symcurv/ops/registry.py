@@ -46,6 +46,11 @@ class PrimitiveDef:
     lower(graph, node) -> Lowering                  how a non-map op becomes a kernel
                                                     (ops/lowering.py): which GEMM with which
                                                     operands and transposes, which reduction
+    inline                                          a ``map`` op so cheap that every fused map
+                                                    reading it recomputes its formula from its
+                                                    operands instead of reading a stored value
+                                                    (the one-hot row of a class label: the B×K
+                                                    array is never written)
     view                                            the op may be read in place by the GEMMs
                                                     consuming it (a transpose: a BLAS flag)
     binding                                         a leaf's argument of a compiled program:
@@ -68,6 +73,7 @@ class PrimitiveDef:
     sq_vjp: Callable[[Graph, Node, str, list], list] | None = None
     loss_weight: Callable[[Graph, Node, list], float | None] | None = None
     lower: Callable[[Graph, Node], Any] | None = None
+    inline: bool = False
     view: bool = False
     binding: str = ""
     doc: str = ""
@@ -82,6 +88,12 @@ REGISTRY: dict[str, PrimitiveDef] = {}
 def is_constant(node: Node) -> bool:
     """A literal: no operands, and a scalar formula (inlined into every map reading it)."""
     return not node.inputs and REGISTRY[node.op].scalar is not None
+
+
+def is_inlined(node: Node) -> bool:
+    """Recomputed inside every fused map that reads it, never a kernel of its own unless a
+    non-map kernel reads it: literals, and ops registered with ``inline=True``."""
+    return is_constant(node) or REGISTRY[node.op].inline
 
 
 def lowering(graph: Graph, node: Node):

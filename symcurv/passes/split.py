@@ -13,7 +13,7 @@ is decided from the graph (networkx descendants of the dynamic leaves), not per 
 from __future__ import annotations
 
 from symcurv.ir.graph import Graph, Node
-from symcurv.ops.registry import REGISTRY, is_constant
+from symcurv.ops.registry import REGISTRY, is_inlined
 from symcurv.passes import dce
 
 # leaves whose value changes from call to call on one State (their PrimitiveDef's binding):
@@ -25,9 +25,12 @@ def is_dynamic(node: Node) -> bool:
     return REGISTRY[node.op].binding in DYNAMIC_BINDINGS
 
 
-# leaves the dynamic part can read directly (θ, batch) or inline (constants)
-def _free(node: Node) -> bool:
-    return REGISTRY[node.op].binding in ("theta", "batch") or is_constant(node)
+# values the dynamic part can read directly (θ, batch) or recompute inline (constants, a
+# class label's one-hot row): never cached
+def _free(g: Graph, node: Node) -> bool:
+    if REGISTRY[node.op].binding in ("theta", "batch"):
+        return True
+    return is_inlined(node) and all(_free(g, g[i]) for i in node.inputs)
 
 
 def split(g: Graph) -> tuple[Graph, Graph]:
@@ -41,10 +44,10 @@ def split(g: Graph) -> tuple[Graph, Graph]:
     frontier = [
         nid
         for nid in g.topo()
-        if nid not in dyn and not _free(g[nid]) and any(c in dyn for c in g.children(nid))
+        if nid not in dyn and not _free(g, g[nid]) and any(c in dyn for c in g.children(nid))
     ]
     # outputs that do not depend on v at all (a parameter whose estimate is exactly 0)
-    frontier += [o for o in g.outputs.values() if o not in dyn and not _free(g[o])]
+    frontier += [o for o in g.outputs.values() if o not in dyn and not _free(g, g[o])]
     frontier = list(dict.fromkeys(frontier))
     static = g.copy()
     static.outputs = {f"cache{k}": nid for k, nid in enumerate(frontier)}

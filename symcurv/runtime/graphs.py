@@ -1,15 +1,13 @@
-"""The IR graphs stored in a build directory (``graph.json``): read, drawn, and re-run to
-say where a computation first went non-finite. Nothing here imports sympy until the
-reference interpreter is needed, and nothing imports ``Program`` (no import cycle with
-build.py, which loads programs, nor program.py, which calls in here on its error path)."""
+"""The IR graphs stored in a build directory (``graph.json``): read and drawn. Nothing
+here imports sympy, and nothing imports ``Program`` (no import cycle with build.py, which
+loads programs, nor program.py). Where a call went non-finite is runtime/trace.py's,
+from the kernels themselves."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-
-import numpy as np
 
 from symcurv import errors
 
@@ -65,45 +63,3 @@ def draw(build_dir: str | os.PathLike, program: str, path: str) -> str | list[st
             "(a State's static parts: symcurv graph MODEL --program linearize)",
         )
     return one(program, path)
-
-
-def first_non_finite(
-    prog, program: str, key: str, theta, batch, v=None, noise=None
-) -> tuple[str, str, bool]:
-    """``(node, DSL line, found)`` of the first node whose value is not finite when the program's
-    graph is re-run in the reference interpreter (with the call's θ, batch, direction and
-    CP noise). When the reference stays finite (a float32 overflow the float64 reference
-    does not reproduce) or cannot run, the program's output node for ``key`` is named
-    instead (``found`` False): every non-finite result names a node and its DSL line."""
-    try:
-        g = graphs(prog.build_dir)["programs"][program]
-    except Exception:  # a build without its graphs (best effort; the caller raises anyway)
-        return f"'{key}' of program '{program}'", f"model '{prog.name}'", False
-    try:
-        from symcurv.runtime import reference
-
-        def host(a):
-            return np.asarray(a.copy_to_host() if hasattr(a, "copy_to_host") else a, np.float64)
-
-        leaves = {n: host(a) for n, a in batch.items()}
-        leaves.update({n: host(a) for n, a in (noise or {}).items()})
-        leaves.update(prog.unflatten(host(theta)))
-        if v is not None:
-            views = prog.unflatten(host(v))
-            leaves.update({f"v:{k}": a for k, a in views.items()})
-        vals = reference.evaluate(g, leaves, keep_all=True)
-    except Exception:  # diagnosis is best effort; fall back to the output node
-        vals = {}
-    for nid in g.topo():
-        val = vals.get(nid)
-        if val is not None and not np.isfinite(val).all():
-            return (*_describe(g, nid), True)
-    outs = [o for o in g.outputs if o == key or g.output_type(o).result == key]
-    if not outs:
-        return f"'{key}'", f"model '{prog.name}'", False
-    return (*_describe(g, g.outputs[outs[0]]), False)
-
-
-def _describe(g, nid: str) -> tuple[str, str]:
-    n = g[nid]
-    return f"'{n.name}' ({n.op})", n.origin or f"model '{g.name}'"

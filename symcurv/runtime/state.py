@@ -8,6 +8,10 @@ only the dynamic part. Inputs are checked once, at ``prog.linearize``.
 
 On the cuda backend θ, the batch and the cached values live on the device, and CP noise is
 drawn there (runtime/noise.py): a product moves only v in and its result out.
+
+A State reaches its Program only through the public seam (docs/architecture.md):
+``prog.run``, ``prog.checks``, ``prog.device``, ``prog.built``, ``prog.spec`` and
+``prog.raise_non_finite``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from symcurv import errors
-from symcurv.runtime import model_leaves
+from symcurv.runtime import model_leaves, per_case
 from symcurv.runtime import noise as noise_module
 
 NOISES = ("rademacher", "gaussian")
@@ -41,11 +45,11 @@ class State:
 
     def __init__(self, prog, theta, batch: Mapping[str, np.ndarray], seed=None) -> None:
         self.prog = prog
-        self.theta = prog._check_theta(theta).copy()
+        self.theta = prog.checks.theta(theta).copy()
         names = list(prog.inputs)
         # copies: a State answers for the batch it was given, even when the caller refills
         # the same buffer afterwards (the usual data-loader pattern)
-        arrays = prog._check_batch({"leaves": names}, batch, copy=True)
+        arrays = prog.checks.batch(names, batch, copy=True)
         self.batch = dict(zip(names, arrays))
         self.batch_size = arrays[0].shape[0] if arrays else 1
         self._cache: dict[str, dict[str, np.ndarray]] = {}
@@ -90,7 +94,8 @@ class State:
     def _on_backend(self) -> tuple:
         """(θ, batch) where the programs run: copied to the device once (cuda)."""
         if self._resident is None:
-            to = self.prog._to_backend
+            p = self.prog
+            to = lambda a: p.device.to_backend(a, p.dtype)  # noqa: E731
             self._resident = (to(self.theta), {k: to(a) for k, a in self.batch.items()})
         return self._resident
 
@@ -98,10 +103,10 @@ class State:
         if prog not in self._cache:
             p = self.prog
             theta, batch = self._on_backend()
-            if prog not in p._modules:
-                p._run(prog, theta, batch, check=False)  # raises the right error
-            static = p.manifest["programs"][prog].get("static")
-            kept = p._run(static, theta, batch, check=False, keep=True) if static else {}
+            if not p.built(prog):
+                p.run(prog, theta, batch, check=False)  # raises the right error
+            static = p.spec(prog).get("static")
+            kept = p.run(static, theta, batch, check=False, keep=True) if static else {}
             self._cache[prog] = kept
         return self._cache[prog]
 
@@ -112,24 +117,16 @@ class State:
         args.update(extras or {})
         args.update(self._model_leaves)
         theta, batch = self._on_backend()
-        out = self.prog._run(prog, theta, batch, check=False, v=self._v(v), extras=args)
+        v = None if v is None else self.prog.checks.direction(v)
+        out = self.prog.run(prog, theta, batch, check=False, v=v, extras=args)
         for k, o in out.items():
             if not np.isfinite(o).all():
                 host = {n: self.prog.device.to_host(a) for n, a in (extras or {}).items()}
-                self.prog._non_finite(prog, k, self.theta, self.batch, v, host)
+                self.prog.raise_non_finite(prog, k, self.theta, self.batch, v, host)
         return out
 
-    def _v(self, v):
-        if v is None:
-            return None
-        v = np.ascontiguousarray(self.prog._check_vector(v, "v"), dtype=self.prog.dtype)
-        if not np.isfinite(v).all():
-            raise errors.NonFiniteError(
-                f"v[{int(np.flatnonzero(~np.isfinite(v))[0])}] is not finite",
-                where=f"model '{self.prog.name}'",
-                fix="pass a finite direction v",
-            )
-        return v
+    def _input(self, wrt: str | None) -> str:
+        return per_case.input_name(self.prog.inputs, wrt, self.prog.name)
 
     # -- products ---------------------------------------------------------------------------
     def hvp(self, v: np.ndarray) -> np.ndarray:
@@ -138,7 +135,7 @@ class State:
 
     def gnvp(self, v: np.ndarray, damping: float = 0.0) -> np.ndarray:
         """G v + damping·v at this point (no forward recomputation after the first)."""
-        damping = self.prog._check_damping(damping)
+        damping = self.prog.checks.damping(damping)
         gv = self._run("gnvp", v)["gnvp"]
         if damping:
             gv += damping * np.asarray(v, dtype=self.prog.dtype)
@@ -212,7 +209,7 @@ class State:
         B = self.batch_size
         leaves = [
             (name, (B, size) if batched else (size,))
-            for name, batched, size in self.prog.extra_leaves(p.manifest["programs"][prog], "noise")
+            for name, batched, size in p.extra_leaves(p.spec(prog), "noise")
         ]
         total = None
         for d in range(samples):
@@ -230,11 +227,11 @@ class State:
         the host and copied: the case-number seam serves sc.distributed's CPU workers)."""
         p = self.prog
         if self.case_numbers is None or len(shape) == 1:
-            return p._noise(shape, seed_key, draw, stream, kind)
+            return p.device.noise(shape, p.dtype, seed_key, draw, stream, kind)
         rows = noise_module.draw_rows(
             self.case_numbers, shape[1], p.dtype, seed_key, draw, stream, kind
         )
-        return p._to_backend(rows)
+        return p.device.to_backend(rows, p.dtype)
 
     def becker_lecun_diag(self) -> np.ndarray:
         """Becker & LeCun's deterministic (biased) diagonal at this point."""
@@ -243,14 +240,14 @@ class State:
     # -- derivatives with respect to the data (per case, f_b not divided by B) ---------------
     def input_grad(self, wrt: str | None = None) -> np.ndarray:
         """∂f_b/∂x_b for every case: ``(B, D)``, x the input ``wrt``."""
-        x = self.prog._input_name(wrt)
-        return self._run("input_grad")[self.prog._input_key("input_grad", x)]
+        x = self._input(wrt)
+        return self._run("input_grad")[per_case.input_key("input_grad", x)]
 
     def input_hvp(self, V: np.ndarray, wrt: str | None = None) -> np.ndarray:
         """(∇²_x f_b) V_b for every case: ``(B, D)``; ``V`` is ``(B, D)``, one direction per
         case (no forward recomputation after the first product)."""
-        x = self.prog._input_name(wrt)
-        V = self._input_direction(V, x)
+        x = self._input(wrt)
+        V = self.prog.checks.input_direction(V, x, self.batch_size)
         return self._input_products(x, V)
 
     def input_diag_hessian(
@@ -269,8 +266,8 @@ class State:
         a linear sum); "S" / "TU" — Curvature Propagation with noise at every node, the
         mean of ``samples`` draws, unbiased for each case (``seed`` as for ``cp_diag``).
         """
-        x = self.prog._input_name(wrt)
-        key = lambda r: self.prog._input_key(r, x)  # noqa: E731
+        x = self._input(wrt)
+        key = lambda r: per_case.input_key(r, x)  # noqa: E731
         if method == "exact":
             B, D = self.batch_size, self.prog.inputs[x]["size"]
             d = np.empty((B, D), dtype=self.prog.dtype)
@@ -295,43 +292,22 @@ class State:
     def _input_products(self, x: str, V) -> np.ndarray:
         """Run input_hvp with direction V on input x and zero on every other input."""
         p = self.prog
-        spec = p.manifest["programs"].get("input_hvp") if "input_hvp" in p._modules else None
+        spec = p.spec("input_hvp") if p.built("input_hvp") else None
         dirs = {}
         for name, _b, size in self.prog.extra_leaves(spec or {}, "direction"):
             dirs[name] = V if name == f"V_{x}" else np.zeros((self.batch_size, size), p.dtype)
-        dirs = {k: p._to_backend(a) for k, a in dirs.items()}
-        out = self._run("input_hvp", extras=dirs)[p._input_key("input_hvp", x)]
+        dirs = {k: p.device.to_backend(a, p.dtype) for k, a in dirs.items()}
+        out = self._run("input_hvp", extras=dirs)[per_case.input_key("input_hvp", x)]
         return np.array(p.device.to_host(out))
-
-    def _input_direction(self, V, x: str) -> np.ndarray:
-        p = self.prog
-        V = np.asarray(V)
-        want = (self.batch_size, p.inputs[x]["size"])
-        if V.shape != want or not np.issubdtype(V.dtype, np.number) or np.iscomplexobj(V):
-            raise errors.BatchError(
-                f"the direction V has shape {V.shape} and dtype {V.dtype}",
-                where=p.inputs[x].get("origin", f"model '{p.name}'"),
-                node=f"'{x}'",
-                fix=f"pass real numbers of shape {want}: one direction per case, like batch['{x}']",
-            )
-        V = np.ascontiguousarray(V, dtype=p.dtype)
-        if not np.isfinite(V).all():
-            r, c = np.argwhere(~np.isfinite(V))[0]
-            raise errors.NonFiniteError(
-                f"V[{r}, {c}] = {V[r, c]} is not finite",
-                where=p.inputs[x].get("origin", f"model '{p.name}'"),
-                node=f"'{x}'",
-                fix="pass a finite direction",
-            )
-        return V
 
     def per_case_grad(self) -> np.ndarray:
         """(B, n_params): ∇f_b per case at this point, NOT divided by B (see
         :meth:`Program.per_case_grad`)."""
         out = self._run("per_case_grad")
-        return self.prog._per_case_rows(out, self.batch_size)
+        p = self.prog
+        return per_case.rows(out, p.params, p.n_params, self.batch_size, p.dtype)
 
     def per_case_grad_norm(self) -> np.ndarray:
         """(B,): ‖∇f_b‖ per case without forming the per-case gradients (see
         :meth:`Program.per_case_grad_norm`)."""
-        return self.prog._per_case_norms(self._run("per_case_grad_norm"), self.batch_size)
+        return per_case.norms(self._run("per_case_grad_norm"))

@@ -53,6 +53,8 @@ CASES = {
     ("mlp", "float64"): "all",
     ("branching", "float64"): "all",
     ("all_ops", "float64"): ("loss", "grad", "hvp"),
+    # class labels: the kernels read the labels (B,) and form the one-hot rows in the loop
+    ("mlp_labels", "float64"): ("loss", "grad", "hvp"),
 }
 
 
@@ -258,7 +260,7 @@ def main(out_path: str, geometry: str | None) -> None:
     for (model, dtype), programs in cases.items():
         t = time.perf_counter()
         root = build(
-            models.MODELS[model](),
+            getattr(models, model)(),
             programs,
             backend="cuda",
             dtype=dtype,

@@ -3,6 +3,8 @@ gives exactly the one-hot results; wrong labels and wrong uses are clear errors.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -29,7 +31,7 @@ def mlp_labels(sizes=(6, 4, 3), labels=True):
 def prog(tmp_path_factory):
     return sc.compile(
         mlp_labels(),
-        programs=("loss", "grad", "hvp"),
+        programs=("loss", "grad", "hvp", "cp_diag", "per_case_grad", "input_grad"),
         build_dir=tmp_path_factory.mktemp("labels") / "mlp_labels",
         progress=False,
     )
@@ -72,6 +74,40 @@ def test_hvp_with_labels_matches_differences_of_the_gradient(prog, data):
     assert testing.rel_error(prog.hvp(theta, batch, v), fd) < 1e-7
     errs = testing.compare_to_reference(prog, theta, batch)  # random_batch-free: our labels
     assert max(errs.values()) < 1e-12, errs
+
+
+def test_kernels_read_the_labels_not_one_hot_rows(prog, data, monkeypatch):
+    """The kernels receive the B labels (a (B, 1) column viewing a (B,) array), never a
+    B × K one-hot array; every built program reading them (the CP sweep's noise included)
+    equals the reference interpreter, whose one_hot is numpy's B × K rows."""
+    x, labels = data
+    B = len(labels)
+    seen = {}
+    for name in ("grad", "hvp.static", "cp_S.static", "per_case_grad"):
+        module, spec = prog._modules[name], prog.manifest["programs"][name]
+        at = 1 + len(spec.get("vectors", [])) + spec["leaves"].index("t")
+
+        def record(*args, _run=module.run, _name=name, _at=at):
+            seen[_name] = args[_at]
+            return _run(*args)
+
+        monkeypatch.setattr(module, "run", record)
+    theta, v = prog.init(4), np.random.default_rng(5).normal(size=prog.n_params)
+    batch = {"x": x, "t": labels}
+    prog.grad(theta, batch)
+    prog.hvp(theta, batch, v)
+    prog.cp_diag(theta, batch, seed=1)
+    pcg = prog.per_case_grad(theta, batch)
+    assert sorted(seen) == ["cp_S.static", "grad", "hvp.static", "per_case_grad"]
+    for name, t in seen.items():
+        assert t.size == B and t.shape == (B, 1), (name, t.shape)
+        assert np.array_equal(t[:, 0], labels), name
+    # the generated source reads the label and forms [t = j] in the fused loop
+    src = (Path(prog.build_dir) / "kernels" / "grad.py").read_text()
+    assert "(j == t)" in src
+    assert testing.rel_error(pcg.mean(0), prog.grad(theta, batch)[1]) < 1e-13
+    errs = testing.compare_to_reference(prog, theta, batch)
+    assert set(errs) >= {"cp_S", "per_case_grad", "input_grad"} and max(errs.values()) < 1e-12, errs
 
 
 def test_manifest_and_random_batch_know_the_labels(prog):
@@ -140,3 +176,23 @@ def test_fit_trains_on_labels(prog, data):
     )
     full = {"x": x, "t": labels}
     assert prog.loss(res.theta, full) < 0.7 * prog.loss(prog.init(0), full)
+
+
+def test_input_grad_with_labels_and_never_with_respect_to_them(prog, data):
+    """∂f_b/∂x_b with a labels target equals differences of the per-case loss; wrt may
+    not name the labels (a target)."""
+    x, labels = data
+    theta = prog.init(6)
+    g = prog.input_grad(theta, {"x": x, "t": labels})
+    assert g.shape == x.shape
+    e, eps = np.zeros_like(x), 1e-6
+    e[:, 2] = eps
+    B = len(labels)
+    fd = (
+        (prog.loss(theta, {"x": x + e, "t": labels}) - prog.loss(theta, {"x": x - e, "t": labels}))
+        * B
+        / (2 * eps)
+    )  # Σ_b ∂f_b/∂x_b2: the mean loss times B, moved in column 2
+    assert abs(fd - g[:, 2].sum()) < 1e-7 * max(1.0, abs(fd))
+    with pytest.raises(errors.ModelError, match="is a target"):
+        prog.input_grad(theta, {"x": x, "t": labels}, wrt="t")

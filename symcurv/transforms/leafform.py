@@ -109,11 +109,24 @@ def _case_form(g: Graph, p: Node, terms: list[CaseTerm], form: Form) -> str | No
                     total = _signed_add(g, total, scale(g, q, abs(s), o), s, o)
     for right, left in by_right.items():
         if left is not None:
-            gemm = emit(g, "outer_bsum", [left, right], name=f"diag_{p.name}", origin=o)
-            total = _signed_add(g, total, gemm, 1.0, o)
+            total = _signed_add(g, total, _sum_of_outers(g, left, right, p, o), 1.0, o)
     if total is not None and g[total].shape != p.shape:
         total = emit(g, "transpose", [total], name="T", origin=o)  # never: shapes match
     return total
+
+
+def _sum_of_outers(g: Graph, left: str, right: str, p: Node, o: str) -> str:
+    """Σ_b l_b r_bᵀ: one GEMM over the batch (Lᵀ R) when both factors are per case; when
+    one is shared by every case (W q, q a parameter vector) Σ_b l_b qᵀ = (Σ_b l_b) qᵀ."""
+    name = f"diag_{p.name}"
+    if g[left].batched and g[right].batched:
+        return emit(g, "outer_bsum", [left, right], name=name, origin=o)
+    assert g[left].batched or g[right].batched, "a per-case term has a per-case factor"
+    if g[left].batched:
+        left = emit(g, "batch_sum", [left], name="bsum", origin=o)
+    else:
+        right = emit(g, "batch_sum", [right], name="bsum", origin=o)
+    return emit(g, "outer", [left, right], name=name, origin=o)
 
 
 def _signed_add(g: Graph, acc: str | None, x: str | None, sign: float, origin: str) -> str:

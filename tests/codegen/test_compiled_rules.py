@@ -1,7 +1,8 @@
 """Every op's rules on the compiled CPU kernels (issue 14 item 6; tests/test_registry.py
 checks them at graph level in the reference interpreter).
 
-One small model per op family — elementwise, contraction, reduce, losses — is compiled
+One small model per op family — elementwise, contraction, reduce, losses, convolution —
+is compiled
 with the exact H v (Pearlmutter: the gradient's pullbacks and their R-operator) and CP's S
 estimator (the curvature rules), and each compiled
 program must equal the reference interpreter on its own stored graph (CP with the same
@@ -86,16 +87,27 @@ def losses():
     return m
 
 
+def convolution():
+    """conv2d (ops/conv.py) and, in its derivatives, its two transposes."""
+    m = sc.Model("rules_conv")
+    x = m.input("x", 16)  # a 4 × 4 image
+    F = m.param("F", (2, 9), init=sc.init.normal(0.4))  # two 3 × 3 filters
+    alpha = m.param("alpha", 2, init=sc.init.constant(0.5))
+    Y = sc.conv2d(F, x, image=(4, 4))  # (2, 4) responses per case
+    m.minimize(sc.sum(sc.tanh(Y).T @ alpha) + 0.1 * sc.dot(x, x))
+    return m
+
+
 FAMILIES = {
     "elementwise": elementwise,
     "contraction": contraction,
     "reduce": reduce,
     "losses": losses,
+    "convolution": convolution,
 }
 
 
-# cp_S of W q (q a shared vector) fails to build: test_cp_of_a_weight_times_a_shared_vector
-BUILT = {name: PROGRAMS for name in FAMILIES} | {"contraction": ("hvp",)}
+BUILT = {name: PROGRAMS for name in FAMILIES}
 
 
 @pytest.fixture(scope="session")
@@ -128,16 +140,3 @@ def test_the_models_reach_every_op(family_programs):
             seen |= {n["op"] for n in g["nodes"]}
     ops = {name for name, p in REGISTRY.items() if p.family != "leaf"}
     assert ops - seen == set(), f"ops no compiled model reaches: {sorted(ops - seen)}"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=sc.errors.ShapeError,
-    reason="known bug (transforms/leafform.py _case_form): the θ-diagonal of a per-case "
-    "outer pair whose right factor is shared (W q, q a parameter vector) is emitted as "
-    "outer_bsum, which needs two batched vectors; Σ_b u_b qᵀ is outer(Σ_b u_b, q)",
-)
-def test_cp_of_a_weight_times_a_shared_vector():
-    from symcurv import pipeline
-
-    pipeline.PROGRAMS["cp_S"](contraction().forward_graph())

@@ -28,7 +28,19 @@ MODELS = {
     "branching": branching_model,  # h feeds two branches; softmax cross-entropy
     "tied": tied_model,  # W and W.T
     "reductions": reductions_model,  # softmax, logsumexp, dot, a θ-only term
+    "shared_vector": lambda: shared_vector_model(),  # W x and W q, q a parameter vector
 }
+
+
+def shared_vector_model():
+    """W used on a per-case x and on a parameter vector q: the θ-diagonal's per-case pair
+    (u_b, q) has a shared right factor, Σ_b u_b qᵀ = (Σ_b u_b) qᵀ (a leafform bug found by
+    tests/codegen/test_compiled_rules.py: it emitted a batch GEMM of an unbatched q)."""
+    m = sc.Model("shared_vector")
+    x, t = m.input("x", 3), m.target("t", 2)
+    W, q = m.param("W", (2, 3)), m.param("q", 3)
+    m.minimize(sc.losses.squared_error(sc.tanh(W @ x + W @ q), t))
+    return m
 
 
 def _values(fwd, seed=0):

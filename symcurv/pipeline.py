@@ -99,6 +99,15 @@ def _per_case_grad_norm_graph(fwd: Graph) -> Graph:
     return per_case_grad_norm_graph(fwd)
 
 
+def _kfac_graph(kind: str) -> Callable[[Graph], Graph]:
+    def build(fwd: Graph) -> Graph:
+        from symcurv.transforms.kfac import kfac_graph
+
+        return kfac_graph(fwd, kind)
+
+    return build
+
+
 PROGRAMS: dict[str, Callable[[Graph], Graph]] = {
     "loss": _loss_graph,
     "grad": _grad_graph,
@@ -117,6 +126,10 @@ PROGRAMS: dict[str, Callable[[Graph], Graph]] = {
     "input_bl": _input_graph("bl"),
     "per_case_grad": _per_case_grad_graph,
     "per_case_grad_norm": _per_case_grad_norm_graph,
+    # K-FAC factor statistics (transforms/kfac.py): "exact" runs kfac_cp once per loss-input
+    # coordinate, "fisher_mc" runs kfac_empirical on sampled targets
+    "kfac_cp": _kfac_graph("curvature_prop"),
+    "kfac_empirical": _kfac_graph("empirical"),
 }
 # names users pass in ``programs=`` that stand for several built programs (HI = Hutchinson
 # runs through hvp)
@@ -126,6 +139,7 @@ ALIASES = {
     "linearize": [],
     # the exact method runs through input_hvp (one product per input coordinate)
     "input_diag_hessian": ["input_hvp", "input_diag_S", "input_diag_TU", "input_bl"],
+    "kfac": ["kfac_cp", "kfac_empirical"],
 }
 # programs that exist only for some models (a Gauss-Newton split): with programs="all"
 # they are skipped with the reason recorded; asked for by name, the error is raised
@@ -137,6 +151,8 @@ OPTIONAL = (
     "input_diag_S",
     "input_diag_TU",
     "input_bl",
+    "kfac_cp",
+    "kfac_empirical",
 )
 BACKENDS = tuple(backends.BACKENDS)
 DTYPES = ("float32", "float64")
@@ -314,6 +330,7 @@ def build(
             for n, rec in model.inputs.items()
         ],
         "programs": specs,
+        "kfac": _kfac_manifest(fwd),
         "skipped": skipped,
         "skipped_errors": skipped_errors,
         "versions": {
@@ -328,6 +345,32 @@ def build(
     out = build_mod.write(root, manifest, files)
     say(f"wrote {out}")
     return out
+
+
+def _kfac_manifest(fwd: Graph) -> dict:
+    """The dense layers K-FAC gives Kronecker blocks (by node name and DSL line), and each
+    loss's kind by its target input (fisher_mc samples targets of that loss's predictive
+    distribution)."""
+    from symcurv.ops import REGISTRY
+    from symcurv.transforms import gauss_newton
+    from symcurv.transforms.kfac import dense_layers
+
+    layers = [
+        {
+            **L.to_json(),
+            "input": fwd[L.input].name,
+            "product": fwd[L.product].name,
+            "preactivation": fwd[L.preactivation].name,
+            "origin": fwd[L.product].origin,
+        }
+        for L in dense_layers(fwd).values()
+    ]
+    targets = {}
+    for L in gauss_newton.loss_nodes(fwd, fwd.outputs["objective"]):
+        t = fwd[L.inputs[1]]
+        if REGISTRY[t.op].binding == "batch" and not t.inputs:
+            targets[t.name] = L.attr("kind") or L.op
+    return {"layers": layers, "targets": targets}
 
 
 def warm(prog, progress: bool = True) -> None:

@@ -46,12 +46,15 @@ class KFACLayer:
 @dataclasses.dataclass
 class LayerFactors:
     """The Kronecker factors of one layer: ``A`` over ā = [h; 1] (bias last; h alone
-    without a bias), ``G`` over the pre-activation; ``bias`` the bias parameter or None."""
+    without a bias), ``G`` over the pre-activation; ``bias`` the bias parameter or None;
+    ``h_mean`` = mean_b h_b; ``max_sq_grad`` = max_b,j (∂ℓ_b/∂a_bj)² (empirical kinds)."""
 
     weight: str
     bias: str | None
     A: np.ndarray
     G: np.ndarray
+    h_mean: np.ndarray | None = None
+    max_sq_grad: float | None = None
 
 
 @dataclasses.dataclass
@@ -188,13 +191,13 @@ def _assemble(prog, out: Mapping[str, np.ndarray], B: int, curvature: str) -> KF
     covered = set()
     for name, L in layers(prog).items():
         hh = np.asarray(out[f"kfac_hh:{name}"], dtype=np.float64).reshape(L.n_in, L.n_in) / B
-        A = hh
-        if L.bias:
-            hs = np.asarray(out[f"kfac_h:{name}"], dtype=np.float64).reshape(-1, 1) / B
-            A = np.block([[hh, hs], [hs.T, np.ones((1, 1))]])
+        hs = np.asarray(out[f"kfac_h:{name}"], dtype=np.float64).reshape(-1, 1) / B
+        A = np.block([[hh, hs], [hs.T, np.ones((1, 1))]]) if L.bias else hh
         G = np.asarray(out[f"kfac_G:{name}"], dtype=np.float64).reshape(L.n_out, L.n_out)
+        s = out.get(f"kfac_s:{name}")  # √(1/B) ∂ℓ_b/∂a_b per case
+        top = None if s is None else float(B * np.max(np.square(s), initial=0.0))
         # Uᵀ U from a GEMM: symmetric up to rounding; made exactly symmetric for eigh
-        result[name] = LayerFactors(name, L.bias, (A + A.T) / 2, (G + G.T) / 2)
+        result[name] = LayerFactors(name, L.bias, (A + A.T) / 2, (G + G.T) / 2, hs.ravel(), top)
         covered |= {name, L.bias}
     diagonal = {}
     flat = out.get("kfac_diag")

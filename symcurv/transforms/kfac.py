@@ -165,9 +165,10 @@ def _sweep(forward: Graph, kind: str, objective: str) -> Sweep:
 
 def kfac_graph(forward: Graph, kind: str = "curvature_prop", objective: str = "objective") -> Graph:
     """Copy of ``forward`` with, per dense layer W, the array outputs ``kfac_hh:W`` =
-    Σ_b h hᵀ, ``kfac_h:W`` = Σ_b h (bias layers) and ``kfac_G:W`` = Σ_b s sᵀ; the theta
-    outputs ``kfac_diag:<p>`` for every other parameter; for "empirical" also the loss
-    inputs per case (``kfac_y:<target input>``), from which fisher_mc draws its targets."""
+    Σ_b h hᵀ, ``kfac_h:W`` = Σ_b h and ``kfac_G:W`` = Σ_b s sᵀ; the theta outputs
+    ``kfac_diag:<p>`` for every other parameter; for "empirical" also the loss inputs per
+    case (``kfac_y:<target input>``), from which fisher_mc draws its targets, and the
+    channels s per case (``kfac_s:W``, for ACP's α)."""
     layers = dense_layers(forward)
     sweep = _sweep(forward, kind, objective)
     sweep.run()
@@ -180,16 +181,17 @@ def kfac_graph(forward: Graph, kind: str = "curvature_prop", objective: str = "o
             outputs.Output("kfac_hh", outputs.ARRAY, name),
             emit(g, "outer_bsum", [h, h], name=f"hh_{name}", origin=o),
         )
-        if L.bias:
-            g.set_output(
-                outputs.Output("kfac_h", outputs.ARRAY, name),
-                emit(g, "batch_sum", [h], name=f"hsum_{name}", origin=o),
-            )
+        g.set_output(
+            outputs.Output("kfac_h", outputs.ARRAY, name),
+            emit(g, "batch_sum", [h], name=f"hsum_{name}", origin=o),
+        )
         s = sweep.acc.get(L.preactivation, {}).get("re")
         if s is None:  # no curvature reaches this layer: G = 0
             G = ew.broadcast_to(g, ew.const(g, 0.0, o), (L.n_out, L.n_out), False, o)
         else:
             G = emit(g, "outer_bsum", [s, s], name=f"G_{name}", origin=o)
+            if kind == "empirical":  # √c_L ∂ℓ_b/∂a_b per case: ACP's α = max_b,j (∂ℓ_b/∂a_bj)²
+                g.set_output(outputs.per_case("kfac_s", name), s)
         g.set_output(outputs.Output("kfac_G", outputs.ARRAY, name), G)
     covered = {n for L in layers.values() for n in (L.weight, L.bias) if n}
     rest = [p for p in sweep.params if p.name not in covered]

@@ -240,3 +240,84 @@ def test_kfac_trains_and_resumes_bit_for_bit(net, tmp_path):
     for key in ("damping", "rho", "learning_rate", "momentum", "time_factors", "time_inverse"):
         assert key in row
     assert np.isfinite(full.column("rho")[1::2]).all()  # ρ every adapt_every steps
+
+
+# -- ACP and centered SGD -------------------------------------------------------------------
+def _one_step(prog, opt, data, theta0):
+    res = sc.optim.fit(
+        prog, opt, data, iterations=1, theta=theta0, batch_size=len(data["x"]), progress=False
+    )
+    return res.theta - theta0
+
+
+def _net_data(n=60):
+    rng = np.random.default_rng(11)
+    return {"x": rng.normal(size=(n, 3)) + 0.5, "t": rng.dirichlet(np.ones(3), size=n)}
+
+
+def test_acp_step_is_the_block_inverse_of_eq_6_3_3(net):
+    """Layer W1 (input x): Δ̄ = −(η/α) ∇̄ A_λ⁻¹ with A_λ = [[mean h hᵀ + (λ/α) I, h̄], [h̄ᵀ, 1]]
+    (the damped F_in = A ⊗ αI solved densely) equals the closed form 6.3.3-6.3.4."""
+    prog, theta0, _ = net
+    data = _net_data()
+    eta, alpha, lam = 0.3, 2.0, 0.05
+    opt = sc.optim.ACP(prog, alpha=alpha, damping=lam, learning_rate=eta, inverse_every=1)
+    step = _one_step(prog, opt, data, theta0)
+    _, g = prog.grad(theta0, data)
+    x = data["x"]
+    hbar = x.mean(0)
+    A = np.block(
+        [[x.T @ x / len(x) + lam / alpha * np.eye(3), hbar[:, None]], [hbar[None], np.ones((1, 1))]]
+    )
+    P = prog.params
+    grad_bar = np.hstack(
+        [
+            g[P["W1"]["offset"] : P["W1"]["offset"] + 12].reshape(4, 3),
+            g[P["b1"]["offset"] : P["b1"]["offset"] + 4, None],
+        ]
+    )
+    want = -(eta / alpha) * np.linalg.solve(A.T, grad_bar.T).T
+    got = np.hstack(
+        [
+            step[P["W1"]["offset"] : P["W1"]["offset"] + 12].reshape(4, 3),
+            step[P["b1"]["offset"] : P["b1"]["offset"] + 4, None],
+        ]
+    )
+    assert np.allclose(got, want, rtol=1e-9, atol=1e-13)
+    # s (outside every dense layer) takes the plain gradient step
+    so = P["s"]["offset"]
+    assert np.allclose(step[so : so + 3], -eta * g[so : so + 3], rtol=1e-12)
+
+
+def test_acp_alpha_heuristic_is_the_largest_squared_preactivation_gradient(net):
+    prog, theta0, _ = net
+    data = _net_data()
+    P = prog.unflatten(theta0)
+    h = np.tanh(data["x"] @ P["W1"].T + P["b1"])
+    y = P["s"] * (h @ P["W2"].T + P["b2"])
+    p = np.exp(y - y.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    g_a = P["s"] * (p - data["t"])  # ∂ℓ_b/∂a_b for a = W2 h + b2 (Σ t = 1)
+    f = prog.kfac_factors(theta0, data, curvature="empirical")
+    assert np.isclose(f.layers["W2"].max_sq_grad, np.max(g_a**2), rtol=1e-10)
+    opt = sc.optim.ACP(prog, damping=1e-3, learning_rate=0.05)
+    res = sc.optim.fit(prog, opt, data, iterations=15, theta=theta0, batch_size=20, progress=False)
+    assert res.column("alpha_max")[0] > 0
+    assert res.column("objective")[-1] < res.column("objective")[0]
+
+
+def test_centered_sgd_step_is_algorithm_2(net):
+    prog, theta0, _ = net
+    data = _net_data()
+    eta = 0.2
+    step = _one_step(prog, sc.optim.CenteredSGD(prog, eta), data, theta0)
+    _, g = prog.grad(theta0, data)
+    P = prog.params
+    hbar = data["x"].mean(0)
+    gW = g[P["W1"]["offset"] : P["W1"]["offset"] + 12].reshape(4, 3)
+    gb = g[P["b1"]["offset"] : P["b1"]["offset"] + 4]
+    want = -eta * (gW - np.outer(gb, hbar))
+    assert np.allclose(
+        step[P["W1"]["offset"] : P["W1"]["offset"] + 12].reshape(4, 3), want, rtol=1e-10
+    )
+    assert np.allclose(step[P["b1"]["offset"] : P["b1"]["offset"] + 4], -eta * gb, rtol=1e-12)

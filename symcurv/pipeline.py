@@ -469,7 +469,9 @@ def program_graphs(model, program: str) -> tuple[Graph, dict[str, Graph], dict[s
     if program == "all":
         names = list(PROGRAMS)
     elif program == "linearize":
-        names = [p for p in PROGRAMS if p not in ("loss", "grad", "becker_lecun", "sum_sq_grad")]
+        # the programs a State runs (the K-FAC factors run on (θ, batch) directly)
+        off_state = ("loss", "grad", "becker_lecun", "sum_sq_grad", "kfac_cp", "kfac_empirical")
+        names = [p for p in PROGRAMS if p not in off_state]
     else:
         names = ALIASES.get(program, [program])
     graphs: dict[str, Graph] = {"forward": fwd} if program == "all" else {}

@@ -252,9 +252,13 @@ class KFAC:
                 pass
         if lr is not None:
             return lr, 0.0 if mu is None else mu
+        mu = 0.0 if mu is None else mu
+        # α alone (μ fixed, or no previous update): minimise q(αΔ + μδ) over α
+        slope = float(g @ Delta)
+        if mu and np.any(delta):
+            slope += mu * float(Delta @ (products("delta", delta) + shift * delta))
         curv = float(Delta @ CD)
-        alpha = float(-(g @ Delta) / curv) if curv > 0 else 0.0
-        return alpha, 0.0 if mu is None else mu
+        return (-slope / curv if curv > 0 else 0.0), mu
 
     # -- one iteration --------------------------------------------------------------------
     def step(
@@ -317,6 +321,11 @@ class KFAC:
                 f1 = math.inf
             rho = (f1 - f0) / q if q < 0 else math.nan
             info["rho"] = rho
+            if not math.isfinite(f1):  # overflow at θ + u: reject, as a non-finite update
+                state.update(damping=damping / 0.95**self.adapt_every, steps=steps)
+                state["delta"] = np.zeros_like(theta)
+                info["rho"] = -math.inf
+                return theta, state, info
             omega = 0.95**self.adapt_every  # (19/20)^T₁
             if rho > 0.75:
                 new_damping = max(damping * omega, self.min_damping)

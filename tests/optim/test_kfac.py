@@ -321,3 +321,30 @@ def test_centered_sgd_step_is_algorithm_2(net):
         step[P["W1"]["offset"] : P["W1"]["offset"] + 12].reshape(4, 3), want, rtol=1e-10
     )
     assert np.allclose(step[P["b1"]["offset"] : P["b1"]["offset"] + 4], -eta * gb, rtol=1e-12)
+
+
+@pytest.mark.parametrize("lr, mu", [(None, None), (None, 0.5), (0.7, None)])
+def test_step_sizes_minimise_the_damped_quadratic_model(lr, mu):
+    """q(u) = ∇ᵀu + ½ uᵀ(C + (λ + η) I)u at u = αΔ + μδ: its derivative along every free
+    coefficient vanishes (M&G §7's 2×2 solve, or the 1×1 one when one is fixed)."""
+    import types
+
+    from symcurv.optim.kfac import KFAC
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(8, 5))
+    C = X.T @ X
+    g, Delta, delta = rng.normal(size=(3, 5))
+    lam, l2 = 0.1, 0.01
+    opt = types.SimpleNamespace(learning_rate=lr, momentum=mu, l2=l2)
+    alpha, m = KFAC._coefficients(opt, g, Delta, delta, lambda key, v: C @ v, lam)
+    u = alpha * Delta + m * delta
+    r = g + (C + (lam + l2) * np.eye(5)) @ u  # ∇q(u)
+    if lr is None:
+        assert abs(Delta @ r) < 1e-10 * np.linalg.norm(g) * np.linalg.norm(Delta)
+    else:
+        assert alpha == lr
+    if mu is None:
+        assert abs(delta @ r) < 1e-10 * np.linalg.norm(g) * np.linalg.norm(delta)
+    else:
+        assert m == mu

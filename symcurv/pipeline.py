@@ -351,9 +351,8 @@ def _kfac_manifest(fwd: Graph) -> dict:
     """The dense layers K-FAC gives Kronecker blocks (by node name and DSL line), and each
     loss's kind by its target input (fisher_mc samples targets of that loss's predictive
     distribution)."""
-    from symcurv.ops import REGISTRY
     from symcurv.transforms import gauss_newton
-    from symcurv.transforms.kfac import dense_layers
+    from symcurv.transforms.kfac import dense_layers, is_data, target_leaf
 
     layers = [
         {
@@ -368,8 +367,8 @@ def _kfac_manifest(fwd: Graph) -> dict:
     targets = {}
     for L in gauss_newton.loss_nodes(fwd, fwd.outputs["objective"]):
         t = fwd[L.inputs[1]]
-        if REGISTRY[t.op].binding == "batch" and not t.inputs:
-            targets[t.name] = L.attr("kind") or L.op
+        if is_data(t):  # {target input: [loss kind, the empirical sweep's target leaf]}
+            targets[t.name] = [L.attr("kind") or L.op, target_leaf(t)]
     return {"layers": layers, "targets": targets}
 
 

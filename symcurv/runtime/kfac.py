@@ -11,8 +11,10 @@ diagonal estimate of every other parameter. This module runs them for each curva
                       Σ_k s(e_k) s(e_k)ᵀ = Jᵀ F Fᵀ J = Jᵀ H_L J, the KFLR factor
     "empirical"       kfac_empirical with the batch's targets
     "fisher_mc"       kfac_empirical with targets drawn from the model's predictive
-                      distribution at the loss inputs (ops/losses.py SAMPLERS); the loss
-                      inputs come from a first run, so it costs two runs
+                      distribution at the loss inputs (ops/losses.py SAMPLERS), bound to
+                      the sweep's own target leaves (the forward pass keeps the batch:
+                      an autoencoder's target is its input); the loss inputs come from a
+                      first run, so it costs two runs
 
 and assembles A = mean_b ā ā^T, ā = [h; 1] (bias last).
 """
@@ -97,7 +99,7 @@ def factors(prog, theta, batch: Mapping[str, np.ndarray], curvature="curvature_p
     elif curvature == "exact":
         out = _exact(prog, theta, batch)
     elif curvature == "empirical":
-        out = prog._run("kfac_empirical", theta, batch)
+        out = _empirical(prog, theta, batch, {})
     else:
         out = _fisher_mc(prog, theta, batch, seed)
     return _assemble(prog, out, _batch_size(batch), curvature)
@@ -161,14 +163,32 @@ def _is_A(key: str) -> bool:
     return key.startswith(("kfac_hh:", "kfac_h:"))
 
 
+def _empirical(prog, theta, batch, drawn: Mapping[str, np.ndarray]):
+    """kfac_empirical with each loss's target leaf bound to ``drawn[target]``, or to the
+    batch's own targets (one-hot rows for a ``labels=True`` target)."""
+    extras = {}
+    for target, (_kind, leaf) in prog.manifest.get("kfac", {}).get("targets", {}).items():
+        if target in drawn:
+            extras[leaf] = drawn[target]
+            continue
+        info = prog.inputs[target]
+        a = np.asarray(batch[target]) if target in batch else None
+        if a is not None and info.get("labels"):
+            a = prog._one_hot(target, info, a)
+        extras[leaf] = a
+    names = {n for n, _b, _s in _noise_leaves(prog, "kfac_empirical")}
+    extras = {k: v for k, v in extras.items() if k in names and v is not None}
+    return prog._run("kfac_empirical", theta, batch, extras=extras)
+
+
 def _fisher_mc(prog, theta, batch, seed):
+    """Two runs: the loss inputs y, then the sweep on t̃ ~ p(t | y) (ops/losses.py)."""
     from symcurv.ops.losses import SAMPLERS
 
-    first = prog._run("kfac_empirical", theta, batch)
+    first = _empirical(prog, theta, batch, {})
     rng = np.random.default_rng(seed)
-    drawn = dict(batch)
-    inputs = prog.inputs
-    for target, kind in prog.manifest.get("kfac", {}).get("targets", {}).items():
+    drawn = {}
+    for target, (kind, _leaf) in prog.manifest.get("kfac", {}).get("targets", {}).items():
         sampler = SAMPLERS.get(kind)
         if sampler is None:
             raise errors.ModelError(
@@ -179,11 +199,8 @@ def _fisher_mc(prog, theta, batch, seed):
                 "built-in loss (squared_error, sigmoid/softmax_cross_entropy)",
             )
         y = np.asarray(first[f"kfac_y:{target}"], dtype=np.float64)
-        t = sampler(y, rng)
-        if inputs.get(target, {}).get("labels"):
-            t = np.argmax(t, axis=1)  # the build takes class indices for this target
-        drawn[target] = t.astype(prog.dtype) if t.dtype.kind == "f" else t
-    return prog._run("kfac_empirical", theta, drawn)
+        drawn[target] = sampler(y, rng).astype(prog.dtype)
+    return _empirical(prog, theta, batch, drawn)
 
 
 def _assemble(prog, out: Mapping[str, np.ndarray], B: int, curvature: str) -> KFACFactors:

@@ -15,9 +15,10 @@ approximated as A ⊗ G with A = mean_b ā_b ā_bᵀ and G = mean_b of a pre-act
                       (c_L = 1/B for the batch mean, so Σ_b is the mean), ε the noise
                       leaves; the same program with ε = e_k, summed over k, is the exact
                       G (KFLR: one back-sweep per loss-input coordinate)
-    "empirical"       s_b = J_bᵀ √c_L ∂ℓ(y_b, t_b)/∂y_b: the per-case gradient at a_b;
-                      with targets drawn from the model's predictive distribution (the
-                      runtime draws them from the output ``kfac_y``) it is "fisher_mc"
+    "empirical"       s_b = J_bᵀ √c_L ∂ℓ(y_b, t'_b)/∂y_b: the per-case gradient at a_b,
+                      t' an extra leaf ``target_<t>`` the runtime binds to the batch's
+                      targets, or to targets drawn from the model's predictive
+                      distribution at the output ``kfac_y`` ("fisher_mc")
 
 Dense layers are found by ancestor analysis (:func:`dense_layers`), never by op names: a
 node whose operands are a parameter matrix W and a per-case vector h and whose numpy
@@ -135,9 +136,24 @@ def dense_layers(g: Graph) -> dict[str, DenseLayer]:
     return out
 
 
+def is_data(n: Node) -> bool:
+    """A leaf bound to a batch array (an input or target)."""
+    return not n.inputs and REGISTRY[n.op].binding == "batch"
+
+
+def target_leaf(t: Node) -> str:
+    """The name of the extra leaf standing for target ``t`` in the empirical sweep."""
+    return f"target_{t.name}"
+
+
 class EmpiricalSweep(Sweep):
-    """The per-case sweep seeded at every loss input y with √c_L ∂L/∂y (nothing injected):
-    Σ_b s_b s_bᵀ at a pre-activation is mean_b g_b g_bᵀ, g_b = ∂ℓ_b/∂a_b."""
+    """The per-case sweep seeded at every loss input y with √c_L ∂L(y, t')/∂y (nothing
+    injected): Σ_b s_b s_bᵀ at a pre-activation is mean_b g_b g_bᵀ, g_b = ∂ℓ_b/∂a_b.
+
+    t' is an extra per-case leaf ``target_<t>`` (role "noise": bound by the runtime on
+    every call), not the batch's target t itself: the runtime binds the true targets
+    ("empirical") or targets drawn from the model ("fisher_mc") without touching the
+    forward pass — in an autoencoder t IS the network's input x."""
 
     def __init__(self, forward: Graph, objective: str = "objective") -> None:
         super().__init__(forward, objective)
@@ -145,11 +161,18 @@ class EmpiricalSweep(Sweep):
         self.losses = gauss_newton.check_split(g, self.root)
         weights = vjp(g, self.root, [L.id for L in self.losses])
         for L in self.losses:
-            y = L.inputs[0]
+            y, t = L.inputs
             if weights[L.id] is None or y not in self.live:
                 continue
+            loss = L.id
+            if is_data(g[t]):  # else a computed target: the true one only (no fisher_mc)
+                attrs = {"shape": list(g[t].shape), "batched": True, "index": self.noise.count}
+                self.noise.count += 1
+                tp = g.add_node("noise", [], g[t].shape, True, attrs, target_leaf(g[t]), L.origin)
+                attrs = dict(L.attrs)
+                loss = g.add_node(L.op, [y, tp.id], L.shape, L.batched, attrs, L.name, L.origin).id
             root_c = ew.call(g, "sqrt_pos", weights[L.id], origin=L.origin)
-            seed = vjp(g, L.id, [y], seed=root_c)[y]
+            seed = vjp(g, loss, [y], seed=root_c)[y]
             if seed is not None:
                 self.acc.setdefault(y, {})
                 self.acc[y]["re"] = ew.add(g, self.acc[y].get("re"), seed, L.origin)
@@ -204,7 +227,6 @@ def kfac_graph(forward: Graph, kind: str = "curvature_prop", objective: str = "o
             g.set_output(outputs.theta("kfac_diag", p.name), d)
     if kind == "empirical":
         for L in gauss_newton.loss_nodes(g, sweep.root):
-            t = g[L.inputs[1]]
-            if REGISTRY[t.op].binding == "batch" and not t.inputs:
-                g.set_output(outputs.per_case("kfac_y", t.name), L.inputs[0])
+            if is_data(g[L.inputs[1]]):
+                g.set_output(outputs.per_case("kfac_y", g[L.inputs[1]].name), L.inputs[0])
     return g

@@ -87,9 +87,8 @@ def test_empirical_equals_the_reference_interpreter(net):
 
     prog, theta, batch = net
     f = prog.kfac_factors(theta, batch, curvature="empirical")
-    ref = evaluate(
-        kfac_graph(_net().forward_graph(), "empirical"), {**prog.unflatten(theta), **batch}
-    )
+    leaves = {**prog.unflatten(theta), **batch, "target_t": batch["t"]}
+    ref = evaluate(kfac_graph(_net().forward_graph(), "empirical"), leaves)
     for W, n in (("W1", 4), ("W2", 3)):
         want = np.asarray(ref[f"kfac_G:{W}"]).reshape(n, n)
         assert np.allclose(f.layers[W].G, want, rtol=1e-10, atol=1e-14)

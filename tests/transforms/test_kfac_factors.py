@@ -44,6 +44,13 @@ def two_layer(loss="squared", bias2=True, branch=False):
     return m
 
 
+def empirical(fwd, vals):
+    """The empirical sweep's outputs, its target leaves bound to the batch's targets."""
+    g = kfac_graph(fwd, "empirical")
+    bound = {n.name: vals[n.name[len("target_") :]] for n in g.nodes() if n.op == "noise"}
+    return evaluate(g, {**vals, **bound})
+
+
 def exact_sum(g, vals):
     """Σ over unit noise vectors of every output: the exact expectation."""
     leaves = [n for n in g.nodes() if n.op == "noise"]
@@ -93,7 +100,7 @@ def test_dense_layers_are_found_by_their_semantics():
 def test_A_is_the_mean_outer_product_of_the_augmented_input(bias):
     fwd = two_layer(bias2=bias).forward_graph()
     vals = _values(fwd)
-    out = evaluate(kfac_graph(fwd, "empirical"), vals)
+    out = empirical(fwd, vals)
     for name, L in dense_layers(fwd).items():
         h = node_value(fwd, vals, L.input)
         abar = np.hstack([h, np.ones((B, 1))]) if L.bias else h
@@ -125,7 +132,7 @@ def test_G_exact_and_empirical_against_the_oracle(loss, bias2):
     fwd = two_layer(loss, bias2).forward_graph()
     vals = {k: v for k, v in twin_vals.items() if bias2 or k != "b2"}
     exact = exact_sum(kfac_graph(fwd, "curvature_prop"), vals)
-    emp = evaluate(kfac_graph(fwd, "empirical"), vals)
+    emp = empirical(fwd, vals)
     for name, L in dense_layers(fwd).items():
         n = L.n_out
         assert rel_err(exact[f"kfac_G:{name}"].reshape(n, n), refs[name][0]) < 1e-10, name
@@ -154,7 +161,7 @@ def test_kronecker_block_is_exact_for_the_last_layer_with_squared_error():
     vals = _values(fwd)
     GN = oracle.oracle_gauss_newton(fwd, vals)
     exact = exact_sum(kfac_graph(fwd, "curvature_prop"), vals)
-    hh = evaluate(kfac_graph(fwd, "empirical"), vals)  # A does not depend on the sweep
+    hh = empirical(fwd, vals)  # A does not depend on the sweep
     A = hh["kfac_hh:W2"].reshape(2, 2) / B
     G = exact["kfac_G:W2"].reshape(2, 2)
     assert rel_err(np.kron(G, A), block(fwd, vals, GN, "W2")) < 1e-10
@@ -180,10 +187,32 @@ def test_every_parameter_is_covered(model):
     GN = oracle.oracle_gauss_newton(fwd, vals)
     _, pcg = oracle.oracle_per_case(fwd, vals)
     exact = exact_sum(kfac_graph(fwd, "curvature_prop"), vals)
-    emp = evaluate(kfac_graph(fwd, "empirical"), vals)
+    emp = empirical(fwd, vals)
     assert covered | set(rest) == {p.name for p in fwd.leaves("param")}
     for name in rest:
         want = np.diag(block(fwd, vals, GN, name))
         assert rel_err(np.ravel(exact[f"kfac_diag:{name}"]), want) < 1e-10, name
         want_emp = (pcg[name].reshape(B, -1) ** 2).mean(0)
         assert rel_err(np.ravel(emp[f"kfac_diag:{name}"]), want_emp) < 1e-10, name
+
+
+def test_sampled_targets_leave_the_forward_pass_alone():
+    """An autoencoder's target is its input x. The empirical sweep reads its targets from
+    its own leaf ``target_x``, so binding sampled targets t̃ = y + n (squared error: the
+    predictive distribution N(y, I)) changes the seed −n only: summed over n = e_k (the
+    same k in every case; E[n nᵀ] = I) the Fisher factor is the exact G."""
+    m = sc.Model("ae")
+    x = m.input("x", 3)
+    W1, b1 = m.param("W1", (2, 3)), m.param("b1", 2)
+    W2, b2 = m.param("W2", (3, 2)), m.param("b2", 3)
+    m.minimize(sc.losses.squared_error(W2 @ sc.tanh(W1 @ x + b1) + b2, x))
+    fwd = m.forward_graph()
+    vals = _values(fwd)
+    g = kfac_graph(fwd, "empirical")
+    y = np.asarray(evaluate(g, {**vals, "target_x": vals["x"]})["kfac_y:x"])
+    fisher = 0.0
+    for k in range(3):
+        drawn = y + np.eye(3)[k]  # n = e_k in every case
+        fisher = fisher + np.asarray(evaluate(g, {**vals, "target_x": drawn})["kfac_G:W1"])
+    exact = exact_sum(kfac_graph(fwd, "curvature_prop"), vals)["kfac_G:W1"]
+    assert rel_err(fisher, exact) < 1e-10

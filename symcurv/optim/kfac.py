@@ -100,7 +100,8 @@ class KFAC:
     "fisher_mc", "empirical"), ``learning_rate=None`` and ``momentum=None`` (None: from
     the 2×2 quadratic model), ``damping=1e-3`` (λ's start), ``adapt_damping=True``,
     ``adapt_every=5``, ``min_damping=1e-8``, ``factor_decay=0.95``, ``factors_every=1``,
-    ``inverse_every=20``, ``norm_constraint=None`` (a cap on |αΔᵀ∇| by scaling Δ),
+    ``inverse_every=20``, ``norm_constraint=None`` (kfac-jax's: Δ scaled so that
+    lr² |∇ᵀΔ| = ΔᵀF̂Δ lr² ≤ norm_constraint, the update's squared F̂-norm),
     ``l2=0.0``, ``seed=0`` (the factor noise of step k is drawn from (seed, k)),
     ``default_batch_size=1000``.
     """
@@ -282,7 +283,7 @@ class KFAC:
             self._invert(state)
         t_inverse = time.perf_counter() - t0
         Delta = self.direction(g, state, damping)
-        if self.norm_constraint is not None:  # cap the predicted first-order change
+        if self.norm_constraint is not None:  # cap lr² ΔᵀF̂Δ = lr² |∇ᵀΔ|
             size = abs(float(g @ Delta)) * (self.learning_rate or 1.0) ** 2
             if size > self.norm_constraint:
                 Delta *= math.sqrt(self.norm_constraint / size)

@@ -347,3 +347,22 @@ def test_step_sizes_minimise_the_damped_quadratic_model(lr, mu):
         assert abs(delta @ r) < 1e-10 * np.linalg.norm(g) * np.linalg.norm(delta)
     else:
         assert m == mu
+
+
+def test_norm_constraint_caps_the_update_in_the_fisher_metric(single):
+    """u = c·Δ with c² lr² |∇ᵀΔ| = norm_constraint (kfac-jax's rule: uᵀF̂u ≤ constraint,
+    F̂ the damped K-FAC matrix, since ΔᵀF̂Δ = |∇ᵀΔ| for Δ = −F̂⁻¹∇)."""
+    prog, data = single
+    theta0 = prog.init(0)
+
+    def step(**kw):
+        opt = sc.optim.KFAC(prog, learning_rate=1.0, momentum=0.0, adapt_damping=False, **kw)
+        res = sc.optim.fit(prog, opt, data, 1, theta=theta0, batch_size=30, progress=False)
+        return res.theta - theta0
+
+    _, g = prog.grad(theta0, data)
+    free, capped = step(), step(norm_constraint=1e-4)
+    assert abs(g @ free) > 1e-4  # the cap binds
+    coef = (g @ capped) / (g @ free)
+    assert np.allclose(capped, coef * free, rtol=1e-10)
+    assert np.isclose(coef**2 * abs(g @ free), 1e-4, rtol=1e-9)

@@ -11,9 +11,11 @@ Per dense layer a = W h + b the curvature block of (W, b) is approximated by A �
    decomposition, negative rounding is clipped to 0), and π = √((tr Â/dim Â)/(tr Ĝ/dim Ĝ));
 3. the factored-Tikhonov direction, with ∇̄ = [∇_W, ∇_b] (n_out × (n_in + 1)) and
    γ = √(λ + η) (η = ``l2``):
-       Δ = −(Ĝ + (γ/π) I)⁻¹ ∇̄ (Â + π γ I)⁻¹ = −U_G [(U_Gᵀ ∇̄ U_A) / ((g + γ/π)(a + πγ)ᵀ)] U_Aᵀ
+       Δ = −(Ĝ + (γ/π) I)⁻¹ ∇̄ (Â + π γ I)⁻¹,  (M + cI)⁻¹ = U diag(1/(w + c)) Uᵀ
    (M&G §6.3: of the Kronecker-factored damping terms, π minimises the norm of the
-   cross terms), and Δ_p = −∇_p / (d_p + λ + η) for the diagonal parameters;
+   cross terms); the damped inverses are formed from the eigendecompositions when λ or
+   the factors change (so a new λ needs no new decomposition) and kept until then; and
+   Δ_p = −∇_p / (d_p + λ + η) for the diagonal parameters;
 4. the update u = α Δ + μ δ (δ the previous update): with ``learning_rate=None`` and
    ``momentum=None`` (α, μ) minimise the exact quadratic model
    q(u) = ∇ᵀu + ½ uᵀ (G + (λ + η) I) u, a 2 × 2 system from two gnvp products on a State
@@ -63,17 +65,13 @@ def eigen(M: np.ndarray, previous=None):
     return np.zeros(len(M)), np.eye(len(M))
 
 
-def damped_kronecker_solve(V, eig_A, eig_G, gamma: float, pi: float) -> np.ndarray:
-    """(G + (γ/π) I)⁻¹ V (A + π γ I)⁻¹ from the eigendecompositions of A and G. A zero
-    denominator (no damping, singular factor) is treated as a zero eigen-direction of
-    the step, never divided by."""
-    a, UA = eig_A
-    g, UG = eig_G
-    den = np.outer(g + gamma / pi, a + pi * gamma)
-    core = UG.T @ V @ UA
-    safe = den > 1e-300
-    core = np.where(safe, core / np.where(safe, den, 1.0), 0.0)
-    return UG @ core @ UA.T
+def damped_inverse(eig, shift: float) -> np.ndarray:
+    """(M + shift·I)⁻¹ = U diag(1/(w + shift)) Uᵀ from M's eigendecomposition (w, U); a
+    zero denominator gives a zero eigen-direction (the pseudo-inverse), never a division."""
+    w, U = eig
+    den = w + shift
+    inv = np.where(den > 1e-300, 1.0 / np.where(den > 1e-300, den, 1.0), 0.0)
+    return (U * inv) @ U.T
 
 
 class _Products:
@@ -212,16 +210,14 @@ class KFAC:
     def direction(self, g: np.ndarray, state, damping: float) -> np.ndarray:
         """Δ = −F̂⁻¹ g: the factored-Tikhonov Kronecker solve per layer, the damped
         diagonal elsewhere (module docstring)."""
-        gamma = math.sqrt(damping + self.l2)
+        self._damped_inverses(state, damping)
         out = np.zeros(g.shape, dtype=np.float64)
         for k, L in self.layers.items():
             sw = self._slices(k)
             V = g[sw].reshape(L.n_out, L.n_in)
             if L.bias:
                 V = np.hstack([V, g[self._slices(L.bias)].reshape(-1, 1)])
-            eig_A = (state[f"eA:{k}"], state[f"UA:{k}"])
-            eig_G = (state[f"eG:{k}"], state[f"UG:{k}"])
-            D = damped_kronecker_solve(V, eig_A, eig_G, gamma, float(state[f"pi:{k}"]))
+            D = state[f"IG:{k}"] @ V @ state[f"IA:{k}"]  # two GEMMs (eigenbasis: four)
             out[sw] = -D[:, : L.n_in].ravel()
             if L.bias:
                 out[self._slices(L.bias)] = -D[:, -1]
@@ -230,6 +226,20 @@ class KFAC:
             den = state[f"D:{p}"] + damping + self.l2
             out[sl] = np.where(den > 0, -g[sl] / np.where(den > 0, den, 1.0), 0.0)
         return out
+
+    def _damped_inverses(self, state, damping: float) -> None:
+        """(Ĝ + (γ/π) I)⁻¹ and (Â + π γ I)⁻¹ per layer, from the eigendecompositions, kept
+        in the state until λ changes or the factors are decomposed again (the same
+        matrices as the solve in the eigenbases, U_G [(U_Gᵀ ∇̄ U_A) / ((g + γ/π)(a + πγ)ᵀ)] U_Aᵀ,
+        two GEMMs cheaper per step)."""
+        if float(state.get("inverses_at", math.nan)) == damping:
+            return
+        gamma = math.sqrt(damping + self.l2)
+        for k in self.layers:
+            pi = float(state[f"pi:{k}"])
+            state[f"IA:{k}"] = damped_inverse((state[f"eA:{k}"], state[f"UA:{k}"]), pi * gamma)
+            state[f"IG:{k}"] = damped_inverse((state[f"eG:{k}"], state[f"UG:{k}"]), gamma / pi)
+        state["inverses_at"] = float(damping)
 
     def _coefficients(self, g, Delta, delta, products, damping):
         """(α, μ) of u = αΔ + μδ: the fixed options, or the minimiser of the damped
@@ -281,6 +291,8 @@ class KFAC:
         inverted = (steps - 1) % self.inverse_every == 0
         if inverted:
             self._invert(state)
+            state["inverses_at"] = math.nan
+        self._damped_inverses(state, damping)
         t_inverse = time.perf_counter() - t0
         Delta = self.direction(g, state, damping)
         if self.norm_constraint is not None:  # cap lr² ΔᵀF̂Δ = lr² |∇ᵀΔ|

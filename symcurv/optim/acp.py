@@ -81,10 +81,12 @@ class ACP:
         self.layers = prog.kfac_layers
 
     def config(self) -> dict[str, Any]:
+        """The options (JSON-able), as checkpoints record them."""
         keys = "alpha damping learning_rate inverse_every l2 default_batch_size".split()
         return {k: getattr(self, k) for k in keys}
 
     def init(self, theta: np.ndarray) -> dict[str, Any]:
+        """No step taken yet (C is decomposed on the first)."""
         return {"steps": 0}
 
     def step(

@@ -54,10 +54,12 @@ class CenteredSGD:
         self.layers = {k: L for k, L in prog.kfac_layers.items() if L.bias}
 
     def config(self) -> dict[str, Any]:
+        """The options (JSON-able), as checkpoints record them."""
         keys = "learning_rate momentum l2 default_batch_size".split()
         return {k: getattr(self, k) for k in keys}
 
     def init(self, theta: np.ndarray) -> dict[str, Any]:
+        """Zero velocity, no steps taken."""
         return {"velocity": np.zeros_like(theta), "steps": 0}
 
     def step(

@@ -175,6 +175,7 @@ def info(build_dir: str, out=None) -> None:
             ]
         )
     print(_table(rows, ["program", "source", "kernels", "buffers", "scratch memory"]), file=out)
+    _kfac_blocks(man, out)
     for name, reason in man.get("skipped", {}).items():
         first, _, rest = reason.partition("\n")
         print(f"\nskipped '{name}' (not built for this model): {first}", file=out)
@@ -182,6 +183,21 @@ def info(build_dir: str, out=None) -> None:
             print(rest, file=out)
     if man["backend"] == "cuda":
         _cuda_launches(man, out)
+
+
+def _kfac_blocks(man: dict, out) -> None:
+    """K-FAC's Kronecker blocks (dense layers a = W h (+ b)); every other parameter gets
+    a Gauss-Newton diagonal estimate (docs/kfac.md)."""
+    layers = man.get("kfac", {}).get("layers", [])
+    covered = {n for L in layers for n in (L["weight"], L["bias"]) if n}
+    rest = [p["name"] for p in man["params"] if p["name"] not in covered]
+    rows = [
+        [L["weight"], L["bias"] or "-", f"{L['n_in']}", f"{L['n_out']}", L["origin"]]
+        for L in layers
+    ]
+    print("\nK-FAC blocks (A over [h; 1], G over the pre-activation):", file=out)
+    print(_table(rows, ["weight", "bias", "n_in", "n_out", "DSL"]), file=out)
+    print(f"diagonal (outside dense layers): {', '.join(rest) or 'none'}", file=out)
 
 
 def _cuda_launches(man: dict, out) -> None:

@@ -99,6 +99,15 @@ def _per_case_grad_norm_graph(fwd: Graph) -> Graph:
     return per_case_grad_norm_graph(fwd)
 
 
+def _kfac_graph(kind: str) -> Callable[[Graph], Graph]:
+    def build(fwd: Graph) -> Graph:
+        from symcurv.transforms.kfac import kfac_graph
+
+        return kfac_graph(fwd, kind)
+
+    return build
+
+
 PROGRAMS: dict[str, Callable[[Graph], Graph]] = {
     "loss": _loss_graph,
     "grad": _grad_graph,
@@ -117,6 +126,10 @@ PROGRAMS: dict[str, Callable[[Graph], Graph]] = {
     "input_bl": _input_graph("bl"),
     "per_case_grad": _per_case_grad_graph,
     "per_case_grad_norm": _per_case_grad_norm_graph,
+    # K-FAC factor statistics (transforms/kfac.py): "exact" runs kfac_cp once per loss-input
+    # coordinate, "fisher_mc" runs kfac_empirical on sampled targets
+    "kfac_cp": _kfac_graph("curvature_prop"),
+    "kfac_empirical": _kfac_graph("empirical"),
 }
 # names users pass in ``programs=`` that stand for several built programs (HI = Hutchinson
 # runs through hvp)
@@ -126,6 +139,7 @@ ALIASES = {
     "linearize": [],
     # the exact method runs through input_hvp (one product per input coordinate)
     "input_diag_hessian": ["input_hvp", "input_diag_S", "input_diag_TU", "input_bl"],
+    "kfac": ["kfac_cp", "kfac_empirical"],
 }
 # programs that exist only for some models (a Gauss-Newton split): with programs="all"
 # they are skipped with the reason recorded; asked for by name, the error is raised
@@ -137,6 +151,8 @@ OPTIONAL = (
     "input_diag_S",
     "input_diag_TU",
     "input_bl",
+    "kfac_cp",
+    "kfac_empirical",
 )
 BACKENDS = tuple(backends.BACKENDS)
 DTYPES = ("float32", "float64")
@@ -316,6 +332,7 @@ def build(
         "programs": specs,
         # leaves of the model's own graph bound on every call (CP noise, basis vectors)
         "model_leaves": model_leaves.describe(fwd),
+        "kfac": _kfac_manifest(fwd),
         "skipped": skipped,
         "skipped_errors": skipped_errors,
         "versions": {
@@ -330,6 +347,31 @@ def build(
     out = build_mod.write(root, manifest, files)
     say(f"wrote {out}")
     return out
+
+
+def _kfac_manifest(fwd: Graph) -> dict:
+    """The dense layers K-FAC gives Kronecker blocks (by node name and DSL line), and each
+    loss's kind by its target input (fisher_mc samples targets of that loss's predictive
+    distribution)."""
+    from symcurv.transforms import gauss_newton
+    from symcurv.transforms.kfac import dense_layers, is_data, target_leaf
+
+    layers = [
+        {
+            **L.to_json(),
+            "input": fwd[L.input].name,
+            "product": fwd[L.product].name,
+            "preactivation": fwd[L.preactivation].name,
+            "origin": fwd[L.product].origin,
+        }
+        for L in dense_layers(fwd).values()
+    ]
+    targets = {}
+    for L in gauss_newton.loss_nodes(fwd, fwd.outputs["objective"]):
+        t = fwd[L.inputs[1]]
+        if is_data(t):  # {target input: [loss kind, the empirical sweep's target leaf]}
+            targets[t.name] = [L.attr("kind") or L.op, target_leaf(t)]
+    return {"layers": layers, "targets": targets}
 
 
 def warm(prog, progress: bool = True) -> None:
@@ -426,7 +468,9 @@ def program_graphs(model, program: str) -> tuple[Graph, dict[str, Graph], dict[s
     if program == "all":
         names = list(PROGRAMS)
     elif program == "linearize":
-        names = [p for p in PROGRAMS if p not in ("loss", "grad", "becker_lecun", "sum_sq_grad")]
+        # the programs a State runs (the K-FAC factors run on (θ, batch) directly)
+        off_state = ("loss", "grad", "becker_lecun", "sum_sq_grad", "kfac_cp", "kfac_empirical")
+        names = [p for p in PROGRAMS if p not in off_state]
     else:
         names = ALIASES.get(program, [program])
     graphs: dict[str, Graph] = {"forward": fwd} if program == "all" else {}

@@ -115,6 +115,7 @@ def test_graph_draws_every_name_it_accepts(tmp_path, capsys):
         ],
         "becker_lecun_diag": None,
         "input_diag_hessian": ["input_hvp", "input_diag_S", "input_diag_TU", "input_bl"],
+        "kfac": ["kfac_cp", "kfac_empirical"],
         "all": ["forward", *pipeline.PROGRAMS],
     }
     for name, files in expect.items():

@@ -297,3 +297,43 @@ def check_label_uses(g: Graph) -> None:
                 f"m.target('{row.name}', {g[x].shape[0]}) without labels=True and pass "
                 "one-hot (or real-valued) rows",
             )
+
+
+# -- samplers of the predictive distribution p(t | y) (K-FAC's "fisher_mc") -------------------
+# For each built-in loss ℓ(y, t) = −log p(t | y) + const, a draw t̃ ~ p(t | y) makes the
+# gradient g = ∂ℓ(y, t̃)/∂y satisfy E[g gᵀ] = H_L (the Fisher equals the loss Hessian):
+#   squared_error           t̃ = y + n, n ~ N(0, I)          g = −n,      E = I
+#   sigmoid_cross_entropy   t̃_k ~ Bernoulli(σ(y_k))          g = σ − t̃,  E = diag(σ(1 − σ))
+#   softmax_cross_entropy   t̃ ~ one-hot Categorical(softmax(y))  g = p − t̃,  E = diag p − p pᵀ
+#                           (H_L for targets summing to one, as class probabilities do)
+# Each takes y (B, n) and a numpy Generator and returns t̃ (B, n).
+
+
+def _sample_squared_error(y, rng):
+    return y + rng.standard_normal(y.shape)
+
+
+def _sample_sigmoid_cross_entropy(y, rng):
+    import numpy as np
+
+    p = 0.5 * (1.0 + np.tanh(0.5 * y))  # σ(y) without overflow
+    return (rng.random(y.shape) < p).astype(y.dtype)
+
+
+def _sample_softmax_cross_entropy(y, rng):
+    import numpy as np
+
+    p = np.exp(y - y.max(axis=1, keepdims=True))
+    cdf = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
+    u = rng.random((y.shape[0], 1))
+    k = np.minimum((u > cdf).sum(axis=1), y.shape[1] - 1)  # inverse CDF per case
+    out = np.zeros_like(y)
+    out[np.arange(y.shape[0]), k] = 1.0
+    return out
+
+
+SAMPLERS = {
+    "squared_error": _sample_squared_error,
+    "sigmoid_cross_entropy": _sample_sigmoid_cross_entropy,
+    "softmax_cross_entropy": _sample_softmax_cross_entropy,
+}

@@ -30,6 +30,7 @@ GROUPS = {
     "cp_diag": ("cp_S", "cp_TU", "cp_GN", "hvp"),
     "becker_lecun_diag": ("becker_lecun",),
     "input_diag_hessian": ("input_hvp", "input_diag_S", "input_diag_TU", "input_bl"),
+    "kfac": ("kfac_cp", "kfac_empirical"),
 }
 
 

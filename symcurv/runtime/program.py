@@ -462,6 +462,25 @@ class Program:
         ref = (self.build_dir, self.backend, self.dtype.name, self.manifest["manifest_sha256"])
         return from_build, ref
 
+    # -- K-FAC (runtime/kfac.py; programs kfac_cp and kfac_empirical) ---------------------
+    @property
+    def kfac_layers(self) -> dict:
+        """``{weight: KFACLayer}``: the dense layers a = W h (+ b) that K-FAC gives a
+        Kronecker block (weight, bias, input and pre-activation names, sizes, DSL line)."""
+        from symcurv.runtime import kfac
+
+        return kfac.layers(self)
+
+    def kfac_factors(self, theta, batch, curvature: str = "curvature_prop", seed=None):
+        """The K-FAC factors of a batch: ``.layers[W].A`` = mean_b ā āᵀ (ā = [h; 1], bias
+        last), ``.layers[W].G`` over the pre-activation for ``curvature`` "exact" (KFLR),
+        "curvature_prop" (unbiased, one sweep), "fisher_mc" (sampled targets) or
+        "empirical" (true targets); ``.diagonal``: the Gauss-Newton diagonal estimate of
+        every parameter outside a dense layer (tied weights, ...). See docs/kfac.md."""
+        from symcurv.runtime import kfac
+
+        return kfac.factors(self, theta, batch, curvature, seed)
+
 
 _LOADED: dict[tuple, Program] = {}
 

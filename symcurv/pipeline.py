@@ -354,7 +354,7 @@ def _kfac_manifest(fwd: Graph) -> dict:
     loss's kind by its target input (fisher_mc samples targets of that loss's predictive
     distribution)."""
     from symcurv.transforms import gauss_newton
-    from symcurv.transforms.kfac import dense_layers, is_data, target_leaf
+    from symcurv.transforms.kfac import data_target, dense_layers, target_leaf
 
     layers = [
         {
@@ -368,8 +368,8 @@ def _kfac_manifest(fwd: Graph) -> dict:
     ]
     targets = {}
     for L in gauss_newton.loss_nodes(fwd, fwd.outputs["objective"]):
-        t = fwd[L.inputs[1]]
-        if is_data(t):  # {target input: [loss kind, the empirical sweep's target leaf]}
+        t = data_target(fwd, fwd[L.inputs[1]])
+        if t is not None:  # {target input: [loss kind, the empirical sweep's target leaf]}
             targets[t.name] = [L.attr("kind") or L.op, target_leaf(t)]
     return {"layers": layers, "targets": targets}
 

@@ -173,8 +173,9 @@ def _empirical(prog, theta, batch, drawn: Mapping[str, np.ndarray]):
             continue
         info = prog.inputs[target]
         a = np.asarray(batch[target]) if target in batch else None
-        if a is not None and info.get("labels"):
-            a = prog._one_hot(target, info, a)
+        if a is not None and info.get("labels"):  # the sweep's leaf holds one-hot rows
+            labels = prog.checks.labels(target, a)
+            a = (labels == np.arange(int(info["size"]))).astype(prog.dtype)
         extras[leaf] = a
     names = {n for n, _b, _s in _noise_leaves(prog, "kfac_empirical")}
     extras = {k: v for k, v in extras.items() if k in names and v is not None}

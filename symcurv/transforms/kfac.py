@@ -141,6 +141,17 @@ def is_data(n: Node) -> bool:
     return not n.inputs and REGISTRY[n.op].binding == "batch"
 
 
+def data_target(g: Graph, t: Node) -> Node | None:
+    """The batch leaf a loss's target reads: ``t`` itself, or the leaf under an inlined op
+    of it (a class label's one-hot row [c = k], ops/losses.py); None for a target computed
+    from the data (then only the true target is used: no fisher_mc for that loss)."""
+    if is_data(t):
+        return t
+    if REGISTRY[t.op].inline and len(t.inputs) == 1 and is_data(g[t.inputs[0]]):
+        return g[t.inputs[0]]
+    return None
+
+
 def target_leaf(t: Node) -> str:
     """The name of the extra leaf standing for target ``t`` in the empirical sweep."""
     return f"target_{t.name}"
@@ -165,10 +176,11 @@ class EmpiricalSweep(Sweep):
             if weights[L.id] is None or y not in self.live:
                 continue
             loss = L.id
-            if is_data(g[t]):  # else a computed target: the true one only (no fisher_mc)
+            leaf = data_target(g, g[t])
+            if leaf is not None:  # else a computed target: the true one only (no fisher_mc)
                 attrs = {"shape": list(g[t].shape), "batched": True, "index": self.noise.count}
                 self.noise.count += 1
-                tp = g.add_node("noise", [], g[t].shape, True, attrs, target_leaf(g[t]), L.origin)
+                tp = g.add_node("noise", [], g[t].shape, True, attrs, target_leaf(leaf), L.origin)
                 attrs = dict(L.attrs)
                 loss = g.add_node(L.op, [y, tp.id], L.shape, L.batched, attrs, L.name, L.origin).id
             root_c = ew.call(g, "sqrt_pos", weights[L.id], origin=L.origin)
@@ -227,6 +239,7 @@ def kfac_graph(forward: Graph, kind: str = "curvature_prop", objective: str = "o
             g.set_output(outputs.theta("kfac_diag", p.name), d)
     if kind == "empirical":
         for L in gauss_newton.loss_nodes(g, sweep.root):
-            if is_data(g[L.inputs[1]]):
-                g.set_output(outputs.per_case("kfac_y", g[L.inputs[1]].name), L.inputs[0])
+            leaf = data_target(g, g[L.inputs[1]])
+            if leaf is not None:
+                g.set_output(outputs.per_case("kfac_y", leaf.name), L.inputs[0])
     return g

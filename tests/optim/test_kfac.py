@@ -116,6 +116,38 @@ def test_sampled_kinds_are_unbiased(net, curvature):
     assert np.max(np.abs(emp - exact.layers["W2"].G)) > 0.1 * np.max(np.abs(exact.layers["W2"].G))
 
 
+def _labels_net():
+    """_net with class labels: its loss reads one_hot(c), an inlined op of the label leaf."""
+    m = sc.Model("kfac_labels")
+    x, c = m.input("x", 3), m.target("t", 3, labels=True)
+    W1, b1 = m.param("W1", (4, 3), init=sc.init.normal(0.8)), m.param("b1", 4)
+    W2, b2 = m.param("W2", (3, 4), init=sc.init.normal(0.8)), m.param("b2", 3)
+    s = m.param("s", 3, init=sc.init.constant(1.0))
+    m.minimize(sc.losses.softmax_cross_entropy(s * (W2 @ sc.tanh(W1 @ x + b1) + b2), c))
+    return m
+
+
+def test_labels_targets_are_sampled_by_fisher_mc_and_read_by_empirical(net, tmp_path):
+    """With labels=True the loss's target is one_hot(c), not a leaf: fisher_mc must still
+    draw targets (it once silently returned the empirical Fisher), and the empirical kind
+    must equal the one-hot model's with the same rows."""
+    prog, theta, batch = net
+    lp = sc.compile(_labels_net(), programs=("kfac",), build_dir=tmp_path / "l", progress=False)
+    labels = np.random.default_rng(5).integers(0, 3, B)
+    lbatch, obatch = {"x": batch["x"], "t": labels}, {"x": batch["x"], "t": np.eye(3)[labels]}
+    emp = lp.kfac_factors(theta, lbatch, curvature="empirical")
+    want = prog.kfac_factors(theta, obatch, curvature="empirical")
+    for W in ("W1", "W2"):
+        assert np.allclose(emp.layers[W].G, want.layers[W].G, rtol=1e-12, atol=1e-15), W
+    exact = prog.kfac_factors(theta, obatch, curvature="exact").layers["W2"].G
+    draws = np.stack(
+        [lp.kfac_factors(theta, lbatch, "fisher_mc", seed=k).layers["W2"].G for k in range(200)]
+    )
+    se = draws.std(axis=0, ddof=1) / np.sqrt(len(draws)) + 1e-12 * np.max(np.abs(exact))
+    assert np.max(np.abs(draws.mean(axis=0) - exact) / se) < 5.0
+    assert np.max(np.abs(draws[0] - emp.layers["W2"].G)) > 1e-6  # sampled, not the labels
+
+
 def test_bad_curvature_and_seed_name_the_fix(net):
     prog, theta, batch = net
     with pytest.raises(errors.ModelError, match="choose one of exact"):

@@ -199,7 +199,7 @@ def profile(B: int, rounds: int, build_dir: Path) -> None:
                 by_kind[kind(k)] += s
                 kernels_sum += s
             top = sorted(kt.items(), key=lambda kv: -kv[1])[:6]
-            rows += [[part, k, f"{s * 1e6:.1f}", f"{s / total:.0%}"] for k, s in top]
+            rows += [[part, k, f"{s * 1e6:.1f}", f"{s / sum(kt.values()):.0%}"] for k, s in top]
             rows.append(
                 [
                     part,
@@ -217,7 +217,7 @@ def profile(B: int, rounds: int, build_dir: Path) -> None:
                 ]
             )
         rows += [
-            ["", f"kind: {k}", f"{s * 1e6:.1f}", f"{s / total:.0%}"]
+            ["", f"kind: {k}", f"{s * 1e6:.1f}", f"{s / kernels_sum:.0%}"]
             for k, s in by_kind.most_common()
         ]
         rows.append(
@@ -230,7 +230,11 @@ def profile(B: int, rounds: int, build_dir: Path) -> None:
         else:
             fc = noise_cost(prog, st, rounds)
             rows += [["State", k, f"{s * 1e6:.1f}", f"{s / total:.0%}"] for k, s in fc.items()]
-        print(table(rows, ["module", "kernel / step", "µs", "of call"]), flush=True)
+        print(
+            "(share: of the module's kernels for a kernel, of all kernels for a kind, of the "
+            "whole call otherwise; kernels are timed inside one profiled call, the rest apart)"
+        )
+        print(table(rows, ["module", "kernel / step", "µs", "share"]), flush=True)
 
 
 def noise_cost(prog, st, rounds: int) -> dict:

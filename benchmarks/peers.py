@@ -3,7 +3,7 @@
     pip install -e ".[peers]"                  # jax[cpu]; the tests never need it
     python benchmarks/peers.py                 # cp_net B = 1, 100, 1000; autoencoder B = 1000;
                                                # float64 and float32; 5 rounds
-    python benchmarks/peers.py --quick         # smoke run: cp_net B = 1, 100, float64, 2 rounds
+    python benchmarks/peers.py --quick         # smoke run: cp_net only, float64, 2 rounds
 
 Programs (symcurv call | JAX function, jit-compiled):
   loss        prog.loss(θ, batch)             | mean loss
@@ -53,7 +53,7 @@ from common import machine, median_time, ms, pin_to_cpus, pinned_env, table  # n
 PROGRAMS = ("loss", "grad", "hvp", "gnvp", "diag", "input_grad")
 BUILD_PROGRAMS = ("loss", "grad", "hvp", "gnvp", "cp_S", "input_grad")
 FULL_CASES = [("cp_net", 1), ("cp_net", 100), ("cp_net", 1000), ("autoencoder", 1000)]
-QUICK_CASES = [("cp_net", 1), ("cp_net", 100)]
+QUICK_CASES = [("cp_net", 1), ("cp_net", 100), ("cp_net", 1000)]
 CHECK_TOL = 1e-10
 
 

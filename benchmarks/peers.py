@@ -444,7 +444,9 @@ def report(spec_cases: list, per_round: list, cold: dict, json_path: str | None)
     )
     print(table(comp, ["dtype", "model", "symcurv cold build s", "JAX grad+hvp s", "JAX all 6 s"]))
     if json_path:
-        Path(json_path).write_text(json.dumps(dict(results=results, cold=[*map(list, cold)])))
+        Path(json_path).write_text(
+            json.dumps(dict(results=results, cold=[[*k, v] for k, v in cold.items()]))
+        )
 
 
 if __name__ == "__main__":

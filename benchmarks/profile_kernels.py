@@ -13,8 +13,9 @@ driver as ONE Numba function in which every segment runs ``n`` times in a row be
 real call (recorded by wrapping ``module.run`` for one ``Program`` call). Repeating a
 segment is harmless for timing: a gemm or a map rewrites its outputs from its inputs, a
 reduction zeroes its accumulator first. The per-segment time is the median over rounds of
-(segment's time)/n, so the objmode switch (≈ 1 µs) is spread over n calls. The generated
-kernels are not changed; the profiled copy exists only in this process.
+(segment's time)/n, n chosen so that a round lasts ≈ 30 ms (10 ≤ n ≤ 20000), minus the
+same figure for an empty segment (the clock reads and objmode switches, ≈ 20 µs each).
+The generated kernels are not changed; the profiled copy exists only in this process.
 
 Fixed costs (how): the pieces of ``Program._run`` are timed one by one in Python with the
 same arguments (θ check, batch check, output allocation, scratch lookup, the driver's
@@ -83,6 +84,8 @@ def profiled_driver(module):
     import numba
 
     params, header, segs = driver_segments(module)
+    # an empty first segment measures the clock reads and the objmode switches themselves
+    segs = [("(clock)", ["        pass"]), *segs]
     out = [f"def _profiled(_n, {', '.join(params)}):", f"    _t = np.zeros({len(segs)})"]
     out += header
     for i, (_name, body) in enumerate(segs):
@@ -136,12 +139,16 @@ def kernel_times(prog, part: str, call, rounds: int, budget: float = 0.03) -> di
     if part not in _PROFILED:  # compiled once per module, for every batch size
         _PROFILED[part] = profiled_driver(prog._modules[part])
     fn, noop, names = _PROFILED[part]
-    first = fn(1, *args)  # compiles
-    n = max(1, int(budget / max(first.sum(), 1e-7)))
-    per = np.median([fn(n, *args) for _ in range(rounds)], axis=0)
-    out = dict(zip(names, per))
+    fn(1, *args)  # compiles
     run = prog._modules[part].run
-    out["(driver total)"] = median_time(lambda: run(*args), rounds)
+    driver = median_time(lambda: run(*args), rounds)
+    # n repeats per segment so that one round lasts about ``budget``: the objmode switch
+    # around a segment costs ~20 µs here, which n must spread thin at B = 1
+    n = int(np.clip(budget / max(driver, 1e-7), 10, 20000))
+    per = np.median([fn(n, *args) for _ in range(rounds)], axis=0)
+    clock = per[0]  # the switches' share of every segment's (b − a)/n
+    out = {k: max(t - clock, 0.0) for k, t in zip(names[1:], per[1:])}
+    out["(driver total)"] = driver
     out["(dispatch)"] = median_time(lambda: noop(*args), rounds)
     return out
 

@@ -356,6 +356,7 @@ def compile_table(buffer, prog, per_prog: dict) -> str:
     mods = {m.__name__: part for part, m in prog._modules.items()}
     per = collections.defaultdict(lambda: {"run": 0.0, "run_excl": 0.0, "k": 0.0, "n": 0, "f": 0})
     other = collections.Counter()
+    kernels = []  # (exclusive seconds, module, kernel function)
     for mod, fname, dur, nested in spans:
         part = mods.get(mod)
         if part is None:  # vecmath, noise: shared by every module
@@ -368,6 +369,7 @@ def compile_table(buffer, prog, per_prog: dict) -> str:
         else:
             p["k"] += dur - nested
             p["n"] += 1
+            kernels.append((dur - nested, part, fname))
     rows = []
     for part, p in per.items():
         n_funcs = len(re.findall(r"^def ", Path(prog._modules[part].__file__).read_text(), re.M))
@@ -394,6 +396,9 @@ def compile_table(buffer, prog, per_prog: dict) -> str:
                 "kernels s",
             ],
         )
+        + "\nslowest kernel functions to compile (exclusive s): "
+        + ", ".join(f"{p}:{f} {t:.2f}" for t, p, f in sorted(kernels, reverse=True)[:8])
+        + f"; median {np.median([t for t, _, _ in kernels]):.2f} s over {len(kernels)}"
     )
 
 

@@ -88,3 +88,45 @@ def table(rows: list[list], header: list[str]) -> str:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1e3:.2f}"
+
+
+def pinned_env(threads: int, env: dict | None = None) -> dict:
+    """An environment for a benchmark subprocess that runs on ``threads`` threads whatever the
+    library: BLAS (OpenBLAS/MKL/OpenMP), Numba's pool and XLA's CPU client. Use it for every
+    side of a comparison so that none of them gets more cores than another."""
+    env = dict(os.environ if env is None else env)
+    n = str(int(threads))
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env[k] = n
+    xla = [f for f in env.get("XLA_FLAGS", "").split() if "multi_thread_eigen" not in f]
+    if int(threads) == 1:  # XLA has no thread-count flag; one thread is its Eigen pool off
+        xla += ["--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"]
+    env["XLA_FLAGS"] = " ".join(xla)
+    env["SYMCURV_BENCH_CPUS"] = ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[: int(n)])
+    return env
+
+
+def pin_to_cpus() -> None:
+    """In a subprocess started with :func:`pinned_env`: restrict this process (and the threads
+    it starts) to the CPUs the parent chose, so every side runs on the same cores."""
+    cpus = os.environ.get("SYMCURV_BENCH_CPUS")
+    if cpus:
+        os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+
+
+def median_time(fn, repeat: int = 7, min_time: float = 2e-3) -> float:
+    """Median seconds per call over ``repeat`` measurements after two warm-up calls; each
+    measurement runs enough back-to-back calls to last ``min_time`` (so that microsecond
+    calls are not timed at the clock's resolution)."""
+    fn()
+    t = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t
+    number = max(1, int(min_time / max(first, 1e-7)))
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - t) / number)
+    return float(np.median(times))

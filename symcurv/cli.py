@@ -118,6 +118,9 @@ def check(
     :func:`check_built`; True when all pass."""
     import symcurv as sc
 
+    if programs != "all":  # the central differences of grad and the input programs need loss
+        names = programs.split(",") if isinstance(programs, str) else list(programs)
+        programs = [n.strip() for n in names] + (["loss"] if "loss" not in names else [])
     prog = sc.compile(model, programs=programs, dtype=dtype, build_dir=build_dir)
     return check_built(prog, out, batch_size)
 

@@ -51,6 +51,17 @@ def test_check_prints_a_table_and_passes(capsys, tmp_path, monkeypatch):
     assert rows[("grad", "central")] == "pass" and rows[("cp_S", "reference")] == "pass"
 
 
+def test_check_lists_the_input_programs(capsys, tmp_path, monkeypatch):
+    """Issue 14: `symcurv check` checks the data-derivative programs too, against the
+    reference interpreter and against central differences in x."""
+    monkeypatch.setenv("SYMCURV_CACHE", str(tmp_path))
+    assert cli.main(["check", TIED, "--programs", "input_grad,input_hvp"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {" ".join(ln.split()[:-3]): ln.split()[-1] for ln in lines[2:] if ln.strip()}
+    want = ("input_grad", "input_hvp", "input_grad (x)", "input_hvp (x)")
+    assert all(any(k.startswith(w) and v == "pass" for k, v in rows.items()) for w in want), rows
+
+
 def test_check_in_float32(capsys):
     assert cli.main(["check", TIED, "--dtype", "float32", "--programs", "loss,grad"]) == 0
     out = capsys.readouterr().out

@@ -21,7 +21,7 @@ import symcurv
 from symcurv import errors
 from symcurv.ir.graph import Graph
 from symcurv.progress import bar as progress_bar
-from symcurv.runtime import backends
+from symcurv.runtime import backends, model_leaves
 from symcurv.runtime import program as program_module
 
 # program name -> derived-graph builder (later issues add hvp, gnvp, cp_diag, ...)
@@ -314,6 +314,8 @@ def build(
             for n, rec in model.inputs.items()
         ],
         "programs": specs,
+        # leaves of the model's own graph bound on every call (CP noise, basis vectors)
+        "model_leaves": model_leaves.describe(fwd),
         "skipped": skipped,
         "skipped_errors": skipped_errors,
         "versions": {

@@ -137,3 +137,29 @@ def conv2d(F: Value, x: Value, image: tuple[int, int]) -> Value:
     k = round(F.shape[1] ** 0.5)
     geom = (F.shape[0], H, W, k, k)
     return m.wrap(conv.conv2d(m.graph, "y", {"F": F.id, "x": x.id}, geom, origin))
+
+
+def normalize_rows(W: Value) -> Value:
+    """W with every row scaled to unit Euclidean length, W_kj / ‖W_k‖ (Kingma & LeCun's
+    product of Student-t experts keeps its filters so). Composed of existing ops — the
+    row norms √((W ⊙ W) 1), spread across the columns by an outer product with 1 — so
+    every derivative comes from their rules. A zero row has no direction: its values
+    are non-finite (reported at this line)."""
+    from symcurv.ops import elementwise as ew
+
+    m = _model_of([W], "normalize_rows")
+    W = m.lift(W)
+    origin = user_origin()
+    if len(W.shape) != 2:
+        raise errors.ShapeError(
+            f"sc.normalize_rows needs a matrix, got {W.node.describe()}",
+            where=origin,
+            node="'normalize_rows'",
+            fix="pass a 2-D parameter (n_out, n_in), e.g. a layer's W",
+        )
+    g = m.graph
+    ones = ew.broadcast_to(g, ew.const(g, 1.0, origin), (W.shape[1],), False, origin)
+    sq_norms = emit(g, "matvec", [(W * W).id, ones], name="row_sq_norm", origin=origin)
+    inv = m.wrap(sq_norms) ** -0.5
+    spread = emit(g, "outer", [inv.id, ones], name="inv_norm", origin=origin)
+    return W * m.wrap(spread)

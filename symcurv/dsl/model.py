@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Sequence
 
 from symcurv import errors
+from symcurv.dsl import energy as energy_mod
 from symcurv.dsl import init as init_mod
 from symcurv.ir.graph import Graph
 from symcurv.ops import contraction
@@ -190,6 +191,7 @@ class Model:
         self.params: dict[str, dict] = {}  # name -> {"id", "shape", "init"}
         self.inputs: dict[str, dict] = {}  # name -> {"id", "shape", "role"}
         self.loss: Value | None = None
+        self.is_energy = False  # m.energy(E) rather than m.minimize(L) (dsl/energy.py)
         self.origin = user_origin()
 
     # -- leaves -----------------------------------------------------------------------
@@ -236,6 +238,8 @@ class Model:
         target is then usable only as the target of ``sc.losses.softmax_cross_entropy``
         (the batch check expands the labels to one-hot rows, B × size values, once per
         call and once per State)."""
+        if self.is_energy:
+            energy_mod.refuse_target(self, name)
         if labels:
             return self._leaf("target", name, size, role="target", labels=True)
         return self._leaf("target", name, size, role="target")
@@ -254,8 +258,17 @@ class Model:
         return self._leaf("param", name, shape, init=init)
 
     # -- objective ----------------------------------------------------------------------
+    def energy(self, e: Value) -> None:
+        """Declare the per-case energy E(x; θ), an unnormalised −log density of the inputs
+        (p(x) ∝ exp(−E)). The model compiles like any other (``loss`` is the mean energy,
+        ``input_grad`` is ∂E/∂x); ``sc.score_matching(m)`` fits it without the normaliser.
+        An energy depends on an ``m.input`` and on the parameters, and has no targets."""
+        energy_mod.declare(self, e)
+
     def minimize(self, loss: Value) -> None:
         """Set the per-case loss (a scalar); the objective is its mean over a batch."""
+        if self.is_energy:
+            energy_mod.refuse_minimize(self)
         origin = user_origin()
         loss = self.lift(loss)
         if loss.shape != ():

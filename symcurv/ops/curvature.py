@@ -32,9 +32,13 @@ from symcurv.symbolic import local
 Apply = Callable[[Graph, str], str]
 
 _z = local.real_symbols("z")[0]
-# √max(±m, 0): the real and imaginary parts of the principal square root of a real m
-local.define("sqrt_pos", sympy.sqrt(sympy.Max(_z, 0)), (_z,), origin="symcurv CP factor")
-local.define("sqrt_neg", sympy.sqrt(sympy.Max(-_z, 0)), (_z,), origin="symcurv CP factor")
+# √max(±m, 0): the real and imaginary parts of the principal square root of a real m.
+# Written piecewise so that the derivative is 0 where the root is 0 (score matching
+# differentiates CP's S estimate again; sqrt(Max(m, 0))' is Heaviside(m)/(2·√0) = NaN
+# there): one branch is evaluated, so nothing divides by zero.
+_sqrt_pos = sympy.Piecewise((sympy.sqrt(_z), _z > 0), (0, True))
+local.define("sqrt_pos", _sqrt_pos, (_z,), origin="symcurv CP factor")
+local.define("sqrt_neg", _sqrt_pos.xreplace({_z: -_z}), (_z,), origin="symcurv CP factor")
 
 
 @dataclasses.dataclass

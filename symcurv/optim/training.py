@@ -194,6 +194,9 @@ def fit(
     ``callback(iteration, theta, row)`` runs after each iteration; returning False stops.
     ``eval_data``: the mean loss on it is recorded as ``test_objective`` every
     ``eval_every`` iterations. A progress bar goes to stderr unless ``progress=False``.
+    A model with noise leaves (CP score matching) draws new noise every iteration, under
+    the seed ``[seed, iteration]`` (fresh entropy for the base when ``seed`` is None); its
+    ``test_objective`` uses the seed ``[seed, 0]``.
     """
     for name in ("init", "step", "config"):
         require(callable(getattr(opt, name, None)), "opt", opt, f"an optimizer with .{name}()")
@@ -222,15 +225,18 @@ def fit(
     start = len(history)
     elapsed = float(history[-1]["time"]) if history else 0.0
     bar = ProgressBar(iterations, type(opt).__name__, enabled=progress, done=start)
+    noise_seed = _noise_seed(prog, seed)
     try:
         for it in range(start + 1, iterations + 1):
             t0 = time.perf_counter()
-            theta, state, info = opt.step(theta, sampler, state)
+            with _seeded(opt, noise_seed, it):
+                theta, state, info = opt.step(theta, sampler, state)
             step_time = time.perf_counter() - t0
             elapsed += step_time
             row = {"iteration": it, **info, "step_time": step_time, "time": elapsed}
             if eval_data is not None and (it % eval_every == 0 or it == iterations):
-                row["test_objective"] = float(prog.loss(theta, eval_data))
+                kw = {} if noise_seed is None else {"seed": [noise_seed, 0]}
+                row["test_objective"] = float(prog.loss(theta, eval_data, **kw))
             history.append(row)
             last = it == iterations
             stop = callback is not None and callback(it, theta, row) is False
@@ -242,6 +248,57 @@ def fit(
     finally:
         bar.close()
     return FitResult(theta=theta, history=history, state=state)
+
+
+# -- models with noise leaves (CP score matching) ----------------------------------------------
+def _noise_seed(prog, seed) -> int | None:
+    """The base of the per-iteration noise seeds of a model with noise leaves (None for a
+    noise-free one): ``seed``, or fresh entropy when it is None."""
+    from symcurv.runtime import model_leaves
+
+    if getattr(prog, "manifest", None) is None or not model_leaves.noisy(prog):
+        return None
+    return int(np.random.SeedSequence(seed).entropy % 2**63) if seed is None else int(seed)
+
+
+class _SeededProgram:
+    """``prog`` whose ``loss``/``grad``/``grad_and_sum_sq_grad``/``linearize`` draw the
+    model's noise under one seed: every call an optimizer makes in one step sees the same
+    draw (a fixed objective, as Hessian-free's reduction ratio needs), and the next step
+    a new one."""
+
+    def __init__(self, prog, seed) -> None:
+        self._prog, self._seed = prog, seed
+
+    def __getattr__(self, name: str):
+        return getattr(self._prog, name)
+
+    def loss(self, theta, batch):
+        return self._prog.loss(theta, batch, seed=self._seed)
+
+    def grad(self, theta, batch):
+        return self._prog.grad(theta, batch, seed=self._seed)
+
+    def linearize(self, theta, batch):
+        return self._prog.linearize(theta, batch, seed=self._seed)
+
+    def grad_and_sum_sq_grad(self, theta, batch):
+        return self._prog.grad_and_sum_sq_grad(theta, batch, seed=self._seed)
+
+
+@contextlib.contextmanager
+def _seeded(opt, base: int | None, iteration: int):
+    """Within the block ``opt.prog`` draws the noise of seed ``[base, iteration]`` (a new
+    draw every iteration, reproducible from fit's ``seed``, resumed runs included)."""
+    if base is None:
+        yield
+        return
+    prog = opt.prog
+    opt.prog = _SeededProgram(prog, [base, iteration])
+    try:
+        yield
+    finally:
+        opt.prog = prog
 
 
 # -- checkpoints -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 
 from symcurv import errors
 from symcurv.ir import outputs
-from symcurv.runtime import backends, graphs, initializers
+from symcurv.runtime import backends, graphs, initializers, model_leaves
 from symcurv.runtime.state import State
 
 
@@ -132,13 +132,17 @@ class Program:
         return out
 
     # -- programs -------------------------------------------------------------------------
-    def loss(self, theta: np.ndarray, batch: Mapping[str, np.ndarray]) -> float:
-        """Mean per-case loss over the batch."""
-        return float(self._run("loss", theta, batch)["objective"][0])
+    def loss(self, theta: np.ndarray, batch: Mapping[str, np.ndarray], seed=None) -> float:
+        """Mean per-case loss over the batch. ``seed``: only for a model with noise leaves
+        (CP score matching): an integer reproduces the draw, None draws fresh noise."""
+        return float(self._run("loss", theta, batch, seed=seed)["objective"][0])
 
-    def grad(self, theta: np.ndarray, batch: Mapping[str, np.ndarray]) -> tuple[float, np.ndarray]:
-        """``(loss, ∇θ loss)`` with the gradient flat like θ."""
-        out = self._run("grad", theta, batch)
+    def grad(
+        self, theta: np.ndarray, batch: Mapping[str, np.ndarray], seed=None
+    ) -> tuple[float, np.ndarray]:
+        """``(loss, ∇θ loss)`` with the gradient flat like θ (``seed`` as for ``loss``:
+        both come from the same noise draw)."""
+        out = self._run("grad", theta, batch, seed=seed)
         return float(out["objective"][0]), out["grad"]
 
     def hvp(self, theta: np.ndarray, batch: Mapping[str, np.ndarray], v: np.ndarray) -> np.ndarray:
@@ -160,11 +164,12 @@ class Program:
             gv += damping * np.asarray(v, dtype=self.dtype)
         return gv
 
-    def linearize(self, theta: np.ndarray, batch: Mapping[str, np.ndarray]):
+    def linearize(self, theta: np.ndarray, batch: Mapping[str, np.ndarray], seed=None):
         """A :class:`~symcurv.runtime.state.State` at (θ, batch): the inputs are checked
         once, and the forward pass (with every v-independent backward quantity) is computed
-        once per product program, then reused by every ``hvp``/``gnvp``/``cp_diag`` call."""
-        return State(self, theta, batch)
+        once per product program, then reused by every ``hvp``/``gnvp``/``cp_diag`` call.
+        ``seed``: a model with noise leaves draws them once, for the State's lifetime."""
+        return State(self, theta, batch, seed)
 
     def cp_diag(
         self,
@@ -190,10 +195,11 @@ class Program:
         return self.grad_and_sum_sq_grad(theta, batch)[2]
 
     def grad_and_sum_sq_grad(
-        self, theta: np.ndarray, batch: Mapping[str, np.ndarray]
+        self, theta: np.ndarray, batch: Mapping[str, np.ndarray], seed=None
     ) -> tuple[float, np.ndarray, np.ndarray]:
-        """``(loss, ∇θ loss, Σ_b ∇f_b ⊙ ∇f_b)`` from one pass (program ``sum_sq_grad``)."""
-        out = self._run("sum_sq_grad", theta, batch)
+        """``(loss, ∇θ loss, Σ_b ∇f_b ⊙ ∇f_b)`` from one pass (program ``sum_sq_grad``;
+        ``seed`` as for ``loss``)."""
+        out = self._run("sum_sq_grad", theta, batch, seed=seed)
         return float(out["objective"][0]), out["grad"], out["sqg"]
 
     # -- derivatives with respect to the data (per case; see State for the methods) -------
@@ -518,6 +524,7 @@ class Program:
         v=None,
         extras: Mapping[str, np.ndarray] | None = None,
         keep: bool = False,
+        seed=None,
     ) -> dict[str, np.ndarray]:
         """Run one program; a split program runs its static part first unless ``extras``
         already holds its cached values (``State``). ``extras`` also carries CP noise.
@@ -563,6 +570,7 @@ class Program:
             checked = dict(zip(spec["leaves"], arrays))
             extras.update(self._run(spec["static"], theta, checked, check=False))
         B = arrays[0].shape[0] if arrays else 1
+        extras = model_leaves.bind(self, spec, extras, B, seed)  # a model's own noise/basis
         zeros = self._output_array if keep else lambda shape: np.zeros(shape, dtype=self.dtype)
         outs = {p: zeros((self.n_params,)) for p in spec["out_flat"]}
         for k, batched, size in spec["out_plain"]:

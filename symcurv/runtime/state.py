@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from symcurv import errors
+from symcurv.runtime import model_leaves
 from symcurv.runtime import noise as noise_module
 
 NOISES = ("rademacher", "gaussian")
@@ -38,7 +39,7 @@ class LossValue(float):
 class State:
     """Returned by ``prog.linearize(theta, batch)``; see the module docstring."""
 
-    def __init__(self, prog, theta, batch: Mapping[str, np.ndarray]) -> None:
+    def __init__(self, prog, theta, batch: Mapping[str, np.ndarray], seed=None) -> None:
         self.prog = prog
         self.theta = prog._check_theta(theta).copy()
         names = list(prog.inputs)
@@ -51,6 +52,9 @@ class State:
         self._resident: tuple | None = None  # (θ, batch) in the backend's memory
         self._grad: tuple[float, np.ndarray] | None = None
         self._loss: float | None = None
+        # a model's own noise (CP score matching) is drawn once: fixed for this State
+        key = model_leaves.seed_key(prog, seed)
+        self._model_leaves = model_leaves.values(prog, self.batch_size, key)
 
     def __repr__(self) -> str:
         return (
@@ -102,6 +106,7 @@ class State:
         input directions by leaf name."""
         args = dict(self._statics(prog))
         args.update(extras or {})
+        args.update(self._model_leaves)
         theta, batch = self._on_backend()
         out = self.prog._run(prog, theta, batch, check=False, v=self._v(v), extras=args)
         for k, o in out.items():

@@ -1,0 +1,122 @@
+"""Score matching (Hyvärinen 2005), regularized (Kingma & LeCun 2010, eq. 7), as IR nodes.
+
+For a per-case energy E(x; θ) (p(x) ∝ exp −E) the per-case objective is
+
+    J_b = Σ_i ½ (∂E/∂x_i)² − d_i + λ d_i²,      d_i = ∂²E/∂x_i²,
+
+built in the SAME graph as the energy from its input derivatives, so that the ordinary
+transforms differentiate it again: ∂J/∂θ is ``grad`` of this graph (the IR is closed under
+differentiation), and hvp, gnvp, the CUDA backend and the drawings apply unchanged. The
+diagonal d comes from one of four constructions (``DIAGS``):
+
+    exact          one forward-over-reverse sweep per coordinate i along the basis vector
+                   e_i: d_i = e_iᵀ ∇²_x E e_i (D jvps of the input gradient; the e_i are
+                   runtime-bound ``input_direction`` leaves, every case at once)
+    becker_lecun   Becker & LeCun's diagonal recursion (transforms/diag.py); ``grad`` of it
+                   is Kingma & LeCun's Algorithm 1. Exact when every node between x and E
+                   is linear or one-input elementwise and at most one nonlinear layer
+                   separates x from a linear sum (PoE, FoE); biased otherwise.
+    S, TU          Curvature Propagation (000 §8.2): −Σ d_i from one draw d̂¹, λ Σ d_i² from
+                   two INDEPENDENT draws, λ Σ d̂¹_i d̂²_i (E[d̂¹ d̂²] = d², whereas E[(d̂¹)²]
+                   = d² + Var d̂). The noise leaves are inputs of the graph, held fixed
+                   while differentiating, so J and ∂J/∂θ are unbiased for every case.
+"""
+
+from __future__ import annotations
+
+from symcurv import errors
+from symcurv.ir.graph import Graph, Node
+from symcurv.ops import elementwise as ew
+from symcurv.ops.registry import emit
+from symcurv.transforms import curvprop, diag
+from symcurv.transforms.grad import cotangents
+from symcurv.transforms.jvp import jvp
+
+DIAGS = ("exact", "becker_lecun", "S", "TU")
+BASIS_ROLE = "basis"  # attr of the exact diagonal's e_i leaves (the runtime binds rows e_i)
+
+
+def objective(forward: Graph, x: str, reg: float, method: str) -> tuple[Graph, str]:
+    """A copy of ``forward`` (whose ``per_case`` output is the energy E_b) with the nodes of
+    J_b; returns ``(graph, J_b's node id)``. ``x``: the id of the input differentiated."""
+    if method not in DIAGS:
+        raise errors.ModelError(
+            f"unknown score-matching diagonal {method!r}", fix=f"choose one of {DIAGS}"
+        )
+    if method in curvprop.CHANNELS:
+        g, d1, d2 = _cp_diagonals(forward, x, method)
+    else:
+        g = forward.copy()
+        root = g.outputs["per_case"]
+        if method == "exact":
+            d1 = d2 = _exact_diagonal(g, root, g[x])
+        else:
+            d1 = d2 = diag.becker_lecun(g, root, [x]).get(x)
+    root = g.outputs["per_case"]
+    o = g[root].origin
+    s = cotangents(g, root, [x]).get(x)
+    terms = []
+    if s is not None:  # ½ Σ_i s_i²
+        terms.append(ew.mul(g, ew.const(g, 0.5, o), _total(g, ew.mul(g, s, s, o), o), o))
+    if d1 is not None:  # − Σ_i d_i
+        terms.append(ew.call(g, "neg", _total(g, d1, o), origin=o))
+        if reg:  # λ Σ_i d_i² (two independent draws for CP)
+            sq = _total(g, ew.mul(g, d1, d2, o), o)
+            terms.append(ew.mul(g, ew.const(g, float(reg), o), sq, o))
+    if not terms:
+        raise errors.ModelError(
+            "the score-matching objective is identically zero: the energy does not depend "
+            "on its input",
+            where=o,
+            fix="compute the energy from the data",
+        )
+    J = terms[0]
+    for t in terms[1:]:
+        J = ew.add(g, J, t, o)
+    return g, J
+
+
+def _total(g: Graph, v: str, origin: str) -> str:
+    """Σ_i v_i per case (a per-case scalar stays as it is)."""
+    return emit(g, "sum", [v], name="sum", origin=origin) if g[v].shape != () else v
+
+
+def basis_leaves(g: Graph, x: Node) -> list[str]:
+    """e_0 ... e_{D−1} as per-case ``input_direction`` leaves ``e<i>_<x>`` (attr ``basis``)."""
+    D = x.shape[0]
+    return [
+        g.add_node(
+            "input_direction",
+            [],
+            x.shape,
+            True,
+            {"input": x.name, "shape": list(x.shape), BASIS_ROLE: i},
+            name=f"e{i}_{x.name}",
+            origin=x.origin,
+        ).id
+        for i in range(D)
+    ]
+
+
+def _exact_diagonal(g: Graph, root: str, x: Node) -> str | None:
+    """d_b as a per-case vector: d_i = e_iᵀ (∇²_x E) e_i, one jvp of ∂E/∂x per coordinate,
+    collected as Σ_i d_i e_i (so the result has x's shape, like the other diagonals)."""
+    s = cotangents(g, root, [x.id]).get(x.id)
+    if s is None:
+        return None
+    out = None
+    for e in basis_leaves(g, x):
+        hv = jvp(g, {x.id: e}, [s])[s]
+        if hv is not None:  # (H e_i)_i placed at coordinate i: (H e_i) ⊙ e_i
+            out = ew.add(g, out, ew.mul(g, hv, e, x.origin), x.origin)
+    return out
+
+
+def _cp_diagonals(forward: Graph, x: str, est: str) -> tuple[Graph, str | None, str | None]:
+    """Two independent CP draws of diag(∇²_x E_b) in one graph (noise leaves z0, z1, ...
+    of the first sweep, z0_1, ... of the second: the graph makes names unique)."""
+    first = curvprop.CurvatureSweep(forward, est, "per_case", wrt=[x])
+    d1 = first.estimate()[x]
+    second = curvprop.CurvatureSweep(first.g, est, "per_case", wrt=[x])
+    d2 = second.estimate()[x]
+    return second.g, d1, d2

@@ -11,8 +11,8 @@ bundled photographs, and the baseline denoisers a user would otherwise pick.
   cases an FoE trained by score matching sees).
 - ``baseline_table``: PSNR of ``denoise_tv_chambolle``, ``denoise_wavelet`` and
   ``denoise_nl_means`` (each parameter tuned per σ on a crop of a TRAINING image), BM3D when
-  the optional ``bm3d`` package is installed, and an FoE when trained parameters are given
-  (``--theta``: a .npy θ of ``foe.model(image=(size, size))``), at σ = 5/256, 15/256 and
+  the optional ``bm3d`` package is installed, and FoE rows when trained models are given
+  (``--theta NAME=FILE``, files written by ``foe_train.py``), at σ = 5/256, 15/256 and
   25/256 over several noise draws: mean ± sd over the draws, per test image.
 - ``superres_table``: 002 Table 2's baselines — recovering each test crop from its 2×2
   block means by bicubic upscaling and by the paper's starting point (bilinear + low-pass),
@@ -20,9 +20,12 @@ bundled photographs, and the baseline denoisers a user would otherwise pick.
 
     python examples/foe_denoise.py                 # 256×256 centre crops, 3 draws
     python examples/foe_denoise.py --quick         # 64×64 crops, 2 draws (a minute)
-    python examples/foe_denoise.py --theta build/foe_theta.npy   # add the trained FoE
+    python examples/foe_denoise.py --quick \
+        --theta "FoE, SM λ*=build/foe_train/foe_best.npz" \
+        --theta "FoE, SM λ = 0=build/foe_train/foe_lam0.npz"      # add trained FoE rows
 
-Training the FoE itself needs ``sc.score_matching`` (docs/score_matching.md).
+The FoE is trained by examples/foe_train.py; its rows denoise with the raw-image prior
+E(s · L ⋆ x) (the learned filters composed with the whitening, ``foe.raw_image_theta``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -136,12 +140,13 @@ def baseline_table(
     sigmas=SIGMAS,
     tests=TEST,
     tune_on: str = "rocket",
-    foe_theta: np.ndarray | None = None,
+    foe: dict | None = None,
     progress: bool = True,
 ) -> dict:
     """{(method, σ, image): (mean PSNR, sd over the draws)} on ``size``×``size`` centre crops
-    (noise drawn with seed 1000·i + d for test image i and draw d, the same for every
-    method); ``results["params"]`` holds the tuned parameters."""
+    (noise drawn with seed d for draw d, the same for every method); ``results["params"]``
+    holds the tuned parameters. ``foe``: {row label: a trained FoE as ``load_foe`` returns}
+    adds rows of MAP denoising (``sc.denoise``) with that prior."""
     methods = {name: fn for name, (fn, _) in BASELINES.items()}
     params = {}
     train_crop = centre_crop(grey(tune_on), size)
@@ -151,20 +156,10 @@ def baseline_table(
     bm3d = bm3d_denoiser()
     if bm3d is not None:
         methods["BM3D"] = bm3d
-    foe_prog = None
-    if foe_theta is not None:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import foe  # noqa: PLC0415 - the model lives beside this script
-
-        foe_prog = sc.compile(
-            foe.model(image=(size, size)),
-            programs=("loss", "input_grad"),
-            build_dir=f"build/foe_{size}",
-            progress=False,
-        )
-        methods["FoE (score matching)"] = lambda noisy, sigma, _: sc.denoise(
-            foe_prog, noisy, sigma, theta=foe_theta, progress=False
-        )
+    for label, trained in (foe or {}).items():
+        pad = foe_pad(trained)
+        prog, foe_params = foe_prior(trained, size + 2 * pad)
+        methods[label] = partial(foe_denoise, prog, prog.flatten(foe_params), pad)
     results = {}
     for img_name in tests:
         clean = centre_crop(grey(img_name), size)
@@ -190,27 +185,20 @@ def bicubic(small: np.ndarray, factor: int = 2) -> np.ndarray:
     return ndimage.zoom(small, factor, order=3, mode="nearest", grid_mode=True)
 
 
-def superres_table(
-    size: int = 256, tests=TEST, foe_theta: np.ndarray | None = None, steps: int = 200
-) -> dict:
+def superres_table(size: int = 256, tests=TEST, foe: dict | None = None, steps: int = 200) -> dict:
     """002 Table 2's rows: PSNR of recovering each ``size``×``size`` test crop from its 2×2
     block means by bicubic upscaling, by the paper's initial solution (bilinear + low-pass,
     ``imaging.upscale``; then with each block's mean restored: ``sc.super_resolve``'s
-    starting point) and, with ``foe_theta``, by ``sc.super_resolve`` with the FoE."""
+    starting point) and, with ``foe`` (as in ``baseline_table``), by ``sc.super_resolve``
+    with each FoE."""
     from symcurv import imaging  # noqa: PLC0415 - the helper beside sc.super_resolve
 
-    prog = None
-    if foe_theta is not None:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import foe  # noqa: PLC0415 - the model lives beside this script
-
-        prog = sc.compile(
-            foe.model(image=(size, size)),
-            programs=("input_grad",),
-            build_dir=f"build/foe_{size}_sr",
-            progress=False,
-        )
-    res = {}
+    res, priors = {}, {}
+    for label, trained in (foe or {}).items():
+        prog, params = foe_prior(trained, size)
+        scale = tune_superres_step(prog, prog.flatten(params), size, steps)
+        priors[label] = prog, prog.flatten(params), scale
+        res["step scale", label] = scale
     for name in tests:
         clean = centre_crop(grey(name), size)
         small = sc.block_average(clean)
@@ -220,18 +208,80 @@ def superres_table(
         res["bilinear + low-pass, means restored", name] = sc.psnr(
             imaging.restore_means(start, small, 2), clean
         )
-        if prog is not None:
-            x = sc.super_resolve(prog, small, steps=steps, theta=foe_theta, progress=False)
-            res["FoE (score matching)", name] = sc.psnr(x, clean)
+        for label, (prog, theta, scale) in priors.items():
+            x = sc.super_resolve(
+                prog,
+                small,
+                steps=steps,
+                step=(2e-2 * scale, 5e-4 * scale),
+                theta=theta,
+                progress=False,
+            )
+            res[label, name] = sc.psnr(x, clean)
     return res
 
 
+def foe_pad(trained: dict) -> int:
+    """Reflected border of one filter width minus one: without it the pixels near the
+    edge lie in fewer patches, the prior holds them less and their noise stays."""
+    return int(round(np.sqrt(trained["F"].shape[1]))) - 1
+
+
+def foe_denoise(prog, theta, pad: int, noisy, sigma, _=None) -> np.ndarray:
+    """MAP denoising (``sc.denoise``) of ``noisy`` reflected by ``pad`` pixels, cropped back."""
+    x = sc.denoise(prog, np.pad(noisy, pad, mode="reflect"), sigma, theta=theta, progress=False)
+    return x[pad:-pad, pad:-pad]
+
+
+def load_foe(path) -> dict:
+    """A model saved by examples/foe_train.py: its raw-image prior's filters and weights."""
+    z = np.load(path)
+    return {"F": z["F_raw"], "beta": z["beta_raw"], "lam": float(z["lam"])}
+
+
+def foe_prior(trained: dict, size: int):
+    """(compiled FoE over raw ``size``×``size`` images with the trained filters' size, params)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import foe  # noqa: PLC0415 - the model lives beside this script
+
+    k = int(round(np.sqrt(trained["F"].shape[1])))
+    prog = sc.compile(
+        foe.model(image=(size, size), filters=len(trained["F"]), size=k, normalize=False),
+        programs=("loss", "input_grad"),
+        build_dir=f"build/foe_raw_{size}_k{k}",
+        progress=False,
+    )
+    return prog, {"F": trained["F"], "beta": trained["beta"]}
+
+
+SR_STEP_SCALES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def tune_superres_step(prog, theta, size: int, steps: int, tune_on: str = "rocket") -> float:
+    """The multiplier of 002's step schedule (2·10⁻², 5·10⁻⁴) with the best PSNR on a crop of
+    a TRAINING image: the raw step x ← x − α∇E depends on the energy's scale, which the
+    paper's units fix and ours (whitened data scaled to unit variance) do not."""
+    clean = centre_crop(grey(tune_on), size)
+    small = sc.block_average(clean)
+    scores = []
+    for k in SR_STEP_SCALES:
+        with np.errstate(all="ignore"):
+            x = sc.super_resolve(
+                prog, small, steps=steps, step=(2e-2 * k, 5e-4 * k), theta=theta, progress=False
+            )
+        scores.append(sc.psnr(x, clean) if np.all(np.isfinite(x)) else -np.inf)
+    return SR_STEP_SCALES[int(np.argmax(scores))]
+
+
 def superres_markdown(res: dict, tests=TEST) -> str:
-    methods = list(dict.fromkeys(k[0] for k in res))
+    methods = list(dict.fromkeys(k[0] for k in res if k[0] != "step scale"))
     out = ["\nsuper-resolution ×2 from 2×2 block means (PSNR in dB)\n"]
     out.append("| method | " + " | ".join(tests) + " |")
     out.append("| --- |" + " --- |" * len(tests))
     out += [f"| {m} | " + " | ".join(f"{res[m, t]:.2f}" for t in tests) + " |" for m in methods]
+    steps = [f"{k[1]}: {v:g}" for k, v in res.items() if k[0] == "step scale"]
+    if steps:
+        out.append("\nstep-schedule multiplier tuned on a training image: " + ", ".join(steps))
     return "\n".join(out)
 
 
@@ -261,13 +311,22 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="64×64 crops, 2 draws")
     ap.add_argument("--size", type=int, default=None)
     ap.add_argument("--draws", type=int, default=None)
-    ap.add_argument("--theta", type=Path, default=None, help="trained θ of foe.model (.npy)")
+    ap.add_argument(
+        "--theta",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="a row NAME from a model saved by examples/foe_train.py (.npz); repeatable",
+    )
     args = ap.parse_args()
     size = args.size or (64 if args.quick else 256)
     draws = args.draws or (2 if args.quick else 3)
-    theta = np.load(args.theta) if args.theta else None
-    print(markdown(baseline_table(size, draws, foe_theta=theta)))
-    print(superres_markdown(superres_table(size, foe_theta=theta)))
+    trained = {}
+    for spec in args.theta:
+        label, _, path = spec.rpartition("=")
+        trained[label] = load_foe(path)
+    print(markdown(baseline_table(size, draws, foe=trained)))
+    print(superres_markdown(superres_table(size, foe=trained)))
 
 
 if __name__ == "__main__":

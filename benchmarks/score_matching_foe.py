@@ -1,0 +1,150 @@
+"""Score matching on the Fields of Experts: one SM gradient per diagonal in units of one
+energy gradient, and the exact-diagonal SM gradient against JAX (issue on score matching):
+
+    python benchmarks/score_matching_foe.py                     # 64×64 crops, BL / S / TU
+    python benchmarks/score_matching_foe.py --size 8 --exact    # + symcurv's exact and JAX
+
+The FoE of examples/foe.py (M = 24 unit-norm 5 × 5 filters) over ``--size``² crops, a
+batch of ``--batch`` crops: ``grad`` of the energy model, then ``grad`` of
+``sc.score_matching(energy, reg=1e-3, diag=...)`` per diag (CP draws its noise inside the
+timed call). JAX (optional: ``pip install "symcurv[peers]"``) computes the same exact SM
+loss — ∂E/∂x by jax.grad, the diagonal from one jvp of that gradient per input coordinate
+(vmapped over chunks of 256 basis vectors), per case by vmap — and its θ-gradient by jax.grad,
+jitted; its energy gradient is timed too. symcurv's exact diagonal unrolls its D sweeps in
+the graph (its build time grows with D), so ``--exact`` is for small crops. JAX is timed
+on ONE crop (the median of 5 calls; of 1 call for the exact SM gradient, after a warm-up
+call that compiles), scaled by the batch size (its exact diagonal
+is D jvps per crop: minutes at 64 × 64); symcurv per batch in rounds. Becker-LeCun
+is exact for the FoE (one nonlinear layer), so its loss is checked against JAX's.
+Times: medians over rounds of the best of a few consecutive calls (common.blocks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import foe  # noqa: E402
+from common import best_of, blocks, machine, ms, table  # noqa: E402
+
+import symcurv as sc  # noqa: E402
+
+REG = 1e-3
+
+
+def build(model, root: Path, name: str):
+    t = time.perf_counter()
+    prog = sc.compile(model, ("grad",), build_dir=root / name, progress=False)
+    return prog, time.perf_counter() - t
+
+
+def jax_programs(size: int, k: int = 5):
+    """Jitted (energy θ-gradient, exact SM loss θ-gradient) of the same FoE in JAX."""
+    import jax  # noqa: PLC0415 - an optional extra
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    jax.config.update("jax_enable_x64", True)
+    c2 = math.exp(3.0)
+
+    def energy(params, x):  # one flat image
+        F, beta = params
+        Fn = F / jnp.linalg.norm(F, axis=1, keepdims=True)
+        img = x.reshape(1, 1, size, size)
+        y = jax.lax.conv_general_dilated(img, Fn.reshape(-1, 1, k, k), (1, 1), "VALID")[0]
+        return jnp.sum(jnp.exp(beta)[:, None, None] * jnp.log1p(c2 * y**2 / 2))
+
+    def sm_case(params, x):
+        g = jax.grad(energy, argnums=1)
+        basis = jnp.eye(x.shape[0])
+        # one jvp of the gradient per coordinate, vmapped over chunks of the basis (memory)
+        hvp_ii = lambda e: jax.jvp(lambda z: g(params, z), (x,), (e,))[1] @ e  # noqa: E731
+        d = jax.lax.map(hvp_ii, basis, batch_size=min(256, x.shape[0]))
+        return jnp.sum(0.5 * g(params, x) ** 2 - d + REG * d**2)
+
+    def mean_of(f):
+        return lambda params, X: jnp.mean(jax.vmap(lambda x: f(params, x))(X))
+
+    e_grad = jax.jit(jax.grad(mean_of(energy)))
+    sm_grad = jax.jit(jax.value_and_grad(mean_of(sm_case)))
+    return e_grad, sm_grad
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", type=int, default=64, help="side of the square crops")
+    ap.add_argument("--batch", type=int, default=8, help="crops per gradient call")
+    ap.add_argument("--rounds", type=int, default=5, help="timing rounds")
+    ap.add_argument("--exact", action="store_true", help="add symcurv's exact diag and JAX")
+    ap.add_argument("--jax", action="store_true", help="add JAX's exact SM gradient")
+    args = ap.parse_args()
+    print(f"machine: {machine()}")
+    print(f"command: python {' '.join(sys.argv)}\n")
+    energy = foe.model(image=(args.size, args.size), name=f"foe_bench{args.size}")
+    rng = np.random.default_rng(0)
+    X = rng.normal(scale=1.0, size=(args.batch, args.size**2))
+    batch = {"x": X}
+    diags = ["becker_lecun", "S", "TU"] + (["exact"] if args.exact else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        progs, cold = {}, {}
+        progs["energy"], cold["energy"] = build(energy, root, "energy")
+        for d in diags:
+            progs[d], cold[d] = build(sc.score_matching(energy, reg=REG, diag=d), root, d)
+        theta = progs["energy"].init(0)
+        fns = {"energy": lambda: progs["energy"].grad(theta, batch)}
+        for d in diags:
+            kw = {"seed": 0} if d in ("S", "TU") else {}
+            fns[d] = lambda p=progs[d], kw=kw: p.grad(theta, batch, **kw)
+        t = blocks(fns, rounds=args.rounds)
+        once = {}
+        if args.exact or args.jax:
+            import jax  # noqa: PLC0415 - an optional extra
+
+            e_grad, sm_grad = jax_programs(args.size)
+            p = progs["energy"].unflatten(theta)
+            params, X1 = (p["F"], p["beta"]), X[:1]
+            for name, fn in (("jax energy", e_grad), ("jax exact", sm_grad)):
+                start = time.perf_counter()
+                out = fn(params, X1)  # the first call compiles
+                cold[name] = time.perf_counter() - start
+                repeat = 5 if name == "jax energy" else 1  # the exact one takes minutes
+                call = lambda fn=fn: jax.block_until_ready(fn(params, X1))  # noqa: E731
+                once[name] = best_of(call, repeat=repeat) * len(X)  # per batch of len(X)
+            j_loss = float(out[0])
+            for d in ("becker_lecun", "exact"):  # Becker-LeCun is exact for the FoE
+                if d in progs:
+                    f = progs[d].grad(theta, {"x": X1})[0]
+                    print(f"SM loss (one crop): symcurv {d} {f:.12g}, JAX exact {j_loss:.12g}")
+    med = {k: float(np.median(v)) for k, v in t.items()}
+    t.update({k: [v] * args.rounds for k, v in once.items()})
+    med.update(once)
+    rows = []
+    for k in t:
+        ratio = float(np.median(np.divide(t[k], t["energy"])))
+        vs = [
+            f"{float(np.median(np.divide(t[r], t[k]))):.2f}" if r in t else "-"
+            for r in ("exact", "jax exact")
+        ]
+        rows.append([k, ms(med[k]), f"{ratio:.2f}", *vs, f"{cold[k]:.0f}"])
+    header = [
+        "grad of",
+        "ms",
+        "× symcurv energy grad",
+        "exact / this",
+        "jax exact / this",
+        "cold build s",
+    ]
+    print(table(rows, header))
+
+
+if __name__ == "__main__":
+    main()

@@ -57,11 +57,13 @@ C = float(np.exp(1.5))  # the Student-t scale of examples/foe.py
 
 
 def foe_energy(F, beta, x, H=6, W=7, c=C):
-    """E(x) = Σ_m e^β_m Σ_p log((c (w_m ⋆ x)_p)² / 2 + 1), with scipy's correlate2d."""
+    """E(x) = Σ_m e^β_m Σ_p log((c (w_m ⋆ x)_p)² / 2 + 1), w_m = F_m / ‖F_m‖ (examples/foe.py
+    keeps its filters at unit length, 002 §4), with scipy's correlate2d."""
     img = x.reshape(H, W)
     total = 0.0
     for m in range(F.shape[0]):
-        resp = signal.correlate2d(img, F[m].reshape(3, 3), mode="valid")
+        w = F[m] / np.linalg.norm(F[m])
+        resp = signal.correlate2d(img, w.reshape(3, 3), mode="valid")
         total += np.exp(beta[m]) * np.sum(np.log((c * resp) ** 2 / 2 + 1))
     return total
 

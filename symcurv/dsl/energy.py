@@ -43,7 +43,8 @@ def declare(model, e) -> None:
             where=origin,
             fix="reduce it, e.g. sc.sum(...) or sc.dot(alpha, g(W @ x))",
         )
-    data = {a for a in model.graph.ancestors(e.id) if model.graph[a].op == "input"}
+    up = model.graph.ancestors(e.id)
+    data = {r["id"] for r in model.inputs.values() if r.get("role") == "input"} & up
     if not data:
         raise errors.ModelError(
             f"the energy {e.node.describe()} does not depend on any m.input: its score "

@@ -300,9 +300,8 @@ class Model:
 
     def _params_reaching(self, nid: str) -> set[str]:
         """The parameters among ``nid``'s ancestors (networkx ancestor analysis)."""
-        return {
-            self.graph[a].name for a in self.graph.ancestors(nid) if self.graph[a].op == "param"
-        }
+        up = self.graph.ancestors(nid)
+        return {name for name, rec in self.params.items() if rec["id"] in up}
 
     # -- helpers for the api -------------------------------------------------------------
     def wrap(self, nid: str) -> Value:

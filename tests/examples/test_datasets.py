@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
+import example_modules
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -14,17 +14,7 @@ from scipy.interpolate import CubicSpline
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load():
-    # by path, under a private name: "datasets" would clash with Hugging Face's package
-    spec = importlib.util.spec_from_file_location(
-        "_symcurv_example_datasets", ROOT / "examples" / "datasets.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ds = _load()
+ds = example_modules.load("datasets")
 
 
 @pytest.fixture(scope="module")

@@ -4,42 +4,21 @@ the tracked docs figures, and ``--quick`` small enough to be the promised smoke 
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import sys
 from pathlib import Path
 
+import example_modules
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = example_modules.ROOT
 
 
-def _load(name: str):
-    sys.path.insert(0, str(ROOT / "examples"))  # cp_accuracy imports cp_net beside it
-    try:
-        spec = importlib.util.spec_from_file_location(
-            f"_symcurv_example_{name}", ROOT / "examples" / f"{name}.py"
-        )
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(ROOT / "examples"))
-    return mod
-
-
-hf = _load("hf_autoencoders")
-cpa = _load("cp_accuracy")
+hf = example_modules.load("hf_autoencoders")
+cpa = example_modules.load("cp_accuracy")
 
 
 @pytest.mark.parametrize("mod", [hf, cpa], ids=["hf_autoencoders", "cp_accuracy"])
 def test_help_is_complete(mod):
-    ap = mod.parser()
-    assert ap.description == mod.__doc__  # the whole docstring, not its first line
-    for action in ap._actions:
-        if isinstance(action, argparse._HelpAction):
-            continue
-        assert action.help and len(action.help) > 10, action.dest
-    text = ap.format_help()
+    text = example_modules.assert_help_is_complete(mod)
     last = mod.__doc__.strip().splitlines()[-1].strip()
     assert "--update-docs" in text and last in text  # the description is not cut off
 
@@ -70,7 +49,7 @@ def test_quick_is_a_short_run():
 
 
 def test_datasets_grids_go_to_build_unless_docs_are_updated(tmp_path, monkeypatch):
-    ds = _load("datasets")
+    ds = example_modules.load("datasets")
     monkeypatch.setattr(ds, "ROOT", tmp_path)
 
     def no_faces(*a, **k):

@@ -6,12 +6,10 @@ the closed form itself checked by central differences of the energy)."""
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
+import example_modules
 import numpy as np
 import pytest
 from scipy import signal
@@ -21,30 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 C2 = math.exp(3.0)  # c² of the Student-t g(z) = log(1 + c²z²/2)
 
 
-def _load(name: str):
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        spec = importlib.util.spec_from_file_location(f"_{name}", ROOT / "examples" / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(ROOT / "examples"))
-    return mod
-
-
-ft = _load("foe_train")
-crbm = _load("crbm_score_matching")
+ft = example_modules.load("foe_train")
+crbm = example_modules.load("crbm_score_matching")
 
 
 @pytest.mark.parametrize("mod", [ft, crbm], ids=["foe_train", "crbm_score_matching"])
 def test_help_is_complete(mod):
-    ap = mod.parser()
-    assert ap.description == mod.__doc__
-    for action in ap._actions:
-        if not isinstance(action, argparse._HelpAction):
-            assert action.help and len(action.help) > 10, action.dest
-    assert "--quick" in ap.format_help()
-    assert ap.parse_args([]).update_docs is False  # figures go to build/ by default
+    assert "--quick" in example_modules.assert_help_is_complete(mod)
+    assert mod.parser().parse_args([]).update_docs is False  # figures go to build/ by default
 
 
 def foe_parts(F, beta, x):

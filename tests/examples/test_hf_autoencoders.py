@@ -3,9 +3,9 @@ parameters as the trained model (graph level: nothing is compiled)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
+import example_modules
 import numpy as np
 import pytest
 
@@ -14,16 +14,7 @@ from symcurv.runtime.reference import evaluate
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location(
-        "_symcurv_example_hf", ROOT / "examples" / "hf_autoencoders.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-hf = _load()
+hf = example_modules.load("hf_autoencoders")
 
 
 def _forward_by_hand(params: dict, x: np.ndarray, sizes) -> np.ndarray:

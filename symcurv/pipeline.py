@@ -210,6 +210,7 @@ def build(
     from symcurv.codegen import cpu, cuda, lower, schedule
     from symcurv.ir.validate import validate
     from symcurv.passes import optimize, split
+    from symcurv.transforms import kfac
 
     say = Progress(progress)
     from symcurv.dsl.model import Model
@@ -332,7 +333,7 @@ def build(
         "programs": specs,
         # leaves of the model's own graph bound on every call (CP noise, basis vectors)
         "model_leaves": model_leaves.describe(fwd),
-        "kfac": _kfac_manifest(fwd),
+        "kfac": kfac.manifest(fwd),
         "skipped": skipped,
         "skipped_errors": skipped_errors,
         "versions": {
@@ -347,31 +348,6 @@ def build(
     out = build_mod.write(root, manifest, files)
     say(f"wrote {out}")
     return out
-
-
-def _kfac_manifest(fwd: Graph) -> dict:
-    """The dense layers K-FAC gives Kronecker blocks (by node name and DSL line), and each
-    loss's kind by its target input (fisher_mc samples targets of that loss's predictive
-    distribution)."""
-    from symcurv.transforms import gauss_newton
-    from symcurv.transforms.kfac import data_target, dense_layers, target_leaf
-
-    layers = [
-        {
-            **L.to_json(),
-            "input": fwd[L.input].name,
-            "product": fwd[L.product].name,
-            "preactivation": fwd[L.preactivation].name,
-            "origin": fwd[L.product].origin,
-        }
-        for L in dense_layers(fwd).values()
-    ]
-    targets = {}
-    for L in gauss_newton.loss_nodes(fwd, fwd.outputs["objective"]):
-        t = data_target(fwd, fwd[L.inputs[1]])
-        if t is not None:  # {target input: [loss kind, the empirical sweep's target leaf]}
-            targets[t.name] = [L.attr("kind") or L.op, target_leaf(t)]
-    return {"layers": layers, "targets": targets}
 
 
 def warm(prog, progress: bool = True) -> None:

@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +191,27 @@ def load(
         )
         modules[prog] = _import(root / spec["file"], modname)
     return Program(str(root), manifest, modules)
+
+
+_LOADED: dict[tuple, Program] = {}
+
+
+def from_build(build_dir: str, backend: str, dtype: str, digest: str) -> Program:
+    """The Program a pickle refers to: ``sc.load(build_dir)``, checked to be the build with
+    manifest hash ``digest``. Loaded once per process and thread (a Program's scratch
+    buffers are not shared between threads), so a Dask worker that receives the same
+    Program with every task loads and verifies it only the first time."""
+    key = (build_dir, backend, dtype, digest, threading.get_ident())
+    if key not in _LOADED:
+        prog = load(build_dir, backend=backend, dtype=dtype)
+        if prog.manifest["manifest_sha256"] != digest:
+            found = prog.manifest["manifest_sha256"]
+            raise errors.BuildError(
+                "the build directory holds another build than the pickled Program's "
+                f"(manifest hash {found[:16]}…, expected {digest[:16]}…)",
+                where=build_dir,
+                fix="give every process the same build directory (copy it, or rebuild once "
+                "and restart the workers)",
+            )
+        _LOADED[key] = prog
+    return _LOADED[key]

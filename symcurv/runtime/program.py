@@ -7,7 +7,6 @@ handed back silently). Scratch buffers are allocated once per batch size and reu
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from types import ModuleType
 
@@ -458,9 +457,11 @@ class Program:
     def __reduce__(self):
         """A Program pickles as (build directory, backend, dtype, manifest hash); unpickling
         loads that directory with ``sc.load`` (every file's sha256 checked, no sympy) and
-        refuses a build whose manifest is not this one (see :func:`from_build`)."""
+        refuses a build whose manifest is not this one (``runtime/build.py: from_build``)."""
+        from symcurv.runtime import build  # build imports this module
+
         ref = (self.build_dir, self.backend, self.dtype.name, self.manifest["manifest_sha256"])
-        return from_build, ref
+        return build.from_build, ref
 
     # -- K-FAC (runtime/kfac.py; programs kfac_cp and kfac_empirical) ---------------------
     @property
@@ -480,29 +481,3 @@ class Program:
         from symcurv.runtime import kfac
 
         return kfac.factors(self, theta, batch, curvature, seed)
-
-
-_LOADED: dict[tuple, Program] = {}
-
-
-def from_build(build_dir: str, backend: str, dtype: str, digest: str) -> Program:
-    """The Program a pickle refers to: ``sc.load(build_dir)``, checked to be the build with
-    manifest hash ``digest``. Loaded once per process and thread (a Program's scratch
-    buffers are not shared between threads), so a Dask worker that receives the same
-    Program with every task loads and verifies it only the first time."""
-    from symcurv.runtime import build  # build imports this module: looked up when unpickling
-
-    key = (build_dir, backend, dtype, digest, threading.get_ident())
-    if key not in _LOADED:
-        prog = build.load(build_dir, backend=backend, dtype=dtype)
-        if prog.manifest["manifest_sha256"] != digest:
-            found = prog.manifest["manifest_sha256"]
-            raise errors.BuildError(
-                "the build directory holds another build than the pickled Program's "
-                f"(manifest hash {found[:16]}…, expected {digest[:16]}…)",
-                where=build_dir,
-                fix="give every process the same build directory (copy it, or rebuild once "
-                "and restart the workers)",
-            )
-        _LOADED[key] = prog
-    return _LOADED[key]

@@ -243,3 +243,25 @@ def kfac_graph(forward: Graph, kind: str = "curvature_prop", objective: str = "o
             if leaf is not None:
                 g.set_output(outputs.per_case("kfac_y", leaf.name), L.inputs[0])
     return g
+
+
+def manifest(fwd: Graph) -> dict:
+    """What a build records for K-FAC (``manifest["kfac"]``): the dense layers given
+    Kronecker blocks (by node name and DSL line), and each loss's kind by its target input
+    (fisher_mc samples targets of that loss's predictive distribution)."""
+    layers = [
+        {
+            **L.to_json(),
+            "input": fwd[L.input].name,
+            "product": fwd[L.product].name,
+            "preactivation": fwd[L.preactivation].name,
+            "origin": fwd[L.product].origin,
+        }
+        for L in dense_layers(fwd).values()
+    ]
+    targets = {}
+    for L in gauss_newton.loss_nodes(fwd, fwd.outputs["objective"]):
+        t = data_target(fwd, fwd[L.inputs[1]])
+        if t is not None:  # {target input: [loss kind, the empirical sweep's target leaf]}
+            targets[t.name] = [L.attr("kind") or L.op, target_leaf(t)]
+    return {"layers": layers, "targets": targets}

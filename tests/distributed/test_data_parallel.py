@@ -145,7 +145,7 @@ def test_workers_load_the_verified_build_without_sympy(prog, dp):
     blob = pickle.dumps(prog)
     assert len(blob) < 2000 and b"kernels" not in blob  # a reference, not the modules
     assert pickle.loads(blob).manifest == prog.manifest
-    from symcurv.runtime.program import from_build
+    from symcurv.runtime.build import from_build
 
     with pytest.raises(errors.BuildError, match="another build"):
         from_build(prog.build_dir, prog.backend, prog.dtype.name, "0" * 64)

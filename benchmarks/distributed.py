@@ -2,6 +2,7 @@
 
     python benchmarks/distributed.py                    # autoencoder, B = 10 000
     python benchmarks/distributed.py --cases 2000 --quick
+    python benchmarks/distributed.py --big 3            # HF over 3 GB of shard files
 
 Every BLAS and Numba pool in this process is pinned to ONE thread (as on the workers, see
 symcurv/distributed/cluster.py), so that "one process" and "one worker" do the same
@@ -10,7 +11,14 @@ nothing per call, sending θ (and v) to each shard, running the task, gathering 
 combining the results. Then the same call over 2 workers (2 shards on 2 cores): the strong
 scaling on this machine. Finally a few Hessian-free iterations over 2 shards, counting the
 payload bytes each one sends to and receives from the workers (pickled task arguments and
-results: what the network carries above Dask's own messages).
+results: what the network carries above Dask's own messages), and the weak scaling: the
+same B per worker on 1 and on 2 workers.
+
+``--big GB`` instead trains Hessian-free on GB of .npz shard files that the workers write
+and load themselves, with this (client) process's address space capped below the data's
+size (RLIMIT_AS, set after the cluster has started and the model is compiled): the client
+could not even map the data, and it reports its own and the workers' peak resident memory.
+The files are deleted afterwards.
 """
 
 from __future__ import annotations
@@ -32,7 +40,10 @@ from symcurv.distributed.cluster import PINNED_THREADS  # noqa: E402
 os.environ.update(PINNED_THREADS)
 
 import argparse  # noqa: E402
+import math  # noqa: E402
 import pickle  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
@@ -156,13 +167,143 @@ def hf_bytes(prog, data, iterations: int, batch_size: int, max_cg: int) -> dict:
     }
 
 
+def weak(prog, per_worker: int, theta, v, rounds: int, block: int) -> list:
+    """Weak scaling: ``per_worker`` cases on each worker, 1 worker against 2 (interleaved
+    rounds); efficiency = t(1 worker) / t(2 workers), 1 when the second worker's shard
+    costs nothing extra."""
+    rng = np.random.default_rng(2)
+    fns, handles = {}, []
+    for workers in (1, 2):
+        client = sc.distributed.local_client(workers)
+        data = {"x": rng.uniform(size=(per_worker * workers, 784))}
+        dp = sc.distributed.DataParallel(prog, data, client=client, n_shards=workers)
+        st = dp.linearize(theta)
+        st.gnvp(v)
+        handles.append((dp, client))
+        fns[f"grad {workers}"] = lambda dp=dp: dp.grad(theta)
+        fns[f"gnvp {workers}"] = lambda st=st: st.gnvp(v)
+    times = blocks(fns, rounds=rounds, block=block)
+    for dp, client in handles:
+        dp.close()
+        shutdown(client)
+    rows = []
+    for call in ("grad", "gnvp"):
+        t1, t2 = np.array(times[f"{call} 1"]), np.array(times[f"{call} 2"])
+        rows.append(
+            [
+                call,
+                per_worker,
+                ms(float(np.median(t1))),
+                ms(float(np.median(t2))),
+                f"{np.median(t1 / t2):.3f}",
+            ]
+        )
+    return rows
+
+
+# -- --big: Hessian-free on more data than the client may hold ------------------------------
+WIDTH = 784  # the autoencoder's input: 784 float64 numbers = 6272 bytes per case
+
+
+def write_shard(path: str, n: int, seed: int) -> int:
+    """Runs on a worker: ``n`` random cases written to the .npz file ``path`` (the data is
+    made where it will be read, never on the client); returns its bytes."""
+    x = np.random.default_rng(seed).uniform(size=(n, WIDTH))
+    np.savez(path, x=x)
+    return int(x.nbytes)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def address_space_mb() -> float:
+    """This process's mapped virtual memory now (VmSize), which RLIMIT_AS caps."""
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmSize")) / 1024
+
+
+def big(args) -> None:
+    """Hessian-free over ``args.big`` GB of shard files on 2 workers, the client capped
+    to ``args.client_limit`` GB of address space (module docstring)."""
+    root = Path(tempfile.mkdtemp(prefix="symcurv_big_", dir=args.big_dir))
+    client = sc.distributed.local_client(2)
+    dp = None
+    try:
+        n_per = math.ceil(args.big * 1e9 / (WIDTH * 8) / args.big_shards)
+        files = [str(root / f"shard{k:03d}.npz") for k in range(args.big_shards)]
+        t = time.perf_counter()
+        jobs = [client.submit(write_shard, f, n_per, k, pure=False) for k, f in enumerate(files)]
+        nbytes = sum(client.gather(jobs))
+        t_write = time.perf_counter() - t
+        sizes = (784, args.big_hidden)
+        build = Path(args.build_dir or root) / "big_build"
+        prog = sc.compile(
+            autoencoder.model(sizes), programs=PROGRAMS, build_dir=build, progress=False
+        )
+        before = address_space_mb()
+        limit = int(args.client_limit * 1e9)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        t = time.perf_counter()
+        dp = sc.distributed.DataParallel(prog, files, client=client)
+        t_bind = time.perf_counter() - t
+        opt = sc.optim.HessianFree(dp, max_cg_iterations=args.big_cg)
+        res = sc.optim.fit(
+            dp, opt, iterations=args.big_iterations, batch_size=args.big_batch, progress=False
+        )
+        workers = sorted(client.run(peak_rss_mb).values())
+        step = res.column("step_time")
+        on_disk = sum(os.path.getsize(f) for f in files)
+        print(f"# {machine()}")
+        print(f"\nHessian-free over shard files: autoencoder {sizes[0]}-{sizes[1]}-{sizes[0]}")
+        print(f"({prog.n_params} params), 2 workers, one thread each")
+        rows = [
+            ["cases", dp.n_cases],
+            ["shards (files)", dp.n_shards],
+            ["data in memory (GB)", f"{nbytes / 1e9:.2f}"],
+            ["data on disk (GB)", f"{on_disk / 1e9:.2f}"],
+            ["client address space before the cap (GB)", f"{before / 1e3:.2f}"],
+            ["client address-space cap RLIMIT_AS (GB)", f"{limit / 1e9:.2f}"],
+            ["client peak resident memory (GB)", f"{peak_rss_mb() / 1e3:.2f}"],
+            ["worker peak resident memory (GB)", " / ".join(f"{w / 1e3:.2f}" for w in workers)],
+            ["workers write the files (s)", f"{t_write:.1f}"],
+            ["bind: workers load the files (s)", f"{t_bind:.1f}"],
+            ["iterations", len(step)],
+            ["curvature batch, max CG steps", f"{args.big_batch}, {args.big_cg}"],
+            ["CG steps per iteration (mean)", f"{res.column('cg_iterations').mean():.1f}"],
+            ["s per iteration (median)", f"{float(np.median(step)):.1f}"],
+            [
+                "objective first -> last",
+                f"{res.history[0]['objective']:.3f} -> {res.history[-1]['objective']:.3f}",
+            ],
+        ]
+        print(table(rows, ["quantity", "value"]))
+    finally:
+        if dp is not None:
+            dp.close()
+        shutdown(client)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=10_000)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--build-dir", default=None, help="reuse this build directory")
     ap.add_argument("--hf-iterations", type=int, default=2)
+    ap.add_argument("--big", type=float, default=None, help="GB of shard files: HF over them")
+    ap.add_argument("--big-shards", type=int, default=32)
+    ap.add_argument("--big-hidden", type=int, default=32, help="the code layer's width")
+    ap.add_argument("--big-iterations", type=int, default=3)
+    ap.add_argument("--big-batch", type=int, default=5000, help="curvature minibatch")
+    ap.add_argument("--big-cg", type=int, default=20, help="max CG steps per iteration")
+    ap.add_argument("--big-dir", default=None, help="where the shard files go (default /tmp)")
+    ap.add_argument("--client-limit", type=float, default=1.6, help="client RLIMIT_AS, GB")
     args = ap.parse_args()
+    if args.big is not None:
+        big(args)
+        return
     rounds, block = (3, 1) if args.quick else (5, 2)
     root = Path(args.build_dir or tempfile.mkdtemp(prefix="bench_distributed_"))
     t = time.perf_counter()
@@ -182,6 +323,10 @@ def main() -> None:
     print("\nHessian-free over 2 shards (curvature batch 1000, at most 10 CG steps):")
     for k, val in hf.items():
         print(f"  {k}: {val:.3f}" if isinstance(val, float) else f"  {k}: {val}")
+    per_worker = args.cases // 2
+    print(f"\nweak scaling: {per_worker} cases per worker, 1 -> 2 workers, {rounds} rounds")
+    header = ["call", "B per worker", "1 worker ms", "2 workers ms", "efficiency t1/t2"]
+    print(table(weak(prog, per_worker, theta, v, rounds, block), header))
 
 
 if __name__ == "__main__":

@@ -403,7 +403,9 @@ class DataParallel:
         args = (wrt, method, samples, self._seed(seed), noise)
         return self._map("input_diag_hessian", theta, cases, args)
 
-    def kfac_factors(self, theta, cases=None, curvature="curvature_prop", seed=None):
+    def kfac_factors(
+        self, theta, cases=None, curvature="curvature_prop", seed=None
+    ) -> factors.KFACFactors:
         """K-FAC's factors over ``cases`` (``prog.kfac_factors``): each shard's, combined
         weighted by its cases (distributed/factors.py); the noise of "curvature_prop" and
         the sampled targets of "fisher_mc" are the one-process draw for the same ``seed``

@@ -2,6 +2,7 @@
 
     python benchmarks/distributed.py                    # autoencoder, B = 10 000
     python benchmarks/distributed.py --cases 2000 --quick
+    python benchmarks/distributed.py --weak             # only the weak-scaling table
     python benchmarks/distributed.py --big 3            # HF over 3 GB of shard files
 
 Every BLAS and Numba pool in this process is pinned to ONE thread (as on the workers, see
@@ -292,6 +293,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--build-dir", default=None, help="reuse this build directory")
     ap.add_argument("--hf-iterations", type=int, default=2)
+    ap.add_argument("--weak", action="store_true", help="only the weak-scaling table")
     ap.add_argument("--big", type=float, default=None, help="GB of shard files: HF over them")
     ap.add_argument("--big-shards", type=int, default=32)
     ap.add_argument("--big-hidden", type=int, default=32, help="the code layer's width")
@@ -312,6 +314,13 @@ def main() -> None:
     rng = np.random.default_rng(0)
     data = {"x": rng.uniform(size=(args.cases, 784))}
     theta, v = prog.init(0), rng.normal(size=prog.n_params)
+    per_worker = args.cases // 2
+    weak_header = ["call", "B per worker", "1 worker ms", "2 workers ms", "efficiency t1/t2"]
+    weak_title = f"\nweak scaling: {per_worker} cases per worker, 1 -> 2 workers, {rounds} rounds"
+    if args.weak:
+        print(weak_title)
+        print(table(weak(prog, per_worker, theta, v, rounds, block), weak_header))
+        return
     rows, _ = speed(prog, data, theta, v, rounds, block)
     print(f"\nautoencoder, B = {args.cases}, one thread per process, median of {rounds} rounds")
     header = ["call", "workers", "1 process ms", "DataParallel ms", "ratio (median per round)"]
@@ -323,10 +332,8 @@ def main() -> None:
     print("\nHessian-free over 2 shards (curvature batch 1000, at most 10 CG steps):")
     for k, val in hf.items():
         print(f"  {k}: {val:.3f}" if isinstance(val, float) else f"  {k}: {val}")
-    per_worker = args.cases // 2
-    print(f"\nweak scaling: {per_worker} cases per worker, 1 -> 2 workers, {rounds} rounds")
-    header = ["call", "B per worker", "1 worker ms", "2 workers ms", "efficiency t1/t2"]
-    print(table(weak(prog, per_worker, theta, v, rounds, block), header))
+    print(weak_title)
+    print(table(weak(prog, per_worker, theta, v, rounds, block), weak_header))
 
 
 if __name__ == "__main__":

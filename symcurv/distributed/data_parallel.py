@@ -29,6 +29,7 @@ from symcurv.distributed.cases import Cases, ShardSampler, Target, case_index, c
 from symcurv.distributed.state import DistributedState
 from symcurv.runtime import model_leaves
 from symcurv.runtime import noise as noise_module
+from symcurv.runtime.kfac import KFACFactors
 
 #: how each method's per-shard results combine: "mean" (weighted by the shard's cases),
 #: "sum", or "rows" (per-case results, put back in batch order); a tuple per result
@@ -403,9 +404,7 @@ class DataParallel:
         args = (wrt, method, samples, self._seed(seed), noise)
         return self._map("input_diag_hessian", theta, cases, args)
 
-    def kfac_factors(
-        self, theta, cases=None, curvature="curvature_prop", seed=None
-    ) -> factors.KFACFactors:
+    def kfac_factors(self, theta, cases=None, curvature="curvature_prop", seed=None) -> KFACFactors:
         """K-FAC's factors over ``cases`` (``prog.kfac_factors``): each shard's, combined
         weighted by its cases (distributed/factors.py); the noise of "curvature_prop" and
         the sampled targets of "fisher_mc" are the one-process draw for the same ``seed``

@@ -3,7 +3,8 @@
     python benchmarks/distributed.py                    # autoencoder, B = 10 000
     python benchmarks/distributed.py --cases 2000 --quick
     python benchmarks/distributed.py --weak             # only the weak-scaling table
-    python benchmarks/distributed.py --big 3            # HF over 3 GB of shard files
+    MALLOC_ARENA_MAX=2 python benchmarks/distributed.py --big 3
+                                                        # HF over 3 GB of shard files
 
 Every BLAS and Numba pool in this process is pinned to ONE thread (as on the workers, see
 symcurv/distributed/cluster.py), so that "one process" and "one worker" do the same
@@ -19,7 +20,10 @@ same B per worker on 1 and on 2 workers.
 and load themselves, with this (client) process's address space capped below the data's
 size (RLIMIT_AS, set after the cluster has started and the model is compiled): the client
 could not even map the data, and it reports its own and the workers' peak resident memory.
-The files are deleted afterwards.
+The LocalCluster's scheduler runs inside the client process, so the cap covers it too.
+Run it with ``MALLOC_ARENA_MAX=2``: glibc otherwise reserves 64 MB of address space per
+thread that allocates (Dask's comm threads), which an address-space cap counts although
+nothing is resident. The files are deleted afterwards.
 """
 
 from __future__ import annotations
@@ -301,7 +305,7 @@ def main() -> None:
     ap.add_argument("--big-batch", type=int, default=5000, help="curvature minibatch")
     ap.add_argument("--big-cg", type=int, default=20, help="max CG steps per iteration")
     ap.add_argument("--big-dir", default=None, help="where the shard files go (default /tmp)")
-    ap.add_argument("--client-limit", type=float, default=1.6, help="client RLIMIT_AS, GB")
+    ap.add_argument("--client-limit", type=float, default=2.0, help="client RLIMIT_AS, GB")
     args = ap.parse_args()
     if args.big is not None:
         big(args)

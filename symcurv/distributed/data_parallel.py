@@ -314,6 +314,9 @@ class DataParallel:
         theta = self.prog._check_theta(theta)
         targets, B = self._targets(cases)
         kwargs = kwargs or {}
+        # a CP method on a noisy model: every shard's State draws the model's noise from
+        # ONE fresh seed (one process draws it fresh too), so the rows form one draw
+        model_seed = self._model_seed(None).get("seed") if method in worker.NOISY else None
 
         def submit():
             shared = self._share(theta, *args)
@@ -329,6 +332,7 @@ class DataParallel:
                     shared[0],
                     tuple(shared[1:]) + (per_target(t) if per_target else ()),
                     kwargs,
+                    model_seed,
                     pure=False,
                     **self._placement(t),
                 )

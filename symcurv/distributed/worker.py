@@ -42,10 +42,12 @@ def linearize(prog, shard: Shard, first: int, select, rows, theta, seed=None):
     return State(prog, theta, shard.batch(select), seed, case_numbers=numbers)
 
 
-def run(prog, shard: Shard, first: int, select, rows, method: str, theta, args, kwargs):
+def run(
+    prog, shard: Shard, first: int, select, rows, method: str, theta, args, kwargs, model_seed=None
+):
     """``prog.<method>(θ, shard's cases, *args, **kwargs)`` (on a State for CP methods;
     K-FAC's factors and a noisy model's ``seed=`` calls with their noise drawn for the
-    cases' numbers)."""
+    cases' numbers; ``model_seed``: a noisy model's seed for the CP methods' State)."""
     if method == "kfac_factors":
         numbers = case_numbers(shard, first, rows)
         return kfac.factors(prog, theta, shard.batch(select), *args, **kwargs, rows=numbers)
@@ -59,7 +61,7 @@ def run(prog, shard: Shard, first: int, select, rows, method: str, theta, args, 
             kwargs["seed"],
         )
     if method in NOISY:
-        st = linearize(prog, shard, first, select, rows, theta)
+        st = linearize(prog, shard, first, select, rows, theta, model_seed)
         return getattr(st, method)(*args, **kwargs)
     return getattr(prog, method)(theta, shard.batch(select), *args, **kwargs)
 

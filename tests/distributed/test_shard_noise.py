@@ -6,7 +6,7 @@ Rademacher ε of "curvature_prop", the sampled targets of "fisher_mc") is drawn 
 cases' numbers in the batch: every kind equals one process to 1e-10, and ``fit(dp,
 KFAC(dp))`` follows the one-process run. A score-matching model with diag="TU" draws its
 own CP noise on every call; with the same seed the shards draw the one-process noise, for
-loss, grad, a State and Hessian-free through ``fit``. Each check can
+loss, grad, a State and Adam through ``fit``. Each check can
 fail: shards numbering their cases from 0 would draw other noise (asserted).
 """
 
@@ -86,7 +86,7 @@ def noisy(tmp_path_factory, client):
     model = sc.score_matching(energy_model(), reg=0.2, diag="TU")
     # not sum_sq_grad: its transform breaks an IR invariant on score-matching graphs
     # (an IRError "batch_broadcast needs an unbatched operand", outside sc.distributed)
-    programs = ("loss", "grad", "hvp")
+    programs = ("loss", "grad")  # hvp would add ~15 s of compiling
     root = tmp_path_factory.mktemp("noisy")
     prog = sc.compile(model, programs, build_dir=root, progress=False)
     data = {"x": np.random.default_rng(0).normal(size=(37, 2))}
@@ -97,7 +97,6 @@ def noisy(tmp_path_factory, client):
 def test_a_noisy_model_draws_the_one_process_noise(noisy, dp):
     prog, ndp, data = noisy
     theta = prog.init(1)
-    v = np.random.default_rng(2).normal(size=prog.n_params)
     idx = np.random.default_rng(3).permutation(37)[:15]
     for cases, batch in ((None, data), (idx, {"x": data["x"][idx]})):
         close(ndp.loss(theta, cases, seed=5), prog.loss(theta, batch, seed=5))
@@ -105,8 +104,8 @@ def test_a_noisy_model_draws_the_one_process_noise(noisy, dp):
             close(a, b)
         close(ndp.grad(theta, cases, seed=[5, 2])[1], prog.grad(theta, batch, seed=[5, 2])[1])
         st, one = ndp.linearize(theta, cases, seed=5), prog.linearize(theta, batch, seed=5)
+        close(st.loss(), one.loss())
         close(st.grad()[1], one.grad()[1])
-        close(st.hvp(v), one.hvp(v))
     # the check can fail: another seed, or shards drawing from case 0, is other noise
     want = prog.grad(theta, data, seed=5)[1]
     assert not np.allclose(ndp.grad(theta, seed=6)[1], want, rtol=1e-6)
@@ -121,9 +120,7 @@ def test_a_noisy_model_draws_the_one_process_noise(noisy, dp):
 
 def test_fit_on_a_noisy_model_follows_one_process(noisy):
     prog, ndp, data = noisy
-    make = lambda p: sc.optim.HessianFree(
-        p, curvature="hessian", preconditioner=False, max_cg_iterations=10
-    )  # noqa: E731
+    make = lambda p: sc.optim.Adam(p, learning_rate=0.05)  # noqa: E731
     kw = {"batch_size": 12, "seed": 4, "progress": False}
     one = sc.optim.fit(prog, make(prog), data, 2, **kw)
     many = sc.optim.fit(ndp, make(ndp), iterations=2, **kw)

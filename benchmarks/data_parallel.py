@@ -1,9 +1,9 @@
 """sc.distributed.DataParallel against one process (issue 19's speed table).
 
-    python benchmarks/distributed.py                    # autoencoder, B = 10 000
-    python benchmarks/distributed.py --cases 2000 --quick
-    python benchmarks/distributed.py --weak             # only the weak-scaling table
-    MALLOC_ARENA_MAX=2 python benchmarks/distributed.py --big 3
+    python benchmarks/data_parallel.py                    # autoencoder, B = 10 000
+    python benchmarks/data_parallel.py --cases 2000 --quick
+    python benchmarks/data_parallel.py --weak             # only the weak-scaling table
+    MALLOC_ARENA_MAX=2 python benchmarks/data_parallel.py --big 3
                                                         # HF over 3 GB of shard files
 
 Every BLAS and Numba pool in this process is pinned to ONE thread (as on the workers, see
@@ -32,12 +32,7 @@ import os
 import sys
 from pathlib import Path
 
-# this file's name is also the name of Dask's package: keep its folder off the FRONT of the
-# path (here, and in the worker processes spawned with this path), else `import distributed`
-# would find this script
 HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-sys.path.append(str(HERE))  # for common.py
 
 from symcurv.distributed.cluster import PINNED_THREADS  # noqa: E402
 

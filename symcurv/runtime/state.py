@@ -59,8 +59,9 @@ class State:
         self._grad: tuple[float, np.ndarray] | None = None
         self._loss: float | None = None
         # the number of each case in the batch whose CP noise it draws (None: 0 .. B − 1);
-        # a shard of a larger batch sets its cases' numbers there (sc.distributed), and then
-        # draws exactly those rows of the larger batch's noise (noise.draw_rows)
+        # a shard of a larger batch passes its cases' numbers (sc.distributed), and then
+        # draws exactly those rows of the larger batch's noise (noise.draw_rows), the
+        # model's own noise included
         self.case_numbers: np.ndarray | None = case_numbers
         # a model's own noise (CP score matching) is drawn once: fixed for this State
         key = model_leaves.seed_key(prog, seed)

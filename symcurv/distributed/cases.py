@@ -122,7 +122,10 @@ class Target:
 
 
 def combine(kind, targets: list[Target], results: list, B: int):
-    """The whole batch's result from the targets' results (see COMBINE)."""
+    """The whole batch's result from the targets' results (see COMBINE; a function
+    ``kind(targets, results, B)`` combines results of its own type)."""
+    if callable(kind):
+        return kind(targets, results, B)
     if isinstance(kind, tuple):
         return tuple(combine(k, targets, [r[i] for r in results], B) for i, k in enumerate(kind))
     if kind == "rows":

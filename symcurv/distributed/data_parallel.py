@@ -24,10 +24,12 @@ import numpy as np
 from distributed import KilledWorker
 
 from symcurv import errors
-from symcurv.distributed import cluster, shards, worker
+from symcurv.distributed import cluster, factors, shards, worker
 from symcurv.distributed.cases import Cases, ShardSampler, Target, case_index, combine, plan
 from symcurv.distributed.state import DistributedState
+from symcurv.runtime import model_leaves
 from symcurv.runtime import noise as noise_module
+from symcurv.runtime.kfac import KFACFactors
 
 #: how each method's per-shard results combine: "mean" (weighted by the shard's cases),
 #: "sum", or "rows" (per-case results, put back in batch order); a tuple per result
@@ -45,6 +47,7 @@ COMBINE = {
     "input_grad": "rows",
     "input_hvp": "rows",
     "input_diag_hessian": "rows",
+    "kfac_factors": factors.combine,
 }
 
 
@@ -117,6 +120,16 @@ class DataParallel:
     def params(self) -> dict:
         """The parameter layout (``prog.params``)."""
         return self.prog.params
+
+    @property
+    def manifest(self) -> dict:
+        """The build manifest (``prog.manifest``)."""
+        return self.prog.manifest
+
+    @property
+    def kfac_layers(self) -> dict:
+        """The dense layers K-FAC gives a Kronecker block (``prog.kfac_layers``)."""
+        return self.prog.kfac_layers
 
     @property
     def n_shards(self) -> int:
@@ -301,6 +314,9 @@ class DataParallel:
         theta = self.prog._check_theta(theta)
         targets, B = self._targets(cases)
         kwargs = kwargs or {}
+        # a CP method on a noisy model: every shard's State draws the model's noise from
+        # ONE fresh seed (one process draws it fresh too), so the rows form one draw
+        model_seed = self._model_seed(None).get("seed") if method in worker.NOISY else None
 
         def submit():
             shared = self._share(theta, *args)
@@ -316,6 +332,7 @@ class DataParallel:
                     shared[0],
                     tuple(shared[1:]) + (per_target(t) if per_target else ()),
                     kwargs,
+                    model_seed,
                     pure=False,
                     **self._placement(t),
                 )
@@ -325,17 +342,20 @@ class DataParallel:
         return combine(COMBINE[method], targets, self._gather(submit), B)
 
     # -- the Program's methods on the bound data ---------------------------------------------
-    def loss(self, theta, cases=None) -> float:
-        """Mean per-case loss over ``cases`` (None: all the bound data)."""
-        return self._map("loss", theta, cases)
+    def loss(self, theta, cases=None, seed=None) -> float:
+        """Mean per-case loss over ``cases`` (None: all the bound data). ``seed``: only for
+        a model with noise leaves (CP score matching), the one-process draw for the same
+        seed (None: one fresh seed for every shard)."""
+        return self._map("loss", theta, cases, kwargs=self._model_seed(seed))
 
-    def grad(self, theta, cases=None) -> tuple[float, np.ndarray]:
-        """``(loss, ∇θ loss)`` over ``cases``."""
-        return self._map("grad", theta, cases)
+    def grad(self, theta, cases=None, seed=None) -> tuple[float, np.ndarray]:
+        """``(loss, ∇θ loss)`` over ``cases`` (``seed`` as for :meth:`loss`)."""
+        return self._map("grad", theta, cases, kwargs=self._model_seed(seed))
 
-    def grad_and_sum_sq_grad(self, theta, cases=None):
-        """``(loss, ∇θ loss, Σ_b ∇f_b ⊙ ∇f_b)`` over ``cases`` (one pass per shard)."""
-        return self._map("grad_and_sum_sq_grad", theta, cases)
+    def grad_and_sum_sq_grad(self, theta, cases=None, seed=None):
+        """``(loss, ∇θ loss, Σ_b ∇f_b ⊙ ∇f_b)`` over ``cases`` (one pass per shard;
+        ``seed`` as for :meth:`loss`)."""
+        return self._map("grad_and_sum_sq_grad", theta, cases, kwargs=self._model_seed(seed))
 
     def sum_sq_grad(self, theta, cases=None) -> np.ndarray:
         """Σ_b ∇f_b ⊙ ∇f_b over ``cases`` (a sum, not divided by B)."""
@@ -388,10 +408,18 @@ class DataParallel:
         args = (wrt, method, samples, self._seed(seed), noise)
         return self._map("input_diag_hessian", theta, cases, args)
 
-    def linearize(self, theta, cases=None):
+    def kfac_factors(self, theta, cases=None, curvature="curvature_prop", seed=None) -> KFACFactors:
+        """K-FAC's factors over ``cases`` (``prog.kfac_factors``): each shard's, combined
+        weighted by its cases (distributed/factors.py); the noise of "curvature_prop" and
+        the sampled targets of "fisher_mc" are the one-process draw for the same ``seed``
+        (None: one fresh seed for every shard)."""
+        return self._map("kfac_factors", theta, cases, (curvature, self._seed(seed)))
+
+    def linearize(self, theta, cases=None, seed=None):
         """A :class:`DistributedState` at (θ, ``cases``) whose per-shard States, with their
-        cached forward passes, stay on the workers."""
-        return DistributedState(self, theta, cases)
+        cached forward passes, stay on the workers (``seed``: a noisy model's noise, drawn
+        once for the State's lifetime, the one-process draw)."""
+        return DistributedState(self, theta, cases, **self._model_seed(seed))
 
     # -- argument checks ---------------------------------------------------------------------
     def _vector(self, v) -> np.ndarray:
@@ -403,6 +431,13 @@ class DataParallel:
                 fix="pass a finite direction v",
             )
         return v
+
+    def _model_seed(self, seed) -> dict:
+        """``{"seed": s}`` for a model with noise leaves (s drawn once here when None, so
+        that every shard draws the same noise); ``{}`` for a noise-free model, which
+        refuses a seed (``Program.loss``'s error)."""
+        model_leaves.seed_key(self.prog, seed)  # checks the seed, or refuses one
+        return {"seed": self._seed(seed)} if model_leaves.noisy(self.prog) else {}
 
     @staticmethod
     def _seed(seed):

@@ -28,8 +28,8 @@ def _sizeof_state(st: State) -> int:
 class DistributedState:
     """Returned by ``dp.linearize(theta, cases)``; the methods of ``State`` over every case."""
 
-    def __init__(self, dp, theta, cases=None) -> None:
-        self.dp = dp
+    def __init__(self, dp, theta, cases=None, seed=None) -> None:
+        self.dp, self.seed = dp, seed
         self.theta = dp.prog._check_theta(theta).copy()
         self.targets, self.batch_size = dp._targets(cases)
         self._states = self._linearize()
@@ -53,6 +53,7 @@ class DistributedState:
                 t.select,
                 t.rows,
                 theta,
+                self.seed,
                 pure=False,
                 **dp._placement(t),
             )

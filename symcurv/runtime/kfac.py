@@ -86,8 +86,11 @@ def layers(prog) -> dict[str, KFACLayer]:
     return out
 
 
-def factors(prog, theta, batch: Mapping[str, np.ndarray], curvature="curvature_prop", seed=None):
-    """One batch's K-FAC factors (module docstring)."""
+def factors(
+    prog, theta, batch: Mapping[str, np.ndarray], curvature="curvature_prop", seed=None, rows=None
+):
+    """One batch's K-FAC factors (module docstring). ``rows``: the cases' numbers in a
+    larger batch (sc.distributed's shards): the noise drawn is those rows of its noise."""
     if curvature not in CURVATURES:
         raise errors.ModelError(
             f"unknown K-FAC curvature {curvature!r}",
@@ -95,13 +98,13 @@ def factors(prog, theta, batch: Mapping[str, np.ndarray], curvature="curvature_p
             fix=f"choose one of {', '.join(CURVATURES)}",
         )
     if curvature == "curvature_prop":
-        out = _curvature_prop(prog, theta, batch, seed)
+        out = _curvature_prop(prog, theta, batch, seed, rows)
     elif curvature == "exact":
         out = _exact(prog, theta, batch)
     elif curvature == "empirical":
         out = _empirical(prog, theta, batch, {})
     else:
-        out = _fisher_mc(prog, theta, batch, seed)
+        out = _fisher_mc(prog, theta, batch, seed, rows)
     return _assemble(prog, out, _batch_size(batch), curvature)
 
 
@@ -126,10 +129,12 @@ def _batch_size(batch) -> int:
     return int(np.shape(next(iter(batch.values())))[0])
 
 
-def _curvature_prop(prog, theta, batch, seed):
+def _curvature_prop(prog, theta, batch, seed, rows=None):
     key, B = _seed_key(prog, seed), _batch_size(batch)
     z = {
         name: prog._noise((B, size) if batched else (size,), key, 0, s, "rademacher")
+        if rows is None or not batched
+        else noise_module.draw_rows(rows, size, prog.dtype, key, 0, s, "rademacher")
         for s, (name, batched, size) in enumerate(_noise_leaves(prog, "kfac_cp"))
     }
     return prog._run("kfac_cp", theta, batch, extras=z)
@@ -182,12 +187,13 @@ def _empirical(prog, theta, batch, drawn: Mapping[str, np.ndarray]):
     return prog._run("kfac_empirical", theta, batch, extras=extras)
 
 
-def _fisher_mc(prog, theta, batch, seed):
+def _fisher_mc(prog, theta, batch, seed, rows=None):
     """Two runs: the loss inputs y, then the sweep on t̃ ~ p(t | y) (ops/losses.py)."""
     from symcurv.ops.losses import SAMPLERS
 
     first = _empirical(prog, theta, batch, {})
     rng = np.random.default_rng(seed)
+    rng = rng if rows is None else noise_module.GeneratorRows(rng, rows)
     drawn = {}
     for target, (kind, _leaf) in prog.manifest.get("kfac", {}).get("targets", {}).items():
         sampler = SAMPLERS.get(kind)

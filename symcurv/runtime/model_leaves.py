@@ -69,9 +69,10 @@ def seed_key(prog, seed) -> tuple[int, int] | None:
         ) from None
 
 
-def values(prog, B: int, key, names=None) -> dict[str, np.ndarray]:
+def values(prog, B: int, key, names=None, rows=None) -> dict[str, np.ndarray]:
     """The values of the model leaves (those in ``names``; all when None) for B cases,
-    in the backend's memory; ``key`` from :func:`seed_key`."""
+    in the backend's memory; ``key`` from :func:`seed_key`. ``rows``: the B cases' numbers
+    in a larger batch (sc.distributed's shards), whose noise rows they draw."""
     out = {}
     k = 0
     for d in prog.manifest.get("model_leaves", []):
@@ -79,7 +80,13 @@ def values(prog, B: int, key, names=None) -> dict[str, np.ndarray]:
         if d["kind"] == "noise":
             if wanted:
                 shape = (B, d["size"]) if d["batched"] else (d["size"],)
-                out[d["name"]] = prog._noise(shape, key, 0, STREAM0 + k, NOISE_KIND)
+                if rows is None or not d["batched"]:
+                    out[d["name"]] = prog._noise(shape, key, 0, STREAM0 + k, NOISE_KIND)
+                else:
+                    z = noise_module.draw_rows(
+                        rows, d["size"], prog.dtype, key, 0, STREAM0 + k, NOISE_KIND
+                    )
+                    out[d["name"]] = prog._to_backend(z)
             k += 1
         elif wanted:
             out[d["name"]] = _basis(prog, B, d["size"], d["index"])

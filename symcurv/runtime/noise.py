@@ -218,3 +218,24 @@ def draw_rows(rows, width: int, dtype, seed_key: tuple[int, int], draw: int, str
     out = np.empty((rows.shape[0], int(width)), dtype=dtype)
     _fill_rows(out, rows, *fill_arguments(draw, stream, seed_key, kind))
     return out
+
+
+class GeneratorRows:
+    """Rows ``rows`` of what a numpy ``Generator`` draws for a whole batch: ``random`` and
+    ``standard_normal`` of shape (n, ...) return rows ``rows`` of the (max(rows) + 1, ...)
+    draw. A Generator fills an array element by element in order, so row r of an (N, k)
+    draw is the same for every N > r: a shard of a larger batch draws its cases' numbers of
+    the one-process draw (K-FAC's sampled targets on sc.distributed's shards)."""
+
+    def __init__(self, rng: np.random.Generator, rows) -> None:
+        self.rng, self.rows = rng, np.asarray(rows, dtype=np.int64)
+
+    def _rows(self, method: str, shape) -> np.ndarray:
+        n = int(self.rows.max()) + 1 if self.rows.size else 0
+        return getattr(self.rng, method)((n, *tuple(shape)[1:]))[self.rows]
+
+    def random(self, shape) -> np.ndarray:
+        return self._rows("random", shape)
+
+    def standard_normal(self, shape) -> np.ndarray:
+        return self._rows("standard_normal", shape)

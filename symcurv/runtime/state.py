@@ -43,7 +43,9 @@ class LossValue(float):
 class State:
     """Returned by ``prog.linearize(theta, batch)``; see the module docstring."""
 
-    def __init__(self, prog, theta, batch: Mapping[str, np.ndarray], seed=None) -> None:
+    def __init__(
+        self, prog, theta, batch: Mapping[str, np.ndarray], seed=None, case_numbers=None
+    ) -> None:
         self.prog = prog
         self.theta = prog.checks.theta(theta).copy()
         names = list(prog.inputs)
@@ -57,12 +59,13 @@ class State:
         self._grad: tuple[float, np.ndarray] | None = None
         self._loss: float | None = None
         # the number of each case in the batch whose CP noise it draws (None: 0 .. B − 1);
-        # a shard of a larger batch sets its cases' numbers there (sc.distributed), and then
-        # draws exactly those rows of the larger batch's noise (noise.draw_rows)
-        self.case_numbers: np.ndarray | None = None
+        # a shard of a larger batch passes its cases' numbers (sc.distributed), and then
+        # draws exactly those rows of the larger batch's noise (noise.draw_rows), the
+        # model's own noise included
+        self.case_numbers: np.ndarray | None = case_numbers
         # a model's own noise (CP score matching) is drawn once: fixed for this State
         key = model_leaves.seed_key(prog, seed)
-        self._model_leaves = model_leaves.values(prog, self.batch_size, key)
+        self._model_leaves = model_leaves.values(prog, self.batch_size, key, rows=case_numbers)
 
     def __repr__(self) -> str:
         return (

@@ -324,9 +324,9 @@ class Program:
         directions and a State's cached static values by leaf name; a split program runs
         its static part first unless ``extras`` holds the cached values. ``keep=True``
         leaves the outputs in the backend's memory (device arrays on cuda), unchecked."""
+        case_expansion.refuse(self, program)  # per-case results of an expanded model
         if program not in self._modules:
             self._not_built(program)
-        case_expansion.refuse(self, program)  # per-case results of an expanded model
         spec = self.spec(program)
         theta = self.checks.theta(theta) if check else theta
         leaves = spec["leaves"]

@@ -9,11 +9,12 @@ transforms differentiate it again: ∂J/∂θ is ``grad`` of this graph (the IR 
 differentiation), and hvp, gnvp, the CUDA backend and the drawings apply unchanged. The
 diagonal d comes from one of four constructions (``DIAGS``):
 
-    exact          ONE forward-over-reverse sweep over D expanded cases per case: case
-                   (b, i) carries x_b and the basis vector e_i (one runtime-bound
-                   ``input_direction`` leaf, attr ``basis`` = "case"), d_i = e_iᵀ ∇²_x E e_i
-                   from one jvp of the input gradient. The graph does not grow with D; the
-                   runtime repeats every batch row D times (runtime/case_expansion.py)
+    exact          D expanded cases per case: case (b, i) carries x_b and the basis vector
+                   e_i (one runtime-bound ``input_direction`` leaf, attr ``basis`` =
+                   "case"); g_i = ∂E/∂x_i and d_i = e_iᵀ ∇²_x E e_i are its first and
+                   second directional derivatives (forward over forward). The graph does
+                   not grow with D; the runtime repeats every batch row D times
+                   (runtime/case_expansion.py)
     becker_lecun   Becker & LeCun's diagonal recursion (transforms/diag.py); ``grad`` of it
                    is Kingma & LeCun's Algorithm 1. Exact when every node between x and E
                    is linear or one-input elementwise and at most one nonlinear layer
@@ -44,30 +45,33 @@ def objective(forward: Graph, x: str, reg: float, method: str) -> tuple[Graph, s
     J_b; returns ``(graph, J_b's node id)``. ``x``: the id of the input differentiated.
 
     For ``exact`` the graph's cases are the expanded cases (b, i) and its per-case output
-    is J'_bi = ½ Σ_j s_j² + D (−d_i + λ d_i²), whose mean over the D cases of b is J_b
-    (see :func:`exact_diagonal`); the mean over all B·D expanded cases is then mean_b J_b."""
+    is J'_bi = D (½ g_i² − d_i + λ d_i²), whose mean over the D cases of b is J_b (see
+    :func:`exact_terms`); the mean over all B·D expanded cases is then mean_b J_b."""
     if method not in DIAGS:
         raise errors.ModelError(
             f"unknown score-matching diagonal {method!r}", fix=f"choose one of {DIAGS}"
         )
-    scale = 1.0
+    if method == "exact":
+        g = forward.copy()
+        s, d = exact_terms(g, g.outputs["per_case"], g[x])
+        return g, _assemble(g, s, d, d, reg, scale=float(g[x].size))
     if method in curvprop.CHANNELS:
         g, d1, d2 = _cp_diagonals(forward, x, method)
     else:
         g = forward.copy()
-        root = g.outputs["per_case"]
-        if method == "exact":
-            d1 = d2 = exact_diagonal(g, root, g[x])
-            scale = float(g[x].size)  # Σ_i over the D expanded cases of a case = D · mean
-        else:
-            d1 = d2 = diag.becker_lecun(g, root, [x]).get(x)
-    root = g.outputs["per_case"]
-    o = g[root].origin
-    s = cotangents(g, root, [x]).get(x)
+        d1 = d2 = diag.becker_lecun(g, g.outputs["per_case"], [x]).get(x)
+    s = cotangents(g, g.outputs["per_case"], [x]).get(x)
+    return g, _assemble(g, s, d1, d2, reg)
+
+
+def _assemble(g: Graph, s, d1, d2, reg: float, scale: float = 1.0) -> str:
+    """J = scale · (Σ_i ½ s_i² − d1_i + λ d1_i d2_i) per case (s, d1, d2: per-case vectors,
+    or per-case scalars for the expanded cases of ``exact``; None: identically 0)."""
+    o = g[g.outputs["per_case"]].origin
     terms = []
     if s is not None:  # ½ Σ_i s_i²
-        terms.append(ew.mul(g, ew.const(g, 0.5, o), _total(g, ew.mul(g, s, s, o), o), o))
-    if d1 is not None:  # − Σ_i d_i (exact: − D d_i of the expanded case's own i)
+        terms.append(ew.mul(g, ew.const(g, 0.5 * scale, o), _total(g, ew.mul(g, s, s, o), o), o))
+    if d1 is not None:  # − Σ_i d_i
         terms.append(ew.call(g, "neg", _scaled(g, scale, _total(g, d1, o), o), origin=o))
         if reg:  # λ Σ_i d_i² (two independent draws for CP)
             sq = _total(g, ew.mul(g, d1, d2, o), o)
@@ -82,7 +86,7 @@ def objective(forward: Graph, x: str, reg: float, method: str) -> tuple[Graph, s
     J = terms[0]
     for t in terms[1:]:
         J = ew.add(g, J, t, o)
-    return g, J
+    return J
 
 
 def _total(g: Graph, v: str, origin: str) -> str:
@@ -105,18 +109,21 @@ def case_basis_leaf(g: Graph, x: Node) -> str:
     ).id
 
 
-def exact_diagonal(g: Graph, root: str, x: Node) -> str | None:
-    """d_i = e_iᵀ (∇²_x E) e_i of the expanded case (b, i), a per-case scalar: ONE jvp of
-    s = ∂E/∂x along the case's basis vector e_i, then (H e_i) · e_i. The forward, reverse
-    and tangent sweeps are those of one case, so the graph's size does not depend on D."""
-    s = cotangents(g, root, [x.id]).get(x.id)
-    if s is None:
-        return None
+def exact_terms(g: Graph, root: str, x: Node) -> tuple[str | None, str | None]:
+    """(g_i, d_i) of the expanded case (b, i), per-case scalars: the first and second
+    directional derivatives of E along the case's basis vector e_i,
+
+        g_i = d/dt E(x + t e_i) = ∂E/∂x_i,      d_i = d²/dt² E(x + t e_i) = ∂²E/∂x_i²,
+
+    by two forward sweeps (forward over forward: a jvp of the jvp, e_i held fixed). No
+    reverse sweep: a linear map of x has a zero second tangent, so beyond the primal only
+    one tangent per linear layer is computed (for the PoE: u = W̃x and u̇ = W̃e_i, then
+    elementwise), and the graph's size does not depend on D."""
     e = case_basis_leaf(g, x)
-    hv = jvp(g, {x.id: e}, [s])[s]
-    if hv is None:  # E linear in x: d = 0
-        return None
-    return _total(g, ew.mul(g, hv, e, x.origin), x.origin)
+    first = jvp(g, {x.id: e}, [root])[root]
+    if first is None:
+        return None, None
+    return first, jvp(g, {x.id: e}, [first])[first]
 
 
 def _cp_diagonals(forward: Graph, x: str, est: str) -> tuple[Graph, str | None, str | None]:

@@ -32,11 +32,14 @@ def chain(D: int) -> sc.Model:
 
 @pytest.mark.parametrize("program", ["loss", "grad", "hvp"])
 def test_the_build_does_not_grow_with_D(program):
-    """The same number of nodes and of kernels at D = 4 and D = 16 (before: D sweeps)."""
+    """The same number of nodes and of kernels at D = 4 and D = 16 (before: D sweeps).
+    Constants are not counted: the scale D of the expanded objective folds into a
+    neighbour for some D (×2 at D = 4) and stays a node for others."""
     sizes = []
     for D in (4, 16):
         _, g = program_graph(sc.score_matching(chain(D), reg=REG, diag="exact"), program)
-        sizes.append((len(g), len(lower.lower(g).kernels)))
+        nodes = sum(n.op != "const" for n in g.nodes())
+        sizes.append((nodes, len(lower.lower(g).kernels)))
     assert sizes[0] == sizes[1], sizes
 
 

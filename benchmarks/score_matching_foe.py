@@ -10,8 +10,9 @@ batch of ``--batch`` crops: ``grad`` of the energy model, then ``grad`` of
 timed call). JAX (optional: ``pip install "symcurv[peers]"``) computes the same exact SM
 loss — ∂E/∂x by jax.grad, the diagonal from one jvp of that gradient per input coordinate
 (vmapped over chunks of 256 basis vectors), per case by vmap — and its θ-gradient by jax.grad,
-jitted; its energy gradient is timed too. symcurv's exact diagonal unrolls its D sweeps in
-the graph (its build time grows with D), so ``--exact`` is for small crops. JAX is timed
+jitted; its energy gradient is timed too. symcurv's exact diagonal runs over B·D expanded
+cases (runtime/case_expansion.py; its build does not grow with D, its memory does: B·D rows
+of every activation, unchunked), so ``--exact`` is for small crops. JAX is timed
 on ONE crop (the median of 5 calls; of 1 call for the exact SM gradient, after a warm-up
 call that compiles), scaled by the batch size (its exact diagonal
 is D jvps per crop: minutes at 64 × 64); symcurv per batch in rounds. Becker-LeCun

@@ -15,8 +15,16 @@ on its shards) are unchanged. A program whose result is PER CASE — or a sum of
 of per-case results — would answer for the expanded cases, not the user's: those are
 refused with a NotApplicableError (:func:`refuse`).
 
+Memory grows with D: every activation has B·D rows. A checked ``Program.run`` call
+therefore runs the expanded cases in chunks of at most :func:`chunk_rows` rows (about
+``BUDGET`` bytes of kernel scratch) and combines the chunks' batch means, weighted by their
+rows (:func:`run_in_chunks`) — any split of the expanded rows works, even inside one case
+of a large image, because every result is a mean over rows. A State keeps the whole
+expanded batch (its cached values are per row): fine for the PoE, not for 64 × 64 images.
+
 The hook: ``Program.__init__`` wraps its ``checks`` (every batch a Program or a State
-checks comes back expanded) and ``Program.run`` calls :func:`refuse`.
+checks comes back expanded) and ``Program.run`` calls :func:`refuse` and, for a checked
+call, :func:`run_in_chunks`.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import numpy as np
 
 from symcurv import errors
 
+BUDGET = 256 << 20  # bytes of kernel scratch per chunk of expanded cases
 KIND = "case_basis"  # the manifest kind of the expanded cases' basis leaf (model_leaves.py)
 
 # programs whose results are per case (or Σ_b of a nonlinear function of one case's)
@@ -57,9 +66,11 @@ def expand(arrays: Sequence[np.ndarray], D: int) -> list[np.ndarray]:
     return [np.repeat(a, D, axis=0) for a in arrays]
 
 
-def basis_rows(B_expanded: int, D: int, dtype) -> np.ndarray:
-    """(B·D, D): row b·D + i is e_i."""
-    return np.tile(np.eye(D, dtype=dtype), (B_expanded // D, 1))
+def basis_rows(B_expanded: int, D: int, dtype, first: int = 0) -> np.ndarray:
+    """(B_expanded, D): row r is e_{(first + r) mod D} (first = 0: row b·D + i is e_i)."""
+    out = np.zeros((B_expanded, D), dtype=dtype)
+    out[np.arange(B_expanded), (first + np.arange(B_expanded)) % D] = 1.0
+    return out
 
 
 class ExpandedChecks:
@@ -84,7 +95,7 @@ def wrap(checks, manifest: Mapping):
 
 def refuse(prog, program: str) -> None:
     """A NotApplicableError for a per-case program of a case-expanded model."""
-    if program in PER_CASE and isinstance(prog.checks, ExpandedChecks):
+    if program in PER_CASE and expanded(prog):
         raise errors.NotApplicableError(
             f"program '{program}' ({PER_CASE[program]}) is not available for the exact "
             f"score-matching model '{prog.name}': its kernels run over D = "
@@ -94,3 +105,41 @@ def refuse(prog, program: str) -> None:
             fix="use loss/grad/hvp (batch means) of this model; for per-case results "
             "build the model with diag='becker_lecun', 'S' or 'TU'",
         )
+
+
+def expanded(prog) -> bool:
+    """Whether ``prog``'s model runs over expanded cases."""
+    return isinstance(prog.checks, ExpandedChecks)
+
+
+def chunk_rows(prog, program: str) -> int:
+    """Expanded rows per kernel call: ``BUDGET`` over the scratch one row needs."""
+    per_row = sum(size for _n, batched, size in prog.spec(program)["slots"] if batched)
+    return max(1, BUDGET // (max(per_row, 1) * prog.dtype.itemsize))
+
+
+def run_in_chunks(prog, program: str, theta, batch, *, v=None, extras=None, seed=None) -> dict:
+    """``prog.run(program, …)`` checked, over the expanded cases in chunks of rows:
+    out = Σ_chunks (rows_c / rows) out_c for every output (batch means: the objective and
+    θ-shaped results; per-case programs are refused before). A non-finite result is
+    located in the chunk where it arose."""
+    spec = prog.spec(program)
+    theta = prog.checks.theta(theta)
+    leaves = spec["leaves"]
+    arrays = prog.checks.batch(leaves, batch)  # checked, then expanded
+    N = len(arrays[0]) if arrays else 1
+    rows = chunk_rows(prog, program)
+    basis = [d for d in prog.manifest["model_leaves"] if d["kind"] == KIND]
+    total: dict[str, np.ndarray] = {}
+    for a in range(0, N, rows):
+        part = {n: arr[a : a + rows] for n, arr in zip(leaves, arrays)}
+        n = len(next(iter(part.values()))) if part else 1
+        given = dict(extras or {})
+        for d in basis:  # this chunk's rows of e (bound for the whole batch otherwise)
+            given.setdefault(d["name"], basis_rows(n, d["size"], prog.dtype, first=a))
+        out = prog.run(program, theta, part, v=v, extras=given, check=False, seed=seed)
+        for k, o in out.items():
+            if not np.isfinite(o).all():
+                prog.raise_non_finite(program, k, theta, part, v, given)
+            total[k] = total.get(k, 0.0) + (n / N) * np.asarray(o)
+    return total

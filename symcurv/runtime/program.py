@@ -327,6 +327,10 @@ class Program:
         case_expansion.refuse(self, program)  # per-case results of an expanded model
         if program not in self._modules:
             self._not_built(program)
+        if check and not keep and case_expansion.expanded(self):  # B·D rows, in chunks
+            return case_expansion.run_in_chunks(
+                self, program, theta, batch, v=v, extras=extras, seed=seed
+            )
         spec = self.spec(program)
         theta = self.checks.theta(theta) if check else theta
         leaves = spec["leaves"]

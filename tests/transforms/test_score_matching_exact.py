@@ -15,6 +15,7 @@ import symcurv as sc
 from symcurv import errors
 from symcurv.codegen import lower
 from symcurv.pipeline import program_graph
+from symcurv.runtime import case_expansion
 
 REG = 0.3
 
@@ -100,3 +101,19 @@ def test_a_bad_batch_is_named_in_the_users_terms(built):
     assert "3" in str(e.value)  # the width the model wants, not an expanded shape
     with pytest.raises(errors.NonFiniteError, match=r"batch\['x'\]\[0, 0\] = nan"):
         prog.grad(theta, {"x": np.full((2, 3), np.nan)})
+
+
+def test_chunks_of_expanded_rows_combine_to_the_whole(built, monkeypatch):
+    """A checked call runs the B·D expanded rows in chunks (case_expansion.run_in_chunks);
+    chunks of 2 rows split the D = 3 rows of a case and still give the whole batch's
+    result (the State runs the whole expanded batch at once: the reference here)."""
+    _, prog, theta, batch = built
+    v = np.random.default_rng(4).normal(size=prog.n_params)
+    st = prog.linearize(theta, batch)
+    per_row = sum(size for _, batched, size in prog.spec("grad")["slots"] if batched) * 8
+    monkeypatch.setattr(case_expansion, "BUDGET", 2 * per_row)
+    assert case_expansion.chunk_rows(prog, "grad") == 2
+    f, g = prog.grad(theta, batch)
+    assert np.isclose(f, st.grad()[0], rtol=1e-13)
+    assert np.allclose(g, st.grad()[1], rtol=1e-12, atol=1e-14)
+    assert np.allclose(prog.hvp(theta, batch, v), st.hvp(v), rtol=1e-12, atol=1e-14)

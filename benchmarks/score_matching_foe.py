@@ -2,7 +2,8 @@
 energy gradient, and the exact-diagonal SM gradient against JAX (issue on score matching):
 
     python benchmarks/score_matching_foe.py                     # 64×64 crops, BL / S / TU
-    python benchmarks/score_matching_foe.py --size 8 --exact    # + symcurv's exact and JAX
+    python benchmarks/score_matching_foe.py --size 16 --exact   # + symcurv's exact and JAX
+    python benchmarks/score_matching_foe.py --exact --batch 1 --rounds 1 --block 1  # 64 × 64
 
 The FoE of examples/foe.py (M = 24 unit-norm 5 × 5 filters) over ``--size``² crops, a
 batch of ``--batch`` crops: ``grad`` of the energy model, then ``grad`` of
@@ -84,6 +85,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64, help="side of the square crops")
     ap.add_argument("--batch", type=int, default=8, help="crops per gradient call")
     ap.add_argument("--rounds", type=int, default=5, help="timing rounds")
+    ap.add_argument("--block", type=int, default=3, help="consecutive calls per round (best)")
     ap.add_argument("--exact", action="store_true", help="add symcurv's exact diag and JAX")
     ap.add_argument("--jax", action="store_true", help="add JAX's exact SM gradient")
     args = ap.parse_args()
@@ -105,7 +107,7 @@ def main() -> None:
         for d in diags:
             kw = {"seed": 0} if d in ("S", "TU") else {}
             fns[d] = lambda p=progs[d], kw=kw: p.grad(theta, batch, **kw)
-        t = blocks(fns, rounds=args.rounds)
+        t = blocks(fns, rounds=args.rounds, block=args.block)
         once = {}
         if args.exact or args.jax:
             import jax  # noqa: PLC0415 - an optional extra

@@ -102,8 +102,9 @@ def refuse(prog, program: str) -> None:
             f"{prog.checks.D} expanded cases per case, so per-case results would be "
             "those of the expanded cases",
             where=f"model '{prog.name}'",
-            fix="use loss/grad/hvp (batch means) of this model; for per-case results "
-            "build the model with diag='becker_lecun', 'S' or 'TU'",
+            fix="use loss/grad/hvp (batch means) of this model (sc.optim.HessianFree: "
+            "preconditioner=False); for per-case results build the model with "
+            "diag='becker_lecun', 'S' or 'TU'",
         )
 
 

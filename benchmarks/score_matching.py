@@ -27,6 +27,7 @@ ratios (common.blocks); build times (cold: Numba compiles every kernel) are prin
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import tempfile
 import time
@@ -105,7 +106,10 @@ def main() -> None:
         for d in diags:
             kw = {"seed": 0} if d in ("S", "TU") else {}
             fns[d] = lambda p=progs[d], kw=kw: p.grad(theta, batch, **kw)
-        if not args.no_jax and not args.no_exact:
+        has_jax = importlib.util.find_spec("jax") is not None
+        if not has_jax and not args.no_jax:
+            print('JAX is not installed (pip install "symcurv[peers]"): its column is skipped')
+        if has_jax and not args.no_jax and not args.no_exact:
             p = progs["energy"].unflatten(theta)
             params = (p["W"], p["beta"])
             start = time.perf_counter()

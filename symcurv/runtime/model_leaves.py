@@ -81,6 +81,12 @@ def values(prog, B: int, key, names=None) -> dict[str, np.ndarray]:
                 shape = (B, d["size"]) if d["batched"] else (d["size"],)
                 out[d["name"]] = prog._noise(shape, key, 0, STREAM0 + k, NOISE_KIND)
             k += 1
+        elif d["kind"] != case_expansion.KIND:  # e.g. "basis": the unrolled exact diagonal
+            raise errors.BuildError(
+                f"model leaf '{d['name']}' of kind {d['kind']!r} comes from an older symcurv",
+                where=prog.build_dir,
+                fix="rebuild: sc.compile(model, ..., build_dir=...) into a fresh directory",
+            )
         elif wanted:
             out[d["name"]] = _basis(prog, B, d["size"])
     return out

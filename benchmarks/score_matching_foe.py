@@ -49,8 +49,10 @@ def build(model, root: Path, name: str):
     return prog, time.perf_counter() - t
 
 
-def jax_programs(size: int, k: int = 5):
-    """Jitted (energy θ-gradient, exact SM loss θ-gradient) of the same FoE in JAX."""
+def jax_programs(size: int, k: int = 5, remat: bool = False):
+    """Jitted (energy θ-gradient, exact SM loss θ-gradient) of the same FoE in JAX;
+    ``remat``: each chunk of jvps under jax.checkpoint (recomputed in the backward pass
+    instead of stored: at 64 × 64 the stored residuals exhaust the memory)."""
     import jax  # noqa: PLC0415 - an optional extra
     import jax.numpy as jnp  # noqa: PLC0415
 
@@ -69,6 +71,8 @@ def jax_programs(size: int, k: int = 5):
         basis = jnp.eye(x.shape[0])
         # one jvp of the gradient per coordinate, vmapped over chunks of the basis (memory)
         hvp_ii = lambda e: jax.jvp(lambda z: g(params, z), (x,), (e,))[1] @ e  # noqa: E731
+        if remat:
+            hvp_ii = jax.checkpoint(hvp_ii)
         d = jax.lax.map(hvp_ii, basis, batch_size=min(256, x.shape[0]))
         return jnp.sum(0.5 * g(params, x) ** 2 - d + REG * d**2)
 
@@ -89,6 +93,7 @@ def main() -> None:
     ap.add_argument("--exact", action="store_true", help="add symcurv's exact diag and JAX")
     ap.add_argument("--jax", action="store_true", help="add JAX's exact SM gradient")
     ap.add_argument("--only-exact", action="store_true", help="skip becker_lecun, S and TU")
+    ap.add_argument("--jax-remat", action="store_true", help="JAX's jvps under jax.checkpoint")
     args = ap.parse_args()
     print(f"machine: {machine()}")
     print(f"command: python {' '.join(sys.argv)}\n")
@@ -114,7 +119,7 @@ def main() -> None:
         if args.exact or args.only_exact or args.jax:
             import jax  # noqa: PLC0415 - an optional extra
 
-            e_grad, sm_grad = jax_programs(args.size)
+            e_grad, sm_grad = jax_programs(args.size, remat=args.jax_remat)
             p = progs["energy"].unflatten(theta)
             params, X1 = (p["F"], p["beta"]), X[:1]
             for name, fn in (("jax energy", e_grad), ("jax exact", sm_grad)):

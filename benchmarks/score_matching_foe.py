@@ -94,6 +94,7 @@ def main() -> None:
     ap.add_argument("--jax", action="store_true", help="add JAX's exact SM gradient")
     ap.add_argument("--only-exact", action="store_true", help="skip becker_lecun, S and TU")
     ap.add_argument("--jax-remat", action="store_true", help="JAX's jvps under jax.checkpoint")
+    ap.add_argument("--no-jax", action="store_true", help="never run JAX")
     args = ap.parse_args()
     print(f"machine: {machine()}")
     print(f"command: python {' '.join(sys.argv)}\n")
@@ -116,7 +117,7 @@ def main() -> None:
             fns[d] = lambda p=progs[d], kw=kw: p.grad(theta, batch, **kw)
         t = blocks(fns, rounds=args.rounds, block=args.block)
         once = {}
-        if args.exact or args.only_exact or args.jax:
+        if (args.exact or args.only_exact or args.jax) and not args.no_jax:
             import jax  # noqa: PLC0415 - an optional extra
 
             e_grad, sm_grad = jax_programs(args.size, remat=args.jax_remat)

@@ -2,7 +2,8 @@
 energy gradient, and the exact-diagonal SM gradient against JAX (issue on score matching):
 
     python benchmarks/score_matching_foe.py                     # 64×64 crops, BL / S / TU
-    python benchmarks/score_matching_foe.py --size 8 --exact    # + symcurv's exact and JAX
+    python benchmarks/score_matching_foe.py --size 16 --exact   # + symcurv's exact and JAX
+    python benchmarks/score_matching_foe.py --only-exact --batch 1 --rounds 1 --block 1  # 64²
 
 The FoE of examples/foe.py (M = 24 unit-norm 5 × 5 filters) over ``--size``² crops, a
 batch of ``--batch`` crops: ``grad`` of the energy model, then ``grad`` of
@@ -10,8 +11,9 @@ batch of ``--batch`` crops: ``grad`` of the energy model, then ``grad`` of
 timed call). JAX (optional: ``pip install "symcurv[peers]"``) computes the same exact SM
 loss — ∂E/∂x by jax.grad, the diagonal from one jvp of that gradient per input coordinate
 (vmapped over chunks of 256 basis vectors), per case by vmap — and its θ-gradient by jax.grad,
-jitted; its energy gradient is timed too. symcurv's exact diagonal unrolls its D sweeps in
-the graph (its build time grows with D), so ``--exact`` is for small crops. JAX is timed
+jitted; its energy gradient is timed too. symcurv's exact diagonal runs over B·D expanded
+cases (runtime/case_expansion.py; its build does not grow with D, its memory does: B·D rows
+of every activation, unchunked), so ``--exact`` is for small crops. JAX is timed
 on ONE crop (the median of 5 calls; of 1 call for the exact SM gradient, after a warm-up
 call that compiles), scaled by the batch size (its exact diagonal
 is D jvps per crop: minutes at 64 × 64); symcurv per batch in rounds. Becker-LeCun
@@ -47,8 +49,10 @@ def build(model, root: Path, name: str):
     return prog, time.perf_counter() - t
 
 
-def jax_programs(size: int, k: int = 5):
-    """Jitted (energy θ-gradient, exact SM loss θ-gradient) of the same FoE in JAX."""
+def jax_programs(size: int, k: int = 5, remat: bool = False):
+    """Jitted (energy θ-gradient, exact SM loss θ-gradient) of the same FoE in JAX;
+    ``remat``: each chunk of jvps under jax.checkpoint (recomputed in the backward pass
+    instead of stored: at 64 × 64 the stored residuals exhaust the memory)."""
     import jax  # noqa: PLC0415 - an optional extra
     import jax.numpy as jnp  # noqa: PLC0415
 
@@ -67,6 +71,8 @@ def jax_programs(size: int, k: int = 5):
         basis = jnp.eye(x.shape[0])
         # one jvp of the gradient per coordinate, vmapped over chunks of the basis (memory)
         hvp_ii = lambda e: jax.jvp(lambda z: g(params, z), (x,), (e,))[1] @ e  # noqa: E731
+        if remat:
+            hvp_ii = jax.checkpoint(hvp_ii)
         d = jax.lax.map(hvp_ii, basis, batch_size=min(256, x.shape[0]))
         return jnp.sum(0.5 * g(params, x) ** 2 - d + REG * d**2)
 
@@ -83,8 +89,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64, help="side of the square crops")
     ap.add_argument("--batch", type=int, default=8, help="crops per gradient call")
     ap.add_argument("--rounds", type=int, default=5, help="timing rounds")
+    ap.add_argument("--block", type=int, default=3, help="consecutive calls per round (best)")
     ap.add_argument("--exact", action="store_true", help="add symcurv's exact diag and JAX")
     ap.add_argument("--jax", action="store_true", help="add JAX's exact SM gradient")
+    ap.add_argument("--only-exact", action="store_true", help="skip becker_lecun, S and TU")
+    ap.add_argument("--jax-remat", action="store_true", help="JAX's jvps under jax.checkpoint")
+    ap.add_argument("--no-jax", action="store_true", help="never run JAX")
     args = ap.parse_args()
     print(f"machine: {machine()}")
     print(f"command: python {' '.join(sys.argv)}\n")
@@ -92,7 +102,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     X = rng.normal(scale=1.0, size=(args.batch, args.size**2))
     batch = {"x": X}
-    diags = ["becker_lecun", "S", "TU"] + (["exact"] if args.exact else [])
+    diags = [] if args.only_exact else ["becker_lecun", "S", "TU"]
+    diags += ["exact"] if args.exact or args.only_exact else []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         progs, cold = {}, {}
@@ -104,12 +115,12 @@ def main() -> None:
         for d in diags:
             kw = {"seed": 0} if d in ("S", "TU") else {}
             fns[d] = lambda p=progs[d], kw=kw: p.grad(theta, batch, **kw)
-        t = blocks(fns, rounds=args.rounds)
+        t = blocks(fns, rounds=args.rounds, block=args.block)
         once = {}
-        if args.exact or args.jax:
+        if (args.exact or args.only_exact or args.jax) and not args.no_jax:
             import jax  # noqa: PLC0415 - an optional extra
 
-            e_grad, sm_grad = jax_programs(args.size)
+            e_grad, sm_grad = jax_programs(args.size, remat=args.jax_remat)
             p = progs["energy"].unflatten(theta)
             params, X1 = (p["F"], p["beta"]), X[:1]
             for name, fn in (("jax energy", e_grad), ("jax exact", sm_grad)):

@@ -21,9 +21,10 @@ held-out set; the curves are drawn against epochs and against seconds of optimiz
     python examples/crbm_score_matching.py --quick   # 8×8 patches, F = K = 16
     python examples/crbm_score_matching.py           # 16×16 patches, F = K = 32
 
-The exact diagonal's program unrolls D forward-over-reverse sweeps: at D = 64 its Numba
-build took 17 minutes on the loaded 2-core machine (cached in build/crbm/ afterwards, when
---quick takes well under 2 minutes); at D = 256 it is about four times larger.
+The exact diagonal's program runs over B·D expanded cases (docs/score_matching.md): its
+build no longer grows with D (it unrolled D sweeps before: 17 minutes at D = 64 on the
+loaded 2-core machine; now 82 s at D = 64 and 69 s at D = 256, cold, "loss" and "grad",
+load average ~14); each exact step costs about D times a CP step's sweeps.
 
 Figures: build/crbm/ (docs/img/ with --update-docs). Discussion: docs/denoising.md.
 """

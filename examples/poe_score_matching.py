@@ -7,8 +7,8 @@ The energy of a square product of experts (M = D = 64) on scikit-learn's 8×8 di
 w̃_k the rows of W scaled to unit length (``sc.normalize_rows``), is fitted by minimising
 J = mean_b Σ_i ½(∂E/∂x_i)² − ∂²E/∂x_i² + λ(∂²E/∂x_i²)² with Adam (``sc.optim.fit``); the
 diagonal ∂²E/∂x_i² comes from ``--diag`` (becker_lecun is exact for this energy; S/TU
-are unbiased CP estimates with a new noise draw every iteration; exact costs D sweeps and
-a long Numba build). Because the model is square, its log-likelihood is exact:
+are unbiased CP estimates with a new noise draw every iteration; exact runs B·D expanded
+cases, about D times a sweep's work). Because the model is square, its log-likelihood is exact:
 
     log p(x) = −E(x) + log|det W̃| − Σ_k log Z(α_k),
     Z(α) = ∫ (1 + (cz)²/2)^{−α} dz = (√2 / c) √π Γ(α − ½) / Γ(α)   (finite for α > ½;

@@ -5,7 +5,8 @@ Its per-case loss is J_b = Σ_i ½(∂E/∂x_i)² − ∂²E/∂x_i² + λ(∂²
 2010, eq. 7; λ = 0 is Hyvärinen's score matching), built from the energy's input
 derivatives by ``transforms.score_matching``. The parameters and inputs are the energy
 model's, in the same order (a θ of one is a θ of the other). With ``diag="S"`` or ``"TU"``
-the model has noise leaves: its programs take ``seed=`` (see docs/score_matching.md).
+the model has noise leaves: its programs take ``seed=``; with ``diag="exact"`` its cases
+are the expanded cases (b, i) of runtime/case_expansion.py (see docs/score_matching.md).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ def score_matching(
     """The score-matching model of ``energy_model`` (declared with ``m.energy``).
 
     ``reg``: λ ≥ 0 of the curvature penalty λ Σ_i d_i²; ``diag``: how d_i = ∂²E/∂x_i² is
-    computed — "exact" (D forward-over-reverse sweeps), "becker_lecun" (deterministic;
+    computed — "exact" (no approximation: the graph runs over B·D expanded cases (b, i),
+    each the second directional derivative of E along e_i; the batch stays (B, D), the
+    runtime expands it; per-case programs are refused), "becker_lecun" (deterministic;
     exact for one nonlinear layer between x and a weighted sum, biased otherwise), "S" or
     "TU" (Curvature Propagation, unbiased; a noisy model whose programs take ``seed=``);
     ``wrt``: the ``m.input`` the density is over (optional when there is one; the other

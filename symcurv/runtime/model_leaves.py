@@ -9,7 +9,8 @@ every program built from it — ``loss`` and ``grad`` included — reads them:
   call's seed, so the CPU and CUDA backends see the same numbers and an integer seed
   reproduces them. The stream offset keeps them apart from cp_diag's own noise (streams
   0, 1, ... of draws 0, 1, ...) under the same seed.
-- ``basis``: the coordinate vectors e_i of ``diag="exact"``, every row e_i.
+- ``case_basis``: the coordinate vectors of ``diag="exact"``: its graph runs over the
+  expanded cases (b, i), row b·D + i of the leaf is e_i (runtime/case_expansion.py).
 
 The build records them in the manifest (``model_leaves``); a call fills those its program
 reads and the caller did not pass (a State passes its own, fixed for its lifetime).
@@ -22,6 +23,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from symcurv import errors
+from symcurv.runtime import case_expansion
 from symcurv.runtime import noise as noise_module
 
 STREAM0 = 1 << 30
@@ -35,9 +37,7 @@ def describe(forward) -> list[dict]:
         out.append({"name": n.name, "kind": "noise", "batched": n.batched, "size": n.size})
     for n in forward.leaves("input_direction"):
         if n.attr("basis") is not None:
-            out.append(
-                {"name": n.name, "kind": "basis", "index": int(n.attr("basis")), "size": n.size}
-            )
+            out.append({"name": n.name, "kind": case_expansion.KIND, "size": n.size})
     return out
 
 
@@ -88,19 +88,24 @@ def values(prog, B: int, key, names=None, rows=None) -> dict[str, np.ndarray]:
                     )
                     out[d["name"]] = prog._to_backend(z)
             k += 1
+        elif d["kind"] != case_expansion.KIND:  # e.g. "basis": the unrolled exact diagonal
+            raise errors.BuildError(
+                f"model leaf '{d['name']}' of kind {d['kind']!r} comes from an older symcurv",
+                where=prog.build_dir,
+                fix="rebuild: sc.compile(model, ..., build_dir=...) into a fresh directory",
+            )
         elif wanted:
-            out[d["name"]] = _basis(prog, B, d["size"], d["index"])
+            out[d["name"]] = _basis(prog, B, d["size"])
     return out
 
 
-def _basis(prog, B: int, D: int, i: int):
-    """Rows e_i (B, D), kept per (B, D, i): the same array serves every call."""
+def _basis(prog, B: int, D: int):
+    """The expanded cases' rows e_i (B = B_real·D rows), kept per (B, D): the same array
+    serves every call."""
     cache = prog.__dict__.setdefault("_basis_rows", {})
-    a = cache.get((B, D, i))
+    a = cache.get((B, D))
     if a is None:
-        e = np.zeros((B, D), dtype=prog.dtype)
-        e[:, i] = 1.0
-        a = cache[(B, D, i)] = prog._to_backend(e)
+        a = cache[(B, D)] = prog._to_backend(case_expansion.basis_rows(B, D, prog.dtype))
     return a
 
 

@@ -13,7 +13,15 @@ from types import ModuleType
 import numpy as np
 
 from symcurv import errors
-from symcurv.runtime import backends, graphs, initializers, model_leaves, per_case, trace
+from symcurv.runtime import (
+    backends,
+    case_expansion,
+    graphs,
+    initializers,
+    model_leaves,
+    per_case,
+    trace,
+)
 from symcurv.runtime.state import State
 from symcurv.runtime.validate import Checks
 
@@ -53,6 +61,7 @@ class Program:
         self._buffers: dict[tuple[str, int], list[np.ndarray]] = {}
         # the input checks of every call (runtime/validate.py), shared with State
         self.checks = Checks(self.name, self.dtype, self.n_params, self.params, self.inputs)
+        self.checks = case_expansion.wrap(self.checks, manifest)  # exact SM: B·D cases
 
     def __repr__(self) -> str:
         return (
@@ -315,8 +324,13 @@ class Program:
         directions and a State's cached static values by leaf name; a split program runs
         its static part first unless ``extras`` holds the cached values. ``keep=True``
         leaves the outputs in the backend's memory (device arrays on cuda), unchecked."""
+        case_expansion.refuse(self, program)  # per-case results of an expanded model
         if program not in self._modules:
             self._not_built(program)
+        if check and not keep and case_expansion.expanded(self):  # B·D rows, in chunks
+            return case_expansion.run_in_chunks(
+                self, program, theta, batch, v=v, extras=extras, seed=seed
+            )
         spec = self.spec(program)
         theta = self.checks.theta(theta) if check else theta
         leaves = spec["leaves"]

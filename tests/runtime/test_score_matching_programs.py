@@ -15,7 +15,7 @@ from symcurv.pipeline import PROGRAMS
 from symcurv.runtime import model_leaves
 from symcurv.runtime.reference import evaluate
 
-B, D = 4, 2  # Numba compiles the exact diagonal's D sweeps: D = 2 keeps it short
+B, D = 4, 2
 
 
 def energy_model():
@@ -45,9 +45,11 @@ def _reference(model, prog, theta, batch, seed=None):
     """(objective, flat gradient) of ``model``'s grad graph by the interpreter, with the
     model leaves the runtime would bind for ``seed``."""
     g = optimize(PROGRAMS["grad"](model.forward_graph()))
-    leaves = {**prog.unflatten(theta), **batch}
+    names = list(prog.inputs)  # the exact diagonal's B·D expanded cases (case_expansion.py)
+    rows = dict(zip(names, prog.checks.batch(names, batch)))
+    leaves = {**prog.unflatten(theta), **rows}
     key = model_leaves.seed_key(prog, seed)
-    leaves.update(model_leaves.values(prog, B, key))
+    leaves.update(model_leaves.values(prog, len(rows["x"]), key))
     out = evaluate(g, leaves)
     grad = prog.flatten({p: out[f"grad:{p}"] for p in prog.params})
     return float(out["objective"]), grad

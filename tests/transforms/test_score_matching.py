@@ -21,6 +21,7 @@ from test_grad import rel_err
 
 import symcurv as sc
 from symcurv.passes import optimize
+from symcurv.runtime import case_expansion
 from symcurv.runtime import noise as noise_module
 from symcurv.runtime.reference import evaluate
 from symcurv.transforms.grad import gradient_graph
@@ -133,8 +134,16 @@ def cp_energy(request):
     return _case(request.param)
 
 
-def basis(D):
-    return {f"e{i}_x": np.repeat(np.eye(D)[i][None], B, axis=0) for i in range(D)}
+def expanded(g, vals):
+    """The leaves as the runtime binds them: for the exact diagonal's graph (one basis
+    leaf) the B·D expanded cases (b, i) — x_b repeated D times, the rows e_i tiled B times
+    (runtime/case_expansion.py); the leaves themselves otherwise."""
+    basis = [n for n in g.leaves("input_direction") if n.attr("basis") is not None]
+    if not basis:
+        return dict(vals)
+    D = vals["x"].shape[1]
+    (x,) = case_expansion.expand([vals["x"]], D)
+    return {**vals, "x": x, basis[0].name: case_expansion.basis_rows(len(x), D, np.float64)}
 
 
 def sm_grad_graph(m, diag, reg=REG):
@@ -146,7 +155,7 @@ def run_sm(g, vals, seed=None):
     """J and ∂J/∂θ from the graph ``g`` by the reference interpreter, the noise leaves
     drawn like the runtime's (stream k of draw 0 under ``seed``, any fixed stream order
     gives independent leaves)."""
-    leaves = dict(vals, **basis(vals["x"].shape[1]))
+    leaves = expanded(g, vals)
     key = noise_module.key(seed)
     for s, n in enumerate(g.leaves("noise")):
         shape = ((B,) if n.batched else ()) + n.shape
@@ -192,7 +201,7 @@ def test_the_hessian_of_the_score_matching_objective():
     g = sm_grad_graph(m, "exact")
     rng = np.random.default_rng(3)
     v = {p: rng.normal(size=vals[p].shape) for p in m.params}
-    leaves = dict(vals, **basis(2), **{f"v:{p}": v[p] for p in m.params})
+    leaves = dict(expanded(h, vals), **{f"v:{p}": v[p] for p in m.params})
     got = evaluate(h, leaves)
     eps = 1e-5
     plus = run_sm(g, {**vals, **{p: vals[p] + eps * v[p] for p in m.params}})[1]

@@ -74,19 +74,10 @@ def _reduce_body(tmpl: str, x: str, out: str, batched: bool, n: int) -> list[str
     dst = f"{out}[i, 0]" if batched else f"{out}[0]"
     if tmpl == "sum_features":
         body = ["acc = 0.0", f"for j in range({n}):", f"    acc += {row('j')}", f"{dst} = acc"]
-    elif tmpl == "logsumexp":
-        body = [
-            f"m = {row('0')}",
-            f"for j in range(1, {n}):",
-            f"    m = max(m, {row('j')})",
-            f"e = np.empty({n})",  # exps first (a vector loop), then the sum
-            f"for j in range({n}):",
-            f"    e[j] = vm.exp({row('j')} - m)",
-            "acc = 0.0",
-            f"for j in range({n}):",
-            "    acc += e[j]",
-            f"{dst} = m + vm.log(acc)",
-        ]
+    elif tmpl == "logsumexp":  # one compiled function shared by every program (vecmath)
+        if batched:
+            return [f"vm.logsumexp_rows({x}, {out})"]
+        return [f"vm.logsumexp_rows({x}.reshape((1, {n})), {out}.reshape((1, 1)))"]
     elif tmpl in ("batch_sum", "batch_mean"):
         scale = " / B" if tmpl == "batch_mean" else ""
         return [

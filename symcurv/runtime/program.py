@@ -15,7 +15,7 @@ import numpy as np
 from symcurv import errors
 from symcurv.runtime import backends, graphs, initializers, model_leaves, per_case, trace
 from symcurv.runtime.state import State
-from symcurv.runtime.validate import Checks
+from symcurv.runtime.validate import Checks, all_finite
 
 
 def extra_leaves(spec: dict, role: str) -> list[tuple[str, bool, int]]:
@@ -342,7 +342,7 @@ class Program:
         )
         if check and not keep:
             for k, o in outs.items():
-                if not np.isfinite(o).all():
+                if not all_finite(o):
                     noise = {n: a for n, a in extras.items() if not n.startswith("cache")}
                     checked = dict(zip(leaves, arrays))
                     self.raise_non_finite(program, k, theta, checked, v, noise)

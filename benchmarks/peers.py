@@ -4,6 +4,7 @@
     python benchmarks/peers.py                 # cp_net B = 1, 100, 1000; autoencoder B = 1000;
                                                # float64 and float32; 5 rounds
     python benchmarks/peers.py --quick         # smoke run: cp_net only, float64, 2 rounds
+    python benchmarks/peers.py --dtypes float32 --clock cpu   # one dtype; CPU time (busy machine)
 
 Programs (symcurv call | JAX function, jit-compiled):
   loss        prog.loss(θ, batch)             | mean loss
@@ -259,6 +260,23 @@ def jax_calls(case: dict):
 
 
 # -- worker process -----------------------------------------------------------------------------
+def cpu_median_time(fn, repeat: int, min_time: float) -> float:
+    """common.median_time on the process's CPU clock (all its threads): on a machine whose
+    cores other jobs share, time spent waiting for a core is not counted (--clock cpu)."""
+    fn()
+    t = time.process_time()
+    fn()
+    first = time.process_time() - t
+    number = max(1, int(min_time / max(first, 1e-6)))
+    times = []
+    for _ in range(repeat):
+        t = time.process_time()
+        for _ in range(number):
+            fn()
+        times.append((time.process_time() - t) / number)
+    return float(np.median(times))
+
+
 def worker(side: str, spec_path: str, out_path: str) -> None:
     pin_to_cpus()
     spec = json.loads(Path(spec_path).read_text())
@@ -273,8 +291,9 @@ def worker(side: str, spec_path: str, out_path: str) -> None:
             for k, a in results().items():
                 np.save(folder / f"{k}.npy", a)
         else:
+            timer = cpu_median_time if spec.get("clock") == "cpu" else median_time
             row["times"] = {
-                k: median_time(fn, spec["repeat"], spec["min_time"]) for k, fn in calls.items()
+                k: timer(fn, spec["repeat"], spec["min_time"]) for k, fn in calls.items()
             }
         out.append(row)
     Path(out_path).write_text(json.dumps(out))
@@ -354,6 +373,13 @@ def main() -> None:
     ap.add_argument("--dtypes", default=None, help="comma list (default float64,float32)")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall (default, a quiet machine) or cpu: process CPU time, all threads "
+        "counted (a shared machine; XLA's and Numba's pools must not spin: use --threads 1)",
+    )
     ap.add_argument("--worker", nargs=3, metavar=("SIDE", "SPEC", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -386,7 +412,7 @@ def main() -> None:
             rows = check(spec_cases, tmp, env)
             print("\nfloat64 agreement, relative ∞-norm error symcurv vs JAX (tolerance 1e-10):")
             print(table(rows, ["model", "B", "result", "rel err"]), flush=True)
-        spec = {"cases": spec_cases, "repeat": repeat, "min_time": min_time}
+        spec = {"cases": spec_cases, "repeat": repeat, "min_time": min_time, "clock": args.clock}
         per_round = []
         for r in range(rounds):
             got = {s: run_worker(s, spec, tmp, env, f"r{r}") for s in ("symcurv", "jax")}

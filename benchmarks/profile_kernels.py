@@ -1,8 +1,10 @@
 """Where the time goes on small nets (issue 15): per kernel, per fixed cost, per compile.
 
     python benchmarks/profile_kernels.py                 # cp_net, B = 100 and 1000: kernels
-                                                         # of grad, hvp, one CP-S draw, and
-                                                         # the fixed costs of Program._run
+                                                         # of loss, grad, hvp, gnvp, one
+                                                         # CP-S draw, input_grad, and the
+                                                         # fixed costs of Program._run
+    python benchmarks/profile_kernels.py --batch 1 --programs loss grad   # a choice
     python benchmarks/profile_kernels.py --cold          # a cold build of cp_net, broken down
     python benchmarks/profile_kernels.py --quick         # fewer repeats
 
@@ -53,6 +55,7 @@ import cp_net  # noqa: E402
 from common import machine, median_time, pin_to_cpus, pinned_env, table  # noqa: E402
 
 import symcurv as sc  # noqa: E402
+from symcurv.runtime.validate import all_finite  # noqa: E402
 
 PROGRAMS = ("loss", "grad", "hvp", "gnvp", "cp_S", "input_grad")
 MARK = re.compile(r"^    # (k\d+_\w+)  \(")
@@ -175,14 +178,14 @@ def fixed_costs(prog, prog_name: str, theta, batch, v, rounds: int) -> dict:
             k: np.zeros(o.shape, dtype=prog.dtype) for k, o in outs.items()
         },
         "scratch lookup": lambda: prog._scratch(prog_name, spec, B),
-        "non-finite scan of outputs": lambda: [np.isfinite(o).all() for o in outs.values()],
+        "non-finite scan of outputs": lambda: [all_finite(o) for o in outs.values()],
     }
     if spec.get("vectors"):
-        t["check v"] = lambda: np.isfinite(prog._check_vector(v, "v")).all()
+        t["check v"] = lambda: prog.checks.direction(v)
     return {k: median_time(f, rounds) for k, f in t.items()}
 
 
-def profile(B: int, rounds: int, build_dir: Path) -> None:
+def profile(B: int, rounds: int, build_dir: Path, programs=()) -> None:
     prog = load_or_build(build_dir)
     rng = np.random.default_rng(0)
     theta = prog.init(0)
@@ -191,11 +194,16 @@ def profile(B: int, rounds: int, build_dir: Path) -> None:
     st = prog.linearize(theta, batch)
     st.cp_diag("S", seed=0)
     calls = {
+        "loss": (lambda: prog.loss(theta, batch), ["loss"]),
         "grad": (lambda: prog.grad(theta, batch), ["grad"]),
         "hvp": (lambda: prog.hvp(theta, batch, v), ["hvp.static", "hvp"]),
+        "gnvp (State)": (lambda: st.gnvp(v), ["gnvp"]),
         "cp_diag S (State, 1 draw)": (lambda: st.cp_diag("S", seed=0), ["cp_S"]),
+        "input_grad": (lambda: prog.input_grad(theta, batch), ["input_grad"]),
     }
     for what, (call, parts) in calls.items():
+        if programs and what.split()[0] not in programs:
+            continue
         total = median_time(call, rounds)
         print(f"\n### cp_net B = {B}: {what}: {total * 1e6:.0f} µs per call (median)")
         rows, kernels_sum, by_kind = [], 0.0, collections.Counter()
@@ -230,7 +238,9 @@ def profile(B: int, rounds: int, build_dir: Path) -> None:
         rows.append(
             ["", "sum of kernels", f"{kernels_sum * 1e6:.1f}", f"{kernels_sum / total:.0%}"]
         )
-        if what != "cp_diag S (State, 1 draw)":
+        if what.startswith("gnvp"):
+            pass  # a State's product: θ and the batch were checked once, by linearize
+        elif what != "cp_diag S (State, 1 draw)":
             name = parts[-1]
             fc = fixed_costs(prog, name, theta, batch, v, rounds)
             rows += [["_run", k, f"{s * 1e6:.1f}", f"{s / total:.0%}"] for k, s in fc.items()]
@@ -431,6 +441,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--cold", action="store_true", help="break down a cold build instead")
     ap.add_argument("--batch", type=int, nargs="*", default=[100, 1000])
+    ap.add_argument(
+        "--programs",
+        nargs="*",
+        default=[],
+        help="loss grad hvp gnvp cp_diag input_grad (default: all)",
+    )
     ap.add_argument("--build-dir", help="reuse (or make) this build of cp_net")
     ap.add_argument("--threads", type=int, help="BLAS/Numba threads (common.pinned_env)")
     args = ap.parse_args()
@@ -446,7 +462,7 @@ def main() -> None:
             return cold(root)
         print(f"command: python benchmarks/{' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")
         for B in args.batch:
-            profile(B, 3 if args.quick else 7, root)
+            profile(B, 3 if args.quick else 7, root, args.programs)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from symcurv.runtime import (
     trace,
 )
 from symcurv.runtime.state import State
-from symcurv.runtime.validate import Checks
+from symcurv.runtime.validate import Checks, all_finite
 
 
 def extra_leaves(spec: dict, role: str) -> list[tuple[str, bool, int]]:
@@ -58,7 +58,7 @@ class Program:
         self.n_params = int(manifest["n_params"])
         self.inputs = {d["name"]: d for d in manifest["inputs"]}
         self.programs = tuple(k for k in manifest["programs"] if not k.endswith(".static"))
-        self._buffers: dict[tuple[str, int], list[np.ndarray]] = {}
+        self._buffers: dict[tuple[str, int], list | dict] = {}  # scratch, reused outputs
         # the input checks of every call (runtime/validate.py), shared with State
         self.checks = Checks(self.name, self.dtype, self.n_params, self.params, self.inputs)
         self.checks = case_expansion.wrap(self.checks, manifest)  # exact SM: B·D cases
@@ -294,6 +294,23 @@ class Program:
             self._buffers[key] = bufs
         return bufs
 
+    def _outputs(self, prog: str, spec: dict, B: int, keep: bool, reuse: bool) -> dict:
+        """The output arrays of one call (zeros): fresh, or kept per (program, B) when
+        ``reuse``. Kept arrays stay correct because every kernel overwrites what it writes
+        (entries no kernel writes keep their first zeros)."""
+        zeros = self._output_array if keep else lambda shape: np.zeros(shape, dtype=self.dtype)
+        key = ("outputs:" + prog, B)
+        if reuse and key in self._buffers:
+            return self._buffers[key]
+        outs = {p: zeros((self.n_params,)) for p in spec["out_flat"]}
+        for k, batched, size in spec["out_plain"]:
+            outs[k] = zeros((B, size) if batched else (size,))
+        if reuse and not keep:
+            if len(self._buffers) > 16:  # a few batch sizes at a time
+                self._buffers.pop(next(iter(self._buffers)))
+            self._buffers[key] = outs
+        return outs
+
     def built(self, program: str) -> bool:
         """Was ``program`` (or a static part, ``"<name>.static"``) built?"""
         return program in self._modules
@@ -314,6 +331,7 @@ class Program:
         keep: bool = False,
         check: bool = True,
         seed=None,
+        reuse: bool = False,
     ) -> dict[str, np.ndarray]:
         """Run one built program; its outputs by key (``"objective"``, ``"grad"``,
         ``"pcg:<param>"``, ...). The seam ``State`` and the tools build on.
@@ -323,7 +341,11 @@ class Program:
         takes them as given (already checked; backend memory). ``extras``: CP noise, input
         directions and a State's cached static values by leaf name; a split program runs
         its static part first unless ``extras`` holds the cached values. ``keep=True``
-        leaves the outputs in the backend's memory (device arrays on cuda), unchecked."""
+        leaves the outputs in the backend's memory (device arrays on cuda), unchecked.
+        ``reuse=True`` writes the outputs into arrays kept per (program, B) like the scratch
+        buffers, overwritten by the next such call: for values consumed at once (a split
+        program's static part inside one call, whose ~20 fresh (B, n) arrays per call
+        cost as much as its kernels at B = 1000)."""
         case_expansion.refuse(self, program)  # per-case results of an expanded model
         if program not in self._modules:
             self._not_built(program)
@@ -339,13 +361,10 @@ class Program:
         extras = dict(extras or {})
         if spec.get("static") and not any(k.startswith("cache") for k in extras):
             checked = dict(zip(leaves, arrays))
-            extras.update(self.run(spec["static"], theta, checked, check=False))
+            extras.update(self.run(spec["static"], theta, checked, check=False, reuse=True))
         B = arrays[0].shape[0] if arrays else 1
         extras = model_leaves.bind(self, spec, extras, B, seed)  # a model's own noise/basis
-        zeros = self._output_array if keep else lambda shape: np.zeros(shape, dtype=self.dtype)
-        outs = {p: zeros((self.n_params,)) for p in spec["out_flat"]}
-        for k, batched, size in spec["out_plain"]:
-            outs[k] = zeros((B, size) if batched else (size,))
+        outs = self._outputs(program, spec, B, keep, reuse)
         self._modules[program].run(
             theta,
             *vectors,
@@ -356,7 +375,7 @@ class Program:
         )
         if check and not keep:
             for k, o in outs.items():
-                if not np.isfinite(o).all():
+                if not all_finite(o):
                     noise = {n: a for n, a in extras.items() if not n.startswith("cache")}
                     checked = dict(zip(leaves, arrays))
                     self.raise_non_finite(program, k, theta, checked, v, noise)

@@ -23,6 +23,7 @@ import numpy as np
 from symcurv import errors
 from symcurv.runtime import model_leaves, per_case
 from symcurv.runtime import noise as noise_module
+from symcurv.runtime.validate import all_finite
 
 NOISES = ("rademacher", "gaussian")
 CP_ESTIMATORS = ("S", "TU", "HI", "GN")
@@ -123,7 +124,7 @@ class State:
         v = None if v is None else self.prog.checks.direction(v)
         out = self.prog.run(prog, theta, batch, check=False, v=v, extras=args)
         for k, o in out.items():
-            if not np.isfinite(o).all():
+            if not all_finite(o):
                 host = {n: self.prog.device.to_host(a) for n, a in (extras or {}).items()}
                 self.prog.raise_non_finite(prog, k, self.theta, self.batch, v, host)
         return out

@@ -5,6 +5,12 @@ value is a ``BatchError``/``NonFiniteError`` naming the DSL line of the leaf, th
 the fix, before any kernel runs (a Numba typing error or a NaN handed back silently would
 name neither). ``Program`` and ``State`` both check through one ``Checks`` object
 (``prog.checks``), built from the manifest.
+
+The checks run on every call, so they are cheap where the data is already right: an array of
+the build's dtype, shape and layout is taken as it is (no conversion, no copy), and the
+finiteness scan is one compiled pass (``all_finite``) instead of numpy's ``isfinite`` (a
+temporary boolean array, then a reduction: at B = 1 the checks were 3/4 of a grad call).
+Only when a scan fails does the error path look for the offending entry and name it.
 """
 
 from __future__ import annotations
@@ -12,8 +18,29 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from numba import njit
 
 from symcurv import errors
+
+
+@njit(cache=True, nogil=True)
+def _all_finite_flat(x) -> bool:
+    """True if no entry of the 1-D array ``x`` is NaN or ±inf: an integer OR over the
+    whole array, with no branch in the loop, which LLVM turns into packed compares (0.1 ns
+    per entry; numpy's isfinite(x).all() writes a boolean temporary first and is 1.5-3x
+    slower; an early exit per block, tried, kept LLVM from vectorising). A bad entry is
+    the rare error path: the caller then finds and names it."""
+    bad = 0
+    for i in range(x.size):
+        bad |= not np.isfinite(x[i])
+    return bad == 0
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """Are all entries of the numeric array ``a`` finite? (one compiled pass, no temporary)"""
+    if a.dtype.kind != "f":  # integers and booleans are always finite
+        return True
+    return bool(_all_finite_flat(a.reshape(-1)))
 
 
 def shape_hint(name: str, a: np.ndarray, info: dict) -> str:
@@ -75,10 +102,21 @@ class Checks:
             )
         return v
 
+    def _ready(self, a, shape: tuple[int, ...]) -> bool:
+        """Is ``a`` already what the kernels take: an ndarray of the build's dtype, of
+        ``shape``, C-contiguous? (then it is passed as it is)"""
+        return (
+            type(a) is np.ndarray
+            and a.dtype == self.dtype
+            and a.shape == shape
+            and a.flags.c_contiguous
+        )
+
     def theta(self, theta) -> np.ndarray:
         """θ, finite; a non-finite entry names its parameter."""
-        theta = np.ascontiguousarray(self.vector(theta, "theta"), dtype=self.dtype)
-        if not np.isfinite(theta).all():
+        if not self._ready(theta, (self.n_params,)):
+            theta = np.ascontiguousarray(self.vector(theta, "theta"), dtype=self.dtype)
+        if not all_finite(theta):
             bad = int(np.flatnonzero(~np.isfinite(theta))[0])
             name = next(
                 n for n, p in self.params.items() if p["offset"] <= bad < p["offset"] + p["size"]
@@ -93,8 +131,9 @@ class Checks:
 
     def direction(self, v) -> np.ndarray:
         """The direction v of a curvature product (H v, G v), finite."""
-        v = np.ascontiguousarray(self.vector(v, "v"), dtype=self.dtype)
-        if not np.isfinite(v).all():
+        if not self._ready(v, (self.n_params,)):
+            v = np.ascontiguousarray(self.vector(v, "v"), dtype=self.dtype)
+        if not all_finite(v):
             raise errors.NonFiniteError(
                 f"v[{int(np.flatnonzero(~np.isfinite(v))[0])}] is not finite",
                 where=self.where,
@@ -159,6 +198,17 @@ class Checks:
     def _array(self, name: str, batch: Mapping, copy: bool) -> np.ndarray:
         """One key of the batch, checked: present, real, (B, width), finite."""
         info = self.inputs[name]
+        a = batch.get(name)
+        # the common case first: already (B, width) of the build's dtype, contiguous
+        if (
+            not copy
+            and type(a) is np.ndarray
+            and a.ndim == 2
+            and not info.get("labels")
+            and self._ready(a, (a.shape[0], info["size"]))
+        ):
+            if all_finite(a):
+                return a
         where, node = info.get("origin", self.where), f"'{name}'"
         if name not in batch:
             raise errors.BatchError(
@@ -190,7 +240,7 @@ class Checks:
                 fix=shape_hint(name, a, info),
             )
         a = np.array(a, dtype=self.dtype, order="C", copy=True if copy else None)
-        if not np.isfinite(a).all():
+        if not all_finite(a):
             r, c = np.argwhere(~np.isfinite(a))[0]
             raise errors.NonFiniteError(
                 f"batch['{name}'][{r}, {c}] = {a[r, c]} is not finite",
@@ -269,7 +319,7 @@ class Checks:
                 fix=f"pass real numbers of shape {want}: one direction per case, like batch['{x}']",
             )
         V = np.ascontiguousarray(V, dtype=self.dtype)
-        if not np.isfinite(V).all():
+        if not all_finite(V):
             r, c = np.argwhere(~np.isfinite(V))[0]
             raise errors.NonFiniteError(
                 f"V[{r}, {c}] = {V[r, c]} is not finite",

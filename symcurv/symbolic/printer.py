@@ -2,9 +2,10 @@
 
 The same printed function body serves both targets: only ``math`` functions, ``abs``,
 ``min``/``max`` and conditional expressions, all of which ``numba.njit`` and
-``cuda.jit(device=True)`` accept. Two differences, chosen by ``target``: on the CPU ``exp`` and
-``log`` print as ``vm.exp``/``vm.log`` (symcurv.runtime.vecmath), branch-free versions that
-LLVM vectorises, because pip-installed Numba calls scalar libm for ``math.exp``; for CUDA
+``cuda.jit(device=True)`` accept. Two differences, chosen by ``target``: on the CPU ``exp``,
+``log`` and ``tanh`` print as ``vm.exp``/``vm.log``/``vm.tanh`` (symcurv.runtime.vecmath),
+branch-free versions that LLVM vectorises, because pip-installed Numba calls scalar libm
+for ``math.exp``; for CUDA
 ``max``/``min`` print as conditional expressions (see ``CudaScalarPrinter``).
 Before printing, :func:`stable` rewrites forms that overflow although their value is
 finite (sinh/cosh ratios, log cosh, log(1 + exp), exp/(1 + exp) ratios) into overflow-free
@@ -74,13 +75,16 @@ class ScalarPrinter(PythonCodePrinter):
 
 
 class CpuScalarPrinter(ScalarPrinter):
-    """exp and log through symcurv.runtime.vecmath (imported as ``vm`` by the CPU kernels)."""
+    """exp, log and tanh through symcurv.runtime.vecmath (``vm`` in the CPU kernels)."""
 
     def _print_exp(self, expr: sympy.Expr) -> str:
         return f"vm.exp({self._print(expr.args[0])})"
 
     def _print_log(self, expr: sympy.Expr) -> str:
         return f"vm.log({self._print(expr.args[0])})"
+
+    def _print_tanh(self, expr: sympy.Expr) -> str:
+        return f"vm.tanh({self._print(expr.args[0])})"
 
 
 class CudaScalarPrinter(ScalarPrinter):

@@ -79,9 +79,18 @@ def f_k11_map_acc(dWTT_1, dW):
 #   DSL: models.py:46: code = sc.logistic(W @ x + b)
 @njit(cache=True, parallel=PARALLEL, error_model='numpy')
 def k1_map_logistic(B, s0, p_b, s1, s2):
-    for i in prange(B):
-        for j in range(3):
-            s1[i, j], s2[i, j] = f_k1_map_logistic(s0[i, j], p_b[j])
+    # rows in blocks of 32: one flat loop of 96 elements per block, long
+    # enough to vectorise whole (a 3-wide row is not); the last may be shorter
+    tile_p_b = np.empty(96, dtype=p_b.dtype)
+    for e in range(96):
+        tile_p_b[e] = p_b[e % 3]
+    flat_s0 = s0.reshape(-1)
+    flat_s1 = s1.reshape(-1)
+    flat_s2 = s2.reshape(-1)
+    for blk in prange((B + 31) // 32):
+        o = blk * 96
+        for e in range(min(96, B * 3 - o)):
+            flat_s1[o + e], flat_s2[o + e] = f_k1_map_logistic(flat_s0[o + e], tile_p_b[e])
 
 
 # k2_gemm_a_WT: gemm -> a_WT [s3]
@@ -126,9 +135,12 @@ def k4_map_mul(B, s3, p_c, in_x, s4, s5, s6):
 #   DSL: models.py:46: code = sc.logistic(W @ x + b)
 @njit(cache=True, parallel=PARALLEL, error_model='numpy')
 def k7_map_mul_1(B, s0, s2, s7):
-    for i in prange(B):
-        for j in range(3):
-            s7[i, j] = f_k7_map_mul_1(s0[i, j], s2[i, j])
+    # the rows as one flat loop: long enough to vectorise (a 3-wide row is not)
+    flat_s0 = s0.reshape(-1)
+    flat_s2 = s2.reshape(-1)
+    flat_s7 = s7.reshape(-1)
+    for e in prange(B * 3):
+        flat_s7[e] = f_k7_map_mul_1(flat_s0[e], flat_s2[e])
 
 
 # k8_reduce_bsum_1: reduce batch_sum -> bsum_1 [out_grad_b]

@@ -1,8 +1,10 @@
 """runtime/vecmath: the branch-free exp and log of the CPU kernels against numpy's libm, in
-ulps, over the whole double range, the subnormals and the special values; and a check that
-they really vectorise (the reason they exist)."""
+ulps, over the whole double range, the subnormals and the special values; tanh against an
+extended-precision tanh (glibc's own is 2 ulp off in places); and a check that they really
+vectorise (the reason they exist)."""
 
 import re
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -21,6 +23,12 @@ def _exp_loop(x, out):
 def _log_loop(x, out):
     for i in range(x.size):
         out[i] = vm.log(x[i])
+
+
+@njit(error_model="numpy")
+def _tanh_loop(x, out):
+    for i in range(x.size):
+        out[i] = vm.tanh(x[i])
 
 
 def _ulps(got: np.ndarray, want: np.ndarray) -> np.ndarray:
@@ -85,7 +93,66 @@ def test_log_within_one_ulp_over_every_binade():
     np.testing.assert_array_equal(got[~np.isfinite(want)], want[~np.isfinite(want)])
 
 
-@pytest.mark.parametrize("loop", [_exp_loop, _log_loop], ids=["exp", "log"])
+def _tanh_exact(x: np.ndarray) -> np.ndarray:
+    """tanh in extended precision (x86's 64-bit-mantissa long double), else via mpmath."""
+    if np.finfo(np.longdouble).nmant >= 63:
+        return np.tanh(x.astype(np.longdouble))
+    import mpmath
+
+    with mpmath.workdps(30):
+        return np.array([float(mpmath.tanh(mpmath.mpf(float(v)))) for v in x])
+
+
+def test_tanh_within_1_1_ulp_over_the_whole_range():
+    rng = np.random.default_rng(2)
+    bits = rng.integers(1, 0x7FF0000000000000, 200_000, dtype=np.int64).view(np.float64)
+    x = np.concatenate(
+        [
+            rng.uniform(-3.0, 3.0, 300_000),  # both formulas and the switch at |x| = 0.8
+            rng.uniform(0.7, 0.9, 100_000) * rng.choice([-1.0, 1.0], 100_000),
+            rng.uniform(-25.0, 25.0, 20_000),  # up to where tanh rounds to ±1
+            bits * rng.choice([-1.0, 1.0], bits.size),  # every binade: tiny (tanh x = x,
+            rng.uniform(-1e-8, 1e-8, 10_000),  # subnormals included) and huge
+            np.array([0.8, -0.8, np.nextafter(0.8, 0.0), 19.0, 22.0, 354.0, 356.0, 710.0]),
+            np.array([1e300, -1e300, np.finfo(np.float64).max, 1e-310, -1e-310]),
+            SPECIAL,
+        ]
+    )
+    got = np.empty_like(x)
+    _tanh_loop(x, got)
+    exact = _tanh_exact(x[np.isfinite(x)])
+    want = exact.astype(np.float64)
+    fin = got[np.isfinite(x)]
+    with np.errstate(invalid="ignore"):
+        err = np.abs(fin.astype(exact.dtype) - exact) / np.spacing(np.abs(want))
+    assert np.where(fin == want, 0.0, err).max() <= 1.1
+    # for the tiny and the subnormal x, tanh x = x exactly; the sign of ±0 is kept
+    tiny = np.abs(x) < 1e-9
+    np.testing.assert_array_equal(got[tiny], x[tiny])
+    assert np.signbit(got[x == 0]).sum() == np.signbit(x[x == 0]).sum() > 0
+    np.testing.assert_array_equal(got[np.isinf(x)], np.sign(x[np.isinf(x)]))
+    assert np.isnan(got[np.isnan(x)]).all()
+
+
+def test_tanh_coefficients_are_lamberts_continued_fraction():
+    """x/(1 + z/(3 + z/(5 + … z/19))), z = x², as x + x z N(z)/D(z): the integers in
+    vecmath, recomputed exactly from the fraction (polynomials as coefficient lists)."""
+
+    def add(p, q):
+        n = max(len(p), len(q))
+        return [(p[i] if i < len(p) else 0) + (q[i] if i < len(q) else 0) for i in range(n)]
+
+    num, den = [Fraction(19)], [Fraction(1)]  # the tail 19 as num/den
+    for k in range(8, -1, -1):  # (2k + 1) + z/(num/den) = ((2k + 1) num + z den)/num
+        num, den = add([(2 * k + 1) * c for c in num], [0, *den]), num
+    # tanh x / x = den/num = 1 + z N/D  =>  D = num, z N = den − num
+    zn = add(den, [-c for c in num])
+    assert zn[0] == 0
+    assert [float(c) for c in num] == list(vm._TANH_D)
+    assert [float(c) for c in zn[1:]] == list(vm._TANH_N)
+
+
+@pytest.mark.parametrize("loop", [_exp_loop, _log_loop, _tanh_loop], ids=["exp", "log", "tanh"])
 def test_a_loop_over_them_is_vector_code(loop):
     """The point of the module: LLVM turns the loop into packed (2- or 4-wide) float64
     instructions. Counted in the loop's assembly; a scalar libm call would show none."""

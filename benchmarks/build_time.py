@@ -3,6 +3,7 @@
     python benchmarks/build_time.py                 # demo, autoencoder (all), load + call
     python benchmarks/build_time.py --only demo     # one row
     python benchmarks/build_time.py --workers 1     # the serial compile, for the ratio
+    python benchmarks/build_time.py --code /work/main   # another checkout, for before/after
 
 Each row is one fresh process started with ``subprocess``, into a fresh temporary
 directory, so nothing of Numba's cache is reused: ``symcurv demo`` (build, drawings,
@@ -54,8 +55,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=("demo", "autoencoder", "load"), action="append")
     ap.add_argument("--workers", help="SYMCURV_COMPILE_WORKERS for the builds (default: auto)")
+    ap.add_argument("--code", default=str(ROOT), help="the symcurv checkout to time")
     args = ap.parse_args()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=args.code)
     if args.workers:
         env["SYMCURV_COMPILE_WORKERS"] = args.workers
     rows = []
@@ -94,7 +96,8 @@ def main() -> None:
 
     print(
         f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, numba "
-        f"{numba.__version__}; SYMCURV_COMPILE_WORKERS={env.get('SYMCURV_COMPILE_WORKERS')}"
+        f"{numba.__version__}; SYMCURV_COMPILE_WORKERS={env.get('SYMCURV_COMPILE_WORKERS')}; "
+        f"code: {args.code}"
     )
     print(f"command: python benchmarks/{' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")
     w = max(len(r[0]) for r in rows)

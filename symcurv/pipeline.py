@@ -362,7 +362,8 @@ def warm(prog, progress: bool = True) -> None:
         say(f"{prog.backend} (simulated): nothing to compile ahead of time")
         return
     names = list(prog.programs)
-    n_workers = parallel_compile.workers_wanted(len(parallel_compile.to_compile(prog, names)))
+    cold = parallel_compile.to_compile(prog, names)
+    n_workers = parallel_compile.workers_wanted(len(cold), prog.device)
     t_all = time.perf_counter()
     bar = progress_bar(
         total=len(names),

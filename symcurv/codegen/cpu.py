@@ -226,7 +226,9 @@ def _driver(low: Lowered, plan: Plan, kernel_params: dict[str, list[str]]):
 
 
 def _emit_loop_kernel(src: Source, name: str, params: list[str], lines: list[str]) -> None:
-    src("@njit(cache=True, parallel=PARALLEL, error_model='numpy')")
+    # parallel only where a loop is a prange (Numba warns about parallel=True without one)
+    threads = ", parallel=PARALLEL" if any("prange(" in ln for ln in lines) else ""
+    src(f"@njit(cache=True{threads}, error_model='numpy')")
     with src.block(f"def {name}(B, {', '.join(params)}):"):
         src.extend(lines)
     src()

@@ -68,9 +68,12 @@ def call_once(prog, name: str) -> None:
     prog._run(name, prog.init(0), batch, check=False, v=v, extras=extras)
 
 
-def workers_wanted(n_programs: int) -> int:
+def workers_wanted(n_programs: int, device=None) -> int:
     """How many processes compile (the caller included): ``SYMCURV_COMPILE_WORKERS``, or
-    the CPUs this process may use; never more than there are programs."""
+    the CPUs this process may use; never more than there are programs. A backend without
+    ``compiles_in_workers`` (a GPU: untested with several processes) compiles here."""
+    if device is not None and not getattr(device, "compiles_in_workers", False):
+        return 1
     env = os.environ.get(ENV, "").strip()
     if env:
         try:

@@ -116,7 +116,7 @@ def k4_map_mul(B, s3, p_c, in_x, s4, s5, s6):
 # k5_reduce_bsum: reduce batch_sum -> bsum [out_grad_c]
 #   IR nodes: n18 bsum
 #   DSL: models.py:47: m.minimize(sc.losses.sigmoid_cross_entropy(W.T @ code + c, x))
-@njit(cache=True, parallel=PARALLEL, error_model='numpy')
+@njit(cache=True, error_model='numpy')
 def k5_reduce_bsum(B, s5, out_grad_c):
     for j in range(6):
         out_grad_c[j] = 0.0
@@ -142,7 +142,7 @@ def k7_map_mul_1(B, s0, s2, s7):
 # k8_reduce_bsum_1: reduce batch_sum -> bsum_1 [out_grad_b]
 #   IR nodes: n27 bsum_1
 #   DSL: models.py:46: code = sc.logistic(W @ x + b)
-@njit(cache=True, parallel=PARALLEL, error_model='numpy')
+@njit(cache=True, error_model='numpy')
 def k8_reduce_bsum_1(B, s7, out_grad_b):
     for j in range(3):
         out_grad_b[j] = 0.0
@@ -171,7 +171,7 @@ def k11_map_acc(B, s9, s8, out_grad_W):
 # k12_reduce_objective: reduce batch_mean -> objective [out_objective]
 #   IR nodes: n11 objective
 #   DSL: models.py:47: m.minimize(sc.losses.sigmoid_cross_entropy(W.T @ code + c, x))
-@njit(cache=True, parallel=PARALLEL, error_model='numpy')
+@njit(cache=True, error_model='numpy')
 def k12_reduce_objective(B, out_objective, s6):
     for j in range(1):
         out_objective[j] = 0.0

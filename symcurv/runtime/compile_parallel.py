@@ -90,7 +90,8 @@ class _Worker:
 
     def __init__(self, build_dir: str) -> None:
         root = str(Path(__file__).resolve().parents[2])  # this symcurv, not another one
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+        path = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "symcurv.runtime.compile_parallel", build_dir],
             stdin=subprocess.PIPE,

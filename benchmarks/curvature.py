@@ -297,7 +297,7 @@ def profile(prog, B: int, programs: list[str], calls: int) -> list[dict]:
         base = name.removesuffix(".static")
         calls_of[base]()  # fills the State's cache for split programs
         mod = prog._modules[name]
-        run_py = mod.run.py_func
+        run_py = getattr(mod.run, "py_func", mod.run)  # the cpu driver is plain Python
         params = list(inspect.signature(run_py).parameters)
         pre, segs = _segments(inspect.getsource(run_py))
         glb = dict(mod.__dict__)

@@ -335,18 +335,10 @@ def cold(build_dir: Path) -> None:
 
 
 def _warm_one(prog, name: str) -> None:
-    """pipeline.warm for one program: its first call on a 2-case batch compiles it."""
-    from symcurv.runtime.program import extra_leaves
+    """pipeline.warm for one program, in this process: its first call on a 2-case batch."""
+    from symcurv.runtime.compile_parallel import call_once
 
-    rng = np.random.default_rng(0)
-    batch = {n: rng.uniform(0.1, 0.9, (2, d["size"])) for n, d in prog.inputs.items()}
-    spec = prog.manifest["programs"][name]
-    extras = {
-        e: np.ones((2, s) if b else (s,))
-        for role in ("noise", "direction")
-        for e, b, s in extra_leaves(spec, role)
-    }
-    prog._run(name, prog.init(0), batch, check=False, v=np.ones(prog.n_params), extras=extras)
+    call_once(prog, name)
 
 
 def compile_table(buffer, prog, per_prog: dict) -> str:
@@ -390,7 +382,8 @@ def compile_table(buffer, prog, per_prog: dict) -> str:
     rows.append(["all", "", "", *[f"{x:.2f}" for x in tot]])
     return (
         "\nNumba compile per module (numba:compile events; run inclusive of the kernels it "
-        "compiles, exclusive = its own; kernels = the njit kernel functions compiled apart;\n"
+        "compiles, exclusive = its own — 0 since the driver is plain Python; kernels = the "
+        "njit kernel functions compiled apart;\n"
         f"wall per program incl. Python: "
         f"{', '.join(f'{k} {s:.1f}s' for k, s in per_prog.items())}; other dispatchers "
         f"outside the modules: {sum(other.values()):.2f}s, "

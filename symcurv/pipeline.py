@@ -22,7 +22,7 @@ from symcurv import errors
 from symcurv.ir.graph import Graph
 from symcurv.progress import bar as progress_bar
 from symcurv.runtime import backends, model_leaves
-from symcurv.runtime import program as program_module
+from symcurv.runtime import compile_parallel as parallel_compile
 
 # program name -> derived-graph builder (later issues add hvp, gnvp, cp_diag, ...)
 
@@ -352,48 +352,51 @@ def build(
 
 def warm(prog, progress: bool = True) -> None:
     """Compile every program now (ahead of time) by running it on a 2-case batch; Numba
-    writes the machine code to the build's cache for every later process. A tqdm bar on
-    stderr shows it (none with ``progress=False``). The CUDA simulator compiles nothing,
-    so there it is skipped."""
+    writes the machine code to the build's cache for every later process. Programs compile
+    in parallel processes, one per CPU (``SYMCURV_COMPILE_WORKERS`` overrides; see
+    ``runtime/compile_parallel.py``), and this process then loads them from the cache. A
+    tqdm bar on stderr ticks as each program is compiled (none with ``progress=False``).
+    The CUDA simulator compiles nothing, so there it is skipped."""
     say = Progress(progress)
     if not prog.device.compiles_ahead:
         say(f"{prog.backend} (simulated): nothing to compile ahead of time")
         return
-    rng = np.random.default_rng(0)
-    theta = prog.init(0)
-    batch = {
-        n: rng.uniform(0.1, 0.9, size=(2, d["size"])).astype(prog.dtype)
-        for n, d in prog.inputs.items()
-    }
+    names = list(prog.programs)
+    cold = parallel_compile.to_compile(prog, names)
+    n_workers = parallel_compile.workers_wanted(len(cold), prog.device)
     t_all = time.perf_counter()
     bar = progress_bar(
-        prog.programs,
-        desc=f"[symcurv] compiling '{prog.name}' with Numba",
+        total=len(names),
+        desc=f"[symcurv] compiling '{prog.name}' with Numba"
+        + (f" in {n_workers} processes" if n_workers > 1 else ""),
         unit="program",
         enabled=progress,
     )
-    for name in bar:
-        t = time.perf_counter()
+    in_workers = []
+
+    def done(name: str, seconds: float, where: str) -> None:
         n_kernels = len(prog.manifest["programs"][name]["kernels"])
+        if where == "worker":
+            in_workers.append(name)
+        bar.update(1)
         bar.set_postfix_str(f"{name} ({n_kernels} kernels)")
-        v = np.ones(prog.n_params, dtype=prog.dtype)
-        spec = prog.manifest["programs"][name]
-        noise = {
-            e: np.ones((2, size) if batched else (size,), dtype=prog.dtype)
-            for role in ("noise", "direction")
-            for e, batched, size in program_module.extra_leaves(spec, role)
-        }
-        prog._run(name, theta, batch, check=False, v=v, extras=noise)
         if progress:
             bar.write(
-                f"[symcurv] compiled '{name}' ({n_kernels} kernels, "
-                f"{time.perf_counter() - t:.1f}s)",
+                f"[symcurv] compiled '{name}' ({n_kernels} kernels, {seconds:.1f}s"
+                f"{', in a worker process' if where == 'worker' else ''})",
                 file=sys.stderr,
             )
+
+    fell_back = parallel_compile.compile_programs(prog, names, done, n_workers)
     bar.close()
+    missed = parallel_compile.load_compiled(prog, in_workers)
+    if fell_back:
+        say(f"compiled serially in this process: {fell_back}")
+    if missed:
+        say(f"Numba's cache missed {', '.join(missed)} here: compiled again in this process")
     say(
-        f"compiled {len(prog.programs)} programs in {time.perf_counter() - t_all:.1f}s; "
-        f"Numba's cache in {prog.build_dir} makes later loads fast"
+        f"compiled {len(names)} programs in {time.perf_counter() - t_all:.1f}s"
+        f" ({n_workers} processes); Numba's cache in {prog.build_dir} makes later loads fast"
     )
 
 

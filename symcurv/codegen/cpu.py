@@ -9,6 +9,8 @@ with GEMMs as BLAS calls (``np.dot(a, b, out)``) into preallocated buffers.
 
 from __future__ import annotations
 
+import re
+
 from symcurv.codegen import common
 from symcurv.codegen.lower import Kernel, Lowered
 from symcurv.codegen.schedule import Plan
@@ -241,6 +243,67 @@ def _copy_lines(
     return [f"{dst}[:] = {st[nid]}" if not n.batched else f"{dst}[:, :] = {st[nid]}"]
 
 
+# ---- the driver: plain Python, each loop a compiled kernel -------------------------------
+_NAME = re.compile(r"\b[A-Za-z_]\w*\b")
+
+
+def _loop_kernel(
+    name: str, lines: list[str], known: list[str], kernels: dict[str, tuple[list[str], list[str]]]
+) -> list[str]:
+    """The driver's line(s) for a step. A step that loops over the batch or the features
+    (a reduction, a per-case product, an outer product, a transposed copy) becomes a
+    compiled kernel ``name(B, <the driver variables it uses>)``, recorded in ``kernels``;
+    a step of one numpy call (a BLAS ``np.dot``, a fill, a copy) stays in the driver."""
+    if not any(ln.lstrip().startswith("for ") for ln in lines):
+        return lines
+    used = set(_NAME.findall("\n".join(lines)))
+    params = [v for v in known if v in used]
+    kernels[name] = (params, lines)
+    return [f"{name}(B, {', '.join(params)})"]
+
+
+def _driver(low: Lowered, plan: Plan, kernel_params: dict[str, list[str]]):
+    """The driver's body (after its docstring) and the loop kernels it calls."""
+    g, st = low.graph, plan.storage
+    views = common.view_lines(low, plan)
+    known = [*common.driver_signature(plan), *[ln.split(" = ")[0] for ln in views]]
+    loops: dict[str, tuple[list[str], list[str]]] = {}
+
+    def reduce_lines(k: Kernel) -> list[str]:
+        x, out = k.reads[0], k.writes[0]
+        body = _reduce_body(k.template, st[x], st[out], g[x].batched, g[x].size)
+        return _loop_kernel(k.name, body, known, loops)
+
+    def copy(k: Kernel) -> list[str]:
+        lines = _copy_lines(g, k.nodes[0], st[k.writes[0]], st, low.views)
+        return _loop_kernel(k.name, lines, known, loops)
+
+    def copy_output(nid: str, dst: str) -> list[str]:
+        lines = _copy_lines(g, nid, dst, st, low.views)
+        return _loop_kernel(f"copy_{st[nid]}", lines, known, loops)
+
+    calls = {
+        "map": lambda k: [f"{k.name}(B, {', '.join(kernel_params[k.name])})"],
+        "gather": lambda k: [f"{k.name}(B, {', '.join(kernel_params[k.name])})"],
+        "gemm": lambda k: _loop_kernel(k.name, _gemm_lines(g, k, st, low.views), known, loops),
+        "reduce": reduce_lines,
+        "fill": copy,
+        "copy": copy,
+    }
+    body = [common.batch_size_line(plan), *views]
+    body += common.driver_calls(low, plan, calls, copy_output)
+    return body, loops
+
+
+def _emit_loop_kernel(src: Source, name: str, params: list[str], lines: list[str]) -> None:
+    # parallel only where a loop is a prange (Numba warns about parallel=True without one)
+    threads = ", parallel=PARALLEL" if any("prange(" in ln for ln in lines) else ""
+    src(f"@njit(cache=True{threads}, error_model='numpy')")
+    with src.block(f"def {name}(B, {', '.join(params)}):"):
+        src.extend(lines)
+    src()
+
+
 # ---- the file --------------------------------------------------------------------------
 def emit(
     program: str,
@@ -295,6 +358,14 @@ def emit(
         src()
     kernel_params: dict[str, list[str]] = {}
     for k in low.kernels:
+        if k.kind == "map":
+            kernel_params[k.name] = list(
+                dict.fromkeys([st[r] for r in k.reads] + [st[w] for w in k.writes])
+            )
+        elif k.kind == "gather":
+            kernel_params[k.name] = common.gather_parts(g, k, st)[0]
+    body, loops = _driver(low, plan, kernel_params)
+    for k in low.kernels:
         src()
         src.extend(common.kernel_comment(g, k, st))
         if k.kind == "map":
@@ -305,35 +376,23 @@ def emit(
             src("@njit(cache=True, parallel=PARALLEL, error_model='numpy')")
             kernel_params[k.name] = _emit_gather(src, g, k, st)
             src()
+        elif k.name in loops:
+            _emit_loop_kernel(src, k.name, *loops.pop(k.name))
+    for name, (params, lines) in loops.items():  # an output copied by a loop
+        src()
+        src(f"# {name}: an output's copy")
+        _emit_loop_kernel(src, name, params, lines)
     src()
-    # driver
+    # The driver is plain Python, not compiled: Numba compiles a function together with
+    # every function it calls (their code is linked into its module and optimised
+    # again), so a compiled driver cost as much as all its kernels together a second
+    # time; called from Python, each kernel is compiled once. Its price is the dispatch
+    # of each call (about 0.5 µs a kernel, 1 µs a BLAS call; docs/benchmarks.md).
     sig = common.driver_signature(plan)
-    src()
-    src("@njit(cache=True)")
     with src.block(f"def run({', '.join(sig)}):"):
         src(
             f'"""Run program {program!r}: inputs/targets are (B, n) arrays, θ is flat; '
             'results are written into out_* arrays; s* are scratch buffers."""'
         )
-        src(common.batch_size_line(plan))
-        src.extend(common.view_lines(low, plan))
-
-        def reduce_lines(k: Kernel) -> list[str]:
-            x, out = k.reads[0], k.writes[0]
-            return _reduce_body(k.template, st[x], st[out], g[x].batched, g[x].size)
-
-        copy = lambda k: _copy_lines(g, k.nodes[0], st[k.writes[0]], st, low.views)  # noqa: E731
-        calls = {
-            "map": lambda k: [f"{k.name}(B, {', '.join(kernel_params[k.name])})"],
-            "gather": lambda k: [f"{k.name}(B, {', '.join(kernel_params[k.name])})"],
-            "gemm": lambda k: _gemm_lines(g, k, st, low.views),
-            "reduce": reduce_lines,
-            "fill": copy,
-            "copy": copy,
-        }
-        src.extend(
-            common.driver_calls(
-                low, plan, calls, lambda nid, dst: _copy_lines(g, nid, dst, st, low.views)
-            )
-        )
+        src.extend(body)
     return src.text()

@@ -7,6 +7,7 @@
     to_host(a)                  a host array of a result
     noise(...)                  CP noise drawn where the program runs (runtime/noise.py)
     compiles_ahead              whether running once compiles machine code for the cache
+    compiles_in_workers         whether worker processes may compile it for this process
 
 The CUDA backend imports ``numba.cuda`` only when it is used, so the CPU path never pays for
 it (nor needs a CUDA toolkit).
@@ -30,6 +31,7 @@ class CPU:
 
     name = "cpu"
     compiles_ahead = True
+    compiles_in_workers = True  # Numba's cache is shared through the build's files
 
     def require(self, where: str | None = None) -> None:
         return None

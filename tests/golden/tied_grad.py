@@ -125,6 +125,14 @@ def k4_map_mul(B, s3, p_c, in_x, s4, s5, s6):
 # k5_reduce_bsum: reduce batch_sum -> bsum [out_grad_c]
 #   IR nodes: n18 bsum
 #   DSL: models.py:47: m.minimize(sc.losses.sigmoid_cross_entropy(W.T @ code + c, x))
+@njit(cache=True, error_model='numpy')
+def k5_reduce_bsum(B, s5, out_grad_c):
+    for j in range(6):
+        out_grad_c[j] = 0.0
+    for i in range(B):
+        for j in range(6):
+            out_grad_c[j] += s5[i, j]
+
 
 # k6_gemm_WTg: gemm -> WTg [s0]
 #   IR nodes: n21 WTg
@@ -146,6 +154,14 @@ def k7_map_mul_1(B, s0, s2, s7):
 # k8_reduce_bsum_1: reduce batch_sum -> bsum_1 [out_grad_b]
 #   IR nodes: n27 bsum_1
 #   DSL: models.py:46: code = sc.logistic(W @ x + b)
+@njit(cache=True, error_model='numpy')
+def k8_reduce_bsum_1(B, s7, out_grad_b):
+    for j in range(3):
+        out_grad_b[j] = 0.0
+    for i in range(B):
+        for j in range(3):
+            out_grad_b[j] += s7[i, j]
+
 
 # k9_gemm_dW: gemm -> dW [s8]
 #   IR nodes: n28 dW
@@ -167,9 +183,17 @@ def k11_map_acc(B, s9, s8, out_grad_W):
 # k12_reduce_objective: reduce batch_mean -> objective [out_objective]
 #   IR nodes: n11 objective
 #   DSL: models.py:47: m.minimize(sc.losses.sigmoid_cross_entropy(W.T @ code + c, x))
+@njit(cache=True, error_model='numpy')
+def k12_reduce_objective(B, out_objective, s6):
+    for j in range(1):
+        out_objective[j] = 0.0
+    for i in range(B):
+        for j in range(1):
+            out_objective[j] += s6[i, j]
+    for j in range(1):
+        out_objective[j] = out_objective[j] / B
 
 
-@njit(cache=True)
 def run(theta, in_x, out_grad, out_objective, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9):
     """Run program 'grad': inputs/targets are (B, n) arrays, θ is flat; results are written into out_* arrays; s* are scratch buffers."""
     B = in_x.shape[0]
@@ -190,21 +214,13 @@ def run(theta, in_x, out_grad, out_objective, s0, s1, s2, s3, s4, s5, s6, s7, s8
     # k4_map_mul  (models.py:47)
     k4_map_mul(B, s3, p_c, in_x, s4, s5, s6)
     # k5_reduce_bsum  (models.py:47)
-    for j in range(6):
-        out_grad_c[j] = 0.0
-    for i in range(B):
-        for j in range(6):
-            out_grad_c[j] += s5[i, j]
+    k5_reduce_bsum(B, s5, out_grad_c)
     # k6_gemm_WTg  (models.py:47)
     np.dot(s5, p_W.reshape((3, 6)).T, s0)
     # k7_map_mul_1  (models.py:46)
     k7_map_mul_1(B, s0, s2, s7)
     # k8_reduce_bsum_1  (models.py:46)
-    for j in range(3):
-        out_grad_b[j] = 0.0
-    for i in range(B):
-        for j in range(3):
-            out_grad_b[j] += s7[i, j]
+    k8_reduce_bsum_1(B, s7, out_grad_b)
     # k9_gemm_dW  (models.py:46)
     np.dot(s7.T, in_x, s8.reshape((3, 6)))
     # k10_gemm_dWTT_1  (models.py:47)
@@ -212,10 +228,4 @@ def run(theta, in_x, out_grad, out_objective, s0, s1, s2, s3, s4, s5, s6, s7, s8
     # k11_map_acc  (models.py:46)
     k11_map_acc(B, s9, s8, out_grad_W)
     # k12_reduce_objective  (models.py:47)
-    for j in range(1):
-        out_objective[j] = 0.0
-    for i in range(B):
-        for j in range(1):
-            out_objective[j] += s6[i, j]
-    for j in range(1):
-        out_objective[j] = out_objective[j] / B
+    k12_reduce_objective(B, out_objective, s6)

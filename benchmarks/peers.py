@@ -4,6 +4,7 @@
     python benchmarks/peers.py                 # cp_net B = 1, 100, 1000; autoencoder B = 1000;
                                                # float64 and float32; 5 rounds
     python benchmarks/peers.py --quick         # smoke run: cp_net only, float64, 2 rounds
+    (K-FAC against kfac-jax's optimizer: benchmarks/peers_kfac.py)
 
 Programs (symcurv call | JAX function, jit-compiled):
   loss        prog.loss(θ, batch)             | mean loss

@@ -5,6 +5,13 @@ training error after equal CPU time.
     pip install -e ".[peers]"            # jax[cpu] and kfac-jax; the tests never import them
     python benchmarks/peers_kfac.py                  # 60 CPU seconds of training per side
     python benchmarks/peers_kfac.py --seconds 10     # a shorter comparison
+    python benchmarks/peers_kfac.py --jax-python ENV/bin/python   # kfac-jax in its own env
+
+kfac-jax 0.0.8 (the newest release) fails on jax 0.9.2 and 0.10.2 inside its tracer
+(``tag_graph_matcher.eval_jaxpr_eqn``: "ValueError: too many values to unpack (expected
+2)" — ``Primitive.get_bind_params`` returns the params alone since then); it runs on jax
+0.8.3, e.g. ``python -m venv --system-site-packages ENV && ENV/bin/pip install jax==0.8.3
+jaxlib==0.8.3``, which ``--jax-python`` then names.
 
 Network: the deep autoencoder 784-1000-500-250-30 mirrored (examples/autoencoder.py:
 logistic units, linear code, sigmoid cross-entropy, Martens' sparse initialisation),

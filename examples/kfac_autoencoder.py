@@ -361,7 +361,7 @@ def main(argv=None) -> int:
         value, results["tuning"][method] = tune(
             method, values, prog, d, args.tune_minutes * 60, every
         )
-        results["runs"][method] = run(method, value, prog, d, budget, budget / 20, every)
+        results["runs"][method] = run(method, value, prog, d, budget, budget / 15, every)
         out = build / f"kfac_ae{tag}.json"  # after each method: a cut run keeps the rest
         out.write_text(json.dumps(results, indent=1, default=float))
     print(f"wrote {out}")

@@ -1,31 +1,34 @@
 """George (2017) Fig. 6.2 on CURVES: K-FAC, ACP, ACP with a fixed α, centered SGD, SGD with
 momentum, Adam and Hessian-free on the autoencoder 784-1000-500-250-30 mirrored with squared
-error, each tuned by the same sweep and then trained for the same wall-clock budget; training
+error, each tuned by the same sweep and then trained for the same CPU-time budget; training
 and test error against time, plotted, and a table of errors at equal times.
 
-    nice -n 10 python examples/kfac_autoencoder.py                  # the full run (~50 min)
+    OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python examples/kfac_autoencoder.py
+                                              # 3 CPU min per method, 45 s per sweep value
     python examples/kfac_autoencoder.py --quick                     # a smoke run (seconds)
-    python examples/kfac_autoencoder.py --minutes 3 --update-docs   # write docs/img/
+    python examples/kfac_autoencoder.py --replot A.json B.json --update-docs   # docs/img/
 
 Network: logistic hidden units, linear 30-unit code and linear output (003 §4.2), loss
 ½‖f(x) − x‖² averaged over the minibatch; the error reported is 003's and Martens' Table 2
 measure, the average over cases of the SUM of squared reconstruction errors ‖f(x) − x‖²
-(2 × the loss). Data: ``datasets.curves_split`` (20000 train / 10000 test CURVES images)
-standing in for MNIST; the errors are measured on fixed 5000-case subsets of each set.
+(2 × the loss). Data: CURVES images (``datasets.curves``, 20000 train / 10000 test from
+independent streams, as ``curves_split``) standing in for MNIST; the errors are measured on
+fixed 2000-case subsets of each set.
 
 Methods, as in 003 §6.6.2: minibatch 200 for every update and for the statistics;
-statistics and inverses every 100 updates (K-FAC ``factors_every = inverse_every = 100``
-with its adaptive α, μ and λ; ACP ``inverse_every = 100``); centered SGD (003 Algorithm 2)
-and SGD with momentum 0.9; Adam; Hessian-free with Martens' settings (gradient on all cases,
-curvature minibatch, adaptive damping, CG backtracking).
+statistics and inverses every 100 updates (``--every``; K-FAC ``factors_every =
+inverse_every`` with its adaptive α, μ and λ; ACP ``inverse_every``); centered SGD (003
+Algorithm 2) and SGD with momentum 0.9; Adam; Hessian-free (adaptive damping, CG
+backtracking) with the swept gradient and curvature minibatches.
 
 Fairness: every method gets the same sweep — ``--grid`` values of ONE hyperparameter
-(``SWEEPS``: K-FAC the initial λ, ACP and the first-order methods the learning rate, ACP
-with fixed α its α, HF its batch sizes), each run for ``--tune-minutes`` from the same
-initial θ; the best final training error wins and is then run for ``--minutes``. Time
-counts optimizer steps only (``fit``'s ``time``); evaluating the errors is excluded.
-Results go to ``build/kfac_ae/<tag>.json`` and the plot to ``build/kfac_ae/kfac_ae.png``
-(``docs/img/kfac_autoencoder.png`` with ``--update-docs``).
+(``SWEEPS``: K-FAC the initial λ, ACP its λ, ACP with fixed α its α, the first-order methods
+the learning rate, HF its batch sizes), each run for ``--tune-minutes`` from the same
+initial θ; the best final training error wins and is then run for ``--minutes``. Time is
+the process's CPU time in optimizer steps (``Errors``; evaluation excluded), so that on a
+shared machine the others' load does not count. Results go to
+``build/kfac_ae/kfac_ae<tag>.json`` and the plot to ``build/kfac_ae/kfac_autoencoder<tag>.png``
+(``docs/img/`` with ``--update-docs``).
 
 ``--quick`` is a smoke run of every stage, not a result: a 100-32-16-8 mirrored network on
 10×10 CURVES (300 train / 200 test), statistics every 10 updates, 2 sweep values per method
@@ -262,13 +265,16 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument(
-        "--minutes", type=float, default=3.0, help="training budget per method (default 3)"
+        "--minutes",
+        type=float,
+        default=3.0,
+        help="training budget per method, CPU minutes (default 3)",
     )
     ap.add_argument(
         "--tune-minutes",
         type=float,
         default=0.75,
-        help="minutes per sweep value (default 0.75)",
+        help="CPU minutes per sweep value (default 0.75)",
     )
     ap.add_argument(
         "--grid", type=int, default=3, help="sweep values per method, from SWEEPS (default 3)"

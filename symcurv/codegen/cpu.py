@@ -119,7 +119,8 @@ def _mat(g: Graph, m: lw.Mat, st: dict[str, str], views: dict[str, str], per_cas
 
 def _gemm(how: lw.Gemm, g: Graph, st: dict[str, str], views: dict[str, str]) -> list[str]:
     a, b, out = (_mat(g, m, st, views) for m in (how.a, how.b, how.out))
-    if a == f"{b}.T":  # UᵀU (a K-FAC factor): BLAS syrk, half of gemm's multiply-adds
+    # UᵀU over the cases (a K-FAC factor; U a (B, n) buffer): BLAS syrk, half the work
+    if how.a.rows == lw.CASES and a == f"{b}.T":
         return [f"syrk_tn({b}, {out})"]
     return [f"np.dot({a}, {b}, {out})"]
 

@@ -5,6 +5,7 @@
                                                # float64 and float32; 5 rounds
     python benchmarks/peers.py --quick         # smoke run: cp_net only, float64, 2 rounds
     python benchmarks/peers.py --dtypes float32 --clock cpu   # one dtype; CPU time (busy machine)
+    (K-FAC against kfac-jax's optimizer: benchmarks/peers_kfac.py)
 
 Programs (symcurv call | JAX function, jit-compiled):
   loss        prog.loss(θ, batch)             | mean loss

@@ -191,7 +191,17 @@ def _mat(g: Graph, m: lw.Mat, st: dict[str, str], views: dict[str, str], per_cas
 
 def _gemm(how: lw.Gemm, g: Graph, st: dict[str, str], views: dict[str, str]) -> list[str]:
     a, b, out = (_mat(g, m, st, views) for m in (how.a, how.b, how.out))
+    # UᵀU over the cases (a K-FAC factor; U a (B, n) buffer): BLAS syrk, half the work
+    if how.a.rows == lw.CASES and a == f"{b}.T":
+        return [f"syrk_tn({b}, {out})"]
     return [f"np.dot({a}, {b}, {out})"]
+
+
+def _uses_syrk(low: Lowered, st: dict[str, str]) -> bool:
+    return any(
+        isinstance(k.how, lw.Gemm) and _gemm(k.how, low.graph, st, low.views)[0].startswith("syrk")
+        for k in low.kernels
+    )
 
 
 def _per_case_matvec(
@@ -336,6 +346,8 @@ def emit(
     src("from numba import njit, prange  # noqa: F401")
     src()
     src("from symcurv.runtime import vecmath as vm  # noqa: F401  (vectorisable exp, log)")
+    if _uses_syrk(low, st):
+        src("from symcurv.runtime.blas_syrk import syrk_tn  # noqa: F401  (UᵀU by BLAS syrk)")
     src()
     src(f"PARALLEL = {parallel!r}  # prange loops run on Numba threads when True")
     src()

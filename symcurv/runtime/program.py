@@ -397,6 +397,8 @@ class Program:
             "input_diag_S": "input_diag_hessian",
             "input_diag_TU": "input_diag_hessian",
             "input_bl": "input_diag_hessian",
+            "kfac_cp": "kfac",
+            "kfac_empirical": "kfac",
         }.get(prog, prog)
         raise errors.BuildError(
             f"program '{prog}' was not built (this build has {list(self.programs)})",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import symcurv as sc
-from symcurv import errors
+from symcurv import errors, testing
 
 B = 40
 
@@ -398,3 +398,14 @@ def test_norm_constraint_caps_the_update_in_the_fisher_metric(single):
     coef = (g @ capped) / (g @ free)
     assert np.allclose(capped, coef * free, rtol=1e-10)
     assert np.isclose(coef**2 * abs(g @ free), 1e-4, rtol=1e-9)
+
+
+def test_factors_without_the_kfac_build_name_the_programs_option(compiled):
+    _, p = compiled("tied")  # the session's loss+grad build
+    batch = testing.random_batch(p, 3)
+    with pytest.raises(
+        errors.BuildError, match="programs including 'kfac' \\(or just 'kfac_cp'\\)"
+    ):
+        p.kfac_factors(p.init(0), batch, curvature="curvature_prop", seed=0)
+    with pytest.raises(errors.BuildError, match="including 'kfac' \\(or just 'kfac_empirical'\\)"):
+        p.kfac_factors(p.init(0), batch, curvature="empirical")

@@ -1,0 +1,108 @@
+"""examples/kfac_autoencoder.py: the network is 003 §4.2's (checked at graph level against
+numpy: nothing is compiled), the error is Table 2's measure, every method gets the same
+sweep and the best final training error wins, and --quick stays a smoke run."""
+
+from __future__ import annotations
+
+import math
+
+import example_modules
+import numpy as np
+import pytest
+
+from symcurv.runtime.reference import evaluate
+
+ka = example_modules.load("kfac_autoencoder")
+
+
+def test_help_is_complete():
+    text = example_modules.assert_help_is_complete(ka)
+    assert "--update-docs" in text and "--quick" in text
+
+
+def test_network_is_the_mirrored_autoencoder_with_squared_error():
+    sizes = (9, 5, 3)
+    m = ka.model(sizes)
+    shapes = {k: v["shape"] for k, v in m.params.items()}
+    assert shapes == {
+        "W0": (5, 9),
+        "b0": (5,),
+        "W1": (3, 5),
+        "b1": (3,),
+        "W2": (5, 3),
+        "b2": (5,),
+        "W3": (9, 5),
+        "b3": (9,),
+    }
+    rng = np.random.default_rng(0)
+    params = {k: rng.normal(size=s) for k, s in shapes.items()}
+    x = rng.uniform(size=(4, 9))
+    h = x
+    for i in range(4):  # logistic hidden units, linear code (layer 1) and output (layer 3)
+        a = h @ params[f"W{i}"].T + params[f"b{i}"]
+        h = a if i in (1, 3) else 1 / (1 + np.exp(-a))
+    want = np.mean(np.sum((h - x) ** 2, axis=1))  # the error the script reports
+    got = 2 * float(np.ravel(evaluate(m.forward_graph(), {**params, "x": x})["objective"])[0])
+    assert got == pytest.approx(want, rel=1e-12)
+
+
+def test_every_method_is_swept_the_same_way():
+    assert set(ka.SWEEPS) == set(ka.METHODS) == set(ka.NAMES)
+    grids = {len(grid) for _name, grid in ka.SWEEPS.values()}
+    assert grids == {3}  # the same number of values, each for the same time
+
+
+def _fake_runs(monkeypatch, final_by_value: dict):
+    tried = []
+
+    def run(method, value, prog, data, budget, every_s, every):
+        tried.append(value)
+        final = final_by_value[value]
+        if final is None:
+            return dict(status="failed: fake", errors=[dict(train=1.0)], steps=3)
+        return dict(status="ok", errors=[dict(time=budget, train=final)], steps=5)
+
+    monkeypatch.setattr(ka, "run", run)
+    return tried
+
+
+def test_tuning_takes_the_best_final_training_error(monkeypatch):
+    tried = _fake_runs(monkeypatch, {0.1: 5.0, 1.0: 3.0, 0.01: math.nan})
+    value, trials = ka.tune("kfac", (0.1, 1.0, 0.01), None, None, 1.0, 100)
+    assert tried == [0.1, 1.0, 0.01] and value == 1.0
+    assert [t["final_train"] for t in trials][:2] == [5.0, 3.0]
+    assert trials[2]["final_train"] == math.inf  # a NaN error never wins
+
+
+def test_tuning_refuses_when_every_value_failed(monkeypatch):
+    _fake_runs(monkeypatch, {0.3: None, 1.0: None})
+    with pytest.raises(SystemExit, match="every value tried failed"):
+        ka.tune("acp", (0.3, 1.0), None, None, 1.0, 100)
+
+
+def test_table_reads_errors_at_equal_times():
+    rows = [dict(time=t, train=10 - t, test=11 - t) for t in (0.0, 2.0, 4.0, 8.0, 9.5)]
+    assert ka.at_time(rows, 9.45)["time"] == 9.5  # a step past the shared budget
+    assert ka.at_time(rows, 5.0)["time"] == 4.0
+    results = dict(
+        minutes=8 / 60, runs={"sgd": dict(value=0.01, steps=7, errors=rows, status="ok")}
+    )
+    text = ka.table(results)
+    assert "| SGD + momentum | learning_rate = 0.01 | 7 | 8.000 / 9.000 | 6.000 / 7.000 |" in text
+
+
+def test_data_are_square_curves_images_and_quick_is_small():
+    train, (tr, te) = ka.data(100, n_train=30, n_test=20, n_eval=10)
+    assert train.shape == (30, 100) and tr.shape == te.shape == (10, 100)
+    assert np.array_equal(tr, train[:10]) and not np.array_equal(tr, te)
+    with pytest.raises(SystemExit, match="square"):
+        ka.data(99)
+    q = ka.QUICK
+    assert q["sizes"][0] <= 100 and q["train"] <= 300
+    assert len(ka.METHODS) * (q["grid"] * q["tune_s"] + q["run_s"]) <= 30
+
+
+def test_plot_goes_to_build_unless_docs_are_updated(tmp_path, monkeypatch):
+    monkeypatch.setattr(ka, "ROOT", tmp_path)
+    assert ka.plot_path("_quick", False) == tmp_path / "build/kfac_ae/kfac_autoencoder_quick.png"
+    assert ka.plot_path("", True) == tmp_path / "docs/img/kfac_autoencoder.png"

@@ -34,17 +34,20 @@ split: ``--only denoise``/``--only superres``, ``--no-baselines``, ``--save FILE
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-from scipy import ndimage
-from skimage import color, data, restoration, util
+os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")  # DESIGN.md §5: no OpenMP contention
 
-import symcurv as sc
+import numpy as np  # noqa: E402
+from scipy import ndimage  # noqa: E402
+from skimage import color, data, restoration, util  # noqa: E402
+
+import symcurv as sc  # noqa: E402
 
 TRAIN = ("motorcycle", "rocket", "brick", "gravel", "grass", "coins", "hubble_deep_field")
 TEST = ("camera", "astronaut", "coffee", "chelsea", "moon")
@@ -295,6 +298,7 @@ def foe_prior(trained: dict, shape: tuple[int, int]):
             foe.whitened_model(image=(H, W), filters=M, size=k, name=f"foe_raw_{H}x{W}"),
             programs=("loss", "input_grad"),
             build_dir=f"build/foe_whitened_{H}x{W}_m{M}_k{k}",
+            parallel=True,  # one image is one case: the convolutions' rows go to threads
             progress=False,
         )
     prog = _PRIORS[key]
@@ -391,11 +395,13 @@ def main(argv=None) -> None:
             den["params"] |= d.pop("params", {})
             den |= d
             sr |= r
-        tests = list(dict.fromkeys(k[2] for k in den if k != "params"))
-        if len(den) > 1:
-            print(markdown(den, tests=tests))
+        keys = [k for k in den if k != "params"]
+        if keys:
+            tests = list(dict.fromkeys(k[2] for k in keys))
+            print(markdown(den, sigmas=sorted({k[1] for k in keys}), tests=tests))
         if sr:
-            print(superres_markdown(sr, tests=list(dict.fromkeys(k[1] for k in sr))))
+            tests = list(dict.fromkeys(k[1] for k in sr if k[0] != "step scale"))
+            print(superres_markdown(sr, tests=tests))
         return
     size = None if args.whole else args.size or (64 if args.quick else 256)
     draws = args.draws or (2 if args.quick else 3)

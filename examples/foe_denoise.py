@@ -160,13 +160,14 @@ def baseline_table(
     progress: bool = True,
     baselines: bool = True,
     tune_size: int = 256,
+    bm3d: bool = True,
 ) -> dict:
     """{(method, σ, image): (mean PSNR, sd over the draws)} on ``size``×``size`` centre crops
     (``size`` None: the whole photographs), noise drawn with seed d for draw d, the same for
     every method; ``results["params"]`` holds the tuned parameters (tuned on a centre crop
     of a training image, ``size`` or ``tune_size`` wide). ``foe``: {row label: a trained FoE
     as ``load_foe`` returns} adds rows of MAP denoising (``sc.denoise``) with that prior;
-    ``baselines=False`` leaves out the scikit-image and BM3D rows."""
+    ``baselines=False`` leaves out the scikit-image and BM3D rows, ``bm3d=False`` BM3D's."""
     methods, params = {}, {}
     if baselines:
         methods = {name: fn for name, (fn, _) in BASELINES.items()}
@@ -174,9 +175,9 @@ def baseline_table(
         for name, (fn, grid) in BASELINES.items():
             for s in sigmas:
                 params[name, s] = tune(fn, grid, s, train_crop)
-        bm3d = bm3d_denoiser()
-        if bm3d is not None:
-            methods["BM3D"] = bm3d
+        denoiser = bm3d_denoiser() if bm3d else None
+        if denoiser is not None:
+            methods["BM3D"] = denoiser
     for label, trained in (foe or {}).items():
         methods[label] = FoEDenoiser(trained)
     results = {}
@@ -376,6 +377,7 @@ def parser() -> argparse.ArgumentParser:
         help="a row NAME from a model saved by examples/foe_train.py (.npz); repeatable",
     )
     ap.add_argument("--no-baselines", action="store_true", help="only the FoE rows")
+    ap.add_argument("--no-bm3d", action="store_true", help="no BM3D row even if installed")
     ap.add_argument(
         "--only", choices=("denoise", "superres"), default=None, help="one of the two tables"
     )
@@ -412,7 +414,7 @@ def main(argv=None) -> None:
     base = not args.no_baselines
     den, sr = {}, {}
     if args.only != "superres":
-        den = baseline_table(size, draws, foe=trained, baselines=base)
+        den = baseline_table(size, draws, foe=trained, baselines=base, bm3d=not args.no_bm3d)
         print(markdown(den))
     if args.only != "denoise":
         sr = superres_table(size, foe=trained, baselines=base)

@@ -379,6 +379,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-baselines", action="store_true", help="only the FoE rows")
     ap.add_argument("--no-bm3d", action="store_true", help="no BM3D row even if installed")
     ap.add_argument(
+        "--sigmas", type=float, nargs="+", default=None, help="noise levels × 256 (default 5 15 25)"
+    )
+    ap.add_argument(
         "--only", choices=("denoise", "superres"), default=None, help="one of the two tables"
     )
     ap.add_argument("--save", default=None, help="pickle the tables' results to this file")
@@ -414,8 +417,11 @@ def main(argv=None) -> None:
     base = not args.no_baselines
     den, sr = {}, {}
     if args.only != "superres":
-        den = baseline_table(size, draws, foe=trained, baselines=base, bm3d=not args.no_bm3d)
-        print(markdown(den))
+        sigmas = tuple(x / 256 for x in args.sigmas) if args.sigmas else SIGMAS
+        den = baseline_table(
+            size, draws, sigmas, foe=trained, baselines=base, bm3d=not args.no_bm3d
+        )
+        print(markdown(den, sigmas=sigmas))
     if args.only != "denoise":
         sr = superres_table(size, foe=trained, baselines=base)
         print(superres_markdown(sr))

@@ -381,6 +381,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--sigmas", type=float, nargs="+", default=None, help="noise levels × 256 (default 5 15 25)"
     )
+    ap.add_argument("--images", nargs="+", default=list(TEST), help="test photographs to run")
     ap.add_argument(
         "--only", choices=("denoise", "superres"), default=None, help="one of the two tables"
     )
@@ -419,12 +420,12 @@ def main(argv=None) -> None:
     if args.only != "superres":
         sigmas = tuple(x / 256 for x in args.sigmas) if args.sigmas else SIGMAS
         den = baseline_table(
-            size, draws, sigmas, foe=trained, baselines=base, bm3d=not args.no_bm3d
+            size, draws, sigmas, args.images, foe=trained, baselines=base, bm3d=not args.no_bm3d
         )
-        print(markdown(den, sigmas=sigmas))
+        print(markdown(den, sigmas=sigmas, tests=args.images))
     if args.only != "denoise":
-        sr = superres_table(size, foe=trained, baselines=base)
-        print(superres_markdown(sr))
+        sr = superres_table(size, args.images, foe=trained, baselines=base)
+        print(superres_markdown(sr, tests=args.images))
     if args.save:
         Path(args.save).parent.mkdir(parents=True, exist_ok=True)
         Path(args.save).write_bytes(pickle.dumps((den, sr)))

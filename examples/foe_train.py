@@ -63,6 +63,7 @@ class Mixed:
         self.p0, self.p1, self.lam = p0, p1, lam
         self.n_params, self.programs, self.name = p0.n_params, ("grad",), p0.name
         self.init, self.unflatten, self.flatten = p0.init, p0.unflatten, p0.flatten
+        self.dtype = p0.dtype  # what fit reads a checkpoint's θ as
 
     def grad(self, theta, batch):
         (f0, g0), (f1, g1) = self.p0.grad(theta, batch), self.p1.grad(theta, batch)

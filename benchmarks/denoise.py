@@ -11,7 +11,9 @@ in numpy (a sliding-window einsum). Table 2: one ``input_grad`` call (a forward 
 backward sweep through the energy: two convolutions and the elementwise work) and the whole
 ``sc.denoise`` run, serial and with ``parallel=True`` (prange over the (case, pixel) pairs;
 Numba's workqueue threading layer). The machine is shared: times are medians, and marked
-provisional in docs/denoising.md until rerun on an idle machine.
+provisional in docs/denoising.md until rerun on an idle machine; beside each wall time the
+CPU time of this process (``time.process_time``, all its threads) is printed, which other
+jobs on the machine disturb far less, and the load average before and after.
 """
 
 from __future__ import annotations
@@ -35,6 +37,18 @@ import foe  # noqa: E402
 from common import best_of, machine, table  # noqa: E402
 
 import symcurv as sc  # noqa: E402
+
+
+def cpu_of(fn, rounds: int) -> float:
+    """The least CPU seconds (this process, all threads) of one call over ``rounds`` calls,
+    after a warm-up call."""
+    fn()
+    times = []
+    for _ in range(rounds):
+        t = time.process_time()
+        fn()
+        times.append(time.process_time() - t)
+    return min(times)
 
 
 def kernel(prog, program: str, part: str):
@@ -82,17 +96,20 @@ def conv_rows(prog, img, F, rounds: int) -> list[list]:
     t = {
         "fwd": best_of(sc_fwd, rounds),
         "bwd": best_of(sc_bwd, rounds),
+        "fwd_cpu": cpu_of(sc_fwd, rounds),
+        "bwd_cpu": cpu_of(sc_bwd, rounds),
         "scipy_fwd": best_of(scipy_fwd, rounds),
         "scipy_bwd": best_of(scipy_bwd, rounds),
         "numpy_fwd": best_of(numpy_fwd, rounds),
     }
     macs = M * k * k * h * w
     return [
-        ["y = F ⋆ x (valid)", f"{t['fwd'] * 1e3:.1f}", f"{t['scipy_fwd'] * 1e3:.1f}",
-         f"{t['scipy_fwd'] / t['fwd']:.2f}", f"{t['numpy_fwd'] * 1e3:.1f}",
-         f"{macs / t['fwd'] / 1e9:.2f}"],
-        ["x̄ = Σ_m F_m * ȳ_m (full)", f"{t['bwd'] * 1e3:.1f}", f"{t['scipy_bwd'] * 1e3:.1f}",
-         f"{t['scipy_bwd'] / t['bwd']:.2f}", "", f"{macs / t['bwd'] / 1e9:.2f}"],
+        ["y = F ⋆ x (valid)", f"{t['fwd'] * 1e3:.1f}", f"{t['fwd_cpu'] * 1e3:.1f}",
+         f"{t['scipy_fwd'] * 1e3:.1f}", f"{t['scipy_fwd'] / t['fwd']:.2f}",
+         f"{t['numpy_fwd'] * 1e3:.1f}", f"{macs / t['fwd_cpu'] / 1e9:.2f}"],
+        ["x̄ = Σ_m F_m * ȳ_m (full)", f"{t['bwd'] * 1e3:.1f}", f"{t['bwd_cpu'] * 1e3:.1f}",
+         f"{t['scipy_bwd'] * 1e3:.1f}", f"{t['scipy_bwd'] / t['bwd']:.2f}", "",
+         f"{macs / t['bwd_cpu'] / 1e9:.2f}"],
     ]  # fmt: skip
 
 
@@ -106,6 +123,7 @@ def main() -> None:
     steps = args.steps or (30 if args.quick else 300)
     rounds = 3 if args.quick else 5
     print(machine())
+    print("load average before: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     rng = np.random.default_rng(0)
     img = np.clip(0.5 + np.cumsum(rng.normal(scale=0.02, size=(size, size)), axis=1), 0, 1)
     noisy = img + 25 / 255 * rng.normal(size=img.shape)
@@ -126,18 +144,22 @@ def main() -> None:
                 conv_table = conv_rows(prog, img, prog.unflatten(theta)["F"], rounds)
             batch = {"x": noisy.reshape(1, -1)}
             grad = best_of(lambda: prog.input_grad(theta, batch), rounds)  # noqa: B023
-            t = time.perf_counter()
+            grad_cpu = cpu_of(lambda: prog.input_grad(theta, batch), rounds)  # noqa: B023
+            t, c = time.perf_counter(), time.process_time()
             sc.denoise(prog, noisy, 25 / 255, steps=steps, theta=theta, progress=False)
-            run = time.perf_counter() - t
+            run, run_cpu = time.perf_counter() - t, time.process_time() - c
             rows.append(
-                [f"parallel={parallel}", f"{cold:.1f}", f"{grad * 1e3:.1f}", steps, f"{run:.2f}"]
-            )
+                [f"parallel={parallel}", f"{cold:.1f}", f"{grad * 1e3:.1f}",
+                 f"{grad_cpu * 1e3:.1f}", steps, f"{run:.2f}", f"{run_cpu:.2f}"]
+            )  # fmt: skip
     M, k = 24, 5
     print(f"\nconvolution kernels, {size} × {size} image, {M} filters of {k} × {k} (ms per call)")
-    print(table(conv_table, ["op", "symcurv", "scipy.signal", "scipy / symcurv", "numpy einsum",
-                             "GMAC/s"]))  # fmt: skip
+    print(table(conv_table, ["op", "symcurv", "symcurv CPU", "scipy.signal", "scipy / symcurv",
+                             "numpy einsum", "GMAC/s (CPU)"]))  # fmt: skip
     print(f"\nFoE MAP denoising of a {size} × {size} image (σ = 25/255), CPU")
-    print(table(rows, ["build", "compile s", "input_grad ms", "steps", "denoise s"]))
+    print(table(rows, ["build", "compile s", "input_grad ms", "input_grad CPU ms", "steps",
+                       "denoise s", "denoise CPU s"]))  # fmt: skip
+    print("load average after: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -19,28 +19,35 @@ bundled photographs, and the baseline denoisers a user would otherwise pick.
   and by ``sc.super_resolve`` with a trained FoE when ``--theta`` is given.
 
     python examples/foe_denoise.py                 # 256×256 centre crops, 3 draws
+    python examples/foe_denoise.py --whole         # the whole photographs
     python examples/foe_denoise.py --quick         # 64×64 crops, 2 draws (a minute)
     python examples/foe_denoise.py --quick \
         --theta "FoE, SM λ*=build/foe_train/foe_best.npz" \
         --theta "FoE, SM λ = 0=build/foe_train/foe_lam0.npz"      # add trained FoE rows
 
 The FoE is trained by examples/foe_train.py; its rows denoise with the raw-image prior
-E(s · L ⋆ x) (the learned filters composed with the whitening, ``foe.raw_image_theta``).
+E(s · L ⋆ x) (``foe.whitened_model``: the whitening, then the learned filters). Long runs
+split: ``--only denoise``/``--only superres``, ``--no-baselines``, ``--save FILE``, and
+``--combine FILE ...`` prints saved parts as one set of tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import pickle
 import sys
+import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
-import numpy as np
-from scipy import ndimage
-from skimage import color, data, restoration, util
+os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")  # DESIGN.md §5: no OpenMP contention
 
-import symcurv as sc
+import numpy as np  # noqa: E402
+from scipy import ndimage  # noqa: E402
+from skimage import color, data, restoration, util  # noqa: E402
+
+import symcurv as sc  # noqa: E402
 
 TRAIN = ("motorcycle", "rocket", "brick", "gravel", "grass", "coins", "hubble_deep_field")
 TEST = ("camera", "astronaut", "coffee", "chelsea", "moon")
@@ -71,6 +78,15 @@ def grey(name: str) -> np.ndarray:
 def whiten(img: np.ndarray) -> np.ndarray:
     """The image filtered by ``LAPLACIAN_5x5`` ("valid": no border guesses)."""
     return ndimage.correlate(img, LAPLACIAN_5x5)[2:-2, 2:-2]
+
+
+def test_image(name: str, size: int | None, even: bool = False) -> np.ndarray:
+    """A grey test photograph: its ``size``×``size`` centre crop, or (``size`` None) the
+    whole image — with ``even``, less its last row/column where that is odd (2×2 blocks)."""
+    img = grey(name)
+    if size:
+        return centre_crop(img, size)
+    return img[: img.shape[0] // 2 * 2, : img.shape[1] // 2 * 2] if even else img
 
 
 def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
@@ -135,34 +151,38 @@ def tune(fn: Callable, grid, sigma: float, clean: np.ndarray, seed: int = 0) -> 
 
 
 def baseline_table(
-    size: int = 256,
+    size: int | None = 256,
     draws: int = 3,
     sigmas=SIGMAS,
     tests=TEST,
     tune_on: str = "rocket",
     foe: dict | None = None,
     progress: bool = True,
+    baselines: bool = True,
+    tune_size: int = 256,
+    bm3d: bool = True,
 ) -> dict:
     """{(method, σ, image): (mean PSNR, sd over the draws)} on ``size``×``size`` centre crops
-    (noise drawn with seed d for draw d, the same for every method); ``results["params"]``
-    holds the tuned parameters. ``foe``: {row label: a trained FoE as ``load_foe`` returns}
-    adds rows of MAP denoising (``sc.denoise``) with that prior."""
-    methods = {name: fn for name, (fn, _) in BASELINES.items()}
-    params = {}
-    train_crop = centre_crop(grey(tune_on), size)
-    for name, (fn, grid) in BASELINES.items():
-        for s in sigmas:
-            params[name, s] = tune(fn, grid, s, train_crop)
-    bm3d = bm3d_denoiser()
-    if bm3d is not None:
-        methods["BM3D"] = bm3d
+    (``size`` None: the whole photographs), noise drawn with seed d for draw d, the same for
+    every method; ``results["params"]`` holds the tuned parameters (tuned on a centre crop
+    of a training image, ``size`` or ``tune_size`` wide). ``foe``: {row label: a trained FoE
+    as ``load_foe`` returns} adds rows of MAP denoising (``sc.denoise``) with that prior;
+    ``baselines=False`` leaves out the scikit-image and BM3D rows, ``bm3d=False`` BM3D's."""
+    methods, params = {}, {}
+    if baselines:
+        methods = {name: fn for name, (fn, _) in BASELINES.items()}
+        train_crop = centre_crop(grey(tune_on), size or tune_size)
+        for name, (fn, grid) in BASELINES.items():
+            for s in sigmas:
+                params[name, s] = tune(fn, grid, s, train_crop)
+        denoiser = bm3d_denoiser() if bm3d else None
+        if denoiser is not None:
+            methods["BM3D"] = denoiser
     for label, trained in (foe or {}).items():
-        pad = foe_pad(trained)
-        prog, foe_params = foe_prior(trained, size + 2 * pad)
-        methods[label] = partial(foe_denoise, prog, prog.flatten(foe_params), pad)
+        methods[label] = FoEDenoiser(trained)
     results = {}
     for img_name in tests:
-        clean = centre_crop(grey(img_name), size)
+        clean = test_image(img_name, size)
         for s in sigmas:
             noisy = [
                 clean + s * np.random.default_rng(d).normal(size=clean.shape) for d in range(draws)
@@ -170,12 +190,14 @@ def baseline_table(
             results["noisy", s, img_name] = _stats([sc.psnr(y, clean) for y in noisy])
             for name, fn in methods.items():
                 p = params.get((name, s))
+                t = time.perf_counter()
                 scores = [sc.psnr(fn(y, s, p), clean) for y in noisy]
                 results[name, s, img_name] = _stats(scores)
                 if progress:
                     mean = results[name, s, img_name][0]
                     where = f"{img_name:10s} σ={s * 256:4.1f}/256 {name:24s}"
-                    print(f"{where} {mean:.2f} dB", file=sys.stderr)
+                    took = (time.perf_counter() - t) / draws
+                    print(f"{where} {mean:.2f} dB ({took:.1f} s each)", file=sys.stderr)
     results["params"] = params
     return results
 
@@ -185,30 +207,40 @@ def bicubic(small: np.ndarray, factor: int = 2) -> np.ndarray:
     return ndimage.zoom(small, factor, order=3, mode="nearest", grid_mode=True)
 
 
-def superres_table(size: int = 256, tests=TEST, foe: dict | None = None, steps: int = 200) -> dict:
-    """002 Table 2's rows: PSNR of recovering each ``size``×``size`` test crop from its 2×2
-    block means by bicubic upscaling, by the paper's initial solution (bilinear + low-pass,
+def superres_table(
+    size: int | None = 256,
+    tests=TEST,
+    foe: dict | None = None,
+    steps: int = 200,
+    baselines: bool = True,
+    tune_size: int = 256,
+) -> dict:
+    """002 Table 2's rows: PSNR of recovering each ``size``×``size`` test crop (``size`` None:
+    the whole photograph, an even number of rows and columns) from its 2×2 block means by
+    bicubic upscaling, by the paper's initial solution (bilinear + low-pass,
     ``imaging.upscale``; then with each block's mean restored: ``sc.super_resolve``'s
     starting point) and, with ``foe`` (as in ``baseline_table``), by ``sc.super_resolve``
-    with each FoE."""
+    with each FoE (its step schedule tuned on a ``size`` or ``tune_size`` crop of a
+    training image)."""
     from symcurv import imaging  # noqa: PLC0415 - the helper beside sc.super_resolve
 
-    res, priors = {}, {}
+    res, scales = {}, {}
     for label, trained in (foe or {}).items():
-        prog, params = foe_prior(trained, size)
-        scale = tune_superres_step(prog, prog.flatten(params), size, steps)
-        priors[label] = prog, prog.flatten(params), scale
-        res["step scale", label] = scale
+        scales[label] = tune_superres_step(trained, size or tune_size, steps)
+        res["step scale", label] = scales[label]
     for name in tests:
-        clean = centre_crop(grey(name), size)
+        clean = test_image(name, size, even=True)
         small = sc.block_average(clean)
-        res["bicubic", name] = sc.psnr(bicubic(small), clean)
-        start = imaging.upscale(small)
-        res["bilinear + low-pass", name] = sc.psnr(start, clean)
-        res["bilinear + low-pass, means restored", name] = sc.psnr(
-            imaging.restore_means(start, small, 2), clean
-        )
-        for label, (prog, theta, scale) in priors.items():
+        if baselines:
+            res["bicubic", name] = sc.psnr(bicubic(small), clean)
+            start = imaging.upscale(small)
+            res["bilinear + low-pass", name] = sc.psnr(start, clean)
+            res["bilinear + low-pass, means restored", name] = sc.psnr(
+                imaging.restore_means(start, small, 2), clean
+            )
+        for label, trained in (foe or {}).items():
+            prog, theta = foe_prior(trained, clean.shape)
+            scale = scales[label]
             x = sc.super_resolve(
                 prog,
                 small,
@@ -222,47 +254,70 @@ def superres_table(size: int = 256, tests=TEST, foe: dict | None = None, steps: 
 
 
 def foe_pad(trained: dict) -> int:
-    """Reflected border of one filter width minus one: without it the pixels near the
-    edge lie in fewer patches, the prior holds them less and their noise stays."""
-    return int(round(np.sqrt(trained["F"].shape[1]))) - 1
+    """Reflected border of one effective filter width minus one (the learned k × k filter
+    after the l × l whitening: k + l − 1): without it the pixels near the edge lie in
+    fewer patches, the prior holds them less and their noise stays."""
+    return int(round(np.sqrt(trained["F"].shape[1]))) + len(LAPLACIAN_5x5) - 2
 
 
-def foe_denoise(prog, theta, pad: int, noisy, sigma, _=None) -> np.ndarray:
-    """MAP denoising (``sc.denoise``) of ``noisy`` reflected by ``pad`` pixels, cropped back."""
-    x = sc.denoise(prog, np.pad(noisy, pad, mode="reflect"), sigma, theta=theta, progress=False)
-    return x[pad:-pad, pad:-pad]
+class FoEDenoiser:
+    """MAP denoising (``sc.denoise``) with a trained FoE's raw-image prior, the image
+    reflected by ``foe_pad`` pixels and cropped back; one compiled prior per image shape."""
+
+    def __init__(self, trained: dict) -> None:
+        self.trained, self.pad = trained, foe_pad(trained)
+
+    def __call__(self, noisy: np.ndarray, sigma: float, _=None) -> np.ndarray:
+        p = self.pad
+        padded = np.pad(noisy, p, mode="reflect")
+        prog, theta = foe_prior(self.trained, padded.shape)
+        x = sc.denoise(prog, padded, sigma, theta=theta, progress=False)
+        return x[p:-p, p:-p]
 
 
 def load_foe(path) -> dict:
-    """A model saved by examples/foe_train.py: its raw-image prior's filters and weights."""
+    """A model saved by examples/foe_train.py: the learned filters (on whitened data, as
+    trained: normalised inside the energy), their weights and the data scale s."""
     z = np.load(path)
-    return {"F": z["F_raw"], "beta": z["beta_raw"], "lam": float(z["lam"])}
+    return {"F": z["F"], "beta": z["beta"], "scale": float(z["scale"]), "lam": float(z["lam"])}
 
 
-def foe_prior(trained: dict, size: int):
-    """(compiled FoE over raw ``size``×``size`` images with the trained filters' size, params)."""
+_PRIORS: dict = {}
+
+
+def foe_prior(trained: dict, shape: tuple[int, int]):
+    """(compiled raw-image prior E(s · L ⋆ x) over ``shape`` images — ``foe.whitened_model``
+    with the trained filters' size —, its θ). Compiled once per shape (any θ)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import foe  # noqa: PLC0415 - the model lives beside this script
 
-    k = int(round(np.sqrt(trained["F"].shape[1])))
-    prog = sc.compile(
-        foe.model(image=(size, size), filters=len(trained["F"]), size=k, normalize=False),
-        programs=("loss", "input_grad"),
-        build_dir=f"build/foe_raw_{size}_k{k}",
-        progress=False,
-    )
-    return prog, {"F": trained["F"], "beta": trained["beta"]}
+    M, K = trained["F"].shape
+    k, (H, W) = int(round(np.sqrt(K))), shape
+    key = (M, k, H, W)
+    if key not in _PRIORS:
+        _PRIORS[key] = sc.compile(
+            foe.whitened_model(image=(H, W), filters=M, size=k, name=f"foe_raw_{H}x{W}"),
+            programs=("loss", "input_grad"),
+            build_dir=f"build/foe_whitened_{H}x{W}_m{M}_k{k}",
+            parallel=True,  # one image is one case: the convolutions' rows go to threads
+            progress=False,
+        )
+    prog = _PRIORS[key]
+    params = {"L": LAPLACIAN_5x5.reshape(1, -1), "s": np.array([trained["scale"]])}
+    params |= {"F": trained["F"], "beta": trained["beta"]}
+    return prog, prog.flatten(params)
 
 
 SR_STEP_SCALES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
-def tune_superres_step(prog, theta, size: int, steps: int, tune_on: str = "rocket") -> float:
+def tune_superres_step(trained: dict, size: int, steps: int, tune_on: str = "rocket") -> float:
     """The multiplier of 002's step schedule (2·10⁻², 5·10⁻⁴) with the best PSNR on a crop of
     a TRAINING image: the raw step x ← x − α∇E depends on the energy's scale, which the
     paper's units fix and ours (whitened data scaled to unit variance) do not."""
     clean = centre_crop(grey(tune_on), size)
     small = sc.block_average(clean)
+    prog, theta = foe_prior(trained, clean.shape)
     scores = []
     for k in SR_STEP_SCALES:
         with np.errstate(all="ignore"):
@@ -306,11 +361,14 @@ def markdown(results: dict, sigmas=SIGMAS, tests=TEST) -> str:
     return "\n".join(out)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="64×64 crops, 2 draws")
-    ap.add_argument("--size", type=int, default=None)
-    ap.add_argument("--draws", type=int, default=None)
+    ap.add_argument("--size", type=int, default=None, help="centre crops of this size")
+    ap.add_argument("--whole", action="store_true", help="the whole test photographs")
+    ap.add_argument("--draws", type=int, default=None, help="noise draws per image and σ")
     ap.add_argument(
         "--theta",
         action="append",
@@ -318,15 +376,59 @@ def main() -> None:
         metavar="NAME=FILE",
         help="a row NAME from a model saved by examples/foe_train.py (.npz); repeatable",
     )
-    args = ap.parse_args()
-    size = args.size or (64 if args.quick else 256)
+    ap.add_argument("--no-baselines", action="store_true", help="only the FoE rows")
+    ap.add_argument("--no-bm3d", action="store_true", help="no BM3D row even if installed")
+    ap.add_argument(
+        "--sigmas", type=float, nargs="+", default=None, help="noise levels × 256 (default 5 15 25)"
+    )
+    ap.add_argument("--images", nargs="+", default=list(TEST), help="test photographs to run")
+    ap.add_argument(
+        "--only", choices=("denoise", "superres"), default=None, help="one of the two tables"
+    )
+    ap.add_argument("--save", default=None, help="pickle the tables' results to this file")
+    ap.add_argument(
+        "--combine", nargs="+", default=None, metavar="FILE", help="print saved results merged"
+    )
+    return ap
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
+    if args.combine:
+        parts = [pickle.loads(Path(f).read_bytes()) for f in args.combine]
+        den, sr = {"params": {}}, {}
+        for d, r in parts:
+            den["params"] |= d.pop("params", {})
+            den |= d
+            sr |= r
+        keys = [k for k in den if k != "params"]
+        if keys:
+            tests = list(dict.fromkeys(k[2] for k in keys))
+            print(markdown(den, sigmas=sorted({k[1] for k in keys}), tests=tests))
+        if sr:
+            tests = list(dict.fromkeys(k[1] for k in sr if k[0] != "step scale"))
+            print(superres_markdown(sr, tests=tests))
+        return
+    size = None if args.whole else args.size or (64 if args.quick else 256)
     draws = args.draws or (2 if args.quick else 3)
     trained = {}
     for spec in args.theta:
         label, _, path = spec.rpartition("=")
         trained[label] = load_foe(path)
-    print(markdown(baseline_table(size, draws, foe=trained)))
-    print(superres_markdown(superres_table(size, foe=trained)))
+    base = not args.no_baselines
+    den, sr = {}, {}
+    if args.only != "superres":
+        sigmas = tuple(x / 256 for x in args.sigmas) if args.sigmas else SIGMAS
+        den = baseline_table(
+            size, draws, sigmas, args.images, foe=trained, baselines=base, bm3d=not args.no_bm3d
+        )
+        print(markdown(den, sigmas=sigmas, tests=args.images))
+    if args.only != "denoise":
+        sr = superres_table(size, args.images, foe=trained, baselines=base)
+        print(superres_markdown(sr, tests=args.images))
+    if args.save:
+        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.save).write_bytes(pickle.dumps((den, sr)))
 
 
 if __name__ == "__main__":

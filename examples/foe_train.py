@@ -63,6 +63,7 @@ class Mixed:
         self.p0, self.p1, self.lam = p0, p1, lam
         self.n_params, self.programs, self.name = p0.n_params, ("grad",), p0.name
         self.init, self.unflatten, self.flatten = p0.init, p0.unflatten, p0.flatten
+        self.dtype = p0.dtype  # what fit reads a checkpoint's θ as
 
     def grad(self, theta, batch):
         (f0, g0), (f1, g1) = self.p0.grad(theta, batch), self.p1.grad(theta, batch)
@@ -127,6 +128,13 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--lr", type=float, default=2e-2, help="Adam's learning rate")
     ap.add_argument("--seed", type=int, default=0, help="seeds crops, θ and the sampler")
     ap.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=100,
+        help="Adam steps between checkpoints (build/foe_train/fit_<settings>_lam<λ>.npz); a "
+        "rerun with the same settings resumes from them (and --iterations may extend them)",
+    )
+    ap.add_argument(
         "--update-docs", action="store_true", help="draw the figures into docs/img/, not build/"
     )
     return ap
@@ -155,6 +163,8 @@ def main(argv=None) -> list[dict]:
     raw = raw_prior(cfg["held_size"])
     log("compiled")
     rows, thetas = [], {}
+    BUILD.mkdir(parents=True, exist_ok=True)
+    run = f"c{args.crop}_n{cfg['train']}_b{args.batch_size}_lr{args.lr:g}_s{args.seed}"
     for lam in cfg["grid"]:
         prog = Mixed(*progs, lam)
         t = time.perf_counter()
@@ -166,8 +176,11 @@ def main(argv=None) -> list[dict]:
             batch_size=args.batch_size,
             seed=args.seed,
             progress=False,
+            checkpoint=BUILD / f"fit_{run}_lam{lam:g}.npz",
+            checkpoint_every=args.checkpoint_every,
+            resume=True,
         )
-        seconds = time.perf_counter() - t
+        seconds = res.history[-1]["time"] if res.history else time.perf_counter() - t
         thetas[lam] = res.theta
         row = {
             "lambda": lam,

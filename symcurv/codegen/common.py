@@ -231,31 +231,60 @@ def driver_calls(
     return lines
 
 
-# ---- gather kernels (ops/lowering.py: Gather): the op's loop, one output element each ------
-def gather_parts(g: Graph, k: Kernel, st: dict[str, str]) -> tuple[list[str], str, list[str]]:
-    """(kernel parameters, the element count per case, the loop body for element ``e`` of
-    case ``i``) of a gather kernel. The body is the op's own text, printed unchanged on
-    both backends; only the loop over (i, e) around it differs."""
-    how, out = k.how, g[k.writes[0]]
+# ---- gather kernels (ops/lowering.py: Gather): the op's loop nest over spans of output rows --
+class GatherIO:
+    """How a gather body reaches its buffers (ops/lowering.py: Gather documents the calls):
+    the per-case ones indexed by case ``i``, the shared ones by the flat index alone; and
+    the span of columns ``c0 <= c < c1`` of output row ``r`` this iteration computes."""
 
-    def read(index: int, flat: str) -> str:
-        nid = how.operands[index]
-        return f"{st[nid]}[i, {flat}]" if g[nid].batched else f"{st[nid]}[{flat}]"
+    def __init__(self, g: Graph, k: Kernel, st: dict[str, str], columns: tuple[str, str]):
+        self.g, self.st, self.how = g, st, k.how
+        self.output = g[k.writes[0]]
+        self.c0, self.c1 = columns
 
-    lines, result = how.body(read)
-    target = f"{st[out.id]}[i, e]" if out.batched else f"{st[out.id]}[e]"
-    params = list(dict.fromkeys([st[r] for r in how.operands] + [st[out.id]]))
-    return params, str(how.size), [*lines, f"{target} = {result}"]
+    def _at(self, node: Node, index: str) -> str:
+        return f"{self.st[node.id]}[i, {index}]" if node.batched else f"{self.st[node.id]}[{index}]"
+
+    def read(self, k: int, index: str) -> str:
+        return self._at(self.g[self.how.operands[k]], index)
+
+    def span(self, k: int, start: str, n: int | str) -> str:
+        return self._at(self.g[self.how.operands[k]], f"{start}:{start} + {n}")
+
+    def out(self, index: str) -> str:
+        return self._at(self.output, index)
+
+    def out_span(self, start: str, n: int | str) -> str:
+        return self._at(self.output, f"{start}:{start} + {n}")
 
 
-def gather_loop(batched: bool, size: str, over: str) -> list[str]:
+def gather_parts(
+    g: Graph, k: Kernel, st: dict[str, str], columns: tuple[str, str]
+) -> tuple[list[str], list[str]]:
+    """(kernel parameters, the loop body for columns ``columns`` of output row ``r`` of case
+    ``i``) of a gather kernel. The body is the op's own text, printed unchanged on both
+    backends; only the loop around it and the span of columns differ."""
+    how = k.how
+    params = list(dict.fromkeys([st[r] for r in how.operands] + [st[k.writes[0]]]))
+    return params, how.body(GatherIO(g, k, st, columns))
+
+
+def gather_loop(batched: bool, rows: int, cols: int, over, per_element: bool) -> list[str]:
     """The head of a gather kernel's loop: ``over(n)`` is the backend's iteration over
-    ``range(n)`` (``prange(n)``, or a CUDA grid-stride range); a per-case output splits
-    the flat (case, element) index."""
-    if not batched:
-        return [f"for e in {over(size)}:"]
-    return [
-        f"for ie in {over(f'B * {size}')}:  # (case, element) pairs",
-        f"    i = ie // {size}",
-        f"    e = ie - i * {size}",
-    ]
+    ``range(n)`` (``prange(n)``, or a CUDA grid-stride range). One iteration per (case,
+    output row) pair — the body then spans the row — or, ``per_element``, per (case, row,
+    column) triple, naming the column ``c``."""
+    if not per_element:
+        if not batched:
+            return [f"for r in {over(rows)}:  # output rows"]
+        return [
+            f"for ir in {over(f'B * {rows}')}:  # (case, output row) pairs",
+            f"    i = ir // {rows}",
+            f"    r = ir - i * {rows}",
+        ]
+    size = rows * cols
+    head = [f"for irc in {over(f'B * {size}' if batched else str(size))}:  # output elements"]
+    if batched:
+        head += [f"    i = irc // {size}", f"    r = (irc - i * {size}) // {cols}"]
+        return head + [f"    c = irc - i * {size} - r * {cols}"]
+    return head + [f"    r = irc // {cols}", f"    c = irc - r * {cols}"]

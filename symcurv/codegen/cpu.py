@@ -137,12 +137,15 @@ def _emit_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]
 
 
 def _emit_gather(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]:
-    """An op's per-element loop (ops/lowering.py: Gather) over every (case, element) pair,
-    split across Numba threads by ``prange``."""
-    params, size, body = common.gather_parts(g, k, st)
+    """An op's loop nest (ops/lowering.py: Gather) once per (case, output row) pair, split
+    across Numba threads by ``prange`` when built with ``parallel=True``: the op's
+    innermost loop then runs over a whole row of contiguous columns, which LLVM
+    vectorises, and a single large image (B = 1) still has a row per thread."""
+    how = k.how
+    params, body = common.gather_parts(g, k, st, ("0", str(how.cols)))
     with src.block(f"def {k.name}(B, {', '.join(params)}):"):
-        head = common.gather_loop(g[k.writes[0]].batched, size, lambda n: f"prange({n})")
-        src.extend(head)
+        batched = g[k.writes[0]].batched
+        src.extend(common.gather_loop(batched, how.rows, how.cols, lambda n: f"prange({n})", False))
         src.extend("    " + line for line in body)
     return params
 

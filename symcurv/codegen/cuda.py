@@ -117,12 +117,15 @@ def _emit_map_rows(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list
 
 
 def _emit_gather(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]:
-    """An op's per-element loop (ops/lowering.py: Gather): one thread per (case, element)
-    pair in a grid-stride loop, consecutive threads on consecutive elements."""
-    params, size, body = common.gather_parts(g, k, st)
+    """An op's loop nest (ops/lowering.py: Gather) for one output element per thread
+    (columns ``c`` to ``c + 1`` of row ``r``) in a grid-stride loop, consecutive threads on
+    consecutive elements."""
+    how = k.how
+    params, body = common.gather_parts(g, k, st, ("c", "c + 1"))
     with src.block(f"def {k.name}(B, {', '.join(params)}):"):
         grid = lambda n: f"range(cuda.grid(1), {n}, cuda.gridsize(1))"  # noqa: E731
-        src.extend(common.gather_loop(g[k.writes[0]].batched, size, grid))
+        batched = g[k.writes[0]].batched
+        src.extend(common.gather_loop(batched, how.rows, how.cols, grid, True))
         src.extend("    " + line for line in body)
     return params
 

@@ -30,8 +30,9 @@ operands with C z = ∂/∂a T(a, z, ȳ). The derived graph is closed under diff
 score matching (∂/∂θ of ∂²E/∂x²) only ever builds more ``conv2d`` nodes.
 
 Cost: out "y", "x" and "F" each take M·kh·kw·(H−kh+1)·(W−kw+1) multiply-adds per case.
-Lowering: a ``Gather`` kernel (ops/lowering.py): each output element is one short loop,
-written here once and printed by both emitters.
+Lowering: a ``Gather`` kernel (ops/lowering.py): a loop nest over a span of one output
+row, written here once and printed by both emitters (the CPU spans whole rows, so the
+innermost loop runs over contiguous columns and vectorises; CUDA one element per thread).
 """
 
 from __future__ import annotations
@@ -199,67 +200,100 @@ def _curvature(g, n, cot):
     return [curv.Coupling(i, j, Geometry.of(n).shape(rj), apply_c)]
 
 
-# ---- the kernel: one short loop per output element -------------------------------------------
+# ---- the kernels: a loop nest per span of one output row ---------------------------------------
 def _lower(g: Graph, n: Node) -> lw.Gather:
+    """Rows of the output: y by (filter, response row), x̄ by image row, F̄ by (filter,
+    filter row); the columns of a row are the contiguous innermost index."""
     geo, out = Geometry.of(n), n.attr("out")
+    rows, cols = {"y": (geo.M * geo.h, geo.w), "x": (geo.H, geo.W), "F": (geo.M * geo.kh, geo.kw)}[
+        out
+    ]
     body = {"y": _body_y, "x": _body_x, "F": _body_F}[out]
-    return lw.Gather(tuple(n.inputs), n.size, lambda read: body(geo, read))
+    return lw.Gather(tuple(n.inputs), rows, cols, lambda io: body(geo, io))
 
 
-def _body_y(geo: Geometry, read) -> tuple[list[str], str]:
-    """y[m, i, j] = Σ_{u,v} F[m, u, v] x[i+u, j+v], element e = (m·h + i)·w + j."""
-    K, hw = geo.kh * geo.kw, geo.h * geo.w
+def _bound(expr: str, other: int, pick) -> str:
+    """``pick(expr, other)`` (max or min) as source, folded when ``expr`` is a literal."""
+    return str(pick(int(expr), other)) if expr.isdigit() else f"{pick.__name__}({expr}, {other})"
+
+
+def _body_y(geo: Geometry, io) -> list[str]:
+    """y[m, i, j] = Σ_u Σ_v F[m, u, v] x[i+u, j+v]: row r = (m, i), columns j. The
+    constant-trip tap loop over v is unrolled by the compiler, so the loop over the
+    contiguous j vectorises; one pass over the row per filter row u."""
+    K, hw, kw, W = geo.kh * geo.kw, geo.h * geo.w, geo.kw, geo.W
+    cols = f"range({io.c0}, {io.c1})"
     return [
-        f"mm = e // {hw}  # filter",
-        f"ii = (e - mm * {hw}) // {geo.w}  # response row",
-        f"jj = e - mm * {hw} - ii * {geo.w}  # response column",
-        "acc = 0.0",
-        f"for uu in range({geo.kh}):",
-        f"    for vv in range({geo.kw}):",
-        f"        acc += {read(0, f'mm * {K} + uu * {geo.kw} + vv')} * "
-        f"{read(1, f'(ii + uu) * {geo.W} + jj + vv')}",
-    ], "acc"
+        f"mm = r // {geo.h}  # filter",
+        f"ii = r - mm * {geo.h}  # response row",
+        f"y0 = mm * {hw} + ii * {geo.w}  # the row's first element",
+        f"yrow = {io.out_span('y0', geo.w)}",
+        f"for jj in {cols}:",
+        "    yrow[jj] = 0.0",
+        f"for uu in range({geo.kh}):  # filter row uu meets image row ii + uu",
+        f"    f0 = mm * {K} + uu * {kw}",
+        f"    x0 = (ii + uu) * {W}",
+        f"    frow = {io.span(0, 'f0', kw)}",
+        f"    xrow = {io.span(1, 'x0', W)}",
+        f"    for jj in {cols}:",
+        "        acc = 0.0",
+        f"        for vv in range({kw}):  # constant trips: unrolled, the jj loop vectorises",
+        "            acc += frow[vv] * xrow[jj + vv]",
+        "        yrow[jj] += acc",
+    ]
 
 
-def _body_x(geo: Geometry, read) -> tuple[list[str], str]:
-    """x̄[p, q] = Σ_m Σ_{u,v: 0≤p−u<h, 0≤q−v<w} F[m, u, v] ȳ[m, p−u, q−v], e = p·W + q.
-    Interior pixels take every tap: constant trip counts there let the compiler unroll
-    the tap loops (5x faster than the bounded loop the border needs)."""
-    K, hw = geo.kh * geo.kw, geo.h * geo.w
-    term = (
-        f"acc += {read(0, f'mm * {K} + uu * {geo.kw} + vv')} * "
-        f"{read(1, f'mm * {hw} + (pp - uu) * {geo.w} + qq - vv')}"
-    )
+def _body_x(geo: Geometry, io) -> list[str]:
+    """x̄[p, q] = Σ_m Σ_{u,v: 0≤p−u<h, 0≤q−v<w} F[m, u, v] ȳ[m, p−u, q−v]: row r = p,
+    columns q. Away from the left and right edges every tap v exists (a constant trip
+    count, unrolled, the q loop vectorised); the edges take the bounded tap loops."""
+    K, hw, kw, w = geo.kh * geo.kw, geo.h * geo.w, geo.kw, geo.w
+    right = max(kw - 1, w)  # the first column of the right edge
+    term = "xrow[qq] += frow[vv] * yrow[qq - vv]"
     return [
-        f"pp = e // {geo.W}  # image row",
-        f"qq = e - pp * {geo.W}  # image column",
-        "acc = 0.0",
-        f"if {geo.kh - 1} <= pp < {geo.h} and {geo.kw - 1} <= qq < {geo.w}:  # every tap",
-        f"    for mm in range({geo.M}):",
-        f"        for uu in range({geo.kh}):",
-        f"            for vv in range({geo.kw}):",
+        "pp = r  # image row",
+        f"x0 = pp * {geo.W}",
+        f"xrow = {io.out_span('x0', geo.W)}",
+        f"for qq in range({io.c0}, {io.c1}):",
+        "    xrow[qq] = 0.0",
+        f"for mm in range({geo.M}):",
+        f"    for uu in range(max(0, pp - {geo.h - 1}), min({geo.kh}, pp + 1)):  # ȳ row pp − uu",
+        f"        f0 = mm * {K} + uu * {kw}",
+        f"        y0 = mm * {hw} + (pp - uu) * {w}",
+        f"        frow = {io.span(0, 'f0', kw)}",
+        f"        yrow = {io.span(1, 'y0', w)}",
+        f"        for qq in range({_bound(io.c0, kw - 1, max)}, {_bound(io.c1, w, min)}):"
+        "  # every tap",
+        "            acc = 0.0",
+        f"            for vv in range({kw}):  # constant trips: unrolled, qq vectorises",
+        "                acc += frow[vv] * yrow[qq - vv]",
+        "            xrow[qq] += acc",
+        f"        for qq in range({io.c0}, {_bound(io.c1, kw - 1, min)}):  # left edge",
+        f"            for vv in range(max(0, qq - {w - 1}), qq + 1):",
         f"                {term}",
-        "else:  # near the border: only the taps whose response exists",
-        f"    for mm in range({geo.M}):",
-        f"        for uu in range(max(0, pp - {geo.h - 1}), min({geo.kh}, pp + 1)):",
-        f"            for vv in range(max(0, qq - {geo.w - 1}), min({geo.kw}, qq + 1)):",
+        f"        for qq in range({_bound(io.c0, right, max)}, {io.c1}):  # right edge",
+        f"            for vv in range(qq - {w - 1}, {kw}):",
         f"                {term}",
-    ], "acc"
+    ]
 
 
-def _body_F(geo: Geometry, read) -> tuple[list[str], str]:
-    """F̄[m, u, v] = Σ_{i,j} ȳ[m, i, j] x[i+u, j+v], e = m·kh·kw + u·kw + v."""
-    K, hw = geo.kh * geo.kw, geo.h * geo.w
+def _body_F(geo: Geometry, io) -> list[str]:
+    """F̄[m, u, v] = Σ_{i,j} ȳ[m, i, j] x[i+u, j+v]: row r = (m, u), columns v."""
+    K, hw, w, W = geo.kh * geo.kw, geo.h * geo.w, geo.w, geo.W
     return [
-        f"mm = e // {K}  # filter",
-        f"uu = (e - mm * {K}) // {geo.kw}  # filter row",
-        f"vv = e - mm * {K} - uu * {geo.kw}  # filter column",
-        "acc = 0.0",
-        f"for ii in range({geo.h}):",
-        f"    for jj in range({geo.w}):",
-        f"        acc += {read(0, f'mm * {hw} + ii * {geo.w} + jj')} * "
-        f"{read(1, f'(ii + uu) * {geo.W} + jj + vv')}",
-    ], "acc"
+        f"mm = r // {geo.kh}  # filter",
+        f"uu = r - mm * {geo.kh}  # filter row",
+        f"for vv in range({io.c0}, {io.c1}):  # filter column",
+        "    acc = 0.0",
+        f"    for ii in range({geo.h}):",
+        f"        y0 = mm * {hw} + ii * {w}",
+        f"        x0 = (ii + uu) * {W} + vv",
+        f"        yrow = {io.span(0, 'y0', w)}",
+        f"        xrow = {io.span(1, 'x0', w)}",
+        f"        for jj in range({w}):",
+        "            acc += yrow[jj] * xrow[jj]",
+        f"    {io.out(f'mm * {K} + uu * {geo.kw} + vv')} = acc",
+    ]
 
 
 register(

@@ -358,6 +358,16 @@ def _bb_impl(node, args, arg_nodes):
     raise RuntimeError("batch_broadcast is evaluated by the interpreter, which knows B")
 
 
+def _bb_sq_vjp(g: Graph, n: Node, d: str, needs: list[bool]) -> list[str | None]:
+    """(J∘J)ᵀ d of y_b = c·x (c = 1, or 1/B with mean): every case's Jacobian is c·I, so
+    Σ_b c² d_b — ``batch_sum(d)``, or (1/B) Σ_b d_b / B as ``batch_mean(d ⊙ 1/B)``."""
+    if not n.attr("mean"):
+        return [emit(g, "batch_sum", [d], name="bsum", origin=n.origin)]
+    inv_b = emit(g, "batch_broadcast", [const(g, 1.0)], {"mean": True}, name="inv_B")
+    scaled = mul(g, d, inv_b, origin=n.origin)
+    return [emit(g, "batch_mean", [scaled], name="bmean", origin=n.origin)]
+
+
 register(
     PrimitiveDef(
         "batch_broadcast",
@@ -388,6 +398,7 @@ register(
         ),
         scalar=lambda node, syms: syms[0] / B_SYMBOL if node.attr("mean") else syms[0],
         curvature=curv.linear,
+        sq_vjp=_bb_sq_vjp,
         doc="y_b = x (or x / B with mean=True): an unbatched value given to every case",
     )
 )

@@ -12,8 +12,9 @@ need none: their ``scalar`` formula is fused into map kernels.
     Fill(value)           a constant written into a buffer
     Reduce(name)          one of the emitters' reduction loops (sum_features, logsumexp,
                           batch_sum, batch_mean)
-    Gather(operands, n)   out[i, e] of every case i and output element e computed by a short
-                          loop the op writes (a convolution): one thread per (i, e) pair
+    Gather(operands, r, c) the output (per case r × c, row-major) computed by a short loop
+                          nest the op writes (a convolution), for a span of one row's
+                          columns: a whole row per CPU iteration, one element per CUDA thread
 
 ``kind`` is the kernel kind the lowering and the emitters dispatch on, ``template`` the name
 printed in the generated comment.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 # GEMM operand rows: the number of cases (a per-case value stored as a (B, size) array)
 CASES = "B"
@@ -108,21 +110,36 @@ class Reduce:
 
 @dataclasses.dataclass(frozen=True)
 class Gather:
-    """Each output element is a short loop over the operands, written by the op itself.
+    """An output of ``rows × cols`` per case (row-major), computed by a loop nest the op writes.
 
-    ``body(read)`` returns ``(lines, result)``: Python source lines (plain loops, integer
-    arithmetic, ``min``/``max``; valid in ``@njit`` and ``@cuda.jit`` code alike) that
-    compute output element ``e`` of case ``i`` into the expression ``result``, reading
-    operand k's element at a flat per-case index through ``read(k, index)`` (which the
-    emitter turns into ``buf[i, index]`` or, for a shared operand, ``buf[index]``). Local
-    names must not collide with ``i``, ``e``, ``ie``, ``B`` or buffer names (``s0``, ``p_W``,
-    ``in_x``, ``out_*``, ``v_W``). The output is per case when any operand is."""
+    ``body(io)`` returns Python source lines (plain loops, integer arithmetic, ``min``/``max``,
+    1-D slices; valid in ``@njit`` and ``@cuda.jit`` code alike) that compute the columns
+    ``io.c0 <= c < io.c1`` of output row ``r`` of case ``i``. ``io.c0``/``io.c1`` are source
+    expressions the emitter chooses: the whole row on the CPU (``0``, ``cols``: one
+    iteration per (case, row) pair, so the op's innermost loop runs over contiguous
+    columns and vectorises), one element on CUDA (``c``, ``c + 1``: one thread each). The
+    body reaches its buffers only through ``io``:
+
+        io.read(k, index)        operand k's element at a flat per-case index
+        io.span(k, start, n)     operand k's n elements from ``start``, a 1-D view
+        io.out(index)            the output element at a flat per-case index (assignable)
+        io.out_span(start, n)    the output's n elements from ``start``, a 1-D view
+
+    (``buf[i, …]`` for a per-case buffer, ``buf[…]`` for a shared one). Local names must
+    not collide with ``i``, ``r``, ``c``, ``ir``, ``irc``, ``B`` or buffer names (``s0``,
+    ``p_W``, ``in_x``, ``out_*``, ``v_W``). The output is per case when any operand is."""
 
     operands: tuple[str, ...]
-    size: int
-    body: Callable[[Callable[[int, str], str]], tuple[list[str], str]]
+    rows: int
+    cols: int
+    body: Callable[[Any], list[str]]
     kind = "gather"
     template = "gather"
+
+    @property
+    def size(self) -> int:
+        """Output elements per case."""
+        return self.rows * self.cols
 
 
 Lowering = Gemm | PerCaseMatvec | Outer | Transpose | Fill | Reduce | Gather

@@ -120,6 +120,18 @@ def test_derivatives_match_central_differences(tiny):
     assert testing.rel_error(bl, exact) < 1e-10
 
 
+def test_rows_whose_left_and_right_edges_overlap(tmp_path):
+    """The kernels split each output row into an all-taps middle and bounded edges: on a
+    7 × 5 image with 4 × 4 filters (responses 2 wide, narrower than a filter) the edges
+    overlap and there is no middle; the compiled programs still equal the interpreter."""
+    m = foe.model(image=(7, 5), filters=2, size=4, name="foe_narrow", std=0.5)
+    prog = sc.compile(m, ("loss", "input_grad"), build_dir=tmp_path, progress=False)
+    rng = np.random.default_rng(3)
+    theta, batch = rng.normal(size=prog.n_params), {"x": rng.normal(size=(2, 35))}
+    errs = testing.compare_to_reference(prog, theta, batch)
+    assert "input_grad" in errs and max(errs.values()) < 1e-12, errs
+
+
 def test_cuda_simulator_equals_the_cpu(tiny):
     prog, data, sim, root = tiny
     log, _ = sim.communicate(timeout=900)

@@ -59,3 +59,24 @@ def test_superresolution_baselines():
         )
         assert restored >= start and np.isfinite(res["bicubic", t])
     assert "| bicubic |" in fd.superres_markdown(res, tests=("camera", "coffee"))
+
+
+def test_help_and_combining_saved_parts(tmp_path, capsys):
+    """The command line documents every option; a long run split into parts (``--save``)
+    prints as one set of tables (``--combine``): rows of both parts, the tuned parameters."""
+    import example_modules  # noqa: PLC0415 - beside this file
+
+    assert "--whole" in example_modules.assert_help_is_complete(fd)
+    s = 25 / 256
+    base = {("noisy", s, "moon"): (20.0, 0.1), ("TV (Chambolle)", s, "moon"): (30.0, 0.2)}
+    base["params"] = {("TV (Chambolle)", s): 0.12}
+    foe = {("FoE", s, "moon"): (31.5, 0.3), "params": {}}
+    sr = {("bicubic", "moon"): 40.0}, {("FoE", "moon"): 41.0, ("step scale", "FoE"): 0.01}
+    parts = []
+    for n, (d, r) in enumerate(((base, sr[0]), (foe, sr[1]))):
+        parts.append(tmp_path / f"part{n}.pkl")
+        parts[-1].write_bytes(__import__("pickle").dumps((d, r)))
+    fd.main(["--combine", *map(str, parts)])
+    out = capsys.readouterr().out
+    assert "| FoE | 31.50 ± 0.30 |" in out and "| TV (Chambolle) | 30.00 ± 0.20 |" in out
+    assert "| bicubic | 40.00 |" in out and "| FoE | 41.00 |" in out and "σ=25: 0.12" in out

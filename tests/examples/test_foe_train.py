@@ -67,6 +67,30 @@ def test_the_raw_image_prior_is_the_model_on_whitened_images():
     assert math.isclose(on_whitened, on_raw, rel_tol=1e-12)
 
 
+def test_the_whitened_prior_is_the_model_on_whitened_images(tmp_path):
+    """foe.whitened_model (the raw-image prior denoising uses): ∂E/∂x equals the gradient of
+    the trained model's energy at s · (L ⋆ x) pulled back through the whitening (the
+    adjoint of a valid correlation is the full convolution), by scipy. (Only input_grad,
+    what sc.denoise calls, is compiled: the test's cost is its Numba build.)"""
+    import symcurv as sc  # noqa: PLC0415
+
+    m = ft.foe.whitened_model(image=(11, 10), filters=2, size=3, name="foe_whitened_test")
+    prog = sc.compile(m, ("input_grad",), build_dir=tmp_path, progress=False)
+    rng = np.random.default_rng(0)
+    F, beta, x, s = rng.normal(size=(2, 9)), rng.normal(size=2), rng.uniform(size=(11, 10)), 3.0
+
+    class Trained:
+        def unflatten(self, theta):
+            return {"F": F, "beta": beta}
+
+    theta = prog.flatten(ft.foe.whitened_theta(Trained(), None, ft.fd.LAPLACIAN_5x5, s))
+    Fn = (F / np.linalg.norm(F, axis=1, keepdims=True)).reshape(2, 3, 3)
+    _, g_white, _ = foe_parts(Fn, beta, s * ft.fd.whiten(x))
+    batch = {"x": x.reshape(1, -1)}
+    g = s * signal.convolve2d(g_white, ft.fd.LAPLACIAN_5x5)
+    assert np.allclose(prog.input_grad(theta, batch).reshape(11, 10), g, rtol=1e-10, atol=1e-12)
+
+
 def test_score_matching_training_lowers_the_held_out_objective(tmp_path):
     """A 3-filter 3×3 FoE on 7×7 whitened crops, 40 Adam steps of the Becker-LeCun score-
     matching gradient (exact for the FoE): the exact objective on held-out crops drops."""

@@ -21,6 +21,7 @@ from symcurv.runtime import (
     model_leaves,
     per_case,
     trace,
+    validate,
 )
 from symcurv.runtime.state import State
 from symcurv.runtime.validate import Checks, all_finite
@@ -348,7 +349,7 @@ class Program:
         cost as much as its kernels at B = 1000)."""
         case_expansion.refuse(self, program)  # per-case results of an expanded model
         if program not in self._modules:
-            self._not_built(program)
+            validate.not_built(self.manifest, program, self.build_dir)
         if check and not keep and case_expansion.expanded(self):  # B·D rows, in chunks
             return case_expansion.run_in_chunks(
                 self, program, theta, batch, v=v, extras=extras, seed=seed
@@ -380,32 +381,6 @@ class Program:
                     checked = dict(zip(leaves, arrays))
                     self.raise_non_finite(program, k, theta, checked, v, noise)
         return outs
-
-    def _not_built(self, prog: str) -> None:
-        """Raise the error for a program this build lacks: skipped (why) or not asked for."""
-        reason = self.manifest.get("skipped", {}).get(prog)
-        if reason:
-            kind = self.manifest.get("skipped_errors", {}).get(prog, "LossError")
-            cls = getattr(errors, kind, errors.NotApplicableError)
-            raise cls(f"program '{prog}' does not exist for this model: {reason}")
-        # the name the user passes in programs= (cp_diag builds every estimator)
-        public = {
-            "cp_S": "cp_diag",
-            "cp_TU": "cp_diag",
-            "cp_GN": "cp_diag",
-            "becker_lecun": "becker_lecun_diag",
-            "input_diag_S": "input_diag_hessian",
-            "input_diag_TU": "input_diag_hessian",
-            "input_bl": "input_diag_hessian",
-            "kfac_cp": "kfac",
-            "kfac_empirical": "kfac",
-        }.get(prog, prog)
-        raise errors.BuildError(
-            f"program '{prog}' was not built (this build has {list(self.programs)})",
-            where=self.build_dir,
-            fix=f"rebuild with programs including '{public}'"
-            + (f" (or just '{prog}')" if public != prog else ""),
-        )
 
     # -- backend memory: host arrays on cpu, device arrays on cuda ------------------------------
     def _argument(self, a):

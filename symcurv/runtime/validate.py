@@ -328,3 +328,35 @@ class Checks:
                 fix="pass a finite direction",
             )
         return V
+
+
+# the name a user passes in programs= for each built program (cp_diag builds every estimator)
+PUBLIC_PROGRAM = {
+    "cp_S": "cp_diag",
+    "cp_TU": "cp_diag",
+    "cp_GN": "cp_diag",
+    "becker_lecun": "becker_lecun_diag",
+    "input_diag_S": "input_diag_hessian",
+    "input_diag_TU": "input_diag_hessian",
+    "input_bl": "input_diag_hessian",
+    "kfac_cp": "kfac",
+    "kfac_empirical": "kfac",
+}
+
+
+def not_built(manifest: dict, prog: str, build_dir) -> None:
+    """Raise the error for a program a build lacks: skipped (with the reason the build
+    recorded) or not asked for (with the ``programs=`` name that builds it)."""
+    reason = manifest.get("skipped", {}).get(prog)
+    if reason:
+        kind = manifest.get("skipped_errors", {}).get(prog, "LossError")
+        cls = getattr(errors, kind, errors.NotApplicableError)
+        raise cls(f"program '{prog}' does not exist for this model: {reason}")
+    public = PUBLIC_PROGRAM.get(prog, prog)
+    built = [k for k in manifest["programs"] if not k.endswith(".static")]
+    raise errors.BuildError(
+        f"program '{prog}' was not built (this build has {built})",
+        where=build_dir,
+        fix=f"rebuild with programs including '{public}'"
+        + (f" (or just '{prog}')" if public != prog else ""),
+    )

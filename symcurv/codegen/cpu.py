@@ -378,7 +378,7 @@ def emit(
                 dict.fromkeys([st[r] for r in k.reads] + [st[w] for w in k.writes])
             )
         elif k.kind == "gather":
-            kernel_params[k.name] = common.gather_parts(g, k, st)[0]
+            kernel_params[k.name] = common.gather_parts(g, k, st, ("0", str(k.how.cols)))[0]
     body, loops = _driver(low, plan, kernel_params)
     for k in low.kernels:
         src()

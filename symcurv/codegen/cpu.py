@@ -293,7 +293,8 @@ def _driver(low: Lowered, plan: Plan, kernel_params: dict[str, list[str]]):
 
     def copy_output(nid: str, dst: str) -> list[str]:
         lines = _copy_lines(g, nid, dst, st, low.views)
-        return _loop_kernel(f"copy_{st[nid]}", lines, known, loops)
+        # a constant output (e.g. the zero gradient of an unused parameter) has no storage
+        return _loop_kernel(f"copy_{st.get(nid, nid)}", lines, known, loops)
 
     calls = {
         "map": lambda k: [f"{k.name}(B, {', '.join(kernel_params[k.name])})"],

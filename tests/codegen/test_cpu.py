@@ -3,7 +3,7 @@
 import numpy as np
 
 import symcurv as sc
-from symcurv import testing
+from symcurv import errors, testing
 
 
 def test_a_map_with_more_than_30_reads_compiles(tmp_path):
@@ -26,3 +26,27 @@ def test_a_map_with_more_than_30_reads_compiles(tmp_path):
     batch = {"x0": rng.uniform(0.05, 0.95, (3, 2)), "t": rng.uniform(0.05, 0.95, (3, 2))}
     errs = testing.compare_to_reference(prog, prog.init(0), batch)
     assert errs["cp_S"] < 1e-10, errs
+
+
+def test_the_zero_gradient_of_an_unused_parameter_is_copied(tmp_path):
+    """Found by tests/fuzz after the plain-Python driver (session 10): a parameter that
+    does not reach the objective has a constant zero gradient, an output with no storage of
+    its own, and naming its copy kernel after that storage raised KeyError in the emitter.
+    The gradient must be the reference's (zero in W2's entry)."""
+    m = sc.Model("unused_param")
+    x0 = m.input("x0", 2)
+    t = m.target("t", 1)
+    W0 = m.param("W0", (1, 2), init=sc.init.normal(0.5))
+    W1 = m.param("W1", (1, 1), init=sc.init.normal(0.8))
+    W2 = m.param("W2", (1, 1), init=sc.init.normal(0.8))
+    h1 = W1 @ (W0 @ x0)
+    _ = W2 @ h1  # computed, never used by the loss
+    m.minimize(sc.losses.squared_error(h1, t))
+    with np.testing.suppress_warnings() as sup:
+        sup.filter(errors.UnusedParameterWarning)
+        prog = sc.compile(m, programs=("grad",), build_dir=tmp_path / "b", progress=False)
+    rng = np.random.default_rng(0)
+    batch = {"x0": rng.uniform(0.05, 0.95, (3, 2)), "t": rng.uniform(0.05, 0.95, (3, 1))}
+    errs = testing.compare_to_reference(prog, prog.init(0), batch)
+    assert errs["grad"] < 1e-12, errs
+    assert prog.grad(prog.init(0), batch)[1][3] == 0.0  # W2's entry

@@ -57,12 +57,10 @@ ADAM_RATES = (3e-3, 1e-3, 3e-4, 1e-4)
 EXTEND = 4  # at most this many rates below the grid, when its smallest wins
 
 
-def autoencoder(dataset: str, error: bool = False) -> sc.Model:
-    """The mirrored autoencoder; ``error=True`` gives the same parameters with the loss
-    ½‖x̂ − x‖², so 2 × its mean is Table 2's error."""
-    sizes = ARCH[dataset]
-    m = sc.Model(f"{dataset}_{'error' if error else 'train'}")
-    x = m.input("x", sizes[0])
+def mirrored(m: sc.Model, x, sizes):
+    """The encoder ``sizes`` and its mirror image as decoder, Martens' sparse initialisation
+    (15 non-zero incoming weights per unit), logistic hidden units, a linear code layer and
+    a linear output: the output's pre-activation (each loss picks its output function)."""
     encoder = list(zip(sizes, sizes[1:]))
     layers = encoder + [(b, a) for a, b in reversed(encoder)]
     h, code = x, len(sizes) - 2
@@ -70,8 +68,17 @@ def autoencoder(dataset: str, error: bool = False) -> sc.Model:
         W = m.param(f"W{i}", (n_out, n_in), init=sc.init.sparse(15))
         b = m.param(f"b{i}", n_out, init=sc.init.zeros())
         a = W @ h + b
-        last = i == len(layers) - 1
-        h = a if (i == code or last) else sc.logistic(a)
+        h = a if i in (code, len(layers) - 1) else sc.logistic(a)
+    return h
+
+
+def autoencoder(dataset: str, error: bool = False) -> sc.Model:
+    """The mirrored autoencoder; ``error=True`` gives the same parameters with the loss
+    ½‖x̂ − x‖², so 2 × its mean is Table 2's error."""
+    sizes = ARCH[dataset]
+    m = sc.Model(f"{dataset}_{'error' if error else 'train'}")
+    x = m.input("x", sizes[0])
+    h = mirrored(m, x, sizes)
     if dataset == "curves":
         out = sc.logistic(h) if error else h
         loss = sc.losses.squared_error(out, x) if error else sc.losses.sigmoid_cross_entropy(h, x)

@@ -49,6 +49,7 @@ import symcurv as sc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import datasets  # noqa: E402
+import hf_autoencoders  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (784, 1000, 500, 250, 30)
@@ -84,14 +85,7 @@ def model(sizes=SIZES) -> sc.Model:
     linear code and output."""
     m = sc.Model("kfac_autoencoder")
     x = m.input("x", sizes[0])
-    encoder = list(zip(sizes, sizes[1:]))
-    layers = encoder + [(b, a) for a, b in reversed(encoder)]
-    h, code = x, len(sizes) - 2
-    for i, (n_in, n_out) in enumerate(layers):
-        W = m.param(f"W{i}", (n_out, n_in), init=sc.init.sparse(15))
-        b = m.param(f"b{i}", n_out, init=sc.init.zeros())
-        a = W @ h + b
-        h = a if i in (code, len(layers) - 1) else sc.logistic(a)
+    h = hf_autoencoders.mirrored(m, x, sizes)  # the network of the HF example
     m.minimize(sc.losses.squared_error(h, x))
     return m
 

@@ -172,6 +172,7 @@ register(
         curvature=curv.linear,
         sq_vjp=lambda g, n, d, needs: [transpose(g, d, n.origin)],
         lower=lambda g, n: lw.Transpose(n.inputs[0], *n.shape),
+        factored_vjp=lambda uv: (uv[1], uv[0]),  # (u vᵀ)ᵀ = v uᵀ
         view=True,
         doc="y = Wᵀ",
     )
@@ -236,6 +237,7 @@ register(
         curvature=_outer_curvature,
         sq_vjp=_outer_sq_vjp,
         lower=lambda g, n: lw.Outer(*n.inputs, *n.shape),
+        rank_one=True,
         doc="y = u vᵀ per case",
     )
 )

@@ -354,8 +354,10 @@ B_SYMBOL = sympy.Symbol("B", positive=True)  # the batch size inside fused map k
 INDEX_SYMBOL = sympy.Symbol("j", integer=True, nonnegative=True)
 
 
-def _bb_impl(node, args, arg_nodes):
-    raise RuntimeError("batch_broadcast is evaluated by the interpreter, which knows B")
+def _bb_impl(node, args, arg_nodes, batch):
+    """y_b = x for every case b (``mean``: x / B)."""
+    y = np.broadcast_to(args[0], (batch,) + np.shape(args[0]))
+    return y / batch if node.attr("mean") else y.copy()
 
 
 def _bb_sq_vjp(g: Graph, n: Node, d: str, needs: list[bool]) -> list[str | None]:
@@ -399,6 +401,7 @@ register(
         scalar=lambda node, syms: syms[0] / B_SYMBOL if node.attr("mean") else syms[0],
         curvature=curv.linear,
         sq_vjp=_bb_sq_vjp,
+        batch_impl=True,
         doc="y_b = x (or x / B with mean=True): an unbatched value given to every case",
     )
 )

@@ -53,6 +53,15 @@ class PrimitiveDef:
                                                     array is never written)
     view                                            the op may be read in place by the GEMMs
                                                     consuming it (a transpose: a BLAS flag)
+    rank_one                                        the value is the outer product u vᵀ of
+                                                    its two operands (per case when batched):
+                                                    CP's leaf reduction keeps such per-case
+                                                    terms as the pair (u, v), never B × m × n
+    factored_vjp((u, v)) -> (u', v')                the pullback to the op's one operand of a
+                                                    per-case rank-one cotangent u_b v_bᵀ, kept
+                                                    factored (a transpose: (v, u))
+    batch_impl                                      ``impl`` makes a batch from unbatched
+                                                    operands and is called with ``batch=B``
     binding                                         a leaf's argument of a compiled program:
                                                     "theta" (a view of θ), "v" (of the flat
                                                     direction), "batch", or an extra bound by
@@ -73,8 +82,11 @@ class PrimitiveDef:
     sq_vjp: Callable[[Graph, Node, str, list], list] | None = None
     loss_weight: Callable[[Graph, Node, list], float | None] | None = None
     lower: Callable[[Graph, Node], Any] | None = None
+    factored_vjp: Callable[[tuple[str, str]], tuple[str, str]] | None = None
     inline: bool = False
     view: bool = False
+    rank_one: bool = False
+    batch_impl: bool = False
     binding: str = ""
     doc: str = ""
 

@@ -59,12 +59,10 @@ def evaluate(
             continue
         args = [vals[i] for i in node.inputs]
         arg_nodes = [graph[i] for i in node.inputs]
-        if node.op == "batch_broadcast":
-            x = np.broadcast_to(args[0], (B,) + np.shape(args[0]))
-            vals[nid] = x / B if node.attr("mean") else x.copy()
-            continue
+        prim = REGISTRY[node.op]
+        extra = {"batch": B} if prim.batch_impl else {}
         with np.errstate(all="ignore"):
-            vals[nid] = np.asarray(REGISTRY[node.op].impl(node, args, arg_nodes), dtype=np.float64)
+            vals[nid] = np.asarray(prim.impl(node, args, arg_nodes, **extra), dtype=np.float64)
     if keep_all:
         return vals
     return {o: vals[graph.outputs[o]] for o in wanted}

@@ -194,8 +194,9 @@ class Sweep:
         for i, x in enumerate(node.inputs):
             if x not in self.live:
                 continue
-            if node.op == "transpose" and t.kind == "outer":  # (u vᵀ)ᵀ = v uᵀ
-                parts = {c: (v, u) for c, (u, v) in t.parts.items()}
+            factored = REGISTRY[node.op].factored_vjp
+            if factored is not None and t.kind == "outer":  # stays rank one: (u vᵀ)ᵀ = v uᵀ
+                parts = {c: factored(p) for c, p in t.parts.items()}
                 self.case.setdefault(x, []).append(leafform.CaseTerm("outer", parts))
                 continue
             # any other θ-only node: per-case values materialised (B × |node| memory)

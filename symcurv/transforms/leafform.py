@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from symcurv.ir.graph import Graph, Node
 from symcurv.ops import elementwise as ew
-from symcurv.ops.registry import emit
+from symcurv.ops.registry import REGISTRY, emit
 
 Form = tuple[tuple[str, str, float], ...]
 Channels = dict[str, "str | None"]
@@ -34,7 +34,7 @@ class CaseTerm:
 
 def as_term(g: Graph, ch: Channels) -> CaseTerm:
     parts = {c: v for c, v in ch.items() if v is not None}
-    if parts and all(g[v].op == "outer" and g[v].batched for v in parts.values()):
+    if parts and all(REGISTRY[g[v].op].rank_one and g[v].batched for v in parts.values()):
         return CaseTerm("outer", {c: tuple(g[v].inputs) for c, v in parts.items()})
     return CaseTerm("vec", {c: (v,) for c, v in parts.items()})
 

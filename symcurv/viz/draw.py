@@ -47,6 +47,7 @@ LEAF_ROLE = {
     "param": "param",
     "const": "const",
     "direction": "direction",
+    "input_direction": "direction",
     "noise": "noise",
     "cached": "cached",
 }

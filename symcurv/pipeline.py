@@ -359,13 +359,17 @@ def warm(prog, progress: bool = True) -> None:
     one per CPU (``SYMCURV_COMPILE_WORKERS`` overrides; see
     ``runtime/compile_parallel.py``); this process then loads every program from the
     cache. A tqdm bar on stderr ticks as each kernel is compiled, and a line names each
-    program loaded (none with ``progress=False``). The CUDA simulator compiles nothing,
-    so there it is skipped."""
+    program loaded (none with ``progress=False``). A GPU's programs are compiled here by
+    running each once; the CUDA simulator compiles nothing, so there it is skipped."""
     say = Progress(progress)
     if not prog.device.compiles_ahead:
         say(f"{prog.backend} (simulated): nothing to compile ahead of time")
         return
     names = list(prog.programs)
+    if not getattr(prog.device, "compiles_in_workers", False):  # a GPU: one call compiles
+        for name, seconds in parallel_compile.compile_by_running(prog, names):
+            say(f"compiled '{name}' ({seconds:.1f}s)")
+        return
     t_all = time.perf_counter()
     found = parallel_compile.kernel_signatures(prog, names)
     order = parallel_compile.cold(found)

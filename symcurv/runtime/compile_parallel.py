@@ -301,6 +301,17 @@ def compile_kernels(
     return "; ".join(dict.fromkeys(fallback)) or None, in_workers
 
 
+def compile_by_running(prog, names: list[str]):
+    """``(name, seconds)`` as each program is compiled in this process by running it once:
+    for a backend whose kernels are not plain Numba CPU functions (a GPU's launch
+    drivers), which neither the dry run nor worker processes serve."""
+    theta = prog.init(0)
+    for name in names:
+        t = time.perf_counter()
+        call_once(prog, name, theta)
+        yield name, time.perf_counter() - t
+
+
 def load_compiled(
     found: dict[str, tuple[Dispatcher, list[tuple]]], from_workers: set[str]
 ) -> list[str]:

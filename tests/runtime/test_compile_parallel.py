@@ -110,3 +110,26 @@ def test_workers_wanted_follows_the_variable_and_the_program_count(monkeypatch):
     assert compile_parallel.workers_wanted(18) == 1
     monkeypatch.setenv(compile_parallel.ENV, "8")
     assert compile_parallel.workers_wanted(3) == 3 and compile_parallel.workers_wanted(18) == 8
+
+
+def test_a_backend_without_workers_compiles_by_running_each_program(
+    built_in_workers, tmp_path, capsys
+):
+    """A GPU's kernels are launched, not called: no dry run, no workers; each program
+    is compiled here by one call (checked on the CPU build with such a device)."""
+    dst = tmp_path / "copy"
+    shutil.copytree(
+        built_in_workers[0].build_dir, dst, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    prog = sc.load(dst)
+
+    class Launched:
+        compiles_ahead, compiles_in_workers = True, False
+
+    prog.device = Launched()
+    pipeline.warm(prog, progress=True)
+    err = capsys.readouterr().err
+    assert "compiled 'loss' (" in err and "compiled 'grad' (" in err and "processes" not in err
+    assert all(
+        f.overloads for n in ("loss", "grad") for f in compile_parallel.program_kernels(prog, n)
+    )

@@ -371,7 +371,8 @@ def warm(prog, progress: bool = True) -> None:
             say(f"compiled '{name}' ({seconds:.1f}s)")
         return
     t_all = time.perf_counter()
-    found = parallel_compile.kernel_signatures(prog, names)
+    unrecorded: list[str] = []  # programs whose dry run failed: compiled by running below
+    found = parallel_compile.kernel_signatures(prog, names, unrecorded)
     order = parallel_compile.cold(found)
     n_workers = parallel_compile.workers_wanted(len(order), prog.device)
     bar = progress_bar(
@@ -393,6 +394,7 @@ def warm(prog, progress: bool = True) -> None:
     )
     bar.close()
     missed = parallel_compile.load_compiled(found, in_workers)
+    list(parallel_compile.compile_by_running(prog, unrecorded))
     users = Counter(k for n in names for k in set(parallel_compile.program_keys(prog, n)))
     for name in names:
         keys = parallel_compile.program_keys(prog, name)

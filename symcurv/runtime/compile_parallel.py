@@ -131,13 +131,17 @@ class _Worker:
             self.proc.kill()
 
 
-def kernel_signatures(prog, names: list[str]) -> dict[str, tuple[Dispatcher, list[tuple]]]:
+def kernel_signatures(
+    prog, names: list[str], failed: list[str] | None = None
+) -> dict[str, tuple[Dispatcher, list[tuple]]]:
     """``{key: (compiled function, [argument types, ...])}`` of every compiled function
     the drivers of programs ``names`` call (their kernels, and ``syrk_tn``), found by a
     dry run: each driver runs once on call_once's batch with its kernels replaced by
     recorders that note the Numba types of their arguments and compute nothing (the
     plain-Python driver's own numpy steps run on whatever the buffers hold). A kernel
-    shared by several programs is one entry: one compile for all of them."""
+    shared by several programs is one entry: one compile for all of them. A program whose
+    dry run raises is appended to ``failed`` (the caller compiles it by running it, which
+    raises the error a serial build would)."""
     found: dict[str, tuple[Dispatcher, list[tuple]]] = {}
 
     class Recorder:
@@ -168,7 +172,12 @@ def kernel_signatures(prog, names: list[str]) -> dict[str, tuple[Dispatcher, lis
         theta = prog.init(0)  # drawn once: the autoencoder's sparse init costs 0.1 s
         with np.errstate(all="ignore"):  # the buffers hold whatever they held
             for name in names:
-                call_once(prog, name, theta)
+                try:
+                    call_once(prog, name, theta)
+                except Exception:  # noqa: BLE001 (compiled by running it, see above)
+                    if failed is None:
+                        raise
+                    failed.append(name)
     finally:
         for module, attr, f in saved:
             setattr(module, attr, f)

@@ -133,3 +133,29 @@ def test_a_backend_without_workers_compiles_by_running_each_program(
     assert all(
         f.overloads for n in ("loss", "grad") for f in compile_parallel.program_kernels(prog, n)
     )
+
+
+def test_a_driver_the_dry_run_cannot_run_is_compiled_by_running_it(
+    built_in_workers, tmp_path, monkeypatch
+):
+    """Should a driver fail while its kernels are stand-ins (a step that needs real
+    values), its program is compiled by running it once, and works."""
+    dst = tmp_path / "copy"
+    shutil.copytree(
+        built_in_workers[0].build_dir, dst, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    prog = sc.load(dst)
+    module = prog._modules["loss"]
+    real_run = module.run
+
+    def needs_real_kernels(*args):
+        if any(type(f).__name__ == "Recorder" for f in vars(module).values()):  # dry run
+            raise RuntimeError("a value the dry run does not compute")
+        return real_run(*args)
+
+    monkeypatch.setattr(module, "run", needs_real_kernels)
+    monkeypatch.setenv(compile_parallel.ENV, "1")
+    pipeline.warm(prog, progress=False)
+    assert all(f.overloads for f in compile_parallel.program_kernels(prog, "loss"))
+    errs = testing.compare_to_reference(prog, prog.init(0), testing.random_batch(prog, 3))
+    assert max(errs.values()) < 1e-12, errs

@@ -1,10 +1,14 @@
-"""CPU emitter: a lowered program -> one Python source file of Numba kernels.
+"""CPU emitter: a lowered program -> its Python module and its kernels' shared files.
 
-Layout of the file (see docs/kernel_tour.md): a header docstring; one scalar function per
-fused map (printed once from sympy after CSE — the CUDA emitter wraps the same functions as
-device functions); one ``@njit`` kernel per fusion group or reduction, each with a comment
-naming its IR nodes and DSL lines; and a driver ``run`` that calls the kernels in order,
-with GEMMs as BLAS calls (``np.dot(a, b, out)``) into preallocated buffers.
+Layout (see docs/kernel_tour.md): the program's module holds a header docstring, one
+comment block per kernel naming its IR nodes and DSL lines, the line that takes each
+compiled kernel from its shared file (``k1_map_logistic = kernel('map_logistic_…')``),
+and a driver ``run`` that calls the kernels in order, with GEMMs as BLAS calls
+(``np.dot(a, b, out)``) into preallocated buffers. Each compiled kernel — one ``@njit``
+loop per fusion group or reduction, a map's with its scalar function (printed once from
+sympy after CSE; the CUDA emitter wraps the same functions as device functions) — is a
+file of its own, named after its text (``codegen/kernel_files.py``), so programs that
+run the same loop share it.
 """
 
 from __future__ import annotations

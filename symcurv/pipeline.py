@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -207,7 +208,7 @@ def build(
     progress: bool = True,
 ) -> Path:
     """Derive, optimise, lower and emit every program; write the build directory."""
-    from symcurv.codegen import cpu, cuda, lower, schedule
+    from symcurv.codegen import cpu, cuda, kernel_files, lower, schedule
     from symcurv.ir.validate import validate
     from symcurv.passes import optimize, split
     from symcurv.transforms import kfac
@@ -285,7 +286,8 @@ def build(
             rel = f"kernels/{part.replace('.', '_')}.py"
             meta = dict(model=model.name, dtype=dtype, ir_hash=digest, version=symcurv.__version__)
             emitter = {"cpu": cpu, "cuda": cuda}[backend]
-            files[rel] = emitter.emit(part, low, plan, **meta, parallel=parallel)
+            emitted = emitter.emit(part, low, plan, **meta, parallel=parallel)
+            files.update(kernel_files.files(rel, emitted))
             specs[part] = {
                 "file": rel,
                 "leaves": plan.leaves,
@@ -351,52 +353,62 @@ def build(
 
 
 def warm(prog, progress: bool = True) -> None:
-    """Compile every program now (ahead of time) by running it on a 2-case batch; Numba
-    writes the machine code to the build's cache for every later process. Programs compile
-    in parallel processes, one per CPU (``SYMCURV_COMPILE_WORKERS`` overrides; see
-    ``runtime/compile_parallel.py``), and this process then loads them from the cache. A
-    tqdm bar on stderr ticks as each program is compiled (none with ``progress=False``).
-    The CUDA simulator compiles nothing, so there it is skipped."""
+    """Compile every program now (ahead of time); Numba writes the machine code to the
+    build's cache for every later process. Each distinct kernel is compiled once, for
+    all the programs that share it (``codegen/kernel_files.py``), in parallel processes,
+    one per CPU (``SYMCURV_COMPILE_WORKERS`` overrides; see
+    ``runtime/compile_parallel.py``); this process then loads every program from the
+    cache. A tqdm bar on stderr ticks as each kernel is compiled, and a line names each
+    program loaded (none with ``progress=False``). A GPU's programs are compiled here by
+    running each once; the CUDA simulator compiles nothing, so there it is skipped."""
     say = Progress(progress)
     if not prog.device.compiles_ahead:
         say(f"{prog.backend} (simulated): nothing to compile ahead of time")
         return
     names = list(prog.programs)
-    cold = parallel_compile.to_compile(prog, names)
-    n_workers = parallel_compile.workers_wanted(len(cold), prog.device)
+    if not getattr(prog.device, "compiles_in_workers", False):  # a GPU: one call compiles
+        for name, seconds in parallel_compile.compile_by_running(prog, names):
+            say(f"compiled '{name}' ({seconds:.1f}s)")
+        return
     t_all = time.perf_counter()
+    unrecorded: list[str] = []  # programs whose dry run failed: compiled by running below
+    found = parallel_compile.kernel_signatures(prog, names, unrecorded)
+    order = parallel_compile.cold(found)
+    n_workers = parallel_compile.workers_wanted(len(order), prog.device)
     bar = progress_bar(
-        total=len(names),
+        total=len(found),
         desc=f"[symcurv] compiling '{prog.name}' with Numba"
         + (f" in {n_workers} processes" if n_workers > 1 else ""),
-        unit="program",
+        unit="kernel",
         enabled=progress,
     )
-    in_workers = []
 
-    def done(name: str, seconds: float, where: str) -> None:
-        n_kernels = len(prog.manifest["programs"][name]["kernels"])
-        if where == "worker":
-            in_workers.append(name)
+    bar.update(len(found) - len(order))  # compiled or in Numba's cache already
+
+    def done(key: str, seconds: float, where: str) -> None:
         bar.update(1)
-        bar.set_postfix_str(f"{name} ({n_kernels} kernels)")
-        if progress:
-            bar.write(
-                f"[symcurv] compiled '{name}' ({n_kernels} kernels, {seconds:.1f}s"
-                f"{', in a worker process' if where == 'worker' else ''})",
-                file=sys.stderr,
-            )
+        bar.set_postfix_str(key.rsplit(":", 1)[-1])
 
-    fell_back = parallel_compile.compile_programs(prog, names, done, n_workers)
+    fell_back, in_workers = parallel_compile.compile_kernels(
+        prog, names, found, order, done, n_workers
+    )
     bar.close()
-    missed = parallel_compile.load_compiled(prog, in_workers)
-    if fell_back:
-        say(f"compiled serially in this process: {fell_back}")
+    missed = parallel_compile.load_compiled(found, in_workers)
+    list(parallel_compile.compile_by_running(prog, unrecorded))
+    users = Counter(k for n in names for k in set(parallel_compile.program_keys(prog, n)))
+    for name in names:
+        keys = parallel_compile.program_keys(prog, name)
+        shared = sum(users[k] > 1 for k in set(keys))
+        say(f"compiled '{name}' ({len(set(keys))} kernels, {shared} shared with other programs)")
     if missed:
         say(f"Numba's cache missed {', '.join(missed)} here: compiled again in this process")
+    if fell_back:
+        say(f"compiled serially in this process: {fell_back}")
     say(
-        f"compiled {len(names)} programs in {time.perf_counter() - t_all:.1f}s"
-        f" ({n_workers} processes); Numba's cache in {prog.build_dir} makes later loads fast"
+        f"compiled {len(order)} distinct kernels of {len(names)} programs in "
+        f"{time.perf_counter() - t_all:.1f}s ({n_workers} processes, {len(in_workers)} "
+        f"kernels in worker processes); Numba's cache in {prog.build_dir} makes later "
+        "loads fast"
     )
 
 

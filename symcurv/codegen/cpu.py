@@ -1,17 +1,21 @@
-"""CPU emitter: a lowered program -> one Python source file of Numba kernels.
+"""CPU emitter: a lowered program -> its Python module and its kernels' shared files.
 
-Layout of the file (see docs/kernel_tour.md): a header docstring; one scalar function per
-fused map (printed once from sympy after CSE — the CUDA emitter wraps the same functions as
-device functions); one ``@njit`` kernel per fusion group or reduction, each with a comment
-naming its IR nodes and DSL lines; and a driver ``run`` that calls the kernels in order,
-with GEMMs as BLAS calls (``np.dot(a, b, out)``) into preallocated buffers.
+Layout (see docs/kernel_tour.md): the program's module holds a header docstring, one
+comment block per kernel naming its IR nodes and DSL lines, the line that takes each
+compiled kernel from its shared file (``k1_map_logistic = kernel('map_logistic_…')``),
+and a driver ``run`` that calls the kernels in order, with GEMMs as BLAS calls
+(``np.dot(a, b, out)``) into preallocated buffers. Each compiled kernel — one ``@njit``
+loop per fusion group or reduction, a map's with its scalar function (printed once from
+sympy after CSE; the CUDA emitter wraps the same functions as device functions) — is a
+file of its own, named after its text (``codegen/kernel_files.py``), so programs that
+run the same loop share it.
 """
 
 from __future__ import annotations
 
 import re
 
-from symcurv.codegen import common
+from symcurv.codegen import common, kernel_files
 from symcurv.codegen.lower import Kernel, Lowered
 from symcurv.codegen.schedule import Plan
 from symcurv.codegen.source import Source
@@ -315,10 +319,70 @@ def _emit_loop_kernel(src: Source, name: str, params: list[str], lines: list[str
     src(f"@njit(cache=True{threads}, error_model='numpy')")
     with src.block(f"def {name}(B, {', '.join(params)}):"):
         src.extend(lines)
-    src()
 
 
-# ---- the file --------------------------------------------------------------------------
+# ---- the files: the program's module and its kernels' shared files ---------------------
+def _shared_header(parallel: bool) -> list[str]:
+    """The lines of a shared kernel file between its docstring and its functions."""
+    return [
+        "import math  # noqa: F401",
+        "",
+        "import numpy as np  # noqa: F401",
+        "from numba import njit, prange  # noqa: F401",
+        "",
+        "from symcurv.runtime import vecmath as vm  # noqa: F401  (vectorisable exp, log)",
+        "",
+        f"PARALLEL = {parallel!r}  # prange loops run on Numba threads when True",
+    ]
+
+
+def _scalar_function(g: Graph, k: Kernel) -> list[str]:
+    # error_model="numpy": x/0 gives inf (caught by Program's non-finite check, which
+    # names the node) instead of a ZeroDivisionError from inside Numba; it also drops
+    # the per-element zero test (about 8% off a logistic map). inline='always' puts the
+    # formulas into the map's loop in Numba IR, so LLVM sees one loop body and
+    # vectorises it (as separate functions, vm.log(1 + vm.exp(.)) exceeded LLVM's
+    # inlining budget and every element became a scalar call: 4x slower). Numba's IR
+    # inliner refuses a call of more than 30 arguments ("Calling a closure with *args
+    # is unsupported"): a map reading more (a CP sweep's pair map over many noise and
+    # cached values) keeps its formulas as a separate compiled function.
+    inline = "always" if len(k.reads) + 1 <= MAX_INLINE_ARGS else "never"  # + 1: B
+    return [
+        f"@njit(cache=True, inline={inline!r}, error_model='numpy')",
+        *common.emit_scalar_function(g, k, "cpu"),
+    ]
+
+
+def _compiled(
+    low: Lowered, st: dict[str, str], loops: dict[str, tuple[list[str], list[str]]]
+) -> dict[str, kernel_files.Compiled]:
+    """Every compiled kernel of the program as the emitters print it, by name: the maps,
+    the gathers and the driver's loop steps (``loops``, emptied here)."""
+    g = low.graph
+    out: dict[str, kernel_files.Compiled] = {}
+    for k in low.kernels:
+        src, helpers = Source(), []
+        if k.kind in ("map", "gather"):
+            if k.kind == "map":
+                helpers.append(_scalar_function(g, k))
+            src("@njit(cache=True, parallel=PARALLEL, error_model='numpy')")
+            (_emit_map if k.kind == "map" else _emit_gather)(src, g, k, st)
+        elif k.name in loops:
+            _emit_loop_kernel(src, k.name, *loops.pop(k.name))
+        else:
+            continue  # a step of one numpy call, in the driver
+        writes = {st[w] for w in k.writes if w in st}
+        out[k.name] = kernel_files.Compiled(k.name, [*helpers, src.lines], writes)
+    for name, (params, lines) in loops.items():  # an output copied by a loop: its first
+        src = Source()  # parameter is the destination (copy_output's lines write dst)
+        _emit_loop_kernel(src, name, params, lines)
+        dst = re.match(r"\s*(\w+)", next(ln for ln in lines if "=" in ln and "for" not in ln))
+        writes = {dst.group(1)} if dst else set()
+        out[name] = kernel_files.Compiled(name, [src.lines], writes)
+    loops.clear()
+    return out
+
+
 def emit(
     program: str,
     low: Lowered,
@@ -329,8 +393,29 @@ def emit(
     ir_hash: str,
     version: str,
     parallel: bool,
-) -> str:
+) -> kernel_files.Emitted:
+    """The program's module (header, each kernel's comment block and the name of its
+    shared kernel, the driver ``run``) and the shared kernel files it loads
+    (``codegen/kernel_files.py``)."""
     g, st = low.graph, plan.storage
+    kernel_params: dict[str, list[str]] = {}
+    for k in low.kernels:
+        if k.kind == "map":
+            kernel_params[k.name] = list(
+                dict.fromkeys([st[r] for r in k.reads] + [st[w] for w in k.writes])
+            )
+        elif k.kind == "gather":
+            kernel_params[k.name] = common.gather_parts(g, k, st, ("0", str(k.how.cols)))[0]
+    body, loops = _driver(low, plan, kernel_params)
+    compiled = _compiled(low, st, loops)
+    header = _shared_header(parallel)
+    shared: dict[str, str] = {}
+    names: dict[str, tuple[str, list[str]]] = {}  # kernel -> (shared name, its arrays)
+    for kname, c in compiled.items():
+        sname, text, params = kernel_files.shared_file(c, header)
+        shared[sname] = text
+        names[kname] = (sname, params)
+
     src = Source()
     src.extend(
         common.header_lines(
@@ -344,60 +429,30 @@ def emit(
         )
     )
     src()
-    src("import math  # noqa: F401")
-    src()
     src("import numpy as np  # noqa: F401")
-    src("from numba import njit, prange  # noqa: F401")
     src()
-    src("from symcurv.runtime import vecmath as vm  # noqa: F401  (vectorisable exp, log)")
+    src("from symcurv.runtime import vecmath as vm  # noqa: F401  (logsumexp_rows)")
     if _uses_syrk(low, st):
         src("from symcurv.runtime.blas_syrk import syrk_tn  # noqa: F401  (UᵀU by BLAS syrk)")
+    src("from symcurv.runtime.shared_kernels import importer")
     src()
-    src(f"PARALLEL = {parallel!r}  # prange loops run on Numba threads when True")
-    src()
-    for k in low.kernels:
-        if k.kind != "map":
-            continue
-        src()
-        # error_model="numpy": x/0 gives inf (caught by Program's non-finite check, which
-        # names the node) instead of a ZeroDivisionError from inside Numba; it also drops
-        # the per-element zero test (about 8% off a logistic map). inline='always' puts the
-        # formulas into the map's loop in Numba IR, so LLVM sees one loop body and
-        # vectorises it (as separate functions, vm.log(1 + vm.exp(.)) exceeded LLVM's
-        # inlining budget and every element became a scalar call: 4x slower). Numba's IR
-        # inliner refuses a call of more than 30 arguments ("Calling a closure with *args
-        # is unsupported"): a map reading more (a CP sweep's pair map over many noise and
-        # cached values) keeps its formulas as a separate compiled function.
-        inline = "always" if len(k.reads) + 1 <= MAX_INLINE_ARGS else "never"  # + 1: B
-        src(f"@njit(cache=True, inline={inline!r}, error_model='numpy')")
-        src.extend(common.emit_scalar_function(g, k, "cpu"))
-        src()
-    kernel_params: dict[str, list[str]] = {}
-    for k in low.kernels:
-        if k.kind == "map":
-            kernel_params[k.name] = list(
-                dict.fromkeys([st[r] for r in k.reads] + [st[w] for w in k.writes])
-            )
-        elif k.kind == "gather":
-            kernel_params[k.name] = common.gather_parts(g, k, st, ("0", str(k.how.cols)))[0]
-    body, loops = _driver(low, plan, kernel_params)
+    src(f"kernel = importer(__file__)  # loads kernels/{kernel_files.SHARED}/<name>.py")
+
+    def alias(kname: str) -> None:
+        sname, params = names[kname]
+        src(f"{kname} = kernel({sname!r})  # ({', '.join(['B', *params])})")
+
     for k in low.kernels:
         src()
         src.extend(common.kernel_comment(g, k, st))
-        if k.kind == "map":
-            src("@njit(cache=True, parallel=PARALLEL, error_model='numpy')")
-            kernel_params[k.name] = _emit_map(src, g, k, st)
+        if k.name in names:
+            alias(k.name)
+    for kname in names:
+        if kname not in {k.name for k in low.kernels}:  # an output copied by a loop
             src()
-        elif k.kind == "gather":
-            src("@njit(cache=True, parallel=PARALLEL, error_model='numpy')")
-            kernel_params[k.name] = _emit_gather(src, g, k, st)
-            src()
-        elif k.name in loops:
-            _emit_loop_kernel(src, k.name, *loops.pop(k.name))
-    for name, (params, lines) in loops.items():  # an output copied by a loop
-        src()
-        src(f"# {name}: an output's copy")
-        _emit_loop_kernel(src, name, params, lines)
+            src(f"# {kname}: an output's copy")
+            alias(kname)
+    src()
     src()
     # The driver is plain Python, not compiled: Numba compiles a function together with
     # every function it calls (their code is linked into its module and optimised
@@ -411,4 +466,4 @@ def emit(
             'results are written into out_* arrays; s* are scratch buffers."""'
         )
         src.extend(body)
-    return src.text()
+    return kernel_files.Emitted(src.text(), shared)

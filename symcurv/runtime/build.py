@@ -1,11 +1,12 @@
 """Build directories: write, verify and load them.
 
-A build directory holds the generated kernel sources (``kernels/<program>.py``),
+A build directory holds the generated kernel sources (``kernels/<program>.py``, and one
+file per distinct compiled kernel in ``kernels/shared/``),
 ``manifest.json`` (versions, backend, dtype, parameter layout, programs, sha256 of every
 generated file, and the sha256 of its own canonical content, so that a hand-edited
 manifest is refused like an edited kernel), ``graph.json`` (the IR of the forward graph
 and of every program, enough to draw them without re-deriving) and Numba's on-disk cache
-(``kernels/__pycache__``).
+(``kernels/shared/__pycache__``).
 ``load`` verifies every hash BEFORE importing anything and refuses a tampered, partial or
 mismatched build. Numba itself revalidates its cache against each source file's stamp, so a
 stale cache is recompiled, never trusted.

@@ -1,31 +1,41 @@
-"""Compile a build's programs ahead of time, several at once, in worker processes.
+"""Compile a build's kernels ahead of time, each once, several at once, in worker processes.
 
-Numba compiles a program the first time it runs, and writes the machine code to the
-build's on-disk cache (``kernels/__pycache__``), from which every later process loads it.
-Each program is its own module (``kernels/<program>.py``, plus ``<program>_static.py``
-for a split one), so programs compile independently: this module runs the 2-case call
-that compiles one program in each of a few worker processes at a time, and then makes the
-same call in the calling process, which now loads the machine code from the cache
-instead of compiling it (``sc.load`` + first call, as any later process would).
+Numba compiles a kernel the first time it is called, and writes the machine code to the
+build's on-disk cache (``kernels/shared/__pycache__``), from which every later process
+loads it. The programs of a build share their kernels: each distinct kernel is one file,
+``kernels/shared/<label>_<hash>.py`` (``codegen/kernel_files.py``), that every program
+module calling it imports. So the unit of work is a kernel, not a program:
 
-Workers are plain subprocesses (``python -m symcurv.runtime.compile_parallel BUILD_DIR``)
-that read program names on stdin and answer one line per program on stdout. Unlike a
-``multiprocessing`` pool with the spawn start method, they never re-import the caller's
-``__main__``, so a user's script without an ``if __name__ == "__main__"`` guard does not
-run again in each worker. The calling process compiles programs too, from the same queue
-(it is one of the workers), so on 2 cores one subprocess is started.
+1. ``kernel_signatures``: a dry run of every program's driver (on call_once's 2-case
+   batch) with each kernel replaced by a recorder of its argument types, and the
+   driver's own BLAS steps skipped; it gives each distinct kernel and the Numba types it
+   is called with (0.2 s for the autoencoder's 18 programs);
+2. ``compile_kernels``: those not compiled or cached yet, largest first, are shared out
+   between a few processes, each compiling one kernel at a time for its types
+   (``Dispatcher.compile``), which writes it to the cache;
+3. ``load_compiled``: the calling process loads the kernels the workers compiled from
+   the cache (no program is run), so the Program it returns calls without compiling.
 
-Concurrency and Numba's cache: every program writes only its own modules' cache files;
-the shared runtime functions (``runtime/vecmath.py``) may be cached by two workers at
-once, and Numba writes each cache file to a unique temporary name and renames it into
-place (its caching docs: safe where a rename is atomic, as on a local file system), so a
-concurrent writer can at worst drop another's index entry, which is then recompiled.
+Workers are plain subprocesses (``python -m symcurv.runtime.compile_parallel BUILD_DIR
+PROGRAMS``) that make the same dry run, then read kernel keys on stdin and answer one
+line per kernel on stdout. Unlike a ``multiprocessing`` pool with the spawn start method,
+they never re-import the caller's ``__main__``, so a user's script without an ``if
+__name__ == "__main__"`` guard does not run again in each worker. The calling process
+compiles kernels too, from the same queue (it is one of the workers), so on 2 cores one
+subprocess is started.
+
+Concurrency and Numba's cache: every kernel is compiled by one process, and writes only
+its own file's cache entries; the shared runtime functions (``runtime/vecmath.py``) may
+be cached by two workers at once, and Numba writes each cache file to a unique temporary
+name and renames it into place (its caching docs: safe where a rename is atomic, as on a
+local file system), so a concurrent writer (two builds into one directory) can at worst
+drop another's index entry, which is then compiled again.
 
 ``SYMCURV_COMPILE_WORKERS`` sets the number of compiling processes (the caller included;
 default: the CPUs this process may run on); 1 compiles serially in the caller. Where a
 worker cannot be started (no ``sys.executable``, a sandbox refusing ``fork``/``exec``) or
-dies, its programs are compiled serially in the caller, and the progress line says so. A
-program whose compile fails in a worker is compiled again in the caller, so the error the
+dies, its kernels are compiled serially in the caller, and the progress line says so. A
+kernel whose compile fails in a worker is compiled again in the caller, so the error the
 user sees is the one a serial build raises.
 """
 
@@ -40,8 +50,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
+from numba.core.dispatcher import Dispatcher
 
 from symcurv.runtime.program import extra_leaves
 
@@ -49,10 +61,10 @@ ENV = "SYMCURV_COMPILE_WORKERS"
 _REPLY = "symcurv-compiled "  # a worker's answer line on stdout (other lines are ignored)
 
 
-def call_once(prog, name: str) -> None:
+def call_once(prog, name: str, theta: np.ndarray | None = None) -> None:
     """Run program ``name`` once on a 2-case batch of harmless values (θ from the
-    initialisers, inputs in (0.1, 0.9), every direction and noise leaf 1): the call that
-    makes Numba compile it (or load it from the cache)."""
+    initialisers unless given, inputs in (0.1, 0.9), every direction and noise leaf 1):
+    the call that makes Numba compile it (or load it from the cache)."""
     rng = np.random.default_rng(0)
     batch = {
         n: rng.uniform(0.1, 0.9, size=(2, d["size"])).astype(prog.dtype)
@@ -65,12 +77,13 @@ def call_once(prog, name: str) -> None:
         for e, batched, size in extra_leaves(spec, role)
     }
     v = np.ones(prog.n_params, dtype=prog.dtype)
-    prog._run(name, prog.init(0), batch, check=False, v=v, extras=extras)
+    theta = prog.init(0) if theta is None else theta
+    prog._run(name, theta, batch, check=False, v=v, extras=extras)
 
 
-def workers_wanted(n_programs: int, device=None) -> int:
+def workers_wanted(n_jobs: int, device=None) -> int:
     """How many processes compile (the caller included): ``SYMCURV_COMPILE_WORKERS``, or
-    the CPUs this process may use; never more than there are programs. A backend without
+    the CPUs this process may use; never more than there are jobs. A backend without
     ``compiles_in_workers`` (a GPU: untested with several processes) compiles here."""
     if device is not None and not getattr(device, "compiles_in_workers", False):
         return 1
@@ -82,28 +95,28 @@ def workers_wanted(n_programs: int, device=None) -> int:
             n = 1
     else:
         n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(n or 1, n_programs))
+    return max(1, min(n or 1, n_jobs))
 
 
 class _Worker:
     """One compiling subprocess: a name on its stdin, one reply line on its stdout."""
 
-    def __init__(self, build_dir: str) -> None:
+    def __init__(self, build_dir: str, names: list[str]) -> None:
         root = str(Path(__file__).resolve().parents[2])  # this symcurv, not another one
         path = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "symcurv.runtime.compile_parallel", build_dir],
+            [sys.executable, "-m", "symcurv.runtime.compile_parallel", build_dir, ",".join(names)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             env=env,
         )
 
-    def compile(self, name: str) -> dict:
-        """Compile ``name`` in the worker: ``{"seconds": s}`` or ``{"error": text}``;
-        raises OSError when the worker is gone."""
-        self.proc.stdin.write(name + "\n")
+    def compile(self, k: str) -> dict:
+        """Compile kernel ``k`` (a ``key``) in the worker: ``{"seconds": s}`` or
+        ``{"error": text}``; raises OSError when the worker is gone."""
+        self.proc.stdin.write(k + "\n")
         self.proc.stdin.flush()
         for line in self.proc.stdout:
             if line.startswith(_REPLY):
@@ -118,69 +131,165 @@ class _Worker:
             self.proc.kill()
 
 
-def compile_programs(
+def kernel_signatures(
+    prog, names: list[str], failed: list[str] | None = None
+) -> dict[str, tuple[Dispatcher, list[tuple]]]:
+    """``{key: (compiled function, [argument types, ...])}`` of every compiled function
+    the drivers of programs ``names`` call (their kernels, and ``syrk_tn``), found by a
+    dry run: each driver runs once on call_once's batch with its kernels replaced by
+    recorders that note the Numba types of their arguments and compute nothing (the
+    plain-Python driver's own numpy steps run on whatever the buffers hold). A kernel
+    shared by several programs is one entry: one compile for all of them. A program whose
+    dry run raises is appended to ``failed`` (the caller compiles it by running it, which
+    raises the error a serial build would)."""
+    found: dict[str, tuple[Dispatcher, list[tuple]]] = {}
+
+    class Recorder:
+        def __init__(self, f: Dispatcher) -> None:
+            self.f = f
+
+        def __call__(self, *args) -> None:
+            f, sigs = found.setdefault(key(self.f), (self.f, []))
+            sig = tuple(f.typeof_pyval(a) for a in args)
+            if sig not in sigs:
+                sigs.append(sig)
+
+    saved = []
+    try:
+        for part in {p for n in names for p in _parts(prog, n)}:
+            module = prog._modules[part]
+            for attr, f in list(vars(module).items()):
+                if f is np:  # the driver's BLAS steps: skipped
+                    stand_in = _NoBLAS()
+                elif isinstance(f, ModuleType):  # vm.logsumexp_rows(...) in a driver
+                    stand_in = _Recording(f, Recorder)
+                elif _is_kernel(f):
+                    stand_in = Recorder(f)
+                else:
+                    continue
+                saved.append((module, attr, f))
+                setattr(module, attr, stand_in)
+        theta = prog.init(0)  # drawn once: the autoencoder's sparse init costs 0.1 s
+        with np.errstate(all="ignore"):  # the buffers hold whatever they held
+            for name in names:
+                try:
+                    call_once(prog, name, theta)
+                except Exception:  # noqa: BLE001 (compiled by running it, see above)
+                    if failed is None:
+                        raise
+                    failed.append(name)
+    finally:
+        for module, attr, f in saved:
+            setattr(module, attr, f)
+    return found
+
+
+class _NoBLAS:
+    """numpy for a dry run of a driver: ``np.dot`` computes nothing (its types are
+    numpy's, nothing Numba compiles), everything else is numpy's."""
+
+    def __getattr__(self, name: str):
+        return getattr(np, name)
+
+    @staticmethod
+    def dot(*_args, **_kwargs) -> None:
+        return None
+
+
+class _Recording:
+    """A module of compiled functions (``vm``) for a dry run: its functions recorded."""
+
+    def __init__(self, module: ModuleType, recorder) -> None:
+        self.module, self.recorder = module, recorder
+
+    def __getattr__(self, name: str):
+        f = getattr(self.module, name)
+        return self.recorder(f) if _is_kernel(f) else f
+
+
+def key(f: Dispatcher) -> str:
+    """A compiled function's name, the same in every process that loads the build."""
+    return f"{f.py_func.__module__}:{f.py_func.__qualname__}"
+
+
+def cold(found: dict[str, tuple[Dispatcher, list[tuple]]]) -> list[str]:
+    """The keys of ``found`` that neither this process nor Numba's cache holds compiled,
+    largest first (the order that balances the processes best)."""
+    return sorted(
+        (k for k, (f, sigs) in found.items() if not _compiled_or_cached(f, sigs)),
+        key=lambda k: (-_weight(found[k][0]), k),
+    )
+
+
+def compile_kernels(
     prog,
     names: list[str],
+    found: dict[str, tuple[Dispatcher, list[tuple]]],
+    order: list[str],
     done: Callable[[str, float, str], None],
     n_workers: int,
-) -> str | None:
-    """Compile ``names`` (largest first) in ``n_workers`` processes, the caller one of
-    them, then load every program in the caller from Numba's cache. ``done(name,
-    seconds, where)`` is called as each program is compiled (``where``: "worker" or
-    "here"), from the thread that waited for it, one call at a time. Returns why it fell
-    back to fewer processes, if it did (None otherwise)."""
-    order = to_compile(prog, names)
-    ready = [n for n in names if n not in order]  # no worker needed
+) -> tuple[str | None, set[str]]:
+    """Compile the kernels ``order`` (keys of ``found``, from ``kernel_signatures(prog,
+    names)``), each once, in ``n_workers`` processes, the caller one of them.
+    ``done(key, seconds, where)`` is called as each is compiled (``where``: "worker" or
+    "here"), one call at a time. Returns why it fell back to fewer processes, if it did
+    (None otherwise), and the keys the workers compiled (this process then loads them
+    from Numba's cache)."""
     n_workers = max(1, min(n_workers, len(order)))
     todo: queue.Queue[str] = queue.Queue()
-    for name in order:
-        todo.put(name)
+    for k in order:
+        todo.put(k)
     lock = threading.Lock()
 
-    def report(name: str, seconds: float, where: str) -> None:
+    def report(k: str, seconds: float, where: str) -> None:
         with lock:
-            done(name, seconds, where)
+            done(k, seconds, where)
 
     fallback: list[str] = []
     retry: list[str] = []  # failed in a worker: compiled here, so the caller sees the error
+    in_workers: set[str] = set()
 
     def serve(worker: _Worker) -> None:
         try:
             while True:
                 try:
-                    name = todo.get_nowait()
+                    k = todo.get_nowait()
                 except queue.Empty:
                     break
                 try:
-                    reply = worker.compile(name)
+                    reply = worker.compile(k)
                 except (OSError, ValueError) as e:  # gone, or an unreadable reply
                     fallback.append(f"a compile worker failed ({e})")
-                    todo.put(name)
+                    todo.put(k)
                     break
                 if "error" in reply:
-                    retry.append(name)
+                    retry.append(k)
                 else:
-                    report(name, reply["seconds"], "worker")
+                    in_workers.add(k)
+                    report(k, reply["seconds"], "worker")
         finally:
             worker.close()
 
     threads = []
     for _ in range(n_workers - 1):
         try:
-            worker = _Worker(str(prog.build_dir))
+            worker = _Worker(str(prog.build_dir), names)
         except OSError as e:
             fallback.append(f"no compile worker could be started ({e})")
             break
         threads.append(threading.Thread(target=serve, args=(worker,), daemon=True))
         threads[-1].start()
 
-    for name in ready:  # while the workers start
+    def here(k: str) -> None:
         t = time.perf_counter()
-        call_once(prog, name)
-        report(name, time.perf_counter() - t, "here")
+        f, sigs = found[k]
+        for sig in sigs:
+            f.compile(sig)
+        report(k, time.perf_counter() - t, "here")
+
     while True:  # the caller compiles from the same queue
         try:
-            name = todo.get_nowait()
+            k = todo.get_nowait()
         except queue.Empty:
             if not any(t.is_alive() for t in threads):
                 if todo.empty():
@@ -188,89 +297,115 @@ def compile_programs(
                 continue
             time.sleep(0.05)
             continue
-        t = time.perf_counter()
         try:
-            call_once(prog, name)
+            here(k)
         except BaseException:
-            while not todo.empty():  # the workers stop after their current program
+            while not todo.empty():  # the workers stop after their current kernel
                 todo.get_nowait()
             raise
-        report(name, time.perf_counter() - t, "here")
     for t in threads:
         t.join()
-    for name in retry:  # raises the compile error as a serial build would
-        t = time.perf_counter()
-        call_once(prog, name)
-        done(name, time.perf_counter() - t, "here")
-    return "; ".join(dict.fromkeys(fallback)) or None
+    for k in retry:  # raises the compile error as a serial build would
+        here(k)
+    return "; ".join(dict.fromkeys(fallback)) or None, in_workers
 
 
-def load_compiled(prog, names: list[str]) -> list[str]:
-    """Call each program once in this process so its machine code is loaded from the
-    cache the workers wrote; the names of those Numba had to compile again (a cache
-    miss: a file system where the workers' cache is not visible here)."""
-    missed = []
+def compile_by_running(prog, names: list[str]):
+    """``(name, seconds)`` as each program is compiled in this process by running it once:
+    for a backend whose kernels are not plain Numba CPU functions (a GPU's launch
+    drivers), which neither the dry run nor worker processes serve."""
+    theta = prog.init(0)
     for name in names:
-        call_once(prog, name)
-        if any(sum(f.stats.cache_misses.values()) for f in _kernels(prog, name)):
-            missed.append(name)
+        t = time.perf_counter()
+        call_once(prog, name, theta)
+        yield name, time.perf_counter() - t
+
+
+def load_compiled(
+    found: dict[str, tuple[Dispatcher, list[tuple]]], from_workers: set[str]
+) -> list[str]:
+    """Load the machine code of the kernels the workers compiled (``from_workers``, keys
+    of ``found``) from the cache they wrote, into this process, without running any
+    program; the keys Numba had to compile again (a cache miss: a file system where the
+    workers' cache is not visible here)."""
+    missed = []
+    for k in sorted(from_workers):
+        f, sigs = found[k]
+        for sig in sigs:
+            f.compile(sig)
+        if sum(f.stats.cache_misses.values()):
+            missed.append(k)
     return missed
 
 
 def to_compile(prog, names: list[str]) -> list[str]:
-    """The programs of ``names`` that neither this process nor Numba's cache holds
-    compiled already, largest first (the order that balances the workers best)."""
-    cold = [n for n in names if not _compiled_or_cached(prog, n)]
-    return sorted(cold, key=lambda n: -_size(prog, n))
-
-
-def _kernels(prog, name: str) -> list:
-    """The compiled functions of program ``name``'s modules (not the scalar formulas
-    inlined into them): what its first call compiles."""
-    from numba.core.dispatcher import Dispatcher
-
-    spec = prog.manifest["programs"][name]
-    parts = [name, *([spec["static"]] if spec.get("static") else [])]
+    """The programs of ``names`` with a kernel that neither this process nor Numba's
+    cache holds compiled already."""
     return [
-        f
-        for p in parts
-        for f in vars(prog._modules[p]).values()
-        if isinstance(f, Dispatcher) and f.targetoptions.get("inline") != "always"
+        n
+        for n in names
+        if not all(_compiled_or_cached(f, [], loaded=True) for f in program_kernels(prog, n))
     ]
 
 
-def _compiled_or_cached(prog, name: str) -> bool:
-    """Is program ``name`` compiled in this process already, or does Numba's cache hold
-    an entry for each of its functions written after its source? (A guess that only
-    decides whether a worker is worth starting: Numba still checks every entry.)"""
-    kernels = _kernels(prog, name)
-    if all(f.overloads for f in kernels):
-        return True
-    for f in kernels:
-        src = Path(f.py_func.__code__.co_filename)
-        index = list((src.parent / "__pycache__").glob(f"{src.stem}.{f.__name__}-*.nbi"))
-        if not index or max(i.stat().st_mtime for i in index) < src.stat().st_mtime:
-            return False
-    return True
-
-
-def _size(prog, name: str) -> int:
-    """Kernels a program compiles (its static part's included): the schedule's weight."""
+def _parts(prog, name: str) -> list[str]:
+    """Program ``name``'s modules: itself and its static part, if split."""
     spec = prog.manifest["programs"][name]
-    static = prog.manifest["programs"].get(spec.get("static", ""), {})
-    return len(spec["kernels"]) + len(static.get("kernels", []))
+    return [name, *([spec["static"]] if spec.get("static") else [])]
 
 
-def _serve(build_dir: str) -> None:
-    """A worker: load the build, then compile each program named on stdin."""
+def _is_kernel(f) -> bool:
+    """A compiled function a driver calls (not the scalar formulas inlined into a map)."""
+    return isinstance(f, Dispatcher) and f.targetoptions.get("inline") != "always"
+
+
+def program_kernels(prog, name: str) -> list[Dispatcher]:
+    """The compiled functions program ``name``'s drivers call: what its first call
+    compiles."""
+    return [f for p in _parts(prog, name) for f in vars(prog._modules[p]).values() if _is_kernel(f)]
+
+
+def program_keys(prog, name: str) -> list[str]:
+    """The ``key`` of each kernel call in program ``name``'s drivers."""
+    return [key(f) for f in program_kernels(prog, name)]
+
+
+def _compiled_or_cached(f: Dispatcher, sigs: list[tuple], loaded: bool = False) -> bool:
+    """Is ``f`` compiled in this process for ``sigs`` already (for some signature, with
+    ``loaded``), or does Numba's cache hold an index for it written after its source?
+    (A guess that only decides whether a compile is worth scheduling: Numba still
+    checks every entry.)"""
+    if (f.overloads and loaded) or (sigs and all(s in f.overloads for s in sigs)):
+        return True
+    src = Path(f.py_func.__code__.co_filename)
+    index = list((src.parent / "__pycache__").glob(f"{src.stem}.{f.__name__}-*.nbi"))
+    return bool(index) and max(i.stat().st_mtime for i in index) >= src.stat().st_mtime
+
+
+def _weight(f: Dispatcher) -> int:
+    """A kernel's expected compile cost, for the schedule: its source's length."""
+    import inspect
+
+    try:
+        return len(inspect.getsource(f.py_func))
+    except (OSError, TypeError):
+        return 0
+
+
+def _serve(build_dir: str, names: list[str]) -> None:
+    """A worker: load the build, find its kernels' signatures (the same dry run as the
+    caller's), then compile each kernel named on stdin (by ``key``)."""
     from symcurv.runtime import build
 
     prog = build.load(build_dir)
+    found = kernel_signatures(prog, names)
     for line in sys.stdin:
-        name = line.strip()
+        k = line.strip()
         t = time.perf_counter()
         try:
-            call_once(prog, name)
+            f, sigs = found[k]
+            for sig in sigs:
+                f.compile(sig)
             reply = {"seconds": time.perf_counter() - t}
         except Exception as e:  # noqa: BLE001 (reported; the caller compiles it again)
             reply = {"error": f"{type(e).__name__}: {e}"}
@@ -278,4 +413,4 @@ def _serve(build_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1])
+    _serve(sys.argv[1], sys.argv[2].split(","))

@@ -143,7 +143,13 @@ def test_build_for_another_dtype_is_refused(compiled):
 def test_manifest_lists_every_generated_file(compiled):
     _, prog = compiled("tied")
     man = json.loads((Path(prog.build_dir) / "manifest.json").read_text())
-    assert set(man["files"]) == {"kernels/loss.py", "kernels/grad.py", "graph.json"}
+    shared = {
+        f"kernels/shared/{p.name}" for p in Path(prog.build_dir, "kernels/shared").glob("*.py")
+    }
+    assert (
+        shared
+        and set(man["files"]) == {"kernels/loss.py", "kernels/grad.py", "graph.json"} | shared
+    )
     assert man["dtype"] == "float64" and man["backend"] == "cpu"
     assert [p["name"] for p in man["params"]] == ["W", "b", "c"]
     assert man["versions"]["numba"]

@@ -1,6 +1,7 @@
-"""The ahead-of-time compile in worker processes (runtime/compile_parallel.py): programs
-compiled in a worker are loaded here from Numba's cache (not compiled twice) and compute
-what the reference interpreter computes; without workers it says so and compiles here."""
+"""The ahead-of-time compile in worker processes (runtime/compile_parallel.py): kernels
+compiled in a worker are loaded here from Numba's cache (not compiled twice), a kernel
+two programs share is compiled once, and the programs compute what the reference
+interpreter computes; without workers it says so and compiles here."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import shutil
 
 import models
 import pytest
-from numba.core.dispatcher import Dispatcher
 
 import symcurv as sc
 from symcurv import pipeline, testing
@@ -34,30 +34,48 @@ def built_in_workers(tmp_path_factory):
 
 def test_a_worker_compiles_and_this_process_loads_its_cache(built_in_workers):
     prog, err = built_in_workers
-    assert "in 2 processes" in err and "in a worker process" in err and "2/2" in err
-    assert "cache missed" not in err and "serially" not in err
-    # the worker's program: every kernel function of its module came from the cache the
-    # worker wrote (hits, no misses); the other one was compiled here (misses). The
-    # scalar functions inlined into the kernels are never compiled on their own.
-    stats = {
-        part: [
-            f.stats
-            for f in vars(m).values()
-            if isinstance(f, Dispatcher) and f.targetoptions.get("inline") != "always"
-        ]
-        for part, m in prog._modules.items()
+    assert "in 2 processes" in err and "cache missed" not in err and "serially" not in err
+    # every distinct kernel was compiled once: by the worker (this process then loaded
+    # it from the cache the worker wrote: hits, no misses) or here (misses, no hits)
+    kernels = {
+        compile_parallel.key(f): f
+        for name in prog.programs
+        for f in compile_parallel.program_kernels(prog, name)
     }
-    from_cache = [
-        p
-        for p, st in stats.items()
-        if all(sum(s.cache_hits.values()) and not sum(s.cache_misses.values()) for s in st)
-    ]
-    compiled_here = [p for p, st in stats.items() if any(sum(s.cache_misses.values()) for s in st)]
-    assert len(from_cache) == 1 and len(compiled_here) == 1, stats
-    assert f"compiled '{from_cache[0]}' (" in err and "in a worker process" in err
+    stats = {
+        k: (sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
+        for k, f in kernels.items()
+    }
+    from_cache = [k for k, (hits, misses) in stats.items() if hits and not misses]
+    compiled_here = [k for k, (hits, misses) in stats.items() if misses and not hits]
+    assert from_cache and compiled_here and len(from_cache) + len(compiled_here) == len(stats), (
+        stats
+    )
+    assert f"{len(from_cache)} kernels in worker processes" in err
     theta, batch = prog.init(0), testing.random_batch(prog, 5)
     errs = testing.compare_to_reference(prog, theta, batch)
     assert max(errs.values()) < 1e-12, errs
+
+
+def test_programs_share_one_compiled_kernel_per_distinct_loop(built_in_workers):
+    """loss and grad call the same objective reduction: one function, one file, one
+    compile, used by both modules."""
+    prog, err = built_in_workers
+    loss = set(compile_parallel.program_keys(prog, "loss"))
+    grad = set(compile_parallel.program_keys(prog, "grad"))
+    both = loss & grad
+    assert both, (loss, grad)
+    for k in both:
+        fs = [
+            f
+            for name in ("loss", "grad")
+            for f in compile_parallel.program_kernels(prog, name)
+            if compile_parallel.key(f) == k
+        ]
+        assert len({id(f) for f in fs}) == 1 and len(fs[0].overloads) == 1
+    assert f"compiled 'loss' ({len(loss)} kernels, {len(both)} shared with other programs)" in err
+    n = len(loss | grad)
+    assert f"compiled {n} distinct kernels of 2 programs" in err
 
 
 def test_without_workers_it_compiles_here_and_says_so(built_in_workers, tmp_path, capsys):
@@ -82,8 +100,8 @@ def test_without_workers_it_compiles_here_and_says_so(built_in_workers, tmp_path
     err = capsys.readouterr().err
     assert "compiled serially in this process: no compile worker could be started" in err
     assert "compiled 'loss'" in err and "compiled 'grad'" in err
-    assert "in a worker process" not in err
-    assert all(f.overloads for f in compile_parallel._kernels(prog, "grad"))
+    assert "0 kernels in worker processes" in err
+    assert all(f.overloads for f in compile_parallel.program_kernels(prog, "grad"))
     assert not compile_parallel.to_compile(prog, ["loss", "grad"])  # compiled here now
 
 
@@ -92,3 +110,52 @@ def test_workers_wanted_follows_the_variable_and_the_program_count(monkeypatch):
     assert compile_parallel.workers_wanted(18) == 1
     monkeypatch.setenv(compile_parallel.ENV, "8")
     assert compile_parallel.workers_wanted(3) == 3 and compile_parallel.workers_wanted(18) == 8
+
+
+def test_a_backend_without_workers_compiles_by_running_each_program(
+    built_in_workers, tmp_path, capsys
+):
+    """A GPU's kernels are launched, not called: no dry run, no workers; each program
+    is compiled here by one call (checked on the CPU build with such a device)."""
+    dst = tmp_path / "copy"
+    shutil.copytree(
+        built_in_workers[0].build_dir, dst, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    prog = sc.load(dst)
+
+    class Launched:
+        compiles_ahead, compiles_in_workers = True, False
+
+    prog.device = Launched()
+    pipeline.warm(prog, progress=True)
+    err = capsys.readouterr().err
+    assert "compiled 'loss' (" in err and "compiled 'grad' (" in err and "processes" not in err
+    assert all(
+        f.overloads for n in ("loss", "grad") for f in compile_parallel.program_kernels(prog, n)
+    )
+
+
+def test_a_driver_the_dry_run_cannot_run_is_compiled_by_running_it(
+    built_in_workers, tmp_path, monkeypatch
+):
+    """Should a driver fail while its kernels are stand-ins (a step that needs real
+    values), its program is compiled by running it once, and works."""
+    dst = tmp_path / "copy"
+    shutil.copytree(
+        built_in_workers[0].build_dir, dst, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    prog = sc.load(dst)
+    module = prog._modules["loss"]
+    real_run = module.run
+
+    def needs_real_kernels(*args):
+        if any(type(f).__name__ == "Recorder" for f in vars(module).values()):  # dry run
+            raise RuntimeError("a value the dry run does not compute")
+        return real_run(*args)
+
+    monkeypatch.setattr(module, "run", needs_real_kernels)
+    monkeypatch.setenv(compile_parallel.ENV, "1")
+    pipeline.warm(prog, progress=False)
+    assert all(f.overloads for f in compile_parallel.program_kernels(prog, "loss"))
+    errs = testing.compare_to_reference(prog, prog.init(0), testing.random_batch(prog, 3))
+    assert max(errs.values()) < 1e-12, errs

@@ -370,6 +370,16 @@ def _bb_sq_vjp(g: Graph, n: Node, d: str, needs: list[bool]) -> list[str | None]
     return [emit(g, "batch_mean", [scaled], name="bmean", origin=n.origin)]
 
 
+def _bb_case_vjp(g: Graph, n: Node, i: int, cot: str) -> str:
+    """Case b's own pullback of y_b = c·x (c = 1, or 1/B with mean): c·ȳ_b, kept per case.
+    The generic one (the ``vjp`` of a copy fed a per-case x) does not apply: the operand of
+    a batch_broadcast must be shared, and its ``vjp`` sums over the cases."""
+    if not n.attr("mean"):
+        return cot
+    inv_b = emit(g, "batch_broadcast", [const(g, 1.0)], {"mean": True}, name="inv_B")
+    return mul(g, cot, inv_b, origin=n.origin)
+
+
 register(
     PrimitiveDef(
         "batch_broadcast",
@@ -402,6 +412,7 @@ register(
         curvature=curv.linear,
         sq_vjp=_bb_sq_vjp,
         batch_impl=True,
+        case_vjp=_bb_case_vjp,
         doc="y_b = x (or x / B with mean=True): an unbatched value given to every case",
     )
 )

@@ -37,6 +37,14 @@ class PrimitiveDef:
                                                     factor terms (ops/curvature.py) for CP
     sq_vjp(graph, node, d, needs) -> [d_i | None]   diag(J_iᵀ diag(d) J_i) = (J_i ∘ J_i)ᵀ d: the
                                                     pullback of a diagonal (Becker-LeCun)
+    case_vjp(graph, node, i, cot) -> cot_i          the pullback for ONE case to operand i when
+                                                    the node is per case and operand i is
+                                                    shared by all cases (per-case gradients,
+                                                    CP through θ-only values); None: the
+                                                    ``vjp`` of a copy of the node whose operand
+                                                    i is a per-case copy, right for every op
+                                                    that accepts a per-case operand where a
+                                                    shared one stood
     loss_weight(graph, node, lossy) -> ±1.0 or None when the node is affine in the operands
                                                     flagged ``lossy`` (those carrying losses):
                                                     the sign of the weight it gives them;
@@ -80,6 +88,7 @@ class PrimitiveDef:
     simplify: Callable[[Graph, Node], str | None] | None = None
     curvature: Callable[[Graph, Node, str], list] | None = None
     sq_vjp: Callable[[Graph, Node, str, list], list] | None = None
+    case_vjp: Callable[[Graph, Node, int, str], str] | None = None
     loss_weight: Callable[[Graph, Node, list], float | None] | None = None
     lower: Callable[[Graph, Node], Any] | None = None
     factored_vjp: Callable[[tuple[str, str]], tuple[str, str]] | None = None

@@ -20,11 +20,13 @@ therefore runs the expanded cases in chunks of at most :func:`chunk_rows` rows (
 ``BUDGET`` bytes of kernel scratch) and combines the chunks' batch means, weighted by their
 rows (:func:`run_in_chunks`) — any split of the expanded rows works, even inside one case
 of a large image, because every result is a mean over rows. A State keeps the whole
-expanded batch (its cached values are per row): fine for the PoE, not for 64 × 64 images.
+expanded batch (its cached values are per row, reused by every product): fine for the PoE,
+not for 64 × 64 images, so a State whose B·D rows would need more than ``STATE_BUDGET``
+bytes of kernel scratch is refused before anything is expanded (:func:`check_state`).
 
 The hook: ``Program.__init__`` wraps its ``checks`` (every batch a Program or a State
-checks comes back expanded) and ``Program.run`` calls :func:`refuse` and, for a checked
-call, :func:`run_in_chunks`.
+checks comes back expanded), ``Program.run`` calls :func:`refuse` and, for a checked
+call, :func:`run_in_chunks`, and ``State.__init__`` calls :func:`check_state`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ import numpy as np
 from symcurv import errors
 
 BUDGET = 256 << 20  # bytes of kernel scratch per chunk of expanded cases
+STATE_BUDGET = 2 << 30  # bytes of kernel scratch a State may hold for all its expanded rows
+STATE_PROGRAMS = ("loss", "grad", "hvp")  # what a State of this model runs (batch means)
 KIND = "case_basis"  # the manifest kind of the expanded cases' basis leaf (model_leaves.py)
 
 # programs whose results are per case (or Σ_b of a nonlinear function of one case's)
@@ -113,10 +117,43 @@ def expanded(prog) -> bool:
     return isinstance(prog.checks, ExpandedChecks)
 
 
+def row_bytes(prog, program: str) -> int:
+    """Bytes of kernel scratch one expanded row of ``program`` needs (its per-case slots)."""
+    per_row = sum(size for _n, batched, size in prog.spec(program)["slots"] if batched)
+    return max(per_row, 1) * prog.dtype.itemsize
+
+
 def chunk_rows(prog, program: str) -> int:
     """Expanded rows per kernel call: ``BUDGET`` over the scratch one row needs."""
-    per_row = sum(size for _n, batched, size in prog.spec(program)["slots"] if batched)
-    return max(1, BUDGET // (max(per_row, 1) * prog.dtype.itemsize))
+    return max(1, BUDGET // row_bytes(prog, program))
+
+
+def check_state(prog, batch: Mapping) -> None:
+    """Refuse a State (``prog.linearize``) of a case-expanded model whose B·D expanded rows
+    would need more than ``STATE_BUDGET`` bytes of scratch in its largest program: it keeps
+    every row's values for its products, so it cannot run in chunks like a Program call.
+    Checked on the user's batch, before it is expanded (a batch that is not an array of
+    rows is left to the batch checks)."""
+    if not expanded(prog) or not prog.inputs:
+        return
+    rows = np.shape(batch.get(next(iter(prog.inputs)), ()))
+    if len(rows) != 2:
+        return
+    D = prog.checks.D
+    per_case = D * max(row_bytes(prog, p) for p in STATE_PROGRAMS if prog.built(p))
+    limit = STATE_BUDGET // per_case
+    if rows[0] > limit:
+        raise errors.BatchError(
+            f"a State of the exact score-matching model '{prog.name}' on {rows[0]} cases "
+            f"holds {rows[0]} × D = {rows[0] * D} expanded cases, "
+            f"{rows[0] * per_case / 2**30:.1f} GB of kernel scratch (limit "
+            f"{STATE_BUDGET / 2**30:.1f} GB: at most {limit} cases)",
+            where=f"model '{prog.name}'",
+            fix=f"linearize on at most {limit} cases (sc.optim.fit(..., batch_size={limit}) "
+            "for Hessian-free's curvature batch; prog.grad/prog.hvp run any batch in "
+            "chunks), or raise symcurv.runtime.case_expansion.STATE_BUDGET if the memory "
+            "is there",
+        )
 
 
 def run_in_chunks(prog, program: str, theta, batch, *, v=None, extras=None, seed=None) -> dict:

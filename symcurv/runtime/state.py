@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from symcurv import errors
-from symcurv.runtime import model_leaves, per_case
+from symcurv.runtime import case_expansion, model_leaves, per_case
 from symcurv.runtime import noise as noise_module
 from symcurv.runtime.validate import all_finite
 
@@ -49,6 +49,7 @@ class State:
     ) -> None:
         self.prog = prog
         self.theta = prog.checks.theta(theta).copy()
+        case_expansion.check_state(prog, batch)  # the exact SM diagonal's B·D rows
         names = list(prog.inputs)
         # copies: a State answers for the batch it was given, even when the caller refills
         # the same buffer afterwards (the usual data-loader pattern)

@@ -73,7 +73,11 @@ def _add(g: Graph, acc: dict, key: str, ch: Channels, origin: str) -> None:
 
 def case_pullback(g: Graph, node: Node, i: int, cot: str) -> str:
     """J_iᵀ cot for ONE case when operand i is shared by all cases: the ordinary pullback
-    to a per-case copy of the operand (the rule cannot tell, so it keeps the batch axis)."""
+    to a per-case copy of the operand (the rule cannot tell, so it keeps the batch axis),
+    unless the op registers its own ``case_vjp`` (one whose operand must stay shared)."""
+    rule = REGISTRY[node.op].case_vjp
+    if rule is not None:
+        return rule(g, node, i, cot)
     x = node.inputs[i]
     proxy = emit(g, "batch_broadcast", [x], {"mean": False}, name="per_case", origin=node.origin)
     ins = list(node.inputs)

@@ -1,7 +1,8 @@
 """Compiled score-matching and energy models (runtime side): the CPU kernels equal the
 reference interpreter on the same leaves (the basis rows of ``exact``, the counter-based
-noise of ``TU``), seeds reproduce a noisy model's draws (Program, State, fit), and a seed
-given to a noise-free model is refused."""
+noise of ``TU``), seeds reproduce a noisy model's draws (Program, State, fit), a seed
+given to a noise-free model is refused, and the per-case programs (``sum_sq_grad``, so
+Hessian-free's default preconditioner) apply to CP score-matching models."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 import symcurv as sc
 from symcurv import errors
+from symcurv.ir.validate import validate
 from symcurv.passes import optimize
 from symcurv.pipeline import PROGRAMS
 from symcurv.runtime import model_leaves
@@ -35,7 +37,8 @@ def built(tmp_path_factory):
     models = {"energy": m}
     for diag in ("exact", "TU"):
         models[diag] = sc.score_matching(m, reg=0.2, diag=diag)
-        progs[diag] = sc.compile(models[diag], ("grad",), build_dir=root / diag, progress=False)
+        programs = ("grad", "hvp", "sum_sq_grad") if diag == "TU" else ("grad",)
+        progs[diag] = sc.compile(models[diag], programs, build_dir=root / diag, progress=False)
     rng = np.random.default_rng(0)
     batch = {"x": rng.normal(size=(B, D))}
     return models, progs, batch
@@ -123,3 +126,81 @@ def test_fit_draws_new_reproducible_noise_every_iteration(built):
     first = runs[0].history[0]["objective"]
     assert np.isclose(first, prog.grad(theta0, batch, seed=[7, 1])[0], rtol=1e-12)
     assert not np.isclose(first, prog.grad(theta0, batch, seed=[7, 2])[0], rtol=1e-6)
+
+
+def _case_rows(leaves: dict, batched: set, b: int) -> dict:
+    """Case b's share of the model leaves: its row of a per-case leaf, a shared one whole."""
+    return {k: (v[b : b + 1] if k in batched else v) for k, v in leaves.items()}
+
+
+def test_sum_sq_grad_of_a_cp_model_equals_its_per_case_gradients(built):
+    """Σ_b ∇J_b ⊙ ∇J_b from one ``sum_sq_grad`` call against B calls of ``grad`` on one
+    case each, with that case's row of the same noise draw (regression: the per-case sweep
+    crossed a batch_broadcast of exp(β) and built an invalid graph)."""
+    _, progs, batch = built
+    prog = progs["TU"]
+    theta = prog.init(5)
+    f, g, sq = prog.grad_and_sum_sq_grad(theta, batch, seed=9)
+    noise = model_leaves.values(prog, B, model_leaves.seed_key(prog, 9))
+    batched = {d["name"] for d in prog.manifest["model_leaves"] if d.get("batched")}
+    rows = np.array(
+        [
+            prog.run(
+                "grad", theta, {"x": batch["x"][b : b + 1]}, extras=_case_rows(noise, batched, b)
+            )["grad"]
+            for b in range(B)
+        ]
+    )
+    assert np.isclose(f, prog.grad(theta, batch, seed=9)[0], rtol=1e-12)
+    assert np.allclose(g, rows.mean(0), rtol=1e-10, atol=1e-14)
+    assert np.allclose(sq, (rows**2).sum(0), rtol=1e-10, atol=1e-14)
+    assert np.all(sq > 0)
+
+
+def test_hessian_free_with_its_preconditioner_trains_a_cp_model(built):
+    _, progs, batch = built
+    prog = progs["TU"]
+
+    def run():
+        hf = sc.optim.HessianFree(prog, curvature="hessian", initial_damping=1.0)
+        return sc.optim.fit(prog, hf, batch, iterations=3, batch_size=B, seed=2, progress=False)
+
+    a, b = run(), run()
+    assert np.array_equal(a.theta, b.theta)  # the same seeded draws in both runs
+    assert all(np.isfinite(h["objective"]) for h in a.history)
+    assert any(h["accepted"] for h in a.history) and not np.array_equal(a.theta, prog.init(2))
+
+
+@pytest.mark.parametrize("diag", ["S", "TU", "becker_lecun"])
+def test_per_case_programs_of_a_score_matching_model(diag):
+    """The interpreter's ``sum_sq_grad`` and ``per_case_grad`` graphs of the score-matching
+    objective against the ``grad`` graph evaluated on one case at a time, same noise (no
+    build: the graphs alone); the CP programs' graphs over θ are valid IR too."""
+    model = sc.score_matching(energy_model(), reg=0.2, diag=diag)
+    fwd = model.forward_graph()
+    rng = np.random.default_rng(1)
+    noise = {
+        n.name: rng.choice([-1.0, 1.0], size=(B, n.size) if n.batched else n.shape)
+        for n in fwd.leaves("noise")
+    }
+    batched = {n.name for n in fwd.leaves("noise") if n.batched}
+    theta = {"W": rng.normal(0, 0.6, (2, D)), "beta": rng.normal(0, 0.3, 2)}
+    x = rng.normal(size=(B, D))
+    graphs = {p: optimize(validate(PROGRAMS[p](fwd), p)) for p in ("grad", "sum_sq_grad")}
+    graphs["per_case_grad"] = optimize(validate(PROGRAMS["per_case_grad"](fwd), "pcg"))
+    for p in ("cp_S", "cp_TU"):
+        validate(PROGRAMS[p](fwd), p)
+    whole = {**theta, **noise, "x": x}
+    sq = evaluate(graphs["sum_sq_grad"], whole)
+    pcg = evaluate(graphs["per_case_grad"], whole)
+    for p in theta:
+        rows = np.array(
+            [
+                evaluate(
+                    graphs["grad"], {**theta, **_case_rows(noise, batched, b), "x": x[b : b + 1]}
+                )[f"grad:{p}"]
+                for b in range(B)
+            ]
+        )
+        assert np.allclose(sq[f"sqg:{p}"], (rows**2).sum(0), rtol=1e-10, atol=1e-14), p
+        assert np.allclose(pcg[f"pcg:{p}"], rows, rtol=1e-10, atol=1e-14), p

@@ -117,3 +117,16 @@ def test_chunks_of_expanded_rows_combine_to_the_whole(built, monkeypatch):
     assert np.isclose(f, st.grad()[0], rtol=1e-13)
     assert np.allclose(g, st.grad()[1], rtol=1e-12, atol=1e-14)
     assert np.allclose(prog.hvp(theta, batch, v), st.hvp(v), rtol=1e-12, atol=1e-14)
+
+
+def test_a_state_too_large_for_its_budget_is_refused(built, monkeypatch):
+    """A State holds all B·D expanded rows (no chunks): over ``STATE_BUDGET`` it is refused
+    before anything is expanded, naming the largest batch that fits; at that size it runs."""
+    _, prog, theta, batch = built
+    per_case = 3 * max(case_expansion.row_bytes(prog, p) for p in ("grad", "hvp"))
+    monkeypatch.setattr(case_expansion, "STATE_BUDGET", 2 * per_case)
+    with pytest.raises(errors.BatchError, match="at most 2 cases") as e:
+        prog.linearize(theta, batch)  # B = 3 cases
+    assert "fix:" in str(e.value) and "batch_size=2" in str(e.value)
+    st = prog.linearize(theta, {"x": batch["x"][:2]})
+    assert np.isclose(st.grad()[0], prog.grad(theta, {"x": batch["x"][:2]})[0], rtol=1e-13)

@@ -112,14 +112,17 @@ def k3_map_bbcast(B, s4):
 #   DSL: models.py:47: m.minimize(sc.losses.sigmoid_cross_entropy(W.T @ code + c, x))
 @njit(cache=True, parallel=PARALLEL, error_model='numpy')
 def k4_map_mul(B, s3, p_c, in_x, s4, s5, s6):
-    for i in prange(B):
+    # cases in blocks of 64: one row buffer per block (an allocation per case
+    # costs as much as the arithmetic of a narrow row)
+    for blk in prange((B + 63) // 64):
         row0 = np.empty(6)
-        for j in range(6):
-            s5[i, j], row0[j] = f_k4_map_mul(s3[i, j], p_c[j], in_x[i, j], s4[i, 0])
-        acc = 0.0
-        for j in range(6):
-            acc += row0[j]
-        s6[i, 0] = acc
+        for i in range(blk * 64, min(B, blk * 64 + 64)):
+            for j in range(6):
+                s5[i, j], row0[j] = f_k4_map_mul(s3[i, j], p_c[j], in_x[i, j], s4[i, 0])
+            acc = 0.0
+            for j in range(6):
+                acc += row0[j]
+            s6[i, 0] = acc
 
 
 # k5_reduce_bsum: reduce batch_sum -> bsum [out_grad_c]

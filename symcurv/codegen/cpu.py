@@ -14,6 +14,7 @@ run the same loop share it.
 from __future__ import annotations
 
 import re
+from contextlib import ExitStack
 
 from symcurv.codegen import common, kernel_files
 from symcurv.codegen.lower import Kernel, Lowered
@@ -29,6 +30,7 @@ MAX_INLINE_ARGS = 30  # the most arguments Numba's inline='always' accepts (numb
 # ---- map kernels ---------------------------------------------------------------------
 
 
+EPILOGUE_BLOCK = 64  # cases per row buffer of a map with an epilogue (one np.empty each)
 VECTOR_BODY = 64  # elements: a flat loop this long runs in LLVM's vector body, not its tail
 
 
@@ -122,12 +124,18 @@ def _emit_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]
     rows = [f"row{e}" for e, _ in enumerate(k.epilogues)]
     lhs = targets + [f"{r}[j]" for r in rows]
     fcall = f"{common.scalar_function_name(k)}({', '.join(call_args)})"
-    with src.block(f"def {k.name}(B, {', '.join(params)}):"):
-        if batched:
-            outer = src.block("for i in prange(B):")
-            outer.__enter__()
+    with src.block(f"def {k.name}(B, {', '.join(params)}):"), ExitStack() as loops:
+        if batched and rows:  # the row buffers once per block of cases, not per case
+            c = EPILOGUE_BLOCK
+            src(f"# cases in blocks of {c}: one row buffer per block (an allocation per case")
+            src("# costs as much as the arithmetic of a narrow row)")
+            loops.enter_context(src.block(f"for blk in prange((B + {c - 1}) // {c}):"))
+        elif batched:
+            loops.enter_context(src.block("for i in prange(B):"))
         for r in rows:
             src(f"{r} = np.empty({size})")
+        if batched and rows:
+            loops.enter_context(src.block(f"for i in range(blk * {c}, min(B, blk * {c} + {c})):"))
         with src.block(f"for j in range({size}):"):
             src(f"{', '.join(lhs)} = {fcall}")
         for e, r in zip(k.epilogues, rows):
@@ -135,8 +143,6 @@ def _emit_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]
             with src.block(f"for j in range({size}):"):
                 src(f"acc += {r}[j]")
             src(f"{common.element(g[e], (batched, 1), st[e])} = acc")
-        if batched:
-            outer.__exit__(None, None, None)
     return params
 
 

@@ -136,9 +136,10 @@ class Program:
         out = self._run("grad", theta, batch, seed=seed)
         return float(out["objective"][0]), out["grad"]
 
-    def hvp(self, theta: np.ndarray, batch: Mapping[str, np.ndarray], v: np.ndarray) -> np.ndarray:
-        """H v, exact (Pearlmutter's R-operator), H = ∇²θ of the mean loss; flat like θ."""
-        return self._run("hvp", theta, batch, v=v)["hvp"]
+    def hvp(self, theta: np.ndarray, batch: Mapping[str, np.ndarray], v: np.ndarray, seed=None):
+        """H v, exact (Pearlmutter's R-operator), H = ∇²θ of the mean loss; flat like θ
+        (``seed`` as for ``loss``)."""
+        return self._run("hvp", theta, batch, v=v, seed=seed)["hvp"]
 
     def gnvp(
         self,
@@ -173,17 +174,19 @@ class Program:
     ) -> np.ndarray:
         """An unbiased estimate of diag(H) by Curvature Propagation (estimator S, TU or HI;
         GN estimates diag(G)), averaged over ``samples`` noise draws per case; flat like θ.
-        See :meth:`State.cp_diag`."""
+        See :meth:`State.cp_diag`. ``seed`` draws the estimator's noise; a model with noise
+        leaves of its own takes its seed in ``linearize(θ, batch, seed)`` instead."""
         return self.linearize(theta, batch).cp_diag(estimator, noise, samples, seed)
 
-    def becker_lecun_diag(self, theta: np.ndarray, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Becker & LeCun's deterministic diagonal approximation (biased); flat like θ."""
-        return self._run("becker_lecun", theta, batch)["bl"]
+    def becker_lecun_diag(self, theta, batch, seed=None) -> np.ndarray:
+        """Becker & LeCun's deterministic diagonal approximation (biased); flat like θ
+        (``seed`` as for ``loss``)."""
+        return self._run("becker_lecun", theta, batch, seed=seed)["bl"]
 
-    def sum_sq_grad(self, theta: np.ndarray, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    def sum_sq_grad(self, theta, batch, seed=None) -> np.ndarray:
         """Σ_b ∇f_b ⊙ ∇f_b, f_b the per-case loss of case b (not divided by B), without a
         per-case gradient array; flat like θ. Hessian-free's preconditioner."""
-        return self.grad_and_sum_sq_grad(theta, batch)[2]
+        return self.grad_and_sum_sq_grad(theta, batch, seed)[2]
 
     def grad_and_sum_sq_grad(
         self, theta: np.ndarray, batch: Mapping[str, np.ndarray], seed=None
@@ -194,15 +197,16 @@ class Program:
         return float(out["objective"][0]), out["grad"], out["sqg"]
 
     # -- derivatives with respect to the data (per case; see State for the methods) -------
-    def input_grad(self, theta, batch, wrt: str | None = None) -> np.ndarray:
+    def input_grad(self, theta, batch, wrt: str | None = None, seed=None) -> np.ndarray:
         """∂f_b/∂x_b for every case, ``(B, D)``: f_b the per-case loss passed to
         ``m.minimize`` (not divided by B), x the input ``wrt`` (optional with one input)."""
         x = per_case.input_name(self.inputs, wrt, self.name)
-        return self.run("input_grad", theta, batch)[per_case.input_key("input_grad", x)]
+        out = self.run("input_grad", theta, batch, seed=seed)
+        return out[per_case.input_key("input_grad", x)]
 
-    def input_hvp(self, theta, batch, V, wrt: str | None = None) -> np.ndarray:
+    def input_hvp(self, theta, batch, V, wrt: str | None = None, seed=None) -> np.ndarray:
         """(∇²_x f_b) V_b for every case, ``(B, D)``; ``V`` has one direction per case."""
-        return self.linearize(theta, batch).input_hvp(V, wrt)
+        return self.linearize(theta, batch, seed).input_hvp(V, wrt)
 
     def input_diag_hessian(
         self,
@@ -218,19 +222,19 @@ class Program:
         "becker_lecun", "S" or "TU" (see :meth:`State.input_diag_hessian`)."""
         return self.linearize(theta, batch).input_diag_hessian(wrt, method, samples, seed, noise)
 
-    def per_case_grad(self, theta: np.ndarray, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    def per_case_grad(self, theta, batch, seed=None) -> np.ndarray:
         """The per-case gradients ∇f_b, f_b the per-case loss of case b (NOT divided by
         B), as a (B, n_params) array: row b is flat like θ (program ``per_case_grad``).
         ``per_case_grad(θ, batch).mean(0)`` is ``grad(θ, batch)[1]``."""
-        out = self.run("per_case_grad", theta, batch)
+        out = self.run("per_case_grad", theta, batch, seed=seed)
         return per_case.rows(out, self.params, self.n_params, _batch_size(batch), self.dtype)
 
-    def per_case_grad_norm(self, theta: np.ndarray, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    def per_case_grad_norm(self, theta, batch, seed=None) -> np.ndarray:
         """‖∇f_b‖ per case, shape (B,), computed WITHOUT forming the per-case gradients
         (program ``per_case_grad_norm``: for W used once per case ‖s_b‖·‖h_b‖; tied
         weights by the pair expansion of ``sum_sq_grad``). Per-example clipping in
         differentially private SGD needs exactly this."""
-        return per_case.norms(self.run("per_case_grad_norm", theta, batch))
+        return per_case.norms(self.run("per_case_grad_norm", theta, batch, seed=seed))
 
     def hessian(self, theta, batch, *, max_params: int = 2000) -> np.ndarray:
         """The dense Hessian (n_params × n_params), column j = H e_j from ``hvp``. For small

@@ -96,6 +96,22 @@ def test_seeds_reproduce_the_noise(built):
         prog.grad(theta, batch, seed=-1)
 
 
+def test_every_program_method_of_a_cp_model_takes_a_seed(built):
+    """hvp and sum_sq_grad reproduce their draw under a seed, and the seed means the same
+    draw as grad's: H v at seed 5 equals the difference quotient of grad at seed 5."""
+    _, progs, batch = built
+    prog = progs["TU"]
+    theta, v = prog.init(4), np.random.default_rng(1).normal(size=prog.n_params)
+    a, b, c = (prog.hvp(theta, batch, v, seed=s) for s in (5, 5, 6))
+    assert np.array_equal(a, b) and not np.allclose(a, c)
+    eps = 1e-6
+    fd = prog.grad(theta + eps * v, batch, seed=5)[1] - prog.grad(theta - eps * v, batch, seed=5)[1]
+    assert np.allclose(a, fd / (2 * eps), rtol=1e-5, atol=1e-7)
+    s5, s6 = (prog.sum_sq_grad(theta, batch, seed=s) for s in (5, 6))
+    assert np.array_equal(s5, prog.grad_and_sum_sq_grad(theta, batch, seed=5)[2])
+    assert not np.allclose(s5, s6)
+
+
 def test_a_noise_free_model_refuses_a_seed(built):
     _, progs, batch = built
     prog = progs["exact"]

@@ -25,6 +25,7 @@ from symcurv.ops import REGISTRY
 from symcurv.ops import lowering as lw
 from symcurv.ops.registry import lowering
 
+TARGETS = {"float64": "cpu", "float32": "cpu/float32"}  # the scalar printer per dtype
 MAX_INLINE_ARGS = 30  # the most arguments Numba's inline='always' accepts (numba 0.68)
 
 # ---- map kernels ---------------------------------------------------------------------
@@ -328,21 +329,26 @@ def _emit_loop_kernel(src: Source, name: str, params: list[str], lines: list[str
 
 
 # ---- the files: the program's module and its kernels' shared files ---------------------
-def _shared_header(parallel: bool) -> list[str]:
+def _shared_header(parallel: bool, dtype: str) -> list[str]:
     """The lines of a shared kernel file between its docstring and its functions."""
-    return [
+    lines = [
         "import math  # noqa: F401",
         "",
         "import numpy as np  # noqa: F401",
         "from numba import njit, prange  # noqa: F401",
         "",
-        "from symcurv.runtime import vecmath as vm  # noqa: F401  (vectorisable exp, log)",
+        "from symcurv.runtime import vecmath as vm  # noqa: F401  (vectorised exp, log, tanh)",
         "",
         f"PARALLEL = {parallel!r}  # prange loops run on Numba threads when True",
     ]
+    if dtype == "float32":  # the formulas' literals (symbolic/printer.py: CpuFloat32Printer)
+        lines.append(
+            "F = np.float32  # literals print as F(...): a bare 0.5 would make a formula float64"
+        )
+    return lines
 
 
-def _scalar_function(g: Graph, k: Kernel) -> list[str]:
+def _scalar_function(g: Graph, k: Kernel, dtype: str) -> list[str]:
     # error_model="numpy": x/0 gives inf (caught by Program's non-finite check, which
     # names the node) instead of a ZeroDivisionError from inside Numba; it also drops
     # the per-element zero test (about 8% off a logistic map). inline='always' puts the
@@ -355,12 +361,12 @@ def _scalar_function(g: Graph, k: Kernel) -> list[str]:
     inline = "always" if len(k.reads) + 1 <= MAX_INLINE_ARGS else "never"  # + 1: B
     return [
         f"@njit(cache=True, inline={inline!r}, error_model='numpy')",
-        *common.emit_scalar_function(g, k, "cpu"),
+        *common.emit_scalar_function(g, k, TARGETS[dtype]),
     ]
 
 
 def _compiled(
-    low: Lowered, st: dict[str, str], loops: dict[str, tuple[list[str], list[str]]]
+    low: Lowered, st: dict[str, str], loops: dict[str, tuple[list[str], list[str]]], dtype: str
 ) -> dict[str, kernel_files.Compiled]:
     """Every compiled kernel of the program as the emitters print it, by name: the maps,
     the gathers and the driver's loop steps (``loops``, emptied here)."""
@@ -370,7 +376,7 @@ def _compiled(
         src, helpers = Source(), []
         if k.kind in ("map", "gather"):
             if k.kind == "map":
-                helpers.append(_scalar_function(g, k))
+                helpers.append(_scalar_function(g, k, dtype))
             src("@njit(cache=True, parallel=PARALLEL, error_model='numpy')")
             (_emit_map if k.kind == "map" else _emit_gather)(src, g, k, st)
         elif k.name in loops:
@@ -413,8 +419,8 @@ def emit(
         elif k.kind == "gather":
             kernel_params[k.name] = common.gather_parts(g, k, st, ("0", str(k.how.cols)))[0]
     body, loops = _driver(low, plan, kernel_params)
-    compiled = _compiled(low, st, loops)
-    header = _shared_header(parallel)
+    compiled = _compiled(low, st, loops, dtype)
+    header = _shared_header(parallel, dtype)
     shared: dict[str, str] = {}
     names: dict[str, tuple[str, list[str]]] = {}  # kernel -> (shared name, its arrays)
     for kname, c in compiled.items():

@@ -39,7 +39,7 @@ kernel = importer(__file__)  # loads kernels/shared/<name>.py
 # k1_map_logistic: map -> logistic [s1], logistic_d0 [s2]
 #   IR nodes: n5 add, n6 logistic, n23 logistic_d0
 #   DSL: models.py:46: code = sc.logistic(W @ x + b)
-k1_map_logistic = kernel('map_logistic_0fabcce32886')  # (B, s0, p_b, s1, s2)
+k1_map_logistic = kernel('map_logistic_8a6096cfb3ae')  # (B, s0, p_b, s1, s2)
 
 # k2_gemm_a_WT: gemm -> a_WT [s3]
 #   IR nodes: n8 a_WT
@@ -48,17 +48,17 @@ k1_map_logistic = kernel('map_logistic_0fabcce32886')  # (B, s0, p_b, s1, s2)
 # k3_map_bbcast: map -> bbcast [s4]
 #   IR nodes: n13 bbcast
 #   DSL: models.py:47: m.minimize(sc.losses.sigmoid_cross_entropy(W.T @ code + c, x))
-k3_map_bbcast = kernel('map_bbcast_35c06fa382a2')  # (B, s4)
+k3_map_bbcast = kernel('map_bbcast_fc91bb33dc93')  # (B, s4)
 
 # k4_map_mul: map -> mul [s5], sigmoid_cross_entropy_2 [s6]
 #   IR nodes: n9 add_1, n14 loss_sigmoid_cross_entropy_d0, n15 mul, n31 sigmoid_cross_entropy_1, n32 sigmoid_cross_entropy_2
 #   DSL: models.py:47: m.minimize(sc.losses.sigmoid_cross_entropy(W.T @ code + c, x))
-k4_map_mul = kernel('map_mul_5dc1f944f5c9')  # (B, s3, p_c, in_x, s4, s5, s6)
+k4_map_mul = kernel('map_mul_0e1d25cb6e72')  # (B, s3, p_c, in_x, s4, s5, s6)
 
 # k5_reduce_bsum: reduce batch_sum -> bsum [out_grad_c]
 #   IR nodes: n18 bsum
 #   DSL: models.py:47: m.minimize(sc.losses.sigmoid_cross_entropy(W.T @ code + c, x))
-k5_reduce_bsum = kernel('reduce_bsum_63b15526efa1')  # (B, s5, out_grad_c)
+k5_reduce_bsum = kernel('reduce_bsum_5919ea96935d')  # (B, s5, out_grad_c)
 
 # k6_gemm_WTg: gemm -> WTg [s0]
 #   IR nodes: n21 WTg
@@ -67,12 +67,12 @@ k5_reduce_bsum = kernel('reduce_bsum_63b15526efa1')  # (B, s5, out_grad_c)
 # k7_map_mul_1: map -> mul_1 [s7]
 #   IR nodes: n24 mul_1
 #   DSL: models.py:46: code = sc.logistic(W @ x + b)
-k7_map_mul_1 = kernel('map_mul_17d8b1ec3909')  # (B, s0, s2, s7)
+k7_map_mul_1 = kernel('map_mul_e5f1ca880d24')  # (B, s0, s2, s7)
 
 # k8_reduce_bsum_1: reduce batch_sum -> bsum_1 [out_grad_b]
 #   IR nodes: n27 bsum_1
 #   DSL: models.py:46: code = sc.logistic(W @ x + b)
-k8_reduce_bsum_1 = kernel('reduce_bsum_0438d5566c70')  # (B, s7, out_grad_b)
+k8_reduce_bsum_1 = kernel('reduce_bsum_07d8e331c927')  # (B, s7, out_grad_b)
 
 # k9_gemm_dW: gemm -> dW [s8]
 #   IR nodes: n28 dW
@@ -85,12 +85,12 @@ k8_reduce_bsum_1 = kernel('reduce_bsum_0438d5566c70')  # (B, s7, out_grad_b)
 # k11_map_acc: map -> acc [out_grad_W]
 #   IR nodes: n29 acc
 #   DSL: models.py:46: code = sc.logistic(W @ x + b)
-k11_map_acc = kernel('map_acc_982122755528')  # (B, s9, s8, out_grad_W)
+k11_map_acc = kernel('map_acc_d79bb57110b1')  # (B, s9, s8, out_grad_W)
 
 # k12_reduce_objective: reduce batch_mean -> objective [out_objective]
 #   IR nodes: n11 objective
 #   DSL: models.py:47: m.minimize(sc.losses.sigmoid_cross_entropy(W.T @ code + c, x))
-k12_reduce_objective = kernel('reduce_objective_f79f3a6600ff')  # (B, out_objective, s6)
+k12_reduce_objective = kernel('reduce_objective_eb17733eb6a0')  # (B, out_objective, s6)
 
 
 def run(theta, in_x, out_grad, out_objective, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9):

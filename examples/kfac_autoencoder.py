@@ -191,17 +191,93 @@ def final_train(r: dict) -> float:
     return e if math.isfinite(e) else math.inf
 
 
-def tune(method, grid, prog, data, seconds, every) -> tuple[object, list[dict]]:
-    """Every value of ``grid`` for ``seconds``; the best final training error wins."""
-    trials = []
-    for value in grid:
-        print(f"  tuning {method} {SWEEPS[method][0]} = {value}", file=sys.stderr, flush=True)
-        r = run(method, value, prog, data, seconds, 1e9, every)
-        trials.append(dict(value=value, final_train=final_train(r), steps=r["steps"]))
-        trials[-1]["status"] = r["status"]
+def outward(value: float, up: bool) -> float:
+    """The next value beyond ``value`` on the 1-3-10 ladder (…, 0.1, 0.3, 1, 3, 10, …), the
+    spacing of ``SWEEPS``' grids: up (0.03 → 0.1) or down (0.003 → 0.001)."""
+    k = math.floor(math.log10(value))
+    ladder = [float(f"{m}e{e}") for e in range(k - 2, k + 3) for m in (1, 3)]
+    return (
+        min(c for c in ladder if c > 1.5 * value)
+        if up
+        else max(c for c in ladder if c < value / 1.5)
+    )
+
+
+class Cache:
+    """Finished sweep trials and runs, one JSON file each under ``folder``, keyed by
+    everything that determines them (method, value, CPU budget, statistics period), so that
+    a cut or crashed run resumes where it stopped and a longer run reuses the sweep of a
+    shorter one with the same trial length. ``reuse`` seeds it with the sweeps of earlier
+    result files (``--reuse``) whose network, trial length and period match."""
+
+    def __init__(self, folder: Path, enabled: bool = True) -> None:
+        self.folder, self.enabled = folder, enabled
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, kind: str, method: str, value, seconds: float, every: int) -> Path:
+        v = json.dumps(value).replace(" ", "").replace(",", "_").strip("[]")
+        return self.folder / f"{kind}_{method}_{v}_{seconds:g}s_every{every}.json"
+
+    def get(self, *key):
+        p = self.path(*key)
+        return json.loads(p.read_text()) if self.enabled and p.exists() else None
+
+    def put(self, entry: dict, *key) -> None:
+        self.path(*key).write_text(json.dumps(entry, indent=1, default=float))
+
+    def reuse(self, files, sizes, tune_s: float, every: int) -> int:
+        """Copy the matching sweep trials of earlier result files in; returns how many."""
+        n = 0
+        for f in files:
+            r = json.loads(Path(f).read_text())
+            same = r["sizes"] == list(sizes) and r["every"] == every
+            if not (same and abs(r["tune_minutes"] * 60 - tune_s) < 1e-9):
+                print(f"  --reuse {f}: another network, period or trial length; skipped")
+                continue
+            for method, trials in r["tuning"].items():
+                for t in trials:
+                    key = ("trial", method, t["value"], tune_s, every)
+                    if not self.path(*key).exists():
+                        self.put(dict(t, reused_from=str(f)), *key)
+                        n += 1
+        return n
+
+
+def trial(method, value, prog, data, seconds, every, cache: Cache | None) -> dict:
+    """One sweep trial (cached): the final training error after ``seconds``."""
+    key = ("trial", method, value, seconds, every)
+    hit = cache.get(*key) if cache else None
+    if hit is not None:
+        print(f"  {method} {SWEEPS[method][0]} = {value}: cached, {hit['final_train']:.4g}")
+        return hit
+    print(f"  tuning {method} {SWEEPS[method][0]} = {value}", file=sys.stderr, flush=True)
+    r = run(method, value, prog, data, seconds, 1e9, every)
+    t = dict(value=value, final_train=final_train(r), steps=r["steps"], status=r["status"])
+    if cache:
+        cache.put(t, *key)
+    return t
+
+
+def tune(method, grid, prog, data, seconds, every, cache=None, extend=2) -> tuple:
+    """Every value of ``grid`` for ``seconds``; the best final training error wins. While
+    the best is the largest or smallest value tried (its optimum may lie beyond), the grid is
+    extended outward on that side (``outward``), up to ``extend`` extra values; a best
+    still at the edge then is flagged ``edge`` in the result."""
+    trials = [trial(method, v, prog, data, seconds, every, cache) for v in grid]
+    numeric = all(isinstance(v, (int, float)) for v in grid)
+    for _ in range(extend if numeric else 0):
+        best = min(trials, key=lambda t: t["final_train"])
+        values = [t["value"] for t in trials]
+        if not math.isfinite(best["final_train"]) or min(values) < best["value"] < max(values):
+            break
+        up = best["value"] == max(values)
+        trials.append(trial(method, outward(best["value"], up), prog, data, seconds, every, cache))
+        trials[-1]["extended"] = True
     best = min(trials, key=lambda t: t["final_train"])
     if not math.isfinite(best["final_train"]):
         raise SystemExit(f"{method}: every value tried failed ({trials})")
+    values = [t["value"] for t in trials]
+    best["edge"] = numeric and best["value"] in (min(values), max(values))
     return best["value"], trials
 
 
@@ -292,6 +368,24 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--quick", action="store_true", help="a smoke run of every stage in seconds (see above)"
     )
+    ap.add_argument(
+        "--extend",
+        type=int,
+        default=2,
+        help="extra sweep values beyond the grid's edge while the best is there (default 2)",
+    )
+    ap.add_argument(
+        "--reuse",
+        nargs="+",
+        metavar="JSON",
+        help="earlier result files whose sweep trials (same network, period, trial length) "
+        "count as done",
+    )
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ignore the cache of finished trials and runs (build/kfac_ae/<net>/cache/)",
+    )
     ap.add_argument("--tag", default="", help="suffix of the result and plot file names")
     ap.add_argument(
         "--update-docs",
@@ -359,15 +453,23 @@ def main(argv=None) -> int:
         runs={},
         tuning={},
     )
-    budget = args.minutes * 60
+    budget, tune_s = args.minutes * 60, args.tune_minutes * 60
+    cache = Cache(build / name / f"cache{'_quick' if args.quick else ''}", not args.fresh)
+    if args.reuse:
+        print(f"reused {cache.reuse(args.reuse, sizes, tune_s, every)} sweep trials")
     for method in args.methods.split(","):
         print(f"{method}:", file=sys.stderr, flush=True)
         values = SWEEPS[method][1][:grid]
         d = (train, evaluation)
+        extend = args.extend if grid > 1 else 0
         value, results["tuning"][method] = tune(
-            method, values, prog, d, args.tune_minutes * 60, every
+            method, values, prog, d, tune_s, every, cache, extend
         )
-        results["runs"][method] = run(method, value, prog, d, budget, budget / 15, every)
+        key = ("run", method, value, budget, every)
+        results["runs"][method] = cache.get(*key) or run(
+            method, value, prog, d, budget, budget / 15, every
+        )
+        cache.put(results["runs"][method], *key)
         out = build / f"kfac_ae{tag}.json"  # after each method: a cut run keeps the rest
         out.write_text(json.dumps(results, indent=1, default=float))
     print(f"wrote {out}")

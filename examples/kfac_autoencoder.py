@@ -124,8 +124,8 @@ class Errors:
     CPU time only for its own work (run with one BLAS and one Numba thread, it is the
     single-core time)."""
 
-    def __init__(self, prog, train, test, budget_s: float, every_s: float) -> None:
-        self.prog, self.train, self.test = prog, train, test
+    def __init__(self, prog, train, test, budget_s: float, every_s: float, partial=None) -> None:
+        self.prog, self.train, self.test, self.partial = prog, train, test, partial
         self.budget, self.every, self.next = budget_s, every_s, 0.0
         self.rows: list[dict] = []
         self.start, self.excluded = time.process_time(), 0.0
@@ -143,6 +143,10 @@ class Errors:
         row = dict(iteration=it, time=t)
         row["train"], row["test"] = self.error(theta, self.train), self.error(theta, self.test)
         self.rows.append(row)
+        if self.partial:  # the curve so far, kept if the run is cut (``--replot`` reads it)
+            path, head = self.partial
+            run = dict(head, status="partial", steps=it, errors=self.rows)
+            path.write_text(json.dumps(run, indent=1, default=float))
         print(
             f"    t = {t:7.1f} s  it {it:6d}  train {row['train']:.4f}  test {row['test']:.4f}",
             file=sys.stderr,
@@ -159,12 +163,14 @@ class Errors:
         return not done
 
 
-def run(method, value, prog, data, budget_s, every_s, every) -> dict:
-    """One training run of ``method`` at ``value`` for ``budget_s`` seconds of steps."""
+def run(method, value, prog, data, budget_s, every_s, every, partial=None) -> dict:
+    """One training run of ``method`` at ``value`` for ``budget_s`` seconds of steps; with
+    ``partial`` (a path) the curve so far is rewritten there at every measurement."""
     train, evaluation = data
     opt, batch = optimizer(method, prog, value, every, len(train))
     theta = prog.init(0)
-    cb = Errors(prog, *evaluation, budget_s, every_s)
+    head = dict(method=method, value=value, batch_size=batch)
+    cb = Errors(prog, *evaluation, budget_s, every_s, (partial, head) if partial else None)
     cb.record(0, theta, 0.0)
     t0 = time.perf_counter()
     try:
@@ -300,9 +306,13 @@ def table(results: dict) -> str:
         cells = []
         for t in times:
             e = at_time(r["errors"], t)
-            cells.append(f"{e['train']:.3f} / {e['test']:.3f}")
+            cut = r["status"] == "partial" and r["errors"][-1]["time"] < 0.99 * t
+            cells.append("—" if cut else f"{e['train']:.3f} / {e['test']:.3f}")
         swept = f"{SWEEPS[method][0]} = {r['value']}"
-        lines.append(f"| {NAMES[method]} | {swept} | {r['steps']} | " + " | ".join(cells) + " |")
+        steps = str(r["steps"])
+        if r["status"] == "partial":
+            steps += f" (cut at {r['errors'][-1]['time']:.0f} s)"
+        lines.append(f"| {NAMES[method]} | {swept} | {steps} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -425,8 +435,9 @@ def main(argv=None) -> int:
     tag = ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
     if args.replot:
         results = json.loads(Path(args.replot[0]).read_text())
-        for f in args.replot[1:]:
-            results["runs"].update(json.loads(Path(f).read_text())["runs"])
+        for f in args.replot[1:]:  # result files, or single runs (a cut run's partial file)
+            r = json.loads(Path(f).read_text())
+            results["runs"].update(r["runs"] if "runs" in r else {r["method"]: r})
         return report(results, plot_path(tag, args.update_docs))
     sizes, every, grid = tuple(int(n) for n in args.sizes.split(",")), args.every, args.grid
     if args.quick:
@@ -466,10 +477,12 @@ def main(argv=None) -> int:
             method, values, prog, d, tune_s, every, cache, extend
         )
         key = ("run", method, value, budget, every)
+        partial = cache.path("partial", *key[1:])
         results["runs"][method] = cache.get(*key) or run(
-            method, value, prog, d, budget, budget / 15, every
+            method, value, prog, d, budget, budget / 15, every, partial
         )
         cache.put(results["runs"][method], *key)
+        partial.unlink(missing_ok=True)
         out = build / f"kfac_ae{tag}.json"  # after each method: a cut run keeps the rest
         out.write_text(json.dumps(results, indent=1, default=float))
     print(f"wrote {out}")

@@ -140,3 +140,30 @@ def test_plot_goes_to_build_unless_docs_are_updated(tmp_path, monkeypatch):
     monkeypatch.setattr(ka, "ROOT", tmp_path)
     assert ka.plot_path("_quick", False) == tmp_path / "build/kfac_ae/kfac_autoencoder_quick.png"
     assert ka.plot_path("", True) == tmp_path / "docs/img/kfac_autoencoder.png"
+
+
+def test_a_cut_run_keeps_its_curve_and_the_table_marks_what_it_did_not_reach(tmp_path):
+    import json
+
+    class Prog:
+        def loss(self, theta, batch):
+            return float(theta)
+
+    path = tmp_path / "partial.json"
+    cb = ka.Errors(
+        Prog(),
+        np.zeros((2, 3)),
+        np.zeros((2, 3)),
+        10.0,
+        0.0,
+        (path, dict(method="adam", value=0.001)),
+    )
+    cb.record(0, 4.0, 0.0)
+    cb.record(7, 3.0, 4.0)  # then the process is killed
+    run = json.loads(path.read_text())
+    assert run["status"] == "partial" and run["steps"] == 7 and len(run["errors"]) == 2
+    text = ka.table(dict(minutes=8 / 60, runs={"adam": run}))
+    assert (
+        "| Adam | learning_rate = 0.001 | 7 (cut at 4 s) | 8.000 / 8.000 | 6.000 / 6.000 | — |"
+        in text
+    )

@@ -293,11 +293,11 @@ def at_time(rows: list[dict], t: float) -> dict:
     return [r for r in rows if r["time"] <= 1.01 * t][-1]
 
 
-def table(results: dict) -> str:
-    """Markdown: per method the swept value, the steps, and train / test error at a quarter,
-    a half and all of the budget."""
+def table(results: dict, times=None) -> str:
+    """Markdown: per method the swept value, the steps, and train / test error at ``times``
+    (CPU s; default a quarter, a half and all of the budget)."""
     budget = results["minutes"] * 60
-    times = (budget / 4, budget / 2, budget)
+    times = times or (budget / 4, budget / 2, budget)
     head = "| method | swept | steps | " + " | ".join(
         f"train / test at {t:.3g} CPU s" for t in times
     )
@@ -403,6 +403,11 @@ def parser() -> argparse.ArgumentParser:
         help="write the plot to docs/img/kfac_autoencoder.png instead of build/kfac_ae/",
     )
     ap.add_argument(
+        "--table-times",
+        metavar="S,S,...",
+        help="with --replot: the table's CPU times (default a quarter, a half, all the budget)",
+    )
+    ap.add_argument(
         "--replot",
         nargs="+",
         metavar="JSON",
@@ -438,7 +443,8 @@ def main(argv=None) -> int:
         for f in args.replot[1:]:  # result files, or single runs (a cut run's partial file)
             r = json.loads(Path(f).read_text())
             results["runs"].update(r["runs"] if "runs" in r else {r["method"]: r})
-        return report(results, plot_path(tag, args.update_docs))
+        times = [float(t) for t in args.table_times.split(",")] if args.table_times else None
+        return report(results, plot_path(tag, args.update_docs), times)
     sizes, every, grid = tuple(int(n) for n in args.sizes.split(",")), args.every, args.grid
     if args.quick:
         sizes, every, grid = QUICK["sizes"], QUICK["every"], QUICK["grid"]
@@ -489,9 +495,9 @@ def main(argv=None) -> int:
     return report(results, plot_path(tag, args.update_docs))
 
 
-def report(results: dict, img: Path) -> int:
+def report(results: dict, img: Path, times=None) -> int:
     plot(results, img)
-    print(table(results))
+    print(table(results, times))
     print(f"wrote {img}")
     return 0
 

@@ -28,7 +28,10 @@ initial θ; the best final training error wins and is then run for ``--minutes``
 the process's CPU time in optimizer steps (``Errors``; evaluation excluded), so that on a
 shared machine the others' load does not count. Results go to
 ``build/kfac_ae/kfac_ae<tag>.json`` and the plot to ``build/kfac_ae/kfac_autoencoder<tag>.png``
-(``docs/img/`` with ``--update-docs``).
+(``docs/img/`` with ``--update-docs``). Finished sweep trials and runs are cached under
+``build/kfac_ae/<net>/cache/`` (``Cache``; ``--fresh`` ignores it), a run in progress keeps
+its curve there (``partial_*.json``, which ``--replot`` takes), and the grid is extended
+outward while its best value is at an edge (``--extend``).
 
 ``--quick`` is a smoke run of every stage, not a result: a 100-32-16-8 mirrored network on
 10×10 CURVES (300 train / 200 test), statistics every 10 updates, 2 sweep values per method

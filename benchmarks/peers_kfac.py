@@ -2,7 +2,7 @@
 network, batch, data, initial θ, minibatch sequence and curvature kind; step time and the
 training error after equal CPU time.
 
-    pip install -e ".[peers]"            # jax[cpu] and kfac-jax; the tests never import them
+    pip install -e ".[peers]"            # jax[cpu] (the tests never import it); kfac-jax: below
     python benchmarks/peers_kfac.py                  # 60 CPU seconds of training per side
     python benchmarks/peers_kfac.py --seconds 10     # a shorter comparison
     python benchmarks/peers_kfac.py --jax-python ENV/bin/python   # kfac-jax in its own env
@@ -10,8 +10,15 @@ training error after equal CPU time.
 kfac-jax 0.0.8 (the newest release) fails on jax 0.9.2 and 0.10.2 inside its tracer
 (``tag_graph_matcher.eval_jaxpr_eqn``: "ValueError: too many values to unpack (expected
 2)" — ``Primitive.get_bind_params`` returns the params alone since then); it runs on jax
-0.8.3, e.g. ``python -m venv --system-site-packages ENV && ENV/bin/pip install jax==0.8.3
-jaxlib==0.8.3``, which ``--jax-python`` then names.
+0.8.3. So the kfac-jax side runs in its own environment, named by ``--jax-python``::
+
+    python -m venv --system-site-packages /tmp/kfacjax     # sees numpy, numba, symcurv
+    /tmp/kfacjax/bin/pip install "jax[cpu]==0.8.3" "kfac-jax==0.0.8"
+    python benchmarks/peers_kfac.py --jax-python /tmp/kfacjax/bin/python
+
+Before anything is compiled, ``check_jax_python`` asks that Python for its jax and kfac-jax
+versions and stops with this recipe when it cannot import them, cannot import symcurv (the
+side reads θ's layout from the compiled program), or pairs kfac-jax ≤ 0.0.8 with jax ≥ 0.9.
 
 Network: the deep autoencoder 784-1000-500-250-30 mirrored (examples/autoencoder.py:
 logistic units, linear code, sigmoid cross-entropy, Martens' sparse initialisation),
@@ -43,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -239,6 +247,52 @@ def side_kfac_jax(folder: Path, sizes_json: str, budget: float, damping: float) 
     clock.dump(folder, "kfac_jax", dict(loss0=loss0, blocks=blocks, compile=compile_s, init=init_s))
 
 
+JAX_ENV = (
+    "kfac-jax 0.0.8 needs jax < 0.9 (it runs on 0.8.3). Create an environment for its side "
+    "and name it with --jax-python:\n"
+    "    python -m venv --system-site-packages /tmp/kfacjax\n"
+    '    /tmp/kfacjax/bin/pip install "jax[cpu]==0.8.3" "kfac-jax==0.0.8"\n'
+    "    python benchmarks/peers_kfac.py --jax-python /tmp/kfacjax/bin/python"
+)
+PROBE = (
+    "import json, jax, kfac_jax, symcurv; "
+    "print(json.dumps([jax.__version__, getattr(kfac_jax, '__version__', '0')]))"
+)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """'0.8.3' → (0, 8, 3); '0.10.2rc1' → (0, 10, 2): each part's leading digits."""
+    parts = []
+    for p in text.split(".")[:3]:
+        digits = re.match(r"\d*", p).group()
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def check_jax_python(python: str) -> tuple[str, str]:
+    """(jax, kfac-jax) versions of ``python``; SystemExit with ``JAX_ENV`` when it cannot run
+    the kfac-jax side: an import fails, or kfac-jax ≤ 0.0.8 meets jax ≥ 0.9."""
+    try:
+        out = subprocess.run(
+            [python, "-c", PROBE], capture_output=True, text=True, timeout=300, check=False
+        )
+    except OSError as e:
+        raise SystemExit(f"--jax-python {python}: cannot run it ({e}).\n{JAX_ENV}") from None
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(
+            f"--jax-python {python} cannot import jax, kfac_jax and symcurv ({last}).\n{JAX_ENV}"
+        )
+    jax_v, kfac_v = json.loads(out.stdout.strip().splitlines()[-1])
+    if _version(kfac_v) <= (0, 0, 8) and _version(jax_v) >= (0, 9):
+        raise SystemExit(
+            f"--jax-python {python} has jax {jax_v} with kfac-jax {kfac_v}.\n{JAX_ENV}"
+        )
+    return jax_v, kfac_v
+
+
 def child(side: str, folder: Path, build: Path, budget: float, damping: float, python: str) -> None:
     cmd = [python, __file__, "--side", side, "--folder", str(folder)]
     cmd += ["--build", str(build), "--seconds", str(budget), "--damping", str(damping)]
@@ -271,8 +325,10 @@ def main() -> None:
             rows = [(k, p["shape"], p["offset"], p["size"]) for k, p in layout.items()]
             side_kfac_jax(folder, json.dumps(rows), args.seconds, args.damping)
         return
+    jax_v, kfac_v = check_jax_python(args.jax_python)
     print(f"machine: {machine()}")
-    print(f"command: python {' '.join(sys.argv)}\n")
+    print(f"command: python {' '.join(sys.argv)}")
+    print(f"kfac-jax side: {args.jax_python}, jax {jax_v}, kfac-jax {kfac_v}\n")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         build = Path(args.build_dir) if args.build_dir else folder / "build"

@@ -28,7 +28,10 @@ initial θ; the best final training error wins and is then run for ``--minutes``
 the process's CPU time in optimizer steps (``Errors``; evaluation excluded), so that on a
 shared machine the others' load does not count. Results go to
 ``build/kfac_ae/kfac_ae<tag>.json`` and the plot to ``build/kfac_ae/kfac_autoencoder<tag>.png``
-(``docs/img/`` with ``--update-docs``).
+(``docs/img/`` with ``--update-docs``). Finished sweep trials and runs are cached under
+``build/kfac_ae/<net>/cache/`` (``Cache``; ``--fresh`` ignores it), a run in progress keeps
+its curve there (``partial_*.json``, which ``--replot`` takes), and the grid is extended
+outward while its best value is at an edge (``--extend``).
 
 ``--quick`` is a smoke run of every stage, not a result: a 100-32-16-8 mirrored network on
 10×10 CURVES (300 train / 200 test), statistics every 10 updates, 2 sweep values per method
@@ -124,8 +127,8 @@ class Errors:
     CPU time only for its own work (run with one BLAS and one Numba thread, it is the
     single-core time)."""
 
-    def __init__(self, prog, train, test, budget_s: float, every_s: float) -> None:
-        self.prog, self.train, self.test = prog, train, test
+    def __init__(self, prog, train, test, budget_s: float, every_s: float, partial=None) -> None:
+        self.prog, self.train, self.test, self.partial = prog, train, test, partial
         self.budget, self.every, self.next = budget_s, every_s, 0.0
         self.rows: list[dict] = []
         self.start, self.excluded = time.process_time(), 0.0
@@ -143,6 +146,10 @@ class Errors:
         row = dict(iteration=it, time=t)
         row["train"], row["test"] = self.error(theta, self.train), self.error(theta, self.test)
         self.rows.append(row)
+        if self.partial:  # the curve so far, kept if the run is cut (``--replot`` reads it)
+            path, head = self.partial
+            run = dict(head, status="partial", steps=it, errors=self.rows)
+            path.write_text(json.dumps(run, indent=1, default=float))
         print(
             f"    t = {t:7.1f} s  it {it:6d}  train {row['train']:.4f}  test {row['test']:.4f}",
             file=sys.stderr,
@@ -159,12 +166,14 @@ class Errors:
         return not done
 
 
-def run(method, value, prog, data, budget_s, every_s, every) -> dict:
-    """One training run of ``method`` at ``value`` for ``budget_s`` seconds of steps."""
+def run(method, value, prog, data, budget_s, every_s, every, partial=None) -> dict:
+    """One training run of ``method`` at ``value`` for ``budget_s`` seconds of steps; with
+    ``partial`` (a path) the curve so far is rewritten there at every measurement."""
     train, evaluation = data
     opt, batch = optimizer(method, prog, value, every, len(train))
     theta = prog.init(0)
-    cb = Errors(prog, *evaluation, budget_s, every_s)
+    head = dict(method=method, value=value, batch_size=batch)
+    cb = Errors(prog, *evaluation, budget_s, every_s, (partial, head) if partial else None)
     cb.record(0, theta, 0.0)
     t0 = time.perf_counter()
     try:
@@ -191,17 +200,93 @@ def final_train(r: dict) -> float:
     return e if math.isfinite(e) else math.inf
 
 
-def tune(method, grid, prog, data, seconds, every) -> tuple[object, list[dict]]:
-    """Every value of ``grid`` for ``seconds``; the best final training error wins."""
-    trials = []
-    for value in grid:
-        print(f"  tuning {method} {SWEEPS[method][0]} = {value}", file=sys.stderr, flush=True)
-        r = run(method, value, prog, data, seconds, 1e9, every)
-        trials.append(dict(value=value, final_train=final_train(r), steps=r["steps"]))
-        trials[-1]["status"] = r["status"]
+def outward(value: float, up: bool) -> float:
+    """The next value beyond ``value`` on the 1-3-10 ladder (…, 0.1, 0.3, 1, 3, 10, …), the
+    spacing of ``SWEEPS``' grids: up (0.03 → 0.1) or down (0.003 → 0.001)."""
+    k = math.floor(math.log10(value))
+    ladder = [float(f"{m}e{e}") for e in range(k - 2, k + 3) for m in (1, 3)]
+    return (
+        min(c for c in ladder if c > 1.5 * value)
+        if up
+        else max(c for c in ladder if c < value / 1.5)
+    )
+
+
+class Cache:
+    """Finished sweep trials and runs, one JSON file each under ``folder``, keyed by
+    everything that determines them (method, value, CPU budget, statistics period), so that
+    a cut or crashed run resumes where it stopped and a longer run reuses the sweep of a
+    shorter one with the same trial length. ``reuse`` seeds it with the sweeps of earlier
+    result files (``--reuse``) whose network, trial length and period match."""
+
+    def __init__(self, folder: Path, enabled: bool = True) -> None:
+        self.folder, self.enabled = folder, enabled
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, kind: str, method: str, value, seconds: float, every: int) -> Path:
+        v = json.dumps(value).replace(" ", "").replace(",", "_").strip("[]")
+        return self.folder / f"{kind}_{method}_{v}_{seconds:g}s_every{every}.json"
+
+    def get(self, *key):
+        p = self.path(*key)
+        return json.loads(p.read_text()) if self.enabled and p.exists() else None
+
+    def put(self, entry: dict, *key) -> None:
+        self.path(*key).write_text(json.dumps(entry, indent=1, default=float))
+
+    def reuse(self, files, sizes, tune_s: float, every: int) -> int:
+        """Copy the matching sweep trials of earlier result files in; returns how many."""
+        n = 0
+        for f in files:
+            r = json.loads(Path(f).read_text())
+            same = r["sizes"] == list(sizes) and r["every"] == every
+            if not (same and abs(r["tune_minutes"] * 60 - tune_s) < 1e-9):
+                print(f"  --reuse {f}: another network, period or trial length; skipped")
+                continue
+            for method, trials in r["tuning"].items():
+                for t in trials:
+                    key = ("trial", method, t["value"], tune_s, every)
+                    if not self.path(*key).exists():
+                        self.put(dict(t, reused_from=str(f)), *key)
+                        n += 1
+        return n
+
+
+def trial(method, value, prog, data, seconds, every, cache: Cache | None) -> dict:
+    """One sweep trial (cached): the final training error after ``seconds``."""
+    key = ("trial", method, value, seconds, every)
+    hit = cache.get(*key) if cache else None
+    if hit is not None:
+        print(f"  {method} {SWEEPS[method][0]} = {value}: cached, {hit['final_train']:.4g}")
+        return hit
+    print(f"  tuning {method} {SWEEPS[method][0]} = {value}", file=sys.stderr, flush=True)
+    r = run(method, value, prog, data, seconds, 1e9, every)
+    t = dict(value=value, final_train=final_train(r), steps=r["steps"], status=r["status"])
+    if cache:
+        cache.put(t, *key)
+    return t
+
+
+def tune(method, grid, prog, data, seconds, every, cache=None, extend=2) -> tuple:
+    """Every value of ``grid`` for ``seconds``; the best final training error wins. While
+    the best is the largest or smallest value tried (its optimum may lie beyond), the grid is
+    extended outward on that side (``outward``), up to ``extend`` extra values; a best
+    still at the edge then is flagged ``edge`` in the result."""
+    trials = [trial(method, v, prog, data, seconds, every, cache) for v in grid]
+    numeric = all(isinstance(v, (int, float)) for v in grid)
+    for _ in range(extend if numeric else 0):
+        best = min(trials, key=lambda t: t["final_train"])
+        values = [t["value"] for t in trials]
+        if not math.isfinite(best["final_train"]) or min(values) < best["value"] < max(values):
+            break
+        up = best["value"] == max(values)
+        trials.append(trial(method, outward(best["value"], up), prog, data, seconds, every, cache))
+        trials[-1]["extended"] = True
     best = min(trials, key=lambda t: t["final_train"])
     if not math.isfinite(best["final_train"]):
         raise SystemExit(f"{method}: every value tried failed ({trials})")
+    values = [t["value"] for t in trials]
+    best["edge"] = numeric and best["value"] in (min(values), max(values))
     return best["value"], trials
 
 
@@ -211,11 +296,11 @@ def at_time(rows: list[dict], t: float) -> dict:
     return [r for r in rows if r["time"] <= 1.01 * t][-1]
 
 
-def table(results: dict) -> str:
-    """Markdown: per method the swept value, the steps, and train / test error at a quarter,
-    a half and all of the budget."""
+def table(results: dict, times=None) -> str:
+    """Markdown: per method the swept value, the steps, and train / test error at ``times``
+    (CPU s; default a quarter, a half and all of the budget)."""
     budget = results["minutes"] * 60
-    times = (budget / 4, budget / 2, budget)
+    times = times or (budget / 4, budget / 2, budget)
     head = "| method | swept | steps | " + " | ".join(
         f"train / test at {t:.3g} CPU s" for t in times
     )
@@ -224,9 +309,13 @@ def table(results: dict) -> str:
         cells = []
         for t in times:
             e = at_time(r["errors"], t)
-            cells.append(f"{e['train']:.3f} / {e['test']:.3f}")
+            cut = r["status"] == "partial" and r["errors"][-1]["time"] < 0.99 * t
+            cells.append("—" if cut else f"{e['train']:.3f} / {e['test']:.3f}")
         swept = f"{SWEEPS[method][0]} = {r['value']}"
-        lines.append(f"| {NAMES[method]} | {swept} | {r['steps']} | " + " | ".join(cells) + " |")
+        steps = str(r["steps"])
+        if r["status"] == "partial":
+            steps += f" (cut at {r['errors'][-1]['time']:.0f} s)"
+        lines.append(f"| {NAMES[method]} | {swept} | {steps} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -292,11 +381,34 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--quick", action="store_true", help="a smoke run of every stage in seconds (see above)"
     )
+    ap.add_argument(
+        "--extend",
+        type=int,
+        default=2,
+        help="extra sweep values beyond the grid's edge while the best is there (default 2)",
+    )
+    ap.add_argument(
+        "--reuse",
+        nargs="+",
+        metavar="JSON",
+        help="earlier result files whose sweep trials (same network, period, trial length) "
+        "count as done",
+    )
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ignore the cache of finished trials and runs (build/kfac_ae/<net>/cache/)",
+    )
     ap.add_argument("--tag", default="", help="suffix of the result and plot file names")
     ap.add_argument(
         "--update-docs",
         action="store_true",
         help="write the plot to docs/img/kfac_autoencoder.png instead of build/kfac_ae/",
+    )
+    ap.add_argument(
+        "--table-times",
+        metavar="S,S,...",
+        help="with --replot: the table's CPU times (default a quarter, a half, all the budget)",
     )
     ap.add_argument(
         "--replot",
@@ -331,9 +443,11 @@ def main(argv=None) -> int:
     tag = ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
     if args.replot:
         results = json.loads(Path(args.replot[0]).read_text())
-        for f in args.replot[1:]:
-            results["runs"].update(json.loads(Path(f).read_text())["runs"])
-        return report(results, plot_path(tag, args.update_docs))
+        for f in args.replot[1:]:  # result files, or single runs (a cut run's partial file)
+            r = json.loads(Path(f).read_text())
+            results["runs"].update(r["runs"] if "runs" in r else {r["method"]: r})
+        times = [float(t) for t in args.table_times.split(",")] if args.table_times else None
+        return report(results, plot_path(tag, args.update_docs), times)
     sizes, every, grid = tuple(int(n) for n in args.sizes.split(",")), args.every, args.grid
     if args.quick:
         sizes, every, grid = QUICK["sizes"], QUICK["every"], QUICK["grid"]
@@ -359,24 +473,34 @@ def main(argv=None) -> int:
         runs={},
         tuning={},
     )
-    budget = args.minutes * 60
+    budget, tune_s = args.minutes * 60, args.tune_minutes * 60
+    cache = Cache(build / name / f"cache{'_quick' if args.quick else ''}", not args.fresh)
+    if args.reuse:
+        print(f"reused {cache.reuse(args.reuse, sizes, tune_s, every)} sweep trials")
     for method in args.methods.split(","):
         print(f"{method}:", file=sys.stderr, flush=True)
         values = SWEEPS[method][1][:grid]
         d = (train, evaluation)
+        extend = args.extend if grid > 1 else 0
         value, results["tuning"][method] = tune(
-            method, values, prog, d, args.tune_minutes * 60, every
+            method, values, prog, d, tune_s, every, cache, extend
         )
-        results["runs"][method] = run(method, value, prog, d, budget, budget / 15, every)
+        key = ("run", method, value, budget, every)
+        partial = cache.path("partial", *key[1:])
+        results["runs"][method] = cache.get(*key) or run(
+            method, value, prog, d, budget, budget / 15, every, partial
+        )
+        cache.put(results["runs"][method], *key)
+        partial.unlink(missing_ok=True)
         out = build / f"kfac_ae{tag}.json"  # after each method: a cut run keeps the rest
         out.write_text(json.dumps(results, indent=1, default=float))
     print(f"wrote {out}")
     return report(results, plot_path(tag, args.update_docs))
 
 
-def report(results: dict, img: Path) -> int:
+def report(results: dict, img: Path, times=None) -> int:
     plot(results, img)
-    print(table(results))
+    print(table(results, times))
     print(f"wrote {img}")
     return 0
 

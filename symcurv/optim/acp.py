@@ -11,7 +11,14 @@ the update of eq. 6.3.3-6.3.4 (signs fixed: a descent step, DESIGN.md §3):
 with Tikhonov damping λ scaled by 1/α (§6.4.2). C's eigendecomposition is refreshed every
 ``inverse_every`` steps (the amortisation); h̄ and the gradients come from each minibatch.
 α is fixed (``alpha=``) or, per layer and minibatch, the heuristic
-α = max_{b, j} (∂ℓ_b/∂a_bj)² (``alpha=None``). A layer without a bias is preconditioned by
+α = max_{b, j} (∂ℓ_b/∂a_bj)² (``alpha=None``). With the heuristic, the α in the damping
+λ/α is by default the one of the refresh step (``damping_alpha="refresh"``): Algorithm 3
+forms inv_C, damping included, once per refresh and uses it for the next ``inverse_every``
+steps, while 1/α in front follows each minibatch. ``damping_alpha="step"`` takes each
+minibatch's α in the damping too; that variant is unstable: in C's near-null directions
+its step is a centered gradient step of size η/λ whatever α is, and one large step makes α
+huge and λ/α vanish, so that every direction C has barely seen is amplified
+(docs/kfac.md, "ACP's α heuristic"). A layer without a bias is preconditioned by
 A = mean_b h hᵀ alone (ΔW = −(η/α) ∇_W (A + (λ/α) I)⁻¹); parameters outside dense layers
 take a plain gradient step −η ∇.
 """
@@ -50,7 +57,8 @@ def _check_programs(prog, opt: str) -> None:
 
 class ACP:
     """``ACP(prog, alpha=None, damping=1e-3, learning_rate=0.1, inverse_every=100,
-    l2=0.0, default_batch_size=200)`` (module docstring); drive it with ``fit``."""
+    damping_alpha="refresh", l2=0.0, default_batch_size=200)`` (module docstring); drive it
+    with ``fit``."""
 
     def __init__(
         self,
@@ -60,6 +68,7 @@ class ACP:
         damping: float = 1e-3,
         learning_rate: float = 0.1,
         inverse_every: int = 100,
+        damping_alpha: str = "refresh",
         l2: float = 0.0,
         default_batch_size: int = 200,
     ) -> None:
@@ -74,7 +83,14 @@ class ACP:
             ("default_batch_size", default_batch_size),
         ):
             require(isinstance(v, (int, np.integer)) and v >= 1, name, v, "as an integer ≥ 1")
+        require(
+            damping_alpha in ("refresh", "step"),
+            "damping_alpha",
+            damping_alpha,
+            "'refresh' (Algorithm 3's inv_C) or 'step'",
+        )
         _check_programs(prog, "ACP")
+        self.damping_alpha = damping_alpha
         self.prog, self.alpha, self.damping = prog, alpha, damping
         self.learning_rate, self.inverse_every = learning_rate, inverse_every
         self.l2, self.default_batch_size = l2, default_batch_size
@@ -82,12 +98,21 @@ class ACP:
 
     def config(self) -> dict[str, Any]:
         """The options (JSON-able), as checkpoints record them."""
-        keys = "alpha damping learning_rate inverse_every l2 default_batch_size".split()
+        keys = "alpha damping learning_rate inverse_every damping_alpha l2 default_batch_size"
+        keys = keys.split()
         return {k: getattr(self, k) for k in keys}
 
     def init(self, theta: np.ndarray) -> dict[str, Any]:
         """No step taken yet (C is decomposed on the first)."""
         return {"steps": 0}
+
+    def _damping_alpha(self, state: dict[str, Any], k: str, alpha: float) -> float:
+        """The α of the damping λ/α: the refresh step's (while it was a usable positive
+        number) or this minibatch's."""
+        at_refresh = state.get(f"a:{k}")
+        if self.damping_alpha == "step" or not at_refresh or not math.isfinite(at_refresh):
+            return alpha
+        return float(at_refresh)
 
     def step(
         self, theta: np.ndarray, data: Sampler, state: dict[str, Any]
@@ -110,6 +135,8 @@ class ACP:
                 M = S - np.outer(lf.h_mean, lf.h_mean) if L.bias else S  # C, or A alone
                 prev = (state[f"e:{k}"], state[f"U:{k}"]) if f"e:{k}" in state else None
                 state[f"e:{k}"], state[f"U:{k}"] = eigen(M, prev)
+                top = self.alpha if self.alpha is not None else lf.max_sq_grad
+                state[f"a:{k}"] = float(top) if top else math.nan  # nan: none usable
         t_inverse = time.perf_counter() - t0
         step = -self.learning_rate * g
         alphas = {}
@@ -123,7 +150,7 @@ class ACP:
             centered = gW - np.outer(gb, lf.h_mean) if L.bias else gW
             w, U = state[f"e:{k}"], state[f"U:{k}"]
             dW = -(self.learning_rate / alpha) * (
-                ((centered @ U) / (w + self.damping / alpha)) @ U.T
+                ((centered @ U) / (w + self.damping / self._damping_alpha(state, k, alpha))) @ U.T
             )
             p = self.prog.params[k]
             step[p["offset"] : p["offset"] + p["size"]] = dW.ravel()

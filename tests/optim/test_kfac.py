@@ -337,6 +337,40 @@ def test_acp_alpha_heuristic_is_the_largest_squared_preactivation_gradient(net):
     assert res.column("objective")[-1] < res.column("objective")[0]
 
 
+def test_acp_damping_takes_the_alpha_of_the_refresh_step(net):
+    """inverse_every = 2, heuristic α: step 2 uses C and, by default, the damping λ/α₁ of the
+    refresh at step 1 (Algorithm 3's inv_C), with 1/α₂ of its own minibatch in front;
+    damping_alpha="step" puts α₂ in both. W1's input is x, so C is the data's covariance."""
+    prog, theta0, _ = net
+    data = _net_data()
+    eta, lam = 0.2, 0.5
+    x = data["x"]
+    C = np.cov(x.T, bias=True)
+    P = prog.params
+    W1 = slice(P["W1"]["offset"], P["W1"]["offset"] + 12)
+    b1 = slice(P["b1"]["offset"], P["b1"]["offset"] + 4)
+    alpha1 = prog.kfac_factors(theta0, data, curvature="empirical").layers["W1"].max_sq_grad
+    for mode in ("refresh", "step"):
+        opt = dict(damping=lam, learning_rate=eta, inverse_every=2, damping_alpha=mode)
+        theta1 = theta0 + _one_step(prog, sc.optim.ACP(prog, **opt), data, theta0)
+        res = sc.optim.fit(
+            prog, sc.optim.ACP(prog, **opt), data, 2, theta0, batch_size=len(x), progress=False
+        )
+        alpha2 = prog.kfac_factors(theta1, data, curvature="empirical").layers["W1"].max_sq_grad
+        assert res.column("alpha_max")[1] >= alpha2 and alpha2 != pytest.approx(alpha1)
+        _, g = prog.grad(theta1, data)
+        gW, gb = g[W1].reshape(4, 3), g[b1]
+        a_damp = alpha1 if mode == "refresh" else alpha2
+        want = (
+            -(eta / alpha2)
+            * np.linalg.solve((C + lam / a_damp * np.eye(3)).T, (gW - np.outer(gb, x.mean(0))).T).T
+        )
+        got = (res.theta - theta1)[W1].reshape(4, 3)
+        assert np.allclose(got, want, rtol=1e-8, atol=1e-13), mode
+    with pytest.raises(errors.OptimizerError, match="damping_alpha"):
+        sc.optim.ACP(prog, damping_alpha="minibatch")
+
+
 def test_centered_sgd_step_is_algorithm_2(net):
     prog, theta0, _ = net
     data = _net_data()

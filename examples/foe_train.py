@@ -198,6 +198,8 @@ def main(argv=None) -> list[dict]:
     best = max((r for r in rows if r["lambda"] > 0), key=lambda r: r["held_psnr"])["lambda"]
     BUILD.mkdir(parents=True, exist_ok=True)
     for tag, lam in (("best", best), ("lam0", 0.0)):
+        if lam not in thetas:  # a grid without λ = 0 (e.g. extending an earlier grid)
+            continue
         p, rp = progs[0].unflatten(thetas[lam]), raw_theta(progs[0], thetas[lam], scale)
         np.savez(
             BUILD / f"foe_{tag}.npz",

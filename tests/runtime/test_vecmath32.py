@@ -9,28 +9,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from numba import njit
+from vecmath_loops import exp_loop as _exp_loop
+from vecmath_loops import log_loop as _log_loop
+from vecmath_loops import tanh_loop as _tanh_loop
 
 from symcurv.runtime import vecmath as vm
 from symcurv.runtime import vecmath32 as vm32
-
-
-@njit(error_model="numpy")
-def _exp_loop(x, out):
-    for i in range(x.size):
-        out[i] = vm.exp(x[i])
-
-
-@njit(error_model="numpy")
-def _log_loop(x, out):
-    for i in range(x.size):
-        out[i] = vm.log(x[i])
-
-
-@njit(error_model="numpy")
-def _tanh_loop(x, out):
-    for i in range(x.size):
-        out[i] = vm.tanh(x[i])
 
 
 def _ulps32(got: np.ndarray, want64: np.ndarray) -> np.ndarray:

@@ -4,19 +4,19 @@ Layout (see docs/kernel_tour.md): the program's module holds a header docstring,
 comment block per kernel naming its IR nodes and DSL lines, the line that takes each
 compiled kernel from its shared file (``k1_map_logistic = kernel('map_logistic_…')``),
 and a driver ``run`` that calls the kernels in order, with GEMMs as BLAS calls
-(``np.dot(a, b, out)``) into preallocated buffers. Each compiled kernel — one ``@njit``
-loop per fusion group or reduction, a map's with its scalar function (printed once from
-sympy after CSE; the CUDA emitter wraps the same functions as device functions) — is a
-file of its own, named after its text (``codegen/kernel_files.py``), so programs that
-run the same loop share it.
+(``gemm(a, b, out)``, runtime/gemm.py) into preallocated buffers. Each compiled
+kernel — one ``@njit`` loop per fusion group or reduction, a map's with its scalar
+function (printed once from sympy after CSE; the CUDA emitter wraps the same functions
+as device functions) — is a file of its own, named after its text
+(``codegen/kernel_files.py``), so programs that run the same loop share it.
 """
 
 from __future__ import annotations
 
 import re
-from contextlib import ExitStack
 
 from symcurv.codegen import common, kernel_files
+from symcurv.codegen.cpu_maps import emit_map
 from symcurv.codegen.lower import Kernel, Lowered
 from symcurv.codegen.schedule import Plan
 from symcurv.codegen.source import Source
@@ -27,124 +27,6 @@ from symcurv.ops.registry import lowering
 
 TARGETS = {"float64": "cpu", "float32": "cpu/float32"}  # the scalar printer per dtype
 MAX_INLINE_ARGS = 30  # the most arguments Numba's inline='always' accepts (numba 0.68)
-
-# ---- map kernels ---------------------------------------------------------------------
-
-
-EPILOGUE_BLOCK = 64  # cases per row buffer of a map with an epilogue (one np.empty each)
-VECTOR_BODY = 64  # elements: a flat loop this long runs in LLVM's vector body, not its tail
-
-
-def _rows_per_block(size: int) -> int:
-    """Rows per block of a blocked map: the fewest r whose r·size is at least VECTOR_BODY
-    and a multiple of 16 (whole vector iterations of any width up to 16)."""
-    r = -(-VECTOR_BODY // size)
-    while (r * size) % 16 and r < VECTOR_BODY:
-        r += 1
-    return r
-
-
-def _blockable(g: Graph, k: Kernel, reads: list[str], outs: list) -> bool:
-    """A batched map over rows narrower than VECTOR_BODY whose values are all full rows
-    (a per-case scalar [i, 0] or the feature index j would not survive flattening)."""
-    batched, size = k.space
-    return (
-        batched
-        and 1 < size < VECTOR_BODY
-        and not k.epilogues
-        and not common.uses_index(outs)
-        and all(g[w].batched and g[w].size == size for w in k.writes)
-        and all(g[r].size == size or not g[r].batched for r in reads)
-    )
-
-
-def _emit_blocked_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]:
-    """A narrow map (cp_net's 20-wide tanh rows) as flat loops over blocks of rows.
-
-    With one loop per row of 20 elements, LLVM's vector body (up to 32 elements on AVX-512
-    machines) never runs and every element goes through the loop's remainder: cp_net's
-    tanh maps ran at 3 ns per element against 2 ns in a long loop. Here the rows are taken
-    r at a time as one flat loop of r·size elements (the arrays are C-contiguous rows);
-    a shared row operand (a bias) is tiled r times once per call; without one, all B·size
-    elements are one loop. One loop either way, so the formulas are compiled once (LLVM
-    makes its vector body and remainder of it, as for a row loop)."""
-    _, reads, outs = common.map_expressions(g, k)
-    params = list(dict.fromkeys([st[r] for r in reads] + [st[w] for w in k.writes]))
-    _, size = k.space
-    r = _rows_per_block(size)
-    n = r * size
-    flat = list(dict.fromkeys([st[x] for x in reads if g[x].batched] + [st[w] for w in k.writes]))
-    tiled = list(dict.fromkeys(st[x] for x in reads if not g[x].batched and g[x].size == size))
-
-    def line(at: str) -> str:  # the map's assignment at flat index ``at`` of the rows
-        def element(x: str) -> str:
-            if g[x].batched:
-                return f"flat_{st[x]}[{at}]"
-            return f"tile_{st[x]}[e]" if g[x].size == size else f"{st[x]}[0]"
-
-        args = [element(x) for x in reads] + common.extra_arguments(outs)
-        lhs = ", ".join(f"flat_{st[w]}[{at}]" for w in k.writes)
-        return f"{lhs} = {common.scalar_function_name(k)}({', '.join(args)})"
-
-    with src.block(f"def {k.name}(B, {', '.join(params)}):"):
-        if tiled:
-            src(f"# rows in blocks of {r}: one flat loop of {n} elements per block, long")
-            src(f"# enough to vectorise whole (a {size}-wide row is not); the last may be shorter")
-        else:
-            src(f"# the rows as one flat loop: long enough to vectorise (a {size}-wide row is not)")
-        for t in tiled:
-            src(f"tile_{t} = np.empty({n}, dtype={t}.dtype)")
-            with src.block(f"for e in range({n}):"):
-                src(f"tile_{t}[e] = {t}[e % {size}]")
-        for a in flat:
-            src(f"flat_{a} = {a}.reshape(-1)")
-        if not tiled:  # every row operand is per case: one flat loop over all of them
-            with src.block(f"for e in prange(B * {size}):"):
-                src(line("e"))
-            return params
-        with src.block(f"for blk in prange((B + {r - 1}) // {r}):"):
-            src(f"o = blk * {n}")
-            with src.block(f"for e in range(min({n}, B * {size} - o)):"):
-                src(line("o + e"))
-    return params
-
-
-def _emit_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]:
-    _, reads, outs = common.map_expressions(g, k)
-    if _blockable(g, k, reads, outs):
-        return _emit_blocked_map(src, g, k, st)
-    params = list(dict.fromkeys([st[r] for r in reads] + [st[w] for w in k.writes]))
-    batched, size = k.space
-    call_args = [common.element(g[r], k.space, st[r]) for r in reads]
-    call_args += common.extra_arguments(outs)
-    written = [w for w in k.writes if w not in k.epilogues]
-    targets = [common.element(g[w], k.space, st[w]) for w in written]
-    # An epilogue (a sum over features, e.g. a loss's per-case total) is summed from a row
-    # buffer after the element loop, not accumulated inside it: an fp accumulator in the
-    # loop forbids vectorising the formulas (same summation order, same result).
-    rows = [f"row{e}" for e, _ in enumerate(k.epilogues)]
-    lhs = targets + [f"{r}[j]" for r in rows]
-    fcall = f"{common.scalar_function_name(k)}({', '.join(call_args)})"
-    with src.block(f"def {k.name}(B, {', '.join(params)}):"), ExitStack() as loops:
-        if batched and rows:  # the row buffers once per block of cases, not per case
-            c = EPILOGUE_BLOCK
-            src(f"# cases in blocks of {c}: one row buffer per block (an allocation per case")
-            src("# costs as much as the arithmetic of a narrow row)")
-            loops.enter_context(src.block(f"for blk in prange((B + {c - 1}) // {c}):"))
-        elif batched:
-            loops.enter_context(src.block("for i in prange(B):"))
-        for r in rows:
-            src(f"{r} = np.empty({size})")
-        if batched and rows:
-            loops.enter_context(src.block(f"for i in range(blk * {c}, min(B, blk * {c} + {c})):"))
-        with src.block(f"for j in range({size}):"):
-            src(f"{', '.join(lhs)} = {fcall}")
-        for e, r in zip(k.epilogues, rows):
-            src("acc = 0.0")
-            with src.block(f"for j in range({size}):"):
-                src(f"acc += {r}[j]")
-            src(f"{common.element(g[e], (batched, 1), st[e])} = acc")
-    return params
 
 
 def _emit_gather(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]:
@@ -208,7 +90,7 @@ def _gemm(how: lw.Gemm, g: Graph, st: dict[str, str], views: dict[str, str]) -> 
     # UᵀU over the cases (a K-FAC factor; U a (B, n) buffer): BLAS syrk, half the work
     if how.a.rows == lw.CASES and a == f"{b}.T":
         return [f"syrk_tn({b}, {out})"]
-    return [f"np.dot({a}, {b}, {out})"]
+    return [f"gemm({a}, {b}, {out})"]
 
 
 def _uses_syrk(low: Lowered, st: dict[str, str]) -> bool:
@@ -277,7 +159,7 @@ def _loop_kernel(
     """The driver's line(s) for a step. A step that loops over the batch or the features
     (a reduction, a per-case product, an outer product, a transposed copy) becomes a
     compiled kernel ``name(B, <the driver variables it uses>)``, recorded in ``kernels``;
-    a step of one numpy call (a BLAS ``np.dot``, a fill, a copy) stays in the driver."""
+    a step of one call (a BLAS ``gemm``, a fill, a copy) stays in the driver."""
     if not any(ln.lstrip().startswith("for ") for ln in lines):
         return lines
     used = set(_NAME.findall("\n".join(lines)))
@@ -378,7 +260,7 @@ def _compiled(
             if k.kind == "map":
                 helpers.append(_scalar_function(g, k, dtype))
             src("@njit(cache=True, parallel=PARALLEL, error_model='numpy')")
-            (_emit_map if k.kind == "map" else _emit_gather)(src, g, k, st)
+            (emit_map if k.kind == "map" else _emit_gather)(src, g, k, st)
         elif k.name in loops:
             _emit_loop_kernel(src, k.name, *loops.pop(k.name))
         else:
@@ -444,6 +326,7 @@ def emit(
     src("import numpy as np  # noqa: F401")
     src()
     src("from symcurv.runtime import vecmath as vm  # noqa: F401  (logsumexp_rows)")
+    src("from symcurv.runtime.gemm import gemm  # noqa: F401  (out = a·b by BLAS)")
     if _uses_syrk(low, st):
         src("from symcurv.runtime.blas_syrk import syrk_tn  # noqa: F401  (UᵀU by BLAS syrk)")
     src("from symcurv.runtime.shared_kernels import importer")
@@ -470,7 +353,7 @@ def emit(
     # every function it calls (their code is linked into its module and optimised
     # again), so a compiled driver cost as much as all its kernels together a second
     # time; called from Python, each kernel is compiled once. Its price is the dispatch
-    # of each call (about 0.5 µs a kernel, 1 µs a BLAS call; docs/benchmarks.md).
+    # of each call (about 0.5 µs a kernel, 0.8 µs a BLAS call; docs/benchmarks.md).
     sig = common.driver_signature(plan)
     with src.block(f"def run({', '.join(sig)}):"):
         src(

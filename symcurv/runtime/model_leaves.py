@@ -114,7 +114,10 @@ def bind(prog, spec: dict, extras: Mapping, B: int, seed) -> dict:
     did not pass (drawn under ``seed``)."""
     if seed is not None:
         seed_key(prog, seed)  # a noise-free model refuses a seed; a bad seed is named
-    model = {d["name"] for d in prog.manifest.get("model_leaves", [])}
+    model = prog.manifest.get("model_leaves")
+    if not model:  # most models: nothing to add (every call passes here: keep it cheap)
+        return extras
+    model = {d["name"] for d in model}
     missing = {e[0] for e in spec.get("extras", [])} & (model - set(extras))
     if not missing:
         return dict(extras)

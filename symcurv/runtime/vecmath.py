@@ -215,6 +215,9 @@ def _tanh_typed(x):
     return (lambda x: vm32.tanh32(x)) if x == types.float32 else (lambda x: tanh64(x))
 
 
+LSE_ROWS = 8  # rows per block of logsumexp_rows: a flat exp loop of 8·n elements
+
+
 @njit(cache=True, error_model="numpy")
 def logsumexp_rows(x, out):
     """out[i, 0] = m_i + log Σ_j e^(x[i, j] − m_i), m_i = max_j x[i, j], for every row i.
@@ -222,17 +225,25 @@ def logsumexp_rows(x, out):
     One compiled function for every program's logsumexp (a softmax loss's normaliser)
     rather than a loop in each generated driver: inside a driver of dozens of calls, LLVM
     did not inline ``exp`` and each element was a scalar call (98 ns per 10-wide row on
-    cp_net; here it inlines, and the exps of a row are one vector loop into a buffer
-    allocated once, summed after it: an fp accumulator in that loop would keep it scalar)."""
+    cp_net). Rows are taken LSE_ROWS at a time: their shifted entries x[i, j] − m_i go
+    into one buffer, whose exps are one flat loop (a 10-wide row alone never fills
+    AVX-512's vector body: 37 µs → 21 µs for cp_net's 1000 rows), summed row by row after
+    it (an fp accumulator inside the exp loop would keep it scalar)."""
     rows, n = x.shape
-    e = np.empty(n, dtype=x.dtype)  # float32 rows: float32 exps (vecmath32), 16 lanes
-    for i in range(rows):
-        m = x[i, 0]
-        for j in range(1, n):
-            m = max(m, x[i, j])
-        for j in range(n):
-            e[j] = exp(x[i, j] - m)
-        acc = 0.0
-        for j in range(n):
-            acc += e[j]
-        out[i, 0] = m + log(acc)
+    d = np.empty(LSE_ROWS * n, dtype=x.dtype)  # float32 rows: float32 exps (vecmath32)
+    for i0 in range(0, rows, LSE_ROWS):
+        r = min(LSE_ROWS, rows - i0)
+        for c in range(r):
+            m = x[i0 + c, 0]
+            for j in range(1, n):
+                m = max(m, x[i0 + c, j])
+            out[i0 + c, 0] = m
+            for j in range(n):
+                d[c * n + j] = x[i0 + c, j] - m
+        for e in range(r * n):
+            d[e] = exp(d[e])
+        for c in range(r):
+            acc = 0.0
+            for j in range(n):
+                acc += d[c * n + j]
+            out[i0 + c, 0] = out[i0 + c, 0] + log(acc)

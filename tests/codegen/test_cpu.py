@@ -50,3 +50,26 @@ def test_the_zero_gradient_of_an_unused_parameter_is_copied(tmp_path):
     errs = testing.compare_to_reference(prog, prog.init(0), batch)
     assert errs["grad"] < 1e-12, errs
     assert prog.grad(prog.init(0), batch)[1][3] == 0.0  # W2's entry
+
+
+def test_a_narrow_map_with_per_case_scalars_runs_in_blocks(tmp_path):
+    """A 10-wide softmax map reads per-case scalars (the row's logsumexp, the target's
+    row sum) beside full rows; since session 12 such a map runs as flat loops over blocks
+    of EPILOGUE_BLOCK rows with the scalars repeated along their rows (``rep_*``), not one
+    10-element loop per row. Batch sizes below, at and across a block (the last one
+    partial) must give the reference's grad and input gradient."""
+    m = sc.Model("narrow_softmax")
+    x = m.input("x", 5)
+    t = m.target("t", 10)
+    W = m.param("W", (10, 5), init=sc.init.normal(0.5))
+    b = m.param("b", 10, init=sc.init.normal(0.1))
+    m.minimize(sc.losses.softmax_cross_entropy(W @ sc.tanh(x) + b, t))
+    progs = ("grad", "input_grad")
+    prog = sc.compile(m, programs=progs, build_dir=tmp_path / "b", progress=False)
+    shared = [f.read_text() for f in (tmp_path / "b" / "kernels" / "shared").glob("*.py")]
+    assert any("rep_" in s and "for blk in prange" in s for s in shared)
+    rng = np.random.default_rng(1)
+    for B in (1, 63, 64, 130):
+        batch = {"x": rng.standard_normal((B, 5)), "t": np.eye(10)[rng.integers(0, 10, B)]}
+        errs = testing.compare_to_reference(prog, prog.init(0), batch)
+        assert max(errs[p] for p in progs) < 1e-12, (B, errs)

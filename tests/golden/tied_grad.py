@@ -28,6 +28,7 @@ Do not edit: sc.load() checks this file's sha256 against manifest.json.
 import numpy as np  # noqa: F401
 
 from symcurv.runtime import vecmath as vm  # noqa: F401  (logsumexp_rows)
+from symcurv.runtime.gemm import gemm  # noqa: F401  (out = a·b by BLAS)
 from symcurv.runtime.shared_kernels import importer
 
 kernel = importer(__file__)  # loads kernels/shared/<name>.py
@@ -103,11 +104,11 @@ def run(theta, in_x, out_grad, out_objective, s0, s1, s2, s3, s4, s5, s6, s7, s8
     out_grad_b = out_grad[18:21]
     out_grad_c = out_grad[21:27]
     # k0_gemm_a_W  (models.py:46)
-    np.dot(in_x, p_W.reshape((3, 6)).T, s0)
+    gemm(in_x, p_W.reshape((3, 6)).T, s0)
     # k1_map_logistic  (models.py:46)
     k1_map_logistic(B, s0, p_b, s1, s2)
     # k2_gemm_a_WT  (models.py:47)
-    np.dot(s1, p_W.reshape((3, 6)), s3)
+    gemm(s1, p_W.reshape((3, 6)), s3)
     # k3_map_bbcast  (models.py:47)
     k3_map_bbcast(B, s4)
     # k4_map_mul  (models.py:47)
@@ -115,15 +116,15 @@ def run(theta, in_x, out_grad, out_objective, s0, s1, s2, s3, s4, s5, s6, s7, s8
     # k5_reduce_bsum  (models.py:47)
     k5_reduce_bsum(B, s5, out_grad_c)
     # k6_gemm_WTg  (models.py:47)
-    np.dot(s5, p_W.reshape((3, 6)).T, s0)
+    gemm(s5, p_W.reshape((3, 6)).T, s0)
     # k7_map_mul_1  (models.py:46)
     k7_map_mul_1(B, s0, s2, s7)
     # k8_reduce_bsum_1  (models.py:46)
     k8_reduce_bsum_1(B, s7, out_grad_b)
     # k9_gemm_dW  (models.py:46)
-    np.dot(s7.T, in_x, s8.reshape((3, 6)))
+    gemm(s7.T, in_x, s8.reshape((3, 6)))
     # k10_gemm_dWTT_1  (models.py:47)
-    np.dot(s1.T, s5, s9.reshape((3, 6)))
+    gemm(s1.T, s5, s9.reshape((3, 6)))
     # k11_map_acc  (models.py:46)
     k11_map_acc(B, s9, s8, out_grad_W)
     # k12_reduce_objective  (models.py:47)

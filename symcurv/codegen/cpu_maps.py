@@ -1,0 +1,159 @@
+"""CPU map kernels: one ``@njit`` loop per fusion group of elementwise formulas.
+
+A map calls its scalar function (``f_<kernel>``, printed once from sympy) on every element
+of its space. Rows narrower than LLVM's vector body are taken as flat loops over blocks
+of rows (``_emit_blocked_map``); a map with an epilogue (a per-case sum over features)
+writes a row buffer and sums it after the element loop. See docs/kernel_tour.md §4.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+from symcurv.codegen import common
+from symcurv.codegen.lower import Kernel
+from symcurv.codegen.source import Source
+from symcurv.ir.graph import Graph
+
+# ---- map kernels ---------------------------------------------------------------------
+
+
+EPILOGUE_BLOCK = 64  # cases per row buffer of a map with an epilogue (one np.empty each)
+VECTOR_BODY = 64  # elements: a flat loop this long runs in LLVM's vector body, not its tail
+
+
+def _rows_per_block(size: int) -> int:
+    """Rows per block of a blocked map: the fewest r whose r·size is at least VECTOR_BODY
+    and a multiple of 16 (whole vector iterations of any width up to 16)."""
+    r = -(-VECTOR_BODY // size)
+    while (r * size) % 16 and r < VECTOR_BODY:
+        r += 1
+    return r
+
+
+def _blockable(g: Graph, k: Kernel, reads: list[str], outs: list) -> bool:
+    """A batched map over rows narrower than VECTOR_BODY whose results are full rows and
+    whose operands are full rows, shared values or per-case scalars (the feature index j
+    would not survive flattening)."""
+    batched, size = k.space
+    return (
+        batched
+        and 1 < size < VECTOR_BODY
+        and not k.epilogues
+        and not common.uses_index(outs)
+        and all(g[w].batched and g[w].size == size for w in k.writes)
+        and all(g[r].size in (size, 1) or not g[r].batched for r in reads)
+        # per-case scalars alone (a broadcast) gain nothing from the repeat buffers
+        and any(g[r].size == size for r in reads)
+    )
+
+
+def _emit_blocked_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]:
+    """A narrow map (cp_net's 20-wide tanh rows) as flat loops over blocks of rows.
+
+    With one loop per row of 20 elements, LLVM's vector body (up to 32 elements on AVX-512
+    machines) never runs and every element goes through the loop's remainder: cp_net's
+    tanh maps ran at 3 ns per element against 2 ns in a long loop. Here the rows are taken
+    r at a time as one flat loop of r·size elements (the arrays are C-contiguous rows);
+    a shared row operand (a bias) is tiled r times once per call, and a per-case scalar
+    (a softmax row's logsumexp) is repeated along its row into a block buffer (cp_net's
+    10-wide softmax map: 5 ns per element in row loops, 2 in blocks); without either, all
+    B·size elements are one loop. One loop either way, so the formulas are compiled once
+    (LLVM makes its vector body and remainder of it, as for a row loop)."""
+    _, reads, outs = common.map_expressions(g, k)
+    params = list(dict.fromkeys([st[r] for r in reads] + [st[w] for w in k.writes]))
+    _, size = k.space
+    flat = list(
+        dict.fromkeys(
+            [st[x] for x in reads if g[x].batched and g[x].size == size] + [st[w] for w in k.writes]
+        )
+    )
+    tiled = list(dict.fromkeys(st[x] for x in reads if not g[x].batched and g[x].size == size))
+    repeated = list(dict.fromkeys(st[x] for x in reads if g[x].batched and g[x].size == 1))
+    # a block buffer per block of rows (written there: one per block, also under prange)
+    r = max(_rows_per_block(size), EPILOGUE_BLOCK if repeated else 1)
+    n = r * size
+
+    def line(at: str) -> str:  # the map's assignment at flat index ``at`` of the rows
+        def element(x: str) -> str:
+            if g[x].batched:
+                return f"flat_{st[x]}[{at}]" if g[x].size == size else f"rep_{st[x]}[e]"
+            return f"tile_{st[x]}[e]" if g[x].size == size else f"{st[x]}[0]"
+
+        args = [element(x) for x in reads] + common.extra_arguments(outs)
+        lhs = ", ".join(f"flat_{st[w]}[{at}]" for w in k.writes)
+        return f"{lhs} = {common.scalar_function_name(k)}({', '.join(args)})"
+
+    with src.block(f"def {k.name}(B, {', '.join(params)}):"):
+        if tiled or repeated:
+            src(f"# rows in blocks of {r}: one flat loop of {n} elements per block, long")
+            src(f"# enough to vectorise whole (a {size}-wide row is not); the last may be shorter")
+        else:
+            src(f"# the rows as one flat loop: long enough to vectorise (a {size}-wide row is not)")
+        for t in tiled:
+            src(f"tile_{t} = np.empty({n}, dtype={t}.dtype)")
+            with src.block(f"for e in range({n}):"):
+                src(f"tile_{t}[e] = {t}[e % {size}]")
+        for a in flat:
+            src(f"flat_{a} = {a}.reshape(-1)")
+        if not (tiled or repeated):  # every row operand is per case: one flat loop
+            with src.block(f"for e in prange(B * {size}):"):
+                src(line("e"))
+            return params
+        with src.block(f"for blk in prange((B + {r - 1}) // {r}):"):
+            src(f"o = blk * {n}")
+            _repeat_scalars(src, repeated, r, size)
+            with src.block(f"for e in range(min({n}, B * {size} - o)):"):
+                src(line("o + e"))
+    return params
+
+
+def _repeat_scalars(src: Source, repeated: list[str], r: int, size: int) -> None:
+    """Inside a block of r rows: each per-case scalar x[i, 0] repeated along its row into
+    ``rep_x`` (r·size elements), so that the flat loop reads every operand at [e]."""
+    if not repeated:
+        return
+    for x in repeated:
+        src(f"rep_{x} = np.empty({r * size}, dtype={x}.dtype)")
+    with src.block(f"for c in range(min({r}, B - blk * {r})):"):
+        with src.block(f"for j in range({size}):"):
+            for x in repeated:
+                src(f"rep_{x}[c * {size} + j] = {x}[blk * {r} + c, 0]")
+
+
+def emit_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]:
+    _, reads, outs = common.map_expressions(g, k)
+    if _blockable(g, k, reads, outs):
+        return _emit_blocked_map(src, g, k, st)
+    params = list(dict.fromkeys([st[r] for r in reads] + [st[w] for w in k.writes]))
+    batched, size = k.space
+    call_args = [common.element(g[r], k.space, st[r]) for r in reads]
+    call_args += common.extra_arguments(outs)
+    written = [w for w in k.writes if w not in k.epilogues]
+    targets = [common.element(g[w], k.space, st[w]) for w in written]
+    # An epilogue (a sum over features, e.g. a loss's per-case total) is summed from a row
+    # buffer after the element loop, not accumulated inside it: an fp accumulator in the
+    # loop forbids vectorising the formulas (same summation order, same result).
+    rows = [f"row{e}" for e, _ in enumerate(k.epilogues)]
+    lhs = targets + [f"{r}[j]" for r in rows]
+    fcall = f"{common.scalar_function_name(k)}({', '.join(call_args)})"
+    with src.block(f"def {k.name}(B, {', '.join(params)}):"), ExitStack() as loops:
+        if batched and rows:  # the row buffers once per block of cases, not per case
+            c = EPILOGUE_BLOCK
+            src(f"# cases in blocks of {c}: one row buffer per block (an allocation per case")
+            src("# costs as much as the arithmetic of a narrow row)")
+            loops.enter_context(src.block(f"for blk in prange((B + {c - 1}) // {c}):"))
+        elif batched:
+            loops.enter_context(src.block("for i in prange(B):"))
+        for r in rows:
+            src(f"{r} = np.empty({size})")
+        if batched and rows:
+            loops.enter_context(src.block(f"for i in range(blk * {c}, min(B, blk * {c} + {c})):"))
+        with src.block(f"for j in range({size}):"):
+            src(f"{', '.join(lhs)} = {fcall}")
+        for e, r in zip(k.epilogues, rows):
+            src("acc = 0.0")
+            with src.block(f"for j in range({size}):"):
+                src(f"acc += {r}[j]")
+            src(f"{common.element(g[e], (batched, 1), st[e])} = acc")
+    return params

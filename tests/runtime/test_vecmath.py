@@ -155,7 +155,7 @@ def test_logsumexp_rows_in_blocks_matches_a_row_by_row_reference(dtype):
     rng = np.random.default_rng(3)
     for rows in (1, vm.LSE_ROWS - 1, vm.LSE_ROWS, vm.LSE_ROWS + 1, 3 * vm.LSE_ROWS + 5):
         for n in (1, 3, 10, 37):
-            x = (rng.standard_normal((rows, n)) * rng.choice([1e-3, 1.0, 300.0], (rows, 1)))
+            x = rng.standard_normal((rows, n)) * rng.choice([1e-3, 1.0, 300.0], (rows, 1))
             x = x.astype(dtype)
             if n > 1:
                 x[0, 1] = -np.inf

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import shutil
 
 import models
@@ -32,15 +33,26 @@ def built_in_workers(tmp_path_factory):
     return prog, err.getvalue()
 
 
+BUILD_KERNEL = "symcurv_kernel_"  # the module of a build's shared kernel file
+
+
+def _of_the_build(f) -> bool:
+    """A kernel of the build's own files (not a helper of the package, such as
+    runtime/gemm.py's ``gemm``, compiled into the package's cache once per machine)."""
+    return compile_parallel.key(f).startswith(BUILD_KERNEL)
+
+
 def test_a_worker_compiles_and_this_process_loads_its_cache(built_in_workers):
     prog, err = built_in_workers
     assert "in 2 processes" in err and "cache missed" not in err and "serially" not in err
-    # every distinct kernel was compiled once: by the worker (this process then loaded
-    # it from the cache the worker wrote: hits, no misses) or here (misses, no hits)
+    # every distinct kernel of the build was compiled once: by the worker (this process
+    # then loaded it from the cache the worker wrote: hits, no misses) or here (misses, no
+    # hits); the package's own helpers (runtime/gemm.py) are cached once per machine
     kernels = {
         compile_parallel.key(f): f
         for name in prog.programs
         for f in compile_parallel.program_kernels(prog, name)
+        if _of_the_build(f)
     }
     stats = {
         k: (sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
@@ -65,7 +77,7 @@ def test_programs_share_one_compiled_kernel_per_distinct_loop(built_in_workers):
     grad = set(compile_parallel.program_keys(prog, "grad"))
     both = loss & grad
     assert both, (loss, grad)
-    for k in both:
+    for k in (k for k in both if k.startswith(BUILD_KERNEL)):
         fs = [
             f
             for name in ("loss", "grad")
@@ -74,8 +86,10 @@ def test_programs_share_one_compiled_kernel_per_distinct_loop(built_in_workers):
         ]
         assert len({id(f) for f in fs}) == 1 and len(fs[0].overloads) == 1
     assert f"compiled 'loss' ({len(loss)} kernels, {len(both)} shared with other programs)" in err
-    n = len(loss | grad)
-    assert f"compiled {n} distinct kernels of 2 programs" in err
+    # the build's kernels, and the package's helpers unless Numba's cache had them already
+    ours = {k for k in loss | grad if k.startswith(BUILD_KERNEL)}
+    n = int(re.search(r"compiled (\d+) distinct kernels of 2 programs", err).group(1))
+    assert len(ours) <= n <= len(loss | grad), (n, loss | grad)
 
 
 def test_without_workers_it_compiles_here_and_says_so(built_in_workers, tmp_path, capsys):
@@ -101,7 +115,8 @@ def test_without_workers_it_compiles_here_and_says_so(built_in_workers, tmp_path
     assert "compiled serially in this process: no compile worker could be started" in err
     assert "compiled 'loss'" in err and "compiled 'grad'" in err
     assert "0 kernels in worker processes" in err
-    assert all(f.overloads for f in compile_parallel.program_kernels(prog, "grad"))
+    kernels = compile_parallel.program_kernels(prog, "grad")
+    assert all(f.overloads for f in kernels if _of_the_build(f))
     assert not compile_parallel.to_compile(prog, ["loss", "grad"])  # compiled here now
 
 

@@ -73,6 +73,8 @@ def driver_segments(module) -> tuple[list[str], list[str], list[tuple[str, list[
     header, segs = [], []
     for ln in lines:
         m = MARK.match(ln)
+        if ln.strip().startswith("return "):  # the batch guards' flag (codegen/guards.py)
+            continue
         if m:
             segs.append((m.group(1), []))
         elif segs:
@@ -171,11 +173,15 @@ def fixed_costs(prog, prog_name: str, theta, batch, v, rounds: int) -> dict:
     outs = {p: np.zeros(prog.n_params) for p in spec["out_flat"]}
     for k, batched, size in spec["out_plain"]:
         outs[k] = np.zeros((B, size) if batched else (size,))
+    guarded = spec.get("guarded", [])  # scanned through their product (codegen/guards.py)
     t = {
         "check θ (shape, dtype, isfinite)": lambda: prog._check_theta(theta),
-        "check batch (keys, dtype, shape, copy, isfinite)": lambda: prog._check_batch(spec, batch),
-        "allocate outputs (np.zeros)": lambda: {
-            k: np.zeros(o.shape, dtype=prog.dtype) for k, o in outs.items()
+        "check batch (keys, dtype, shape, copy, isfinite)": lambda: prog.checks.batch(
+            spec["leaves"], batch, guarded=guarded
+        ),
+        "allocate outputs (np.zeros; np.empty per case)": lambda: {
+            k: (np.empty if o.ndim == 2 else np.zeros)(o.shape, dtype=prog.dtype)
+            for k, o in outs.items()
         },
         "scratch lookup": lambda: prog._scratch(prog_name, spec, B),
         "non-finite scan of outputs": lambda: [all_finite(o) for o in outs.values()],

@@ -208,7 +208,7 @@ def build(
     progress: bool = True,
 ) -> Path:
     """Derive, optimise, lower and emit every program; write the build directory."""
-    from symcurv.codegen import cpu, cuda, kernel_files, lower, schedule
+    from symcurv.codegen import cpu, cuda, guards, kernel_files, lower, schedule
     from symcurv.ir.validate import validate
     from symcurv.passes import optimize, split
     from symcurv.transforms import kfac
@@ -298,6 +298,7 @@ def build(
                 # are the run() arguments in order
                 "out_plain": [[k, *v] for k, v in plan.out_plain.items()],
                 "slots": [[s.name, s.batched, s.size] for s in plan.slots],
+                "guarded": guards.guarded_names(low) if backend == "cpu" else [],
                 "kernels": [k.name for k in low.kernels],
             }
             if hasattr(emitter, "launches"):  # [kernel, threads per block, grid] for info

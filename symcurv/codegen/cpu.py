@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from symcurv.codegen import common, kernel_files
+from symcurv.codegen import common, guards, kernel_files
 from symcurv.codegen.cpu_maps import emit_map
 from symcurv.codegen.lower import Kernel, Lowered
 from symcurv.codegen.schedule import Plan
@@ -189,16 +189,26 @@ def _driver(low: Lowered, plan: Plan, kernel_params: dict[str, list[str]]):
         # a constant output (e.g. the zero gradient of an unused parameter) has no storage
         return _loop_kernel(f"copy_{st.get(nid, nid)}", lines, known, loops)
 
+    guarded = guards.guarded_leaves(low)
+
+    def gemm(k: Kernel) -> list[str]:
+        lines = _loop_kernel(k.name, _gemm_lines(g, k, st, low.views), known, loops)
+        return lines + ([guards.guard_line(st[k.writes[0]])] if k.name in guarded else [])
+
     calls = {
         "map": lambda k: [f"{k.name}(B, {', '.join(kernel_params[k.name])})"],
         "gather": lambda k: [f"{k.name}(B, {', '.join(kernel_params[k.name])})"],
-        "gemm": lambda k: _loop_kernel(k.name, _gemm_lines(g, k, st, low.views), known, loops),
+        "gemm": gemm,
         "reduce": reduce_lines,
         "fill": copy,
         "copy": copy,
     }
     body = [common.batch_size_line(plan), *views]
+    if guarded:
+        body.append(f"{guards.FLAG} = False")
     body += common.driver_calls(low, plan, calls, copy_output)
+    if guarded:
+        body.append(f"return {guards.FLAG}")
     return body, loops
 
 
@@ -327,6 +337,8 @@ def emit(
     src()
     src("from symcurv.runtime import vecmath as vm  # noqa: F401  (logsumexp_rows)")
     src("from symcurv.runtime.gemm import gemm  # noqa: F401  (out = a·b by BLAS)")
+    if guards.guarded_leaves(low):
+        src(f"from symcurv.runtime.validate import {guards.CHECK}  # noqa: F401  (batch guards)")
     if _uses_syrk(low, st):
         src("from symcurv.runtime.blas_syrk import syrk_tn  # noqa: F401  (UᵀU by BLAS syrk)")
     src("from symcurv.runtime.shared_kernels import importer")
@@ -356,9 +368,16 @@ def emit(
     # of each call (about 0.5 µs a kernel, 0.8 µs a BLAS call; docs/benchmarks.md).
     sig = common.driver_signature(plan)
     with src.block(f"def run({', '.join(sig)}):"):
+        guarded = guards.guarded_names(low)
+        returns = (
+            f" Returns whether a product that reads {', '.join(guarded)} whole held NaN/inf"
+            " (codegen/guards.py)."
+            if guarded
+            else ""
+        )
         src(
             f'"""Run program {program!r}: inputs/targets are (B, n) arrays, θ is flat; '
-            'results are written into out_* arrays; s* are scratch buffers."""'
+            f'results are written into out_* arrays; s* are scratch buffers.{returns}"""'
         )
         src.extend(body)
     return kernel_files.Emitted(src.text(), shared)

@@ -364,7 +364,12 @@ class Program:
         spec = self.spec(program)
         theta = self.checks.theta(theta) if check else theta
         leaves = spec["leaves"]
-        arrays = self.checks.batch(leaves, batch) if check else [batch[n] for n in leaves]
+        guarded = spec.get("guarded", ()) if check and not keep else ()
+        arrays = (
+            self.checks.batch(leaves, batch, guarded=guarded)
+            if check
+            else [batch[n] for n in leaves]
+        )
         vectors = [self.checks.direction(v)] if spec.get("vectors") else []
         extras = {k: self._argument(a) for k, a in (extras or {}).items()}
         if spec.get("static") and not any(k.startswith("cache") for k in extras):
@@ -373,7 +378,7 @@ class Program:
         B = arrays[0].shape[0] if arrays else 1
         extras = model_leaves.bind(self, spec, extras, B, seed)  # a model's own noise/basis
         outs = self._outputs(program, spec, B, keep, reuse)
-        self._modules[program].run(
+        nonfinite = self._modules[program].run(
             theta,
             *vectors,
             *arrays,
@@ -381,6 +386,8 @@ class Program:
             *outs.values(),
             *self._scratch(program, spec, B),
         )
+        if nonfinite and guarded:  # a product of the data held NaN/inf: is it the data?
+            self.checks.batch(guarded, batch)  # raises naming the leaf (codegen/guards.py)
         if check and not keep:
             for k, o in outs.items():
                 if not all_finite(o):
@@ -455,20 +462,8 @@ class Program:
     def _check_batch(self, spec: dict, batch, copy: bool = False):
         return self.checks.batch(spec["leaves"], batch, copy)
 
-    def _non_finite(self, prog, key, theta, batch, v=None, noise=None) -> None:
-        self.raise_non_finite(prog, key, theta, batch, v, noise)
-
     def _input_name(self, wrt):
         return per_case.input_name(self.inputs, wrt, self.name)
-
-    _input_key = staticmethod(per_case.input_key)
-
-    def _per_case_rows(self, out, B: int):
-        return per_case.rows(out, self.params, self.n_params, B, self.dtype)
-
-    @staticmethod
-    def _per_case_norms(out, B: int):
-        return per_case.norms(out)
 
     # -- pickling: a reference to the build, never the imported kernel modules -------------------
     def __reduce__(self):

@@ -10,7 +10,10 @@ The checks run on every call, so they are cheap where the data is already right:
 the build's dtype, shape and layout is taken as it is (no conversion, no copy), and the
 finiteness scan is one compiled pass (``all_finite``) instead of numpy's ``isfinite`` (a
 temporary boolean array, then a reduction: at B = 1 the checks were 3/4 of a grad call).
-Only when a scan fails does the error path look for the offending entry and name it.
+Only when a scan fails does the error path look for the offending entry and name it. A
+leaf that a GEMM of the CPU driver reads whole is not scanned here: the driver checks that
+product, which is non-finite wherever the leaf is, and the caller scans the leaf only
+when it is (``codegen/guards.py``; the same error, cheaper where the layer narrows).
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ def _all_finite_flat(x) -> bool:
     for i in range(x.size):
         bad |= not np.isfinite(x[i])
     return bad == 0
+
+
+all_finite_flat = _all_finite_flat  # what a generated driver's batch guard calls
 
 
 def all_finite(a: np.ndarray) -> bool:
@@ -157,12 +163,19 @@ class Checks:
 
     # -- the batch ------------------------------------------------------------------------------
     def batch(
-        self, leaves: Sequence[str], batch: Mapping[str, np.ndarray], copy: bool = False
+        self,
+        leaves: Sequence[str],
+        batch: Mapping[str, np.ndarray],
+        copy: bool = False,
+        guarded: Sequence[str] = (),
     ) -> list[np.ndarray]:
         """The batch's arrays for ``leaves``, checked, contiguous and of the build's dtype
         (class labels as a (B, 1) column). ``np.ascontiguousarray`` returns the caller's
         own buffer when it already fits, so ``copy=True`` (a State) asks for arrays no
-        later write by the caller can reach."""
+        later write by the caller can reach. A ``guarded`` leaf that is already what the
+        kernels take is not scanned for non-finite entries here: the program's driver
+        checks the product that reads it (``codegen/guards.py``) and the caller scans the
+        leaf only when that check fails."""
         if not isinstance(batch, Mapping):
             raise errors.BatchError(
                 f"a batch must be a dict of arrays, got {type(batch).__name__}",
@@ -178,7 +191,7 @@ class Checks:
             )
         arrays, B = [], None
         for name in leaves:
-            a = self._array(name, batch, copy)
+            a = self._array(name, batch, copy, name in guarded)
             if B is None:
                 B = a.shape[0]
             elif a.shape[0] != B:
@@ -195,8 +208,9 @@ class Checks:
             )
         return arrays
 
-    def _array(self, name: str, batch: Mapping, copy: bool) -> np.ndarray:
-        """One key of the batch, checked: present, real, (B, width), finite."""
+    def _array(self, name: str, batch: Mapping, copy: bool, guarded: bool = False) -> np.ndarray:
+        """One key of the batch, checked: present, real, (B, width), finite (unless
+        ``guarded`` and ready as it is: see ``batch``)."""
         info = self.inputs[name]
         a = batch.get(name)
         # the common case first: already (B, width) of the build's dtype, contiguous
@@ -207,7 +221,7 @@ class Checks:
             and not info.get("labels")
             and self._ready(a, (a.shape[0], info["size"]))
         ):
-            if all_finite(a):
+            if guarded or all_finite(a):
                 return a
         where, node = info.get("origin", self.where), f"'{name}'"
         if name not in batch:

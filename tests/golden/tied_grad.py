@@ -29,6 +29,7 @@ import numpy as np  # noqa: F401
 
 from symcurv.runtime import vecmath as vm  # noqa: F401  (logsumexp_rows)
 from symcurv.runtime.gemm import gemm  # noqa: F401  (out = a·b by BLAS)
+from symcurv.runtime.validate import all_finite_flat  # noqa: F401  (batch guards)
 from symcurv.runtime.shared_kernels import importer
 
 kernel = importer(__file__)  # loads kernels/shared/<name>.py
@@ -95,7 +96,7 @@ k12_reduce_objective = kernel('reduce_objective_eb17733eb6a0')  # (B, out_object
 
 
 def run(theta, in_x, out_grad, out_objective, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9):
-    """Run program 'grad': inputs/targets are (B, n) arrays, θ is flat; results are written into out_* arrays; s* are scratch buffers."""
+    """Run program 'grad': inputs/targets are (B, n) arrays, θ is flat; results are written into out_* arrays; s* are scratch buffers. Returns whether a product that reads x whole held NaN/inf (codegen/guards.py)."""
     B = in_x.shape[0]
     p_W = theta[0:18]
     p_b = theta[18:21]
@@ -103,8 +104,10 @@ def run(theta, in_x, out_grad, out_objective, s0, s1, s2, s3, s4, s5, s6, s7, s8
     out_grad_W = out_grad[0:18]
     out_grad_b = out_grad[18:21]
     out_grad_c = out_grad[21:27]
+    nonfinite = False
     # k0_gemm_a_W  (models.py:46)
     gemm(in_x, p_W.reshape((3, 6)).T, s0)
+    nonfinite |= not all_finite_flat(s0.reshape(-1))  # a non-finite batch entry?
     # k1_map_logistic  (models.py:46)
     k1_map_logistic(B, s0, p_b, s1, s2)
     # k2_gemm_a_WT  (models.py:47)
@@ -129,3 +132,4 @@ def run(theta, in_x, out_grad, out_objective, s0, s1, s2, s3, s4, s5, s6, s7, s8
     k11_map_acc(B, s9, s8, out_grad_W)
     # k12_reduce_objective  (models.py:47)
     k12_reduce_objective(B, out_objective, s6)
+    return nonfinite

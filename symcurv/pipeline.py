@@ -209,8 +209,9 @@ def build(
 ) -> Path:
     """Derive, optimise, lower and emit every program; write the build directory."""
     from symcurv.codegen import cpu, cuda, guards, kernel_files, lower, schedule
+    from symcurv.codegen import parts as program_parts
     from symcurv.ir.validate import validate
-    from symcurv.passes import optimize, split
+    from symcurv.passes import optimize
     from symcurv.transforms import kfac
 
     say = Progress(progress)
@@ -275,10 +276,7 @@ def build(
             say(f"skipped '{name}': {str(e).splitlines()[0]}")
             continue
         g = validate(optimize(derived), f"the passes of '{name}'")
-        parts = {name: g}
-        if any(split.is_dynamic(n) for n in g.nodes()):
-            static, dynamic = split.split(g)
-            parts = {f"{name}.static": static, name: dynamic}
+        parts = program_parts.parts(name, g, backend)
         n_kernels = 0
         for part, pg in parts.items():
             low = lower.lower(pg)
@@ -304,12 +302,13 @@ def build(
             if hasattr(emitter, "launches"):  # [kernel, threads per block, grid] for info
                 specs[part]["launch"] = emitter.launches(low)
             n_kernels += len(low.kernels)
-        if len(parts) > 1:
-            specs[name]["static"] = f"{name}.static"
+        for role in ("static", "whole"):
+            if f"{name}.{role}" in parts:
+                specs[name][role] = f"{name}.{role}"
         graphs["programs"][name] = g.to_json()
         say(
             f"derived '{name}': {len(derived)} -> {len(g)} nodes after passes, "
-            f"{n_kernels} kernels{' (static + dynamic part)' if len(parts) > 1 else ''} "
+            f"{n_kernels} kernels{' (' + ' + '.join(parts) + ')' if len(parts) > 1 else ''} "
             f"({time.perf_counter() - t:.1f}s)"
         )
     files["graph.json"] = json.dumps(graphs, sort_keys=True, default=str) + "\n"

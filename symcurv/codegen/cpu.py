@@ -93,6 +93,17 @@ def _gemm(how: lw.Gemm, g: Graph, st: dict[str, str], views: dict[str, str]) -> 
     return [f"gemm({a}, {b}, {out})"]
 
 
+def _gemm_pair(k: Kernel, g: Graph, st: dict[str, str], views: dict[str, str]) -> list[str]:
+    """Two GEMMs of one operand A by two leaves B1, B2 (``Kernel.pair``) as one product
+    A [B1 B2] split into their two outputs (runtime/gemm.py: ``gemm_pair``)."""
+    h1, h2 = k.how, k.pair.how
+    a, b1, b2, out1, out2 = (_mat(g, m, st, views) for m in (h1.a, h1.b, h2.b, h1.out, h2.out))
+    return [
+        f"# one product with {k.pair.name}: {a} · [{b1}, {b2}]",
+        f"gemm_pair({a}, {b1}, {b2}, {out1}, {out2})",
+    ]
+
+
 def _uses_syrk(low: Lowered, st: dict[str, str]) -> bool:
     return any(
         isinstance(k.how, lw.Gemm) and _gemm(k.how, low.graph, st, low.views)[0].startswith("syrk")
@@ -192,7 +203,13 @@ def _driver(low: Lowered, plan: Plan, kernel_params: dict[str, list[str]]):
     guarded = guards.guarded_leaves(low)
 
     def gemm(k: Kernel) -> list[str]:
-        lines = _loop_kernel(k.name, _gemm_lines(g, k, st, low.views), known, loops)
+        if k.paired:  # computed by its pair's first GEMM, just above
+            return ["# (computed with the GEMM above as one product)"]
+        lines = (
+            _gemm_pair(k, g, st, low.views)
+            if k.pair is not None
+            else _loop_kernel(k.name, _gemm_lines(g, k, st, low.views), known, loops)
+        )
         return lines + ([guards.guard_line(st[k.writes[0]])] if k.name in guarded else [])
 
     calls = {
@@ -337,6 +354,8 @@ def emit(
     src()
     src("from symcurv.runtime import vecmath as vm  # noqa: F401  (logsumexp_rows)")
     src("from symcurv.runtime.gemm import gemm  # noqa: F401  (out = a·b by BLAS)")
+    if any(k.pair is not None for k in low.kernels):
+        src("from symcurv.runtime.gemm import gemm_pair  # noqa: F401  (a·[b1 b2]: two products)")
     if guards.guarded_leaves(low):
         src(f"from symcurv.runtime.validate import {guards.CHECK}  # noqa: F401  (batch guards)")
     if _uses_syrk(low, st):

@@ -35,6 +35,10 @@ class Kernel:
     epilogues: list[str] = dataclasses.field(default_factory=list)
     space: tuple[bool, int] = (False, 1)
     how: lw.Lowering | None = None  # what a non-map kernel computes (the op's lower rule)
+    # a GEMM computed together with this one as one product (``pair_products``): set on
+    # the first of the two; the second has ``paired`` set
+    pair: Kernel | None = dataclasses.field(default=None, repr=False, compare=False)
+    paired: bool = False
 
     def origins(self, g: Graph) -> list[str]:
         return list(dict.fromkeys(g[n].origin for n in self.nodes if g[n].origin))
@@ -120,7 +124,7 @@ def lower(g: Graph) -> Lowered:
             reads = _stored_operands(g, g[r].inputs)
             kernels.append(Kernel("", "map", "map", [r], reads, [r], [], fuse.space(g[r])))
     # order kernels topologically by their first node (the condensed graph is acyclic)
-    kernels = _schedule(g, kernels, pos, views)
+    kernels = pair_products(g, _schedule(g, kernels, pos, views), views)
 
     output_of: dict[str, str] = {}
     copies: dict[str, str] = {}
@@ -174,3 +178,40 @@ def _schedule(
     first = {i: min(pos[n] for n in k.nodes) for i, k in enumerate(kernels)}
     order = nx.lexicographical_topological_sort(dg, key=first.__getitem__)
     return [kernels[i] for i in order]
+
+
+def pair_products(g: Graph, kernels: list[Kernel], views: dict[str, str]) -> list[Kernel]:
+    """Pair GEMMs that multiply one per-case operand by two leaves of one shape: an hvp's
+    forward X W0ᵀ and R-forward X V_W0ᵀ read X twice; as one product X [W0; V_W0]ᵀ the
+    BLAS reads it once and runs a wider, faster kernel (cp_net, B = 1000: 490 µs against
+    2 × 285, docs/benchmarks.md "Session 12"). The second GEMM moves to just after the
+    first — legal because everything it reads is a leaf, written by no kernel — and the
+    first gets ``pair``; an emitter may compute them together (cpu) or one by one."""
+    kernels = list(kernels)
+    for i, k in enumerate(kernels):
+        if k.paired or k.pair is not None or not _pairable(g, k, views):
+            continue
+        for j in range(i + 1, len(kernels)):
+            m = kernels[j]
+            if not m.paired and m.pair is None and _pairs_with(g, k, m, views):
+                kernels.insert(i + 1, kernels.pop(j))
+                k.pair, m.paired = m, True
+                break
+    return kernels
+
+
+def _pairable(g: Graph, k: Kernel, views: dict[str, str]) -> bool:
+    """A GEMM of a per-case operand by a leaf matrix (a parameter, a direction, noise)."""
+    if not isinstance(k.how, lw.Gemm) or k.how.a.rows != lw.CASES:
+        return False
+    b = g[views.get(k.how.b.nid, k.how.b.nid)]
+    return not b.inputs and len(b.shape) == 2
+
+
+def _pairs_with(g: Graph, k: Kernel, m: Kernel, views: dict[str, str]) -> bool:
+    """``m`` multiplies ``k``'s operand by another leaf of the same shape and layout."""
+    if not _pairable(g, m, views) or m.how.a != k.how.a:
+        return False
+    b1, b2 = k.how.b, m.how.b
+    same = (b1.rows, b1.cols, b1.transpose) == (b2.rows, b2.cols, b2.transpose)
+    return same and b1.nid != b2.nid and k.how.out.cols == m.how.out.cols

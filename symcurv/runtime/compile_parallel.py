@@ -79,6 +79,9 @@ def call_once(prog, name: str, theta: np.ndarray | None = None) -> None:
     v = np.ones(prog.n_params, dtype=prog.dtype)
     theta = prog.init(0) if theta is None else theta
     prog._run(name, theta, batch, check=False, v=v, extras=extras)
+    if spec.get("whole"):  # that ran the whole graph; a State runs the split parts
+        cached = prog.run(spec["static"], theta, batch, check=False)
+        prog.run(name, theta, batch, check=False, v=v, extras={**extras, **cached})
 
 
 def workers_wanted(n_jobs: int, device=None) -> int:
@@ -349,9 +352,10 @@ def to_compile(prog, names: list[str]) -> list[str]:
 
 
 def _parts(prog, name: str) -> list[str]:
-    """Program ``name``'s modules: itself and its static part, if split."""
+    """Program ``name``'s modules: itself, its static part and its whole graph (direct
+    calls, codegen/parts.py), where built."""
     spec = prog.manifest["programs"][name]
-    return [name, *([spec["static"]] if spec.get("static") else [])]
+    return [name, *[spec[r] for r in ("static", "whole") if spec.get(r)]]
 
 
 def _is_kernel(f) -> bool:

@@ -21,3 +21,18 @@ from numba import njit
 def gemm(a, b, out):
     """out = a · b (2-D or 1-D float operands of one dtype; out C-contiguous)."""
     np.dot(a, b, out)
+
+
+@njit(cache=True, nogil=True)
+def gemm_pair(a, b1, b2, out1, out2):
+    """out1 = a · b1 and out2 = a · b2 as one product a · [b1 b2] (b1, b2 of one shape):
+    the BLAS reads ``a`` once and runs a kernel twice as wide (codegen/lower.py:
+    ``pair_products``); the two column blocks are then copied out."""
+    n = b1.shape[1]
+    b = np.empty((b1.shape[0], 2 * n), dtype=b1.dtype)
+    b[:, :n] = b1
+    b[:, n:] = b2
+    out = np.empty((a.shape[0], 2 * n), dtype=out1.dtype)
+    np.dot(a, b, out)
+    out1[:, :] = out[:, :n]
+    out2[:, :] = out[:, n:]

@@ -58,7 +58,9 @@ class Program:
         self.params = {p["name"]: p for p in manifest["params"]}
         self.n_params = int(manifest["n_params"])
         self.inputs = {d["name"]: d for d in manifest["inputs"]}
-        self.programs = tuple(k for k in manifest["programs"] if not k.endswith(".static"))
+        self.programs = tuple(
+            k for k in manifest["programs"] if not k.endswith((".static", ".whole"))
+        )
         self._buffers: dict[tuple[str, int], list | dict] = {}  # scratch, reused outputs
         # the input checks of every call (runtime/validate.py), shared with State
         self.checks = Checks(self.name, self.dtype, self.n_params, self.params, self.inputs)
@@ -348,7 +350,8 @@ class Program:
         after (a non-finite one raises, naming its node and DSL line); ``check=False``
         takes them as given (already checked; backend memory). ``extras``: CP noise, input
         directions and a State's cached static values by leaf name; a split program runs
-        its static part first unless ``extras`` holds the cached values. ``keep=True``
+        its static part first unless ``extras`` holds the cached values, or, where it was
+        built (``spec["whole"]``, codegen/parts.py), its whole graph as one driver. ``keep=True``
         leaves the outputs in the backend's memory (device arrays on cuda), unchecked.
         ``reuse=True`` writes the outputs into arrays kept per (program, B) like the scratch
         buffers, overwritten by the next such call: for values consumed at once (a split
@@ -361,15 +364,17 @@ class Program:
             return case_expansion.run_in_chunks(
                 self, program, theta, batch, v=v, extras=extras, seed=seed
             )
-        spec = self.spec(program)
+        spec, part = self.spec(program), program
+        if spec.get("whole") and not any(k.startswith("cache") for k in extras or ()):
+            part = spec["whole"]  # the static and dynamic parts in one driver (codegen/parts.py)
+            spec = self.spec(part)
         theta = self.checks.theta(theta) if check else theta
         leaves = spec["leaves"]
         guarded = spec.get("guarded", ()) if check and not keep else ()
-        arrays = (
-            self.checks.batch(leaves, batch, guarded=guarded)
-            if check
-            else [batch[n] for n in leaves]
-        )
+        if check:
+            arrays = self.checks.batch(leaves, batch, guarded=guarded)
+        else:
+            arrays = [batch[n] for n in leaves]
         vectors = [self.checks.direction(v)] if spec.get("vectors") else []
         extras = {k: self._argument(a) for k, a in (extras or {}).items()}
         if spec.get("static") and not any(k.startswith("cache") for k in extras):
@@ -377,14 +382,14 @@ class Program:
             extras.update(self.run(spec["static"], theta, checked, check=False, reuse=True))
         B = arrays[0].shape[0] if arrays else 1
         extras = model_leaves.bind(self, spec, extras, B, seed)  # a model's own noise/basis
-        outs = self._outputs(program, spec, B, keep, reuse)
-        nonfinite = self._modules[program].run(
+        outs = self._outputs(part, spec, B, keep, reuse)
+        nonfinite = self._modules[part].run(
             theta,
             *vectors,
             *arrays,
             *[extras[e[0]] for e in spec.get("extras", [])],
             *outs.values(),
-            *self._scratch(program, spec, B),
+            *self._scratch(part, spec, B),
         )
         if nonfinite and guarded:  # a product of the data held NaN/inf: is it the data?
             self.checks.batch(guarded, batch)  # raises naming the leaf (codegen/guards.py)

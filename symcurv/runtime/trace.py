@@ -181,8 +181,8 @@ def describe(build_dir, program: str, hit: Hit) -> tuple[str, str]:
     op, origin = None, None
     try:
         data = json.loads((Path(build_dir) / "graph.json").read_text())
-        graph = data["programs"][program.replace(".static", "")]
-        # a static part's nodes are the full program's (split keeps their ids)
+        graph = data["programs"][program.split(".")[0]]
+        # a static or whole part's nodes are the full program's (split keeps their ids)
         node = next(n for n in graph["nodes"] if n["id"] == hit.node_id)
         op, origin = node["op"], node.get("origin")
     except Exception:  # a build without its graphs: the kernel's comment is enough

@@ -367,7 +367,7 @@ def not_built(manifest: dict, prog: str, build_dir) -> None:
         cls = getattr(errors, kind, errors.NotApplicableError)
         raise cls(f"program '{prog}' does not exist for this model: {reason}")
     public = PUBLIC_PROGRAM.get(prog, prog)
-    built = [k for k in manifest["programs"] if not k.endswith(".static")]
+    built = [k for k in manifest["programs"] if not k.endswith((".static", ".whole"))]
     raise errors.BuildError(
         f"program '{prog}' was not built (this build has {built})",
         where=build_dir,

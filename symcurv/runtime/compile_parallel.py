@@ -220,7 +220,7 @@ def cold(found: dict[str, tuple[Dispatcher, list[tuple]]]) -> list[str]:
     largest first (the order that balances the processes best)."""
     return sorted(
         (k for k, (f, sigs) in found.items() if not _compiled_or_cached(f, sigs)),
-        key=lambda k: (-_weight(found[k][0]), k),
+        key=lambda k: (-_weight(*found[k]), k),
     )
 
 
@@ -386,14 +386,21 @@ def _compiled_or_cached(f: Dispatcher, sigs: list[tuple], loaded: bool = False) 
     return bool(index) and max(i.stat().st_mtime for i in index) >= src.stat().st_mtime
 
 
-def _weight(f: Dispatcher) -> int:
-    """A kernel's expected compile cost, for the schedule: its source's length."""
+SIGNATURE_BASE = 1500  # characters of source a compile costs however short the source
+
+
+def _weight(f: Dispatcher, sigs: list[tuple]) -> int:
+    """A kernel's expected compile cost, for the schedule: its source's length plus a
+    fixed part, once per signature (runtime/gemm.py's one line is compiled for each
+    operand layout, and Numba's BLAS call is not short: compiled last, its signatures
+    kept the other process idle at the end of a build)."""
     import inspect
 
     try:
-        return len(inspect.getsource(f.py_func))
+        n = len(inspect.getsource(f.py_func))
     except (OSError, TypeError):
-        return 0
+        n = 0
+    return (n + SIGNATURE_BASE) * max(len(sigs), 1)
 
 
 def _serve(build_dir: str, names: list[str]) -> None:

@@ -3,6 +3,7 @@ calls, with the forward and R-forward products of one operand as one GEMM."""
 
 from pathlib import Path
 
+import models
 import numpy as np
 import pytest
 
@@ -13,14 +14,7 @@ from symcurv.runtime.gemm import gemm_pair
 
 
 def _model() -> sc.Model:
-    m = sc.Model("parts")
-    x = m.input("x", 7)
-    t = m.target("t", 3)
-    W = m.param("W", (5, 7), init=sc.init.normal(0.5))
-    b = m.param("b", 5, init=sc.init.normal(0.1))
-    V = m.param("V", (3, 5), init=sc.init.normal(0.5))
-    m.minimize(sc.losses.softmax_cross_entropy(V @ sc.tanh(W @ x + b), t))
-    return m
+    return models.mlp((7, 5, 3))  # x W0ᵀ: 5 columns, paired with x V_W0ᵀ
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +33,7 @@ def test_hvp_and_gnvp_get_a_whole_part_that_pairs_X_W_and_X_VW(prog):
         whole = prog.spec(name)["whole"]
         assert whole == f"{name}.whole" and prog.spec(name)["static"] == f"{name}.static"
         text = (Path(prog.build_dir) / "kernels" / f"{name}_whole.py").read_text()
-        assert "gemm_pair(in_x, p_W.reshape((5, 7)).T, v_W.reshape((5, 7)).T" in text
+        assert "gemm_pair(in_x, p_W0.reshape((5, 7)).T, v_W0.reshape((5, 7)).T" in text
     assert "whole" not in prog.spec("grad") and prog.programs == ("gnvp", "grad", "hvp")
 
 

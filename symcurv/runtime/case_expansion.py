@@ -118,8 +118,13 @@ def expanded(prog) -> bool:
 
 
 def row_bytes(prog, program: str) -> int:
-    """Bytes of kernel scratch one expanded row of ``program`` needs (its per-case slots)."""
-    per_row = sum(size for _n, batched, size in prog.spec(program)["slots"] if batched)
+    """Bytes of kernel scratch one expanded row of ``program`` needs (its per-case slots;
+    those of its whole part where a call runs that instead, codegen/parts.py)."""
+    spec = prog.spec(program)
+    names = [program, *([spec["whole"]] if spec.get("whole") else [])]
+    per_row = max(
+        sum(size for _n, batched, size in prog.spec(n)["slots"] if batched) for n in names
+    )
     return max(per_row, 1) * prog.dtype.itemsize
 
 

@@ -179,7 +179,9 @@ def _loop_kernel(
     return [f"{name}(B, {', '.join(params)})"]
 
 
-def _driver(low: Lowered, plan: Plan, kernel_params: dict[str, list[str]]):
+def _driver(
+    low: Lowered, plan: Plan, kernel_params: dict[str, list[str]], guarded: dict[str, list[str]]
+):
     """The driver's body (after its docstring) and the loop kernels it calls."""
     g, st = low.graph, plan.storage
     views = common.view_lines(low, plan)
@@ -199,8 +201,6 @@ def _driver(low: Lowered, plan: Plan, kernel_params: dict[str, list[str]]):
         lines = _copy_lines(g, nid, dst, st, low.views)
         # a constant output (e.g. the zero gradient of an unused parameter) has no storage
         return _loop_kernel(f"copy_{st.get(nid, nid)}", lines, known, loops)
-
-    guarded = guards.guarded_leaves(low)
 
     def gemm(k: Kernel) -> list[str]:
         if k.paired:  # computed by its pair's first GEMM, just above
@@ -327,7 +327,8 @@ def emit(
             )
         elif k.kind == "gather":
             kernel_params[k.name] = common.gather_parts(g, k, st, ("0", str(k.how.cols)))[0]
-    body, loops = _driver(low, plan, kernel_params)
+    guarded = guards.guarded_leaves(low)  # {GEMM kernel: batch leaves it checks}
+    body, loops = _driver(low, plan, kernel_params, guarded)
     compiled = _compiled(low, st, loops, dtype)
     header = _shared_header(parallel, dtype)
     shared: dict[str, str] = {}
@@ -356,7 +357,7 @@ def emit(
     src("from symcurv.runtime.gemm import gemm  # noqa: F401  (out = a·b by BLAS)")
     if any(k.pair is not None for k in low.kernels):
         src("from symcurv.runtime.gemm import gemm_pair  # noqa: F401  (a·[b1 b2]: two products)")
-    if guards.guarded_leaves(low):
+    if guarded:
         src(f"from symcurv.runtime.validate import {guards.CHECK}  # noqa: F401  (batch guards)")
     if _uses_syrk(low, st):
         src("from symcurv.runtime.blas_syrk import syrk_tn  # noqa: F401  (UᵀU by BLAS syrk)")
@@ -387,11 +388,11 @@ def emit(
     # of each call (about 0.5 µs a kernel, 0.8 µs a BLAS call; docs/benchmarks.md).
     sig = common.driver_signature(plan)
     with src.block(f"def run({', '.join(sig)}):"):
-        guarded = guards.guarded_names(low)
+        leaves = sorted({x for names in guarded.values() for x in names})
         returns = (
-            f" Returns whether a product that reads {', '.join(guarded)} whole held NaN/inf"
+            f" Returns whether a product that reads {', '.join(leaves)} whole held NaN/inf"
             " (codegen/guards.py)."
-            if guarded
+            if leaves
             else ""
         )
         src(

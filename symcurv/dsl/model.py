@@ -20,7 +20,7 @@ from symcurv.dsl import init as init_mod
 from symcurv.ir.graph import Graph
 from symcurv.ops import contraction, losses
 from symcurv.ops import elementwise as ew
-from symcurv.ops.registry import emit
+from symcurv.ops.registry import REGISTRY, emit
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -216,7 +216,8 @@ class Model:
                 where=origin,
                 fix="give a positive width n or a (rows, cols) pair",
             )
-        if op != "param" and len(shape) != 1:
+        is_param = REGISTRY[op].binding == "theta"  # a leaf's role is its PrimitiveDef's
+        if not is_param and len(shape) != 1:
             raise errors.ShapeError(
                 f"{op} '{name}' must be a vector per case, got {shape}",
                 where=origin,
@@ -230,7 +231,7 @@ class Model:
         else:
             nid = emit(self.graph, op, [], {"shape": shape}, name=name, origin=origin)
         rec = {"id": nid, "shape": shape, **extra}
-        (self.params if op == "param" else self.inputs)[name] = rec
+        (self.params if is_param else self.inputs)[name] = rec
         return Value(self, nid)
 
     def input(self, name: str, size) -> Value:

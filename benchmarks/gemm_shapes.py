@@ -2,23 +2,31 @@
 
     python benchmarks/gemm_shapes.py                          # quiet machine, one thread
     python benchmarks/gemm_shapes.py --coretypes "" Haswell   # also OpenBLAS's AVX2 kernels
+    python benchmarks/gemm_shapes.py --dtype float32
+    python benchmarks/gemm_shapes.py --sweep                  # narrow kernel against the BLAS
 
 At B = 1000 the 256-wide products are most of every cp_net program (docs/benchmarks.md,
 "Per kernel"), so symcurv's ratio to JAX there is mostly the ratio of the two BLAS
 libraries on these shapes: numpy's ``np.dot`` (numpy's OpenBLAS), symcurv's compiled
 ``gemm`` (runtime/gemm.py: Numba's ``np.dot``, i.e. scipy's OpenBLAS) and a jitted
-``jnp.dot`` (XLA's CPU dot, Eigen-based). Each library runs in a fresh process pinned to
-the same core with one thread (``common.pinned_env``), the rounds alternate, and each
-number is the best of the rounds' medians, µs. ``--coretypes`` also runs the OpenBLAS
-sides with ``OPENBLAS_CORETYPE`` set (read when the library loads: it picks the kernel
-set, e.g. the AVX2 Haswell kernels instead of the AVX-512 SkylakeX ones on Zen 4). JAX is
-optional (``pip install -e ".[peers]"``); without it its column says so.
+``jnp.dot`` (XLA's CPU dot, Eigen-based); symcurv's ``gemm`` takes its own narrow kernel
+(runtime/gemm_narrow.py) for X W0ᵀ and the BLAS for the others. Each library runs in a
+fresh process pinned to the same core with one thread (``common.pinned_env``), the rounds
+alternate, and each number is the best of the rounds' medians, µs. ``--coretypes`` also
+runs the OpenBLAS sides with ``OPENBLAS_CORETYPE`` set (read when the library loads: it
+picks the kernel set, e.g. the AVX2 Haswell kernels instead of the AVX-512 SkylakeX ones on
+Zen 4). JAX is optional (``pip install -e ".[peers]"``); without it its column says so.
+
+``--sweep`` times ``narrow_nt`` against the BLAS (Numba's ``np.dot``) over a grid of sum
+lengths K and column counts N, in both dtypes, in one pinned process: the table that
+runtime/gemm.py's ``NARROW_FLOAT64`` and ``NARROW_FLOAT32`` limits are read from.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,10 +46,17 @@ SHAPES = {  # name: (a's shape, b's shape, transpose b): the products of cp_net'
 SIDES = ("numpy", "symcurv gemm", "jax")
 
 
-def worker(side: str, out: str) -> None:
-    """Time every shape on one side (this fresh process), write {shape: µs}."""
+def _time(f) -> float:
+    """Best of 7 repeats, µs per call, each repeat at least 20 ms of calls."""
     import timeit
 
+    f()
+    n = max(1, int(0.02 / max(timeit.timeit(f, number=1), 1e-7)))
+    return min(timeit.repeat(f, number=n, repeat=7)) / n * 1e6
+
+
+def worker(side: str, dtype: str, out: str) -> None:
+    """Time every shape on one side (this fresh process), write {shape: µs}."""
     import numpy as np
 
     pin_to_cpus()
@@ -53,23 +68,47 @@ def worker(side: str, out: str) -> None:
         except ImportError:
             Path(out).write_text(json.dumps({}))
             return
-        jax.config.update("jax_enable_x64", True)
+        jax.config.update("jax_enable_x64", dtype == "float64")
         dots = {t: jax.jit(lambda a, b, t=t: a @ (b.T if t else b)) for t in (False, True)}
     else:
         from symcurv.runtime.gemm import gemm
     times = {}
     for name, (sa, sb, tb) in SHAPES.items():
-        a, b = rng.standard_normal(sa), rng.standard_normal(sb)
+        a, b = rng.standard_normal(sa).astype(dtype), rng.standard_normal(sb).astype(dtype)
         if side == "jax":
             f = _jax_call(dots[tb], jnp.asarray(a), jnp.asarray(b))
         else:
             bb = b.T if tb else b
             call = np.dot if side == "numpy" else gemm
-            f = _blas_call(call, a, bb, np.empty((sa[0], bb.shape[1])))
-        f()
-        n = max(1, int(0.02 / max(timeit.timeit(f, number=1), 1e-7)))
-        times[name] = min(timeit.repeat(f, number=n, repeat=7)) / n * 1e6
+            f = _blas_call(call, a, bb, np.empty((sa[0], bb.shape[1]), dtype))
+        times[name] = _time(f)
     Path(out).write_text(json.dumps(times))
+
+
+def sweep() -> None:
+    """narrow_nt / BLAS over (K, N) at B rows, then over the row count, both dtypes."""
+    import numpy as np
+    from numba import njit
+
+    from symcurv.runtime.gemm_narrow import narrow_nt
+
+    blas = njit(lambda a, b, out: np.dot(a, b, out))
+    pin_to_cpus()
+    rng = np.random.default_rng(0)
+    depths, widths = (16, 32, 64, 128, 256, 512), (4, 8, 16, 20, 32, 40, 64, 100)
+
+    def ratio(m, k, n, dtype):
+        a = rng.standard_normal((m, k)).astype(dtype)
+        bt = rng.standard_normal((n, k)).astype(dtype)
+        out = np.empty((m, n), dtype)
+        return _time(lambda: narrow_nt(a, bt, out)) / _time(lambda: blas(a, bt.T, out))
+
+    for dtype in ("float64", "float32"):
+        rows = [[f"K = {k}"] + [f"{ratio(B, k, n, dtype):.2f}" for n in widths] for k in depths]
+        print(f"\n{dtype}, {B} rows: narrow_nt / BLAS (below 1: the narrow kernel is faster)")
+        print(table(rows, ["", *[f"N = {n}" for n in widths]]))
+        cells = [f"{ratio(m, 256, 20, dtype):.2f}" for m in (1, 4, 8, 16, 100)]
+        print(table([["K = 256, N = 20", *cells]], ["rows", "1", "4", "8", "16", "100"]))
 
 
 def _jax_call(dot, a, b):
@@ -84,11 +123,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--coretypes", nargs="*", default=[""], help="OPENBLAS_CORETYPE values")
-    ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    ap.add_argument("--sweep", action="store_true", help="narrow kernel / BLAS over shapes")
+    ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker(*args.worker)
-    print(f"machine: {machine()}, one thread, B = {B}, float64; µs, best over rounds")
+    if args.sweep:
+        print(f"machine: {machine()}, one thread; ratios of best-of-7 times")
+        os.environ.update(pinned_env(1))  # read by numba/OpenBLAS at import, below
+        return sweep()
+    print(f"machine: {machine()}, one thread, B = {B}, {args.dtype}; µs, best over rounds")
     configs = [(s, "") for s in SIDES] + [
         (s, c) for c in args.coretypes if c for s in SIDES if s != "jax"
     ]
@@ -100,7 +145,7 @@ def main() -> None:
             if core:
                 env["OPENBLAS_CORETYPE"] = core
             out = tmp / "times.json"
-            cmd = [sys.executable, __file__, "--worker", side, str(out)]
+            cmd = [sys.executable, __file__, "--worker", side, args.dtype, str(out)]
             subprocess.run(cmd, env=env, check=True)
             for k, v in json.loads(out.read_text()).items():
                 cur = best.setdefault((side, core), {})

@@ -9,25 +9,78 @@ against numpy's 1.0 at B = 1, the input gradient's 1000×20·20×256 product 243
 264, a 20×1000·1000×20 product 15 µs against 25 (numpy takes its syrk path for aᵀa
 there); the other shapes within 1 %. Each layout of the operands (C- or F-ordered views:
 ``W.reshape(...).T`` is F) is one compiled signature, cached on disk like every kernel.
+
+A narrow forward product X Wᵀ (a few tens of columns, long rows) skips the BLAS for the
+register-blocked dot products of runtime/gemm_narrow.py, which run it 16-27 % faster on
+this machine; ``takes_narrow`` says which products (by shape, dtype and layout: W must be
+a transposed C-contiguous array, as the drivers pass it).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.extending import overload
+
+from symcurv.runtime.gemm_narrow import narrow_nt
+
+# Where the narrow kernel beats OpenBLAS, read off `python benchmarks/gemm_shapes.py
+# --sweep` on the 2-core Zen 4 VM (docs/benchmarks.md, "Session 13"): N columns, sums of
+# length K, M rows with N <= 64, K >= 16, M >= 4 and K >= N * DEPTH_PER_COLUMN[dtype]:
+# N <= K / 2 in float64, N <= K / 12 in float32 (its 16 lanes leave a short sum's tail
+# relatively longer, and the BLAS's float32 kernel is itself twice as fast).
+NARROW_MAX_COLS = 64
+NARROW_MIN_DEPTH = 16
+NARROW_MIN_ROWS = 4  # fewer: no 4-row block runs, only single dot products
+DEPTH_PER_COLUMN_FLOAT64 = 2
+DEPTH_PER_COLUMN_FLOAT32 = 12
 
 
 @njit(cache=True, nogil=True)
 def gemm(a, b, out):
     """out = a · b (2-D or 1-D float operands of one dtype; out C-contiguous)."""
-    np.dot(a, b, out)
+    _product(a, b, out)
+
+
+@njit(cache=True, nogil=True)
+def takes_narrow(a, b):
+    """Whether a · b is narrow enough for ``narrow_nt`` (layouts aside): the limits above."""
+    m, k = a.shape
+    n = b.shape[1]
+    per_col = DEPTH_PER_COLUMN_FLOAT64 if a.itemsize == 8 else DEPTH_PER_COLUMN_FLOAT32
+    return m >= NARROW_MIN_ROWS and n <= NARROW_MAX_COLS and k >= max(NARROW_MIN_DEPTH, n * per_col)
+
+
+def _product(a, b, out):
+    """out = a · b, by ``narrow_nt`` or the BLAS (typed by the overload below)."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(_product)
+def _product_by_layout(a, b, out):
+    """The narrow kernel is compiled in only where its rows are contiguous by type: a and
+    out C-ordered, b F-ordered (bᵀ C-ordered: ``W.reshape(...).T`` in the drivers)."""
+    if (a.layout, b.layout, out.layout) != ("C", "F", "C") or a.ndim != 2 or b.ndim != 2:
+        return lambda a, b, out: np.dot(a, b, out)
+
+    def narrow_or_blas(a, b, out):
+        if takes_narrow(a, b):
+            narrow_nt(a, b.T, out)
+        else:
+            np.dot(a, b, out)
+
+    return narrow_or_blas
 
 
 @njit(cache=True, nogil=True)
 def gemm_pair(a, b1, b2, out1, out2):
     """out1 = a · b1 and out2 = a · b2 as one product a · [b1 b2] (b1, b2 of one shape):
     the BLAS reads ``a`` once and runs a kernel twice as wide (codegen/lower.py:
-    ``pair_products``); the two column blocks are then copied out."""
+    ``pair_products``); the two column blocks are then copied out. Narrow operands take
+    ``narrow_nt`` twice instead: it reads ``a`` in blocks of 4 rows that stay in cache, so
+    a second pass costs what the copies would (measured: 411 against 414 µs, float64)."""
+    if _narrow_pair(a, b1, b2, out1, out2):
+        return
     n = b1.shape[1]
     b = np.empty((b1.shape[0], 2 * n), dtype=b1.dtype)
     b[:, :n] = b1
@@ -36,3 +89,25 @@ def gemm_pair(a, b1, b2, out1, out2):
     np.dot(a, b, out)
     out1[:, :] = out[:, :n]
     out2[:, :] = out[:, n:]
+
+
+def _narrow_pair(a, b1, b2, out1, out2):
+    """Run the pair as two ``narrow_nt`` products and say True, where their layouts and
+    shapes allow; else say False (typed by the overload below)."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(_narrow_pair)
+def _narrow_pair_by_layout(a, b1, b2, out1, out2):
+    layouts = (a.layout, b1.layout, b2.layout, out1.layout, out2.layout)
+    if layouts != ("C", "F", "F", "C", "C"):
+        return lambda a, b1, b2, out1, out2: False
+
+    def narrow_twice(a, b1, b2, out1, out2):
+        if not takes_narrow(a, b1):
+            return False
+        narrow_nt(a, b1.T, out1)
+        narrow_nt(a, b2.T, out2)
+        return True
+
+    return narrow_twice

@@ -17,9 +17,9 @@ runs the OpenBLAS sides with ``OPENBLAS_CORETYPE`` set (read when the library lo
 picks the kernel set, e.g. the AVX2 Haswell kernels instead of the AVX-512 SkylakeX ones on
 Zen 4). JAX is optional (``pip install -e ".[peers]"``); without it its column says so.
 
-``--sweep`` times ``narrow_nt`` against the BLAS (Numba's ``np.dot``) over a grid of sum
-lengths K and column counts N, in both dtypes, in one pinned process: the table that
-runtime/gemm.py's ``NARROW_FLOAT64`` and ``NARROW_FLOAT32`` limits are read from.
+``--sweep`` times symcurv's own product kernels (runtime/gemm_narrow.py, gemm_tiles.py)
+against the BLAS (Numba's ``np.dot``) over grids of shapes, in both dtypes, in one pinned
+process: the tables that runtime/gemm.py's limits (which product goes where) are read from.
 """
 
 from __future__ import annotations
@@ -86,29 +86,58 @@ def worker(side: str, dtype: str, out: str) -> None:
 
 
 def sweep() -> None:
-    """narrow_nt / BLAS over (K, N) at B rows, then over the row count, both dtypes."""
+    """symcurv's own kernels / BLAS over a grid of shapes, both dtypes: narrow_nt for
+    out = a·bᵀ over (K, N), tiled_nn for a·b over (K, N) and tiled_tn for gᵀ·b over (M, N),
+    B rows or cases; then narrow_nt over the row count."""
     import numpy as np
     from numba import njit
 
     from symcurv.runtime.gemm_narrow import narrow_nt
+    from symcurv.runtime.gemm_tiles import tiled_nn, tiled_tn
 
     blas = njit(lambda a, b, out: np.dot(a, b, out))
     pin_to_cpus()
     rng = np.random.default_rng(0)
-    depths, widths = (16, 32, 64, 128, 256, 512), (4, 8, 16, 20, 32, 40, 64, 100)
 
-    def ratio(m, k, n, dtype):
-        a = rng.standard_normal((m, k)).astype(dtype)
-        bt = rng.standard_normal((n, k)).astype(dtype)
-        out = np.empty((m, n), dtype)
-        return _time(lambda: narrow_nt(a, bt, out)) / _time(lambda: blas(a, bt.T, out))
+    def ratio(kernel, a, b, blas_a, blas_b, out):
+        return _time(lambda: kernel(a, b, out)) / _time(lambda: blas(blas_a, blas_b, out))
 
+    def nt(m, k, n, dtype):  # out = a · btᵀ
+        a, bt = (rng.standard_normal(s).astype(dtype) for s in ((m, k), (n, k)))
+        return ratio(narrow_nt, a, bt, a, bt.T, np.empty((m, n), dtype))
+
+    def nn(k, n, dtype):  # out = a · b
+        a, b = (rng.standard_normal(s).astype(dtype) for s in ((B, k), (k, n)))
+        return ratio(tiled_nn, a, b, a, b, np.empty((B, n), dtype))
+
+    def tn(m, n, dtype):  # out = gᵀ · b
+        g, b = (rng.standard_normal(s).astype(dtype) for s in ((B, m), (B, n)))
+        return ratio(tiled_tn, g, b, g.T, b, np.empty((m, n), dtype))
+
+    grids = {
+        f"narrow_nt: out = a·bᵀ, a {B} × K, b N × K": (
+            lambda k, n, dt: nt(B, k, n, dt),
+            ("K", (16, 32, 64, 128, 256, 512)),
+            ("N", (4, 8, 16, 20, 32, 40, 64, 100)),
+        ),
+        f"tiled_nn: out = a·b, a {B} × K, b K × N": (
+            nn,
+            ("K", (8, 20, 32, 64, 128, 256, 1000)),
+            ("N", (32, 64, 128, 256, 512, 1024)),
+        ),
+        f"tiled_tn: out = gᵀ·b, g {B} × M, b {B} × N": (
+            tn,
+            ("M", (4, 8, 20, 32, 64, 128, 256)),
+            ("N", (32, 64, 128, 256, 512, 1024)),
+        ),
+    }
     for dtype in ("float64", "float32"):
-        rows = [[f"K = {k}"] + [f"{ratio(B, k, n, dtype):.2f}" for n in widths] for k in depths]
-        print(f"\n{dtype}, {B} rows: narrow_nt / BLAS (below 1: the narrow kernel is faster)")
-        print(table(rows, ["", *[f"N = {n}" for n in widths]]))
-        cells = [f"{ratio(m, 256, 20, dtype):.2f}" for m in (1, 4, 8, 16, 100)]
-        print(table([["K = 256, N = 20", *cells]], ["rows", "1", "4", "8", "16", "100"]))
+        for title, (f, (rname, rvals), (cname, cvals)) in grids.items():
+            print(f"\n{dtype}, {title}: kernel / BLAS (below 1: symcurv's kernel is faster)")
+            rows = [[f"{rname} = {r}"] + [f"{f(r, c, dtype):.2f}" for c in cvals] for r in rvals]
+            print(table(rows, ["", *[f"{cname} = {c}" for c in cvals]]), flush=True)
+        cells = [f"{nt(m, 256, 20, dtype):.2f}" for m in (1, 4, 8, 16, 100)]
+        print(table([["narrow_nt, K = 256, N = 20", *cells]], ["rows", "1", "4", "8", "16", "100"]))
 
 
 def _jax_call(dot, a, b):

@@ -10,10 +10,16 @@ against numpy's 1.0 at B = 1, the input gradient's 1000×20·20×256 product 243
 there); the other shapes within 1 %. Each layout of the operands (C- or F-ordered views:
 ``W.reshape(...).T`` is F) is one compiled signature, cached on disk like every kernel.
 
-A narrow forward product X Wᵀ (a few tens of columns, long rows) skips the BLAS for the
-register-blocked dot products of runtime/gemm_narrow.py, which run it 16-27 % faster on
-this machine; ``takes_narrow`` says which products (by shape, dtype and layout: W must be
-a transposed C-contiguous array, as the drivers pass it).
+Three kinds of product skip the BLAS for symcurv's own kernels, which run them faster on
+this machine (docs/benchmarks.md, "Session 13"); which kernel runs is decided by the
+operands' layouts when ``gemm`` is compiled, and by their shapes and dtype at run time:
+- a narrow X Wᵀ (a few tens of columns, long rows; a, bᵀ, out C-ordered):
+  ``gemm_narrow.narrow_nt``, blocks of dot products (``takes_narrow``);
+- a·b with short sums and a wide output (G W: a, b, out C-ordered):
+  ``gemm_tiles.tiled_nn``, register tiles (``takes_tiled_nn``);
+- gᵀ·b, a sum over the cases into a small output (Gᵀ X: g = aᵀ, b, out C-ordered):
+  ``gemm_tiles.tiled_tn`` (``takes_tiled_tn``).
+Every other product, and every operand that is not laid out so, goes to the BLAS.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from numba import njit
 from numba.extending import overload
 
 from symcurv.runtime.gemm_narrow import narrow_nt
+from symcurv.runtime.gemm_tiles import TILE_ROWS, TILE_VECTORS, VECTOR_BYTES, tiled_nn, tiled_tn
 
 # Where the narrow kernel beats OpenBLAS, read off `python benchmarks/gemm_shapes.py
 # --sweep` on the 2-core Zen 4 VM (docs/benchmarks.md, "Session 13"): N columns, sums of
@@ -34,6 +41,18 @@ NARROW_MIN_DEPTH = 16
 NARROW_MIN_ROWS = 4  # fewer: no 4-row block runs, only single dot products
 DEPTH_PER_COLUMN_FLOAT64 = 2
 DEPTH_PER_COLUMN_FLOAT32 = 12
+
+# Where the tiled kernels beat OpenBLAS, from the same sweep: a·b with sums at most
+# TILED_NN_MAX_DEPTH long (longer ones won there too, up to 1000, but then b no longer
+# stays in cache between row tiles) and at most TILED_NN_MAX_COLS columns; gᵀ·b into at
+# most TILED_TN_MAX_ROWS rows and TILED_TN_MAX_COLS columns (wider outputs: the BLAS's
+# blocking wins), summed over at least TILED_TN_MIN_CASES cases. Both need the column
+# count a multiple of the vector width (no scalar tail), gᵀ·b at least one whole tile.
+TILED_NN_MAX_DEPTH = 64
+TILED_NN_MAX_COLS_FLOAT64, TILED_NN_MAX_COLS_FLOAT32 = 512, 1024
+TILED_TN_MAX_ROWS = 256
+TILED_TN_MAX_COLS_FLOAT64, TILED_TN_MAX_COLS_FLOAT32 = 256, 1024
+TILED_TN_MIN_CASES = 64
 
 
 @njit(cache=True, nogil=True)
@@ -51,25 +70,72 @@ def takes_narrow(a, b):
     return m >= NARROW_MIN_ROWS and n <= NARROW_MAX_COLS and k >= max(NARROW_MIN_DEPTH, n * per_col)
 
 
+@njit(cache=True, nogil=True)
+def takes_tiled_nn(a, b):
+    """Whether a · b goes to ``tiled_nn`` (layouts aside): the limits above."""
+    m, k = a.shape
+    n = b.shape[1]
+    lanes = VECTOR_BYTES // a.itemsize
+    max_cols = TILED_NN_MAX_COLS_FLOAT64 if a.itemsize == 8 else TILED_NN_MAX_COLS_FLOAT32
+    return m >= TILE_ROWS and k <= TILED_NN_MAX_DEPTH and n % lanes == 0 and n <= max_cols
+
+
+@njit(cache=True, nogil=True)
+def takes_tiled_tn(a, b):
+    """Whether a · b with a = gᵀ goes to ``tiled_tn`` (layouts aside): the limits above."""
+    m, cases = a.shape
+    n = b.shape[1]
+    lanes = VECTOR_BYTES // a.itemsize
+    max_cols = TILED_TN_MAX_COLS_FLOAT64 if a.itemsize == 8 else TILED_TN_MAX_COLS_FLOAT32
+    return (
+        m <= TILED_TN_MAX_ROWS
+        and cases >= TILED_TN_MIN_CASES
+        and n % lanes == 0
+        and TILE_VECTORS * lanes <= n <= max_cols
+    )
+
+
 def _product(a, b, out):
-    """out = a · b, by ``narrow_nt`` or the BLAS (typed by the overload below)."""
+    """out = a · b, by one of symcurv's kernels or the BLAS (typed by the overload below)."""
     raise NotImplementedError("compiled only")
 
 
 @overload(_product)
 def _product_by_layout(a, b, out):
-    """The narrow kernel is compiled in only where its rows are contiguous by type: a and
-    out C-ordered, b F-ordered (bᵀ C-ordered: ``W.reshape(...).T`` in the drivers)."""
-    if (a.layout, b.layout, out.layout) != ("C", "F", "C") or a.ndim != 2 or b.ndim != 2:
+    """A kernel of symcurv's is compiled in only where its rows are contiguous by type:
+    a·bᵀ (a, out C-ordered, b F-ordered: ``W.reshape(...).T`` in the drivers), a·b (all
+    C-ordered), gᵀ·b (a F-ordered: ``G.T``)."""
+    layouts = (a.layout, b.layout, out.layout)
+    if not (a.ndim == b.ndim == out.ndim == 2):
         return lambda a, b, out: np.dot(a, b, out)
+    if layouts == ("C", "F", "C"):
 
-    def narrow_or_blas(a, b, out):
-        if takes_narrow(a, b):
-            narrow_nt(a, b.T, out)
-        else:
-            np.dot(a, b, out)
+        def narrow_or_blas(a, b, out):
+            if takes_narrow(a, b):
+                narrow_nt(a, b.T, out)
+            else:
+                np.dot(a, b, out)
 
-    return narrow_or_blas
+        return narrow_or_blas
+    if layouts == ("C", "C", "C"):
+
+        def tiled_nn_or_blas(a, b, out):
+            if takes_tiled_nn(a, b):
+                tiled_nn(a, b, out)
+            else:
+                np.dot(a, b, out)
+
+        return tiled_nn_or_blas
+    if layouts == ("F", "C", "C"):
+
+        def tiled_tn_or_blas(a, b, out):
+            if takes_tiled_tn(a, b):
+                tiled_tn(a.T, b, out)
+            else:
+                np.dot(a, b, out)
+
+        return tiled_tn_or_blas
+    return lambda a, b, out: np.dot(a, b, out)
 
 
 @njit(cache=True, nogil=True)

@@ -9,10 +9,16 @@ from symcurv.runtime.gemm import (
     NARROW_MAX_COLS,
     NARROW_MIN_DEPTH,
     NARROW_MIN_ROWS,
+    TILED_NN_MAX_DEPTH,
+    TILED_TN_MAX_ROWS,
+    TILED_TN_MIN_CASES,
     gemm,
     gemm_pair,
     takes_narrow,
+    takes_tiled_nn,
+    takes_tiled_tn,
 )
+from symcurv.runtime.gemm_tiles import CASE_BLOCK, TILE_ROWS, TILE_VECTORS, VECTOR_BYTES
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -99,3 +105,83 @@ def test_narrow_products_pass_non_finite_numbers_on(dtype):
             gemm(X, W.T, out)
             assert not np.isfinite(out[row]).any(), (bad, row, col)
             assert np.isfinite(np.delete(out, row, axis=0)).all()
+
+
+def _lanes(dtype):
+    return VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_which_products_are_tiled(dtype):
+    """a·b with short sums and gᵀ·b over many cases into a small output take the tiled
+    kernels, when their columns are whole vectors; the BLAS the rest."""
+    lanes, e = _lanes(dtype), np.empty
+    wide = TILE_VECTORS * lanes
+
+    def nn(m, k, n):
+        return takes_tiled_nn(e((m, k), dtype), e((k, n), dtype))
+
+    def tn(m, cases, n):
+        return takes_tiled_tn(e((cases, m), dtype).T, e((cases, n), dtype))
+
+    assert nn(1000, 20, 256) and tn(20, 1000, 256)  # cp_net's G W0 and Gᵀ X
+    assert nn(TILE_ROWS, TILED_NN_MAX_DEPTH, lanes) and not nn(TILE_ROWS - 1, 20, lanes)
+    assert not nn(1000, TILED_NN_MAX_DEPTH + 1, 256)  # sums too long
+    assert not nn(1000, 20, 256 + 1) and not tn(20, 1000, 256 + 1)  # a scalar tail
+    assert not tn(20, 1000, wide - lanes)  # less than one whole tile
+    assert not tn(TILED_TN_MAX_ROWS + 1, 1000, 256)  # output too tall
+    assert not tn(20, TILED_TN_MIN_CASES - 1, 256)  # too few cases
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_tiled_products_equal_numpy_with_every_remainder(dtype):
+    """Rows left over from the tiles (0-3), columns left over from the wide tiles (one
+    vector at a time), and for gᵀ·b cases over several blocks of CASE_BLOCK, through
+    ``gemm`` with the layouts a driver passes (G W0: all C; Gᵀ X: G.T)."""
+    rng = np.random.default_rng(3)
+    lanes = _lanes(dtype)
+    wide = TILE_VECTORS * lanes
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for m in range(TILE_ROWS, TILE_ROWS + 4):
+        for n in (wide, wide + lanes, 3 * wide - lanes):
+            a = rng.standard_normal((m, 20)).astype(dtype)
+            b = rng.standard_normal((20, n)).astype(dtype)
+            assert takes_tiled_nn(a, b)
+            out = np.full((m, n), np.nan, dtype)
+            gemm(a, b, out)
+            np.testing.assert_allclose(out, a @ b, rtol=tol, atol=tol * 20)
+            cases = 2 * CASE_BLOCK + 7
+            g = rng.standard_normal((cases, m)).astype(dtype)
+            x = rng.standard_normal((cases, n)).astype(dtype)
+            assert takes_tiled_tn(g.T, x)
+            out = np.full((m, n), np.nan, dtype)
+            gemm(g.T, x, out)
+            np.testing.assert_allclose(out, g.T @ x, rtol=tol, atol=tol * cases)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_tiled_products_pass_non_finite_numbers_on(dtype):
+    """NaN or ±inf in an operand makes every output it reaches non-finite (inf·0 = NaN
+    included) and no other: the fused multiply-adds are IEEE, as in the BLAS."""
+    rng = np.random.default_rng(4)
+    lanes = _lanes(dtype)
+    n = TILE_VECTORS * lanes + lanes  # a wide tile and a one-vector tile
+    for bad in (np.nan, np.inf, -np.inf):
+        for row, col in ((0, 0), (5, 7), (2, 19)):
+            G = rng.standard_normal((6, 20)).astype(dtype)  # G W: rows 4-5 left over
+            W = rng.standard_normal((20, n)).astype(dtype)
+            W[col] = 0.0  # the bad entry meets zeros only
+            G[row, col] = bad
+            out = np.empty((6, n), dtype)
+            gemm(G, W, out)
+            assert not np.isfinite(out[row]).any(), (bad, row, col)
+            assert np.isfinite(np.delete(out, row, axis=0)).all()
+            cases = CASE_BLOCK + 3  # Gᵀ X, the bad case in either block
+            X = rng.standard_normal((cases, n)).astype(dtype)
+            Gc = rng.standard_normal((cases, 6)).astype(dtype)
+            bad_case = (row * 97) % cases
+            X[bad_case, col] = bad
+            out = np.empty((6, n), dtype)
+            gemm(Gc.T, X, out)
+            assert not np.isfinite(out[:, col]).any(), (bad, bad_case, col)
+            assert np.isfinite(np.delete(out, col, axis=1)).all()

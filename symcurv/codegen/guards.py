@@ -16,12 +16,14 @@ overflow) passes that scan and goes on to the output check like any other value.
 A leaf no GEMM reads whole (a target read by the loss map, a conv input read by a
 gather) is scanned up front as before; class labels always are (a label is an index).
 
-The one assumption is the BLAS's: OpenBLAS (numpy's and scipy's wheels) multiplies every
-term (tests/codegen/test_guards.py checks an infinite entry under an all-zero column of
-W). A BLAS that skipped zero multipliers (netlib's reference dgemm tests B(l, j) ≠ 0)
-would let an entry that every weight multiplies by an exact zero pass the guard; that
-entry then does not reach the loss either, and in a gradient program its NaN reaches
-dW = Gᵀ X, which the output check refuses, naming that node.
+The one assumption is the product kernel's: OpenBLAS (numpy's and scipy's wheels) and
+symcurv's own kernels (runtime/gemm_narrow.py, gemm_tiles.py: no ``nnan``/``ninf``
+fast-math, IEEE fused multiply-adds) multiply every term (tests/codegen/test_guards.py
+and tests/runtime/test_gemm.py check an infinite entry under an all-zero column of W).
+A BLAS that skipped zero multipliers (netlib's reference dgemm tests B(l, j) ≠ 0) would let
+an entry that every weight multiplies by an exact zero pass the guard; that entry then
+does not reach the loss either, and in a gradient program its NaN reaches dW = Gᵀ X,
+which the output check refuses, naming that node.
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ operands' layouts when ``gemm`` is compiled, and by their shapes and dtype at ru
   ``gemm_tiles.tiled_nn``, register tiles (``takes_tiled_nn``);
 - gᵀ·b, a sum over the cases into a small output (Gᵀ X: g = aᵀ, b, out C-ordered):
   ``gemm_tiles.tiled_tn`` (``takes_tiled_tn``).
-Every other product, and every operand that is not laid out so, goes to the BLAS.
+Every other product, and every operand that is not laid out so, goes to the BLAS. So does
+every product while the BLAS runs several threads: symcurv's kernels are serial, and a
+threaded BLAS is faster on these shapes at B = 1000 (runtime/blas_threads.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 from numba import njit
 from numba.extending import overload
 
+from symcurv.runtime.blas_threads import blas_threads
 from symcurv.runtime.gemm_narrow import narrow_nt
 from symcurv.runtime.gemm_tiles import TILE_ROWS, TILE_VECTORS, VECTOR_BYTES, tiled_nn, tiled_tn
 
@@ -111,7 +114,7 @@ def _product_by_layout(a, b, out):
     if layouts == ("C", "F", "C"):
 
         def narrow_or_blas(a, b, out):
-            if takes_narrow(a, b):
+            if blas_threads() == 1 and takes_narrow(a, b):
                 narrow_nt(a, b.T, out)
             else:
                 np.dot(a, b, out)
@@ -120,7 +123,7 @@ def _product_by_layout(a, b, out):
     if layouts == ("C", "C", "C"):
 
         def tiled_nn_or_blas(a, b, out):
-            if takes_tiled_nn(a, b):
+            if blas_threads() == 1 and takes_tiled_nn(a, b):
                 tiled_nn(a, b, out)
             else:
                 np.dot(a, b, out)
@@ -129,7 +132,7 @@ def _product_by_layout(a, b, out):
     if layouts == ("F", "C", "C"):
 
         def tiled_tn_or_blas(a, b, out):
-            if takes_tiled_tn(a, b):
+            if blas_threads() == 1 and takes_tiled_tn(a, b):
                 tiled_tn(a.T, b, out)
             else:
                 np.dot(a, b, out)
@@ -170,7 +173,7 @@ def _narrow_pair_by_layout(a, b1, b2, out1, out2):
         return lambda a, b1, b2, out1, out2: False
 
     def narrow_twice(a, b1, b2, out1, out2):
-        if not takes_narrow(a, b1):
+        if blas_threads() != 1 or not takes_narrow(a, b1):
             return False
         narrow_nt(a, b1.T, out1)
         narrow_nt(a, b2.T, out2)

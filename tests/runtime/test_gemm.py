@@ -1,8 +1,13 @@
-"""runtime/gemm.py: the drivers' BLAS step, out = a·b for every operand layout they pass."""
+"""runtime/gemm.py: the drivers' product step, out = a·b for every operand layout they
+pass, by the BLAS or by symcurv's own kernels (gemm_narrow.py, gemm_tiles.py), which run
+only while the BLAS runs one thread (blas_threads.py): the tests of those kernels set that
+with threadpoolctl, as the benchmarks do with OPENBLAS_NUM_THREADS=1."""
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
+from symcurv.runtime import blas_threads
 from symcurv.runtime.gemm import (
     DEPTH_PER_COLUMN_FLOAT32,
     DEPTH_PER_COLUMN_FLOAT64,
@@ -18,7 +23,38 @@ from symcurv.runtime.gemm import (
     takes_tiled_nn,
     takes_tiled_tn,
 )
-from symcurv.runtime.gemm_tiles import CASE_BLOCK, TILE_ROWS, TILE_VECTORS, VECTOR_BYTES
+from symcurv.runtime.gemm_narrow import narrow_nt
+from symcurv.runtime.gemm_tiles import (
+    CASE_BLOCK,
+    TILE_ROWS,
+    TILE_VECTORS,
+    VECTOR_BYTES,
+    tiled_nn,
+    tiled_tn,
+)
+
+
+@pytest.fixture
+def serial_blas():
+    """A one-thread BLAS for the test's duration: gemm then takes symcurv's kernels."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert blas_threads.threads() == 1
+        yield
+
+
+def test_the_blas_thread_count_is_read_on_every_call():
+    """The count gemm asks follows a limit set at run time, from Python and compiled."""
+    assert blas_threads.GETTER_NAME is not None, "this BLAS exports no thread count"
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert blas_threads.threads() == 1
+        assert _compiled_threads() == 1
+    assert blas_threads.threads() >= 1
+
+
+def _compiled_threads():
+    from numba import njit
+
+    return njit(lambda: blas_threads.blas_threads())()
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -68,7 +104,7 @@ def test_which_products_are_narrow(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_narrow_products_equal_numpy_with_every_remainder(dtype):
+def test_narrow_products_equal_numpy_with_every_remainder(dtype, serial_blas):
     """Rows and columns left over from the 4 × 4 blocks (m % 4, n % 4 = 0-3), through
     ``gemm`` and ``gemm_pair`` as a driver calls them (W a transposed C-ordered array)."""
     rng = np.random.default_rng(1)
@@ -83,13 +119,16 @@ def test_narrow_products_equal_numpy_with_every_remainder(dtype):
             gemm(X, W1.T, out1)
             np.testing.assert_allclose(out1, X @ W1.T, rtol=tol, atol=tol * k)
             out1[...] = np.nan
+            narrow_nt(X, W1, out1)  # the kernel itself, whatever the BLAS's threads
+            np.testing.assert_allclose(out1, X @ W1.T, rtol=tol, atol=tol * k)
+            out1[...] = np.nan
             gemm_pair(X, W1.T, W2.T, out1, out2)
             np.testing.assert_allclose(out1, X @ W1.T, rtol=tol, atol=tol * k)
             np.testing.assert_allclose(out2, X @ W2.T, rtol=tol, atol=tol * k)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_narrow_products_pass_non_finite_numbers_on(dtype):
+def test_narrow_products_pass_non_finite_numbers_on(dtype, serial_blas):
     """What the batch guard relies on (codegen/guards.py): NaN or ±inf anywhere in a row of
     X makes that row of X Wᵀ non-finite, inf under an all-zero weight included (inf·0 =
     NaN), as the BLAS does; the fast-math flags allow no shortcut past it."""
@@ -134,7 +173,7 @@ def test_which_products_are_tiled(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_tiled_products_equal_numpy_with_every_remainder(dtype):
+def test_tiled_products_equal_numpy_with_every_remainder(dtype, serial_blas):
     """Rows left over from the tiles (0-3), columns left over from the wide tiles (one
     vector at a time), and for gᵀ·b cases over several blocks of CASE_BLOCK, through
     ``gemm`` with the layouts a driver passes (G W0: all C; Gᵀ X: G.T)."""
@@ -150,6 +189,9 @@ def test_tiled_products_equal_numpy_with_every_remainder(dtype):
             out = np.full((m, n), np.nan, dtype)
             gemm(a, b, out)
             np.testing.assert_allclose(out, a @ b, rtol=tol, atol=tol * 20)
+            out[...] = np.nan
+            tiled_nn(a, b, out)  # the kernel itself, whatever the BLAS's threads
+            np.testing.assert_allclose(out, a @ b, rtol=tol, atol=tol * 20)
             cases = 2 * CASE_BLOCK + 7
             g = rng.standard_normal((cases, m)).astype(dtype)
             x = rng.standard_normal((cases, n)).astype(dtype)
@@ -157,10 +199,13 @@ def test_tiled_products_equal_numpy_with_every_remainder(dtype):
             out = np.full((m, n), np.nan, dtype)
             gemm(g.T, x, out)
             np.testing.assert_allclose(out, g.T @ x, rtol=tol, atol=tol * cases)
+            out[...] = np.nan
+            tiled_tn(g, x, out)
+            np.testing.assert_allclose(out, g.T @ x, rtol=tol, atol=tol * cases)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_tiled_products_pass_non_finite_numbers_on(dtype):
+def test_tiled_products_pass_non_finite_numbers_on(dtype, serial_blas):
     """NaN or ±inf in an operand makes every output it reaches non-finite (inf·0 = NaN
     included) and no other: the fused multiply-adds are IEEE, as in the BLAS."""
     rng = np.random.default_rng(4)

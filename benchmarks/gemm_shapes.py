@@ -37,11 +37,12 @@ sys.path.insert(0, str(HERE))
 from common import machine, pin_to_cpus, pinned_env, table  # noqa: E402
 
 B = 1000
-SHAPES = {  # name: (a's shape, b's shape, transpose b): the products of cp_net's programs
-    "X W0ᵀ (forward, 1000×256·256×20)": ((B, 256), (20, 256), True),
-    "G W0 (input gradient, 1000×20·20×256)": ((B, 20), (20, 256), False),
-    "Gᵀ X (dW0, 20×1000·1000×256)": ((20, B), (B, 256), False),
-    "H W1ᵀ (hidden, 1000×20·20×20)": ((B, 20), (20, 20), True),
+SHAPES = {  # name: (a's shape, b's shape, transpose a, transpose b), as views, the way
+    # the drivers pass cp_net's products (codegen/cpu.py: ``gemm(s7.T, in_x, ...)`` for Gᵀ X)
+    "X W0ᵀ (forward, 1000×256·256×20)": ((B, 256), (20, 256), False, True),
+    "G W0 (input gradient, 1000×20·20×256)": ((B, 20), (20, 256), False, False),
+    "Gᵀ X (dW0, 20×1000·1000×256)": ((B, 20), (B, 256), True, False),
+    "H W1ᵀ (hidden, 1000×20·20×20)": ((B, 20), (20, 20), False, True),
 }
 SIDES = ("numpy", "symcurv gemm", "jax")
 
@@ -69,18 +70,23 @@ def worker(side: str, dtype: str, out: str) -> None:
             Path(out).write_text(json.dumps({}))
             return
         jax.config.update("jax_enable_x64", dtype == "float64")
-        dots = {t: jax.jit(lambda a, b, t=t: a @ (b.T if t else b)) for t in (False, True)}
+        dots = {
+            (ta, tb): jax.jit(lambda a, b, ta=ta, tb=tb: (a.T if ta else a) @ (b.T if tb else b))
+            for ta in (False, True)
+            for tb in (False, True)
+        }
     else:
         from symcurv.runtime.gemm import gemm
     times = {}
-    for name, (sa, sb, tb) in SHAPES.items():
+    for name, (sa, sb, ta, tb) in SHAPES.items():
         a, b = rng.standard_normal(sa).astype(dtype), rng.standard_normal(sb).astype(dtype)
         if side == "jax":
-            f = _jax_call(dots[tb], jnp.asarray(a), jnp.asarray(b))
+            f = _jax_call(dots[ta, tb], jnp.asarray(a), jnp.asarray(b))
         else:
+            a = a.T if ta else a
             bb = b.T if tb else b
             call = np.dot if side == "numpy" else gemm
-            f = _blas_call(call, a, bb, np.empty((sa[0], bb.shape[1]), dtype))
+            f = _blas_call(call, a, bb, np.empty((a.shape[0], bb.shape[1]), dtype))
         times[name] = _time(f)
     Path(out).write_text(json.dumps(times))
 

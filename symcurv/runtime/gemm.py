@@ -1,4 +1,5 @@
-"""The GEMM step of the generated CPU drivers: ``gemm(a, b, out)``, out = a·b by BLAS.
+"""The product step of the generated CPU drivers: ``gemm(a, b, out)``, out = a·b by the BLAS
+or by symcurv's own kernels.
 
 The drivers are plain Python (codegen/cpu.py says why), so each product was numpy's
 ``np.dot(a, b, out)``. Called from Python, this compiled one-liner is Numba's ``np.dot``

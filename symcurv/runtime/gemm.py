@@ -104,42 +104,40 @@ def _product(a, b, out):
     raise NotImplementedError("compiled only")
 
 
+@njit(cache=True, nogil=True)
+def _narrow_ab(a, b, out):
+    narrow_nt(a, b.T, out)
+
+
+@njit(cache=True, nogil=True)
+def _tiled_tn_ab(a, b, out):
+    tiled_tn(a.T, b, out)
+
+
+# Operand layouts (a, b, out) -> (which products, the kernel as out = a·b): a kernel of
+# symcurv's is compiled in only where its rows are contiguous by type. a·bᵀ: b F-ordered
+# (``W.reshape(...).T`` in the drivers); a·b: all C-ordered; gᵀ·b: a F-ordered (``G.T``).
+_OWN_KERNELS = {
+    ("C", "F", "C"): (takes_narrow, _narrow_ab),
+    ("C", "C", "C"): (takes_tiled_nn, tiled_nn),
+    ("F", "C", "C"): (takes_tiled_tn, _tiled_tn_ab),
+}
+
+
 @overload(_product)
 def _product_by_layout(a, b, out):
-    """A kernel of symcurv's is compiled in only where its rows are contiguous by type:
-    a·bᵀ (a, out C-ordered, b F-ordered: ``W.reshape(...).T`` in the drivers), a·b (all
-    C-ordered), gᵀ·b (a F-ordered: ``G.T``)."""
-    layouts = (a.layout, b.layout, out.layout)
-    if not (a.ndim == b.ndim == out.ndim == 2):
+    matrices = a.ndim == b.ndim == out.ndim == 2
+    takes, kernel = _OWN_KERNELS.get((a.layout, b.layout, out.layout), (None, None))
+    if not matrices or kernel is None:
         return lambda a, b, out: np.dot(a, b, out)
-    if layouts == ("C", "F", "C"):
 
-        def narrow_or_blas(a, b, out):
-            if blas_threads() == 1 and takes_narrow(a, b):
-                narrow_nt(a, b.T, out)
-            else:
-                np.dot(a, b, out)
+    def own_or_blas(a, b, out):
+        if blas_threads() == 1 and takes(a, b):
+            kernel(a, b, out)
+        else:
+            np.dot(a, b, out)
 
-        return narrow_or_blas
-    if layouts == ("C", "C", "C"):
-
-        def tiled_nn_or_blas(a, b, out):
-            if blas_threads() == 1 and takes_tiled_nn(a, b):
-                tiled_nn(a, b, out)
-            else:
-                np.dot(a, b, out)
-
-        return tiled_nn_or_blas
-    if layouts == ("F", "C", "C"):
-
-        def tiled_tn_or_blas(a, b, out):
-            if blas_threads() == 1 and takes_tiled_tn(a, b):
-                tiled_tn(a.T, b, out)
-            else:
-                np.dot(a, b, out)
-
-        return tiled_tn_or_blas
-    return lambda a, b, out: np.dot(a, b, out)
+    return own_or_blas
 
 
 @njit(cache=True, nogil=True)

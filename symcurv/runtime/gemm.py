@@ -47,13 +47,13 @@ DEPTH_PER_COLUMN_FLOAT64 = 2
 DEPTH_PER_COLUMN_FLOAT32 = 12
 
 # Where the tiled kernels beat OpenBLAS, from the same sweep: a·b with sums at most
-# TILED_NN_MAX_DEPTH long (longer ones won there too, up to 1000, but then b no longer
-# stays in cache between row tiles) and at most TILED_NN_MAX_COLS columns; gᵀ·b into at
-# most TILED_TN_MAX_ROWS rows and TILED_TN_MAX_COLS columns (wider outputs: the BLAS's
-# blocking wins), summed over at least TILED_TN_MIN_CASES cases. Both need the column
-# count a multiple of the vector width (no scalar tail), gᵀ·b at least one whole tile.
+# TILED_NN_MAX_DEPTH long (longer ones win only up to N = 256: b then no longer stays in
+# cache between row tiles) and at most TILED_NN_MAX_COLS columns; gᵀ·b into at most
+# TILED_TN_MAX_ROWS rows and TILED_TN_MAX_COLS columns (wider outputs: the BLAS's blocking
+# wins), summed over at least TILED_TN_MIN_CASES cases. Both need the column count a
+# multiple of the vector width (no scalar tail), gᵀ·b at least one whole tile.
 TILED_NN_MAX_DEPTH = 64
-TILED_NN_MAX_COLS_FLOAT64, TILED_NN_MAX_COLS_FLOAT32 = 512, 1024
+TILED_NN_MAX_COLS = 1024
 TILED_TN_MAX_ROWS = 256
 TILED_TN_MAX_COLS_FLOAT64, TILED_TN_MAX_COLS_FLOAT32 = 256, 1024
 TILED_TN_MIN_CASES = 64
@@ -80,8 +80,7 @@ def takes_tiled_nn(a, b):
     m, k = a.shape
     n = b.shape[1]
     lanes = VECTOR_BYTES // a.itemsize
-    max_cols = TILED_NN_MAX_COLS_FLOAT64 if a.itemsize == 8 else TILED_NN_MAX_COLS_FLOAT32
-    return m >= TILE_ROWS and k <= TILED_NN_MAX_DEPTH and n % lanes == 0 and n <= max_cols
+    return m >= TILE_ROWS and k <= TILED_NN_MAX_DEPTH and n % lanes == 0 and n <= TILED_NN_MAX_COLS
 
 
 @njit(cache=True, nogil=True)

@@ -14,6 +14,7 @@ from symcurv.runtime.gemm import (
     NARROW_MAX_COLS,
     NARROW_MIN_DEPTH,
     NARROW_MIN_ROWS,
+    TILED_NN_MAX_COLS,
     TILED_NN_MAX_DEPTH,
     TILED_TN_MAX_ROWS,
     TILED_TN_MIN_CASES,
@@ -166,6 +167,7 @@ def test_which_products_are_tiled(dtype):
     assert nn(1000, 20, 256) and tn(20, 1000, 256)  # cp_net's G W0 and Gᵀ X
     assert nn(TILE_ROWS, TILED_NN_MAX_DEPTH, lanes) and not nn(TILE_ROWS - 1, 20, lanes)
     assert not nn(1000, TILED_NN_MAX_DEPTH + 1, 256)  # sums too long
+    assert nn(1000, 20, TILED_NN_MAX_COLS) and not nn(1000, 20, TILED_NN_MAX_COLS + lanes)
     assert not nn(1000, 20, 256 + 1) and not tn(20, 1000, 256 + 1)  # a scalar tail
     assert not tn(20, 1000, wide - lanes)  # less than one whole tile
     assert not tn(TILED_TN_MAX_ROWS + 1, 1000, 256)  # output too tall

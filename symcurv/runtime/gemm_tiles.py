@@ -45,16 +45,12 @@ def _tile_intrinsic(rows: int, vectors: int, accumulate: bool):
 
     @intrinsic
     def tile(typingctx, a, a_off, a_row, a_step, b, b_off, b_step, c, c_off, c_row, k):
-        sig = types.void(a, a_off, a_row, a_step, b, b_off, b_step, c, c_off, c_row, k)
+        i = types.intp  # every offset, stride and length is cast to it at the call
+        sig = types.void(a, i, i, i, b, i, i, c, i, i, i)
 
         def codegen(context, builder, signature, args):
-            _, a_off_, a_row_, a_step_, _, b_off_, b_step_, _, c_off_, c_row_, k_ = args
-            a0, b0, c0 = (
-                builder.gep(
-                    context.make_array(signature.args[i])(context, builder, args[i]).data, [o]
-                )
-                for i, o in ((0, a_off_), (4, b_off_), (7, c_off_))
-            )
+            _, _, a_row_, a_step_, _, _, b_step_, _, _, c_row_, k_ = args
+            a0, b0, c0 = (_element_pointer(context, builder, signature, args, j) for j in (0, 4, 7))
             size = signature.args[7].dtype.bitwidth // 8
             lanes = VECTOR_BYTES // size
             vec = ir.VectorType(context.get_data_type(signature.args[7].dtype), lanes)
@@ -64,10 +60,10 @@ def _tile_intrinsic(rows: int, vectors: int, accumulate: bool):
                 f"llvm.fma.v{lanes}{'f64' if size == 8 else 'f32'}",
             )
 
-            def at(ptr, n):  # &ptr[n], as a vector pointer where asked
+            def at(ptr, n):  # &ptr[n]
                 return builder.gep(ptr, [n if isinstance(n, ir.Value) else _i64(n)])
 
-            def vector_at(ptr, n):
+            def vector_at(ptr, n):  # &ptr[n] as a pointer to a vector of `lanes` numbers
                 return builder.bitcast(at(ptr, n), vec.as_pointer())
 
             c_vectors = [
@@ -75,16 +71,14 @@ def _tile_intrinsic(rows: int, vectors: int, accumulate: bool):
                 for r in range(rows)
             ]
             # the sums live in allocas that LLVM promotes to registers
-            sums = [
+            start = [
                 [
-                    cgutils.alloca_once_value(
-                        builder,
-                        builder.load(cv, align=size) if accumulate else ir.Constant(vec, None),
-                    )
+                    builder.load(cv, align=size) if accumulate else ir.Constant(vec, None)
                     for cv in row
                 ]
                 for row in c_vectors
             ]
+            sums = [[cgutils.alloca_once_value(builder, s0) for s0 in row] for row in start]
             with cgutils.for_range(builder, k_) as loop:
                 ap = at(a0, builder.mul(loop.index, a_step_))
                 bp = at(b0, builder.mul(loop.index, b_step_))
@@ -103,6 +97,12 @@ def _tile_intrinsic(rows: int, vectors: int, accumulate: bool):
         return sig, codegen
 
     return tile
+
+
+def _element_pointer(context, builder, signature, args, j):
+    """&array[offset] for the array argument j, whose flat element offset is argument j + 1."""
+    data = context.make_array(signature.args[j])(context, builder, args[j]).data
+    return builder.gep(data, [args[j + 1]])
 
 
 def _i64(n: int) -> ir.Constant:

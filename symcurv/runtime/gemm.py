@@ -139,14 +139,23 @@ def _product_by_layout(a, b, out):
     return own_or_blas
 
 
+# Fewer rows than this: a pair runs as two products. Packing [b1 b2] and copying the two
+# halves out costs more than reading a twice (cp_net, B = 1: 7.8 against 1.6 µs; equal at
+# B = 8; at B = 100 the pair wins, 40 against 60: benchmarks in docs/benchmarks.md).
+PAIR_MIN_ROWS = 64
+
+
 @njit(cache=True, nogil=True)
 def gemm_pair(a, b1, b2, out1, out2):
     """out1 = a · b1 and out2 = a · b2 as one product a · [b1 b2] (b1, b2 of one shape):
     the BLAS reads ``a`` once and runs a kernel twice as wide (codegen/lower.py:
-    ``pair_products``); the two column blocks are then copied out. Narrow operands take
-    ``narrow_nt`` twice instead: it reads ``a`` in blocks of 4 rows that stay in cache, so
-    a second pass costs what the copies would (measured: 411 against 414 µs, float64)."""
-    if _narrow_pair(a, b1, b2, out1, out2):
+    ``pair_products``); the two column blocks are then copied out. Two products instead
+    for few rows, and for narrow operands, which ``narrow_nt`` takes: it reads ``a`` in
+    blocks of 4 rows that stay in cache, so a second pass costs what the copies would
+    (measured: 411 against 414 µs, float64)."""
+    if a.shape[0] < PAIR_MIN_ROWS or _narrow_now(a, b1):
+        _product(a, b1, out1)
+        _product(a, b2, out2)
         return
     n = b1.shape[1]
     b = np.empty((b1.shape[0], 2 * n), dtype=b1.dtype)
@@ -158,23 +167,13 @@ def gemm_pair(a, b1, b2, out1, out2):
     out2[:, :] = out[:, n:]
 
 
-def _narrow_pair(a, b1, b2, out1, out2):
-    """Run the pair as two ``narrow_nt`` products and say True, where their layouts and
-    shapes allow; else say False (typed by the overload below)."""
+def _narrow_now(a, b):
+    """Would ``gemm`` run a · b by ``narrow_nt`` now? (typed by the overload below)"""
     raise NotImplementedError("compiled only")
 
 
-@overload(_narrow_pair)
-def _narrow_pair_by_layout(a, b1, b2, out1, out2):
-    layouts = (a.layout, b1.layout, b2.layout, out1.layout, out2.layout)
-    if layouts != ("C", "F", "F", "C", "C"):
-        return lambda a, b1, b2, out1, out2: False
-
-    def narrow_twice(a, b1, b2, out1, out2):
-        if blas_threads() != 1 or not takes_narrow(a, b1):
-            return False
-        narrow_nt(a, b1.T, out1)
-        narrow_nt(a, b2.T, out2)
-        return True
-
-    return narrow_twice
+@overload(_narrow_now)
+def _narrow_now_by_layout(a, b):
+    if _OWN_KERNELS.get((a.layout, b.layout, "C"), (None, None))[1] is not _narrow_ab:
+        return lambda a, b: False
+    return lambda a, b: blas_threads() == 1 and takes_narrow(a, b)

@@ -14,6 +14,7 @@ from symcurv.runtime.gemm import (
     NARROW_MAX_COLS,
     NARROW_MIN_DEPTH,
     NARROW_MIN_ROWS,
+    PAIR_MIN_ROWS,
     TILED_NN_MAX_COLS,
     TILED_NN_MAX_DEPTH,
     TILED_TN_MAX_ROWS,
@@ -232,3 +233,21 @@ def test_tiled_products_pass_non_finite_numbers_on(dtype, serial_blas):
             gemm(Gc.T, X, out)
             assert not np.isfinite(out[:, col]).any(), (bad, bad_case, col)
             assert np.isfinite(np.delete(out, col, axis=1)).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_pair_equals_two_products_however_it_runs(dtype, threads):
+    """``gemm_pair`` packs [b1 b2] for many rows of a wide-enough a, runs two products for
+    few rows or narrow operands; every way gives a·b1 and a·b2."""
+    rng = np.random.default_rng(5)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    with threadpool_limits(limits=threads, user_api="blas"):
+        for m in (1, PAIR_MIN_ROWS - 1, PAIR_MIN_ROWS, 3 * PAIR_MIN_ROWS + 1):
+            for k, n in ((20, 20), (_depth(dtype, 20), 20), (7, 100)):
+                a = rng.standard_normal((m, k)).astype(dtype)
+                W1, W2 = (rng.standard_normal((n, k)).astype(dtype) for _ in range(2))
+                out1, out2 = np.full((m, n), np.nan, dtype), np.full((m, n), np.nan, dtype)
+                gemm_pair(a, W1.T, W2.T, out1, out2)
+                np.testing.assert_allclose(out1, a @ W1.T, rtol=tol, atol=tol * k)
+                np.testing.assert_allclose(out2, a @ W2.T, rtol=tol, atol=tol * k)

@@ -105,11 +105,13 @@ def _product(a, b, out):
 
 @njit(cache=True, nogil=True)
 def _narrow_ab(a, b, out):
+    """out = a · b by ``narrow_nt``, which takes the C-ordered bᵀ (W itself)."""
     narrow_nt(a, b.T, out)
 
 
 @njit(cache=True, nogil=True)
 def _tiled_tn_ab(a, b, out):
+    """out = a · b by ``tiled_tn``, which takes the C-ordered aᵀ (G itself)."""
     tiled_tn(a.T, b, out)
 
 

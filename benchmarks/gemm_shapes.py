@@ -3,6 +3,7 @@
     python benchmarks/gemm_shapes.py                          # quiet machine, one thread
     python benchmarks/gemm_shapes.py --coretypes "" Haswell   # also OpenBLAS's AVX2 kernels
     python benchmarks/gemm_shapes.py --dtype float32
+    python benchmarks/gemm_shapes.py --model autoencoder --dtype float32   # its wide layers
     python benchmarks/gemm_shapes.py --sweep                  # narrow kernel against the BLAS
 
 At B = 1000 the 256-wide products are most of every cp_net program (docs/benchmarks.md,
@@ -44,6 +45,21 @@ SHAPES = {  # name: (a's shape, b's shape, transpose a, transpose b), as views, 
     "Gᵀ X (dW0, 20×1000·1000×256)": ((B, 20), (B, 256), True, False),
     "H W1ᵀ (hidden, 1000×20·20×20)": ((B, 20), (20, 20), False, True),
 }
+
+
+def _layer(n_in: int, n_out: int) -> dict:
+    """A dense layer's three products at B cases, laid out as the drivers pass them."""
+    return {
+        f"H Wᵀ ({B}×{n_in}·{n_in}×{n_out})": ((B, n_in), (n_out, n_in), False, True),
+        f"G W ({B}×{n_out}·{n_out}×{n_in})": ((B, n_out), (n_out, n_in), False, False),
+        f"Gᵀ H ({n_out}×{B}·{B}×{n_in})": ((B, n_out), (B, n_in), True, False),
+    }
+
+
+# --model autoencoder: the deep autoencoder's widest layers (784-1000-500-250-30-...),
+# where the float32 ratio to JAX stays above 1 (docs/benchmarks.md, "Session 13")
+AUTOENCODER_SHAPES = {**_layer(784, 1000), **_layer(1000, 500), **_layer(500, 250)}
+MODELS = {"cp_net": SHAPES, "autoencoder": AUTOENCODER_SHAPES}
 SIDES = ("numpy", "symcurv gemm", "jax")
 
 
@@ -56,7 +72,7 @@ def _time(f) -> float:
     return min(timeit.repeat(f, number=n, repeat=7)) / n * 1e6
 
 
-def worker(side: str, dtype: str, out: str) -> None:
+def worker(side: str, dtype: str, model: str, out: str) -> None:
     """Time every shape on one side (this fresh process), write {shape: µs}."""
     import numpy as np
 
@@ -78,7 +94,7 @@ def worker(side: str, dtype: str, out: str) -> None:
     else:
         from symcurv.runtime.gemm import gemm
     times = {}
-    for name, (sa, sb, ta, tb) in SHAPES.items():
+    for name, (sa, sb, ta, tb) in MODELS[model].items():
         a, b = rng.standard_normal(sa).astype(dtype), rng.standard_normal(sb).astype(dtype)
         if side == "jax":
             f = _jax_call(dots[ta, tb], jnp.asarray(a), jnp.asarray(b))
@@ -160,7 +176,8 @@ def main() -> None:
     ap.add_argument("--coretypes", nargs="*", default=[""], help="OPENBLAS_CORETYPE values")
     ap.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     ap.add_argument("--sweep", action="store_true", help="narrow kernel / BLAS over shapes")
-    ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--model", default="cp_net", choices=sorted(MODELS))
+    ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker(*args.worker)
@@ -168,7 +185,9 @@ def main() -> None:
         print(f"machine: {machine()}, one thread; ratios of best-of-7 times")
         os.environ.update(pinned_env(1))  # read by numba/OpenBLAS at import, below
         return sweep()
-    print(f"machine: {machine()}, one thread, B = {B}, {args.dtype}; µs, best over rounds")
+    print(
+        f"machine: {machine()}, one thread, {args.model}, B = {B}, {args.dtype}; µs, best of rounds"
+    )
     configs = [(s, "") for s in SIDES] + [
         (s, c) for c in args.coretypes if c for s in SIDES if s != "jax"
     ]
@@ -180,7 +199,7 @@ def main() -> None:
             if core:
                 env["OPENBLAS_CORETYPE"] = core
             out = tmp / "times.json"
-            cmd = [sys.executable, __file__, "--worker", side, args.dtype, str(out)]
+            cmd = [sys.executable, __file__, "--worker", side, args.dtype, args.model, str(out)]
             subprocess.run(cmd, env=env, check=True)
             for k, v in json.loads(out.read_text()).items():
                 cur = best.setdefault((side, core), {})
@@ -188,7 +207,7 @@ def main() -> None:
         print(f"  round {r + 1}/{args.rounds} done", flush=True)
     cols = [f"{s}{' ' + c if c else ''}" for s, c in configs]
     rows = []
-    for name in SHAPES:
+    for name in MODELS[args.model]:
         jax_t = best.get(("jax", ""), {}).get(name)
         row = [name]
         for cfg in configs:

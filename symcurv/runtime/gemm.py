@@ -98,11 +98,6 @@ def takes_tiled_tn(a, b):
     )
 
 
-def _product(a, b, out):
-    """out = a · b, by one of symcurv's kernels or the BLAS (typed by the overload below)."""
-    raise NotImplementedError("compiled only")
-
-
 @njit(cache=True, nogil=True)
 def _narrow_ab(a, b, out):
     """out = a · b by ``narrow_nt``, which takes the C-ordered bᵀ (W itself)."""
@@ -125,15 +120,39 @@ _OWN_KERNELS = {
 }
 
 
+def _own_kernel(a, b, out):
+    """(which products, kernel) for these operand types, or (None, None): the BLAS."""
+    if not (a.ndim == b.ndim == out.ndim == 2):
+        return None, None
+    return _OWN_KERNELS.get((a.layout, b.layout, out.layout), (None, None))
+
+
+def _own_runs(a, b, out):
+    """Does ``gemm`` run out = a · b by one of symcurv's kernels now? (typed below)"""
+    raise NotImplementedError("compiled only")
+
+
+def _product(a, b, out):
+    """out = a · b, by one of symcurv's kernels or the BLAS (typed by the overload below)."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(_own_runs)
+def _own_runs_typed(a, b, out):
+    takes, kernel = _own_kernel(a, b, out)
+    if kernel is None:
+        return lambda a, b, out: False
+    return lambda a, b, out: blas_threads() == 1 and takes(a, b)
+
+
 @overload(_product)
-def _product_by_layout(a, b, out):
-    matrices = a.ndim == b.ndim == out.ndim == 2
-    takes, kernel = _OWN_KERNELS.get((a.layout, b.layout, out.layout), (None, None))
-    if not matrices or kernel is None:
+def _product_typed(a, b, out):
+    kernel = _own_kernel(a, b, out)[1]
+    if kernel is None:
         return lambda a, b, out: np.dot(a, b, out)
 
     def own_or_blas(a, b, out):
-        if blas_threads() == 1 and takes(a, b):
+        if _own_runs(a, b, out):
             kernel(a, b, out)
         else:
             np.dot(a, b, out)
@@ -155,7 +174,7 @@ def gemm_pair(a, b1, b2, out1, out2):
     for few rows, and for narrow operands, which ``narrow_nt`` takes: it reads ``a`` in
     blocks of 4 rows that stay in cache, so a second pass costs what the copies would
     (measured: 411 against 414 µs, float64)."""
-    if a.shape[0] < PAIR_MIN_ROWS or _narrow_now(a, b1):
+    if a.shape[0] < PAIR_MIN_ROWS or _own_runs(a, b1, out1):
         _product(a, b1, out1)
         _product(a, b2, out2)
         return
@@ -167,15 +186,3 @@ def gemm_pair(a, b1, b2, out1, out2):
     np.dot(a, b, out)
     out1[:, :] = out[:, :n]
     out2[:, :] = out[:, n:]
-
-
-def _narrow_now(a, b):
-    """Would ``gemm`` run a · b by ``narrow_nt`` now? (typed by the overload below)"""
-    raise NotImplementedError("compiled only")
-
-
-@overload(_narrow_now)
-def _narrow_now_by_layout(a, b):
-    if _OWN_KERNELS.get((a.layout, b.layout, "C"), (None, None))[1] is not _narrow_ab:
-        return lambda a, b: False
-    return lambda a, b: blas_threads() == 1 and takes_narrow(a, b)

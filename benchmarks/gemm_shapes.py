@@ -4,7 +4,8 @@
     python benchmarks/gemm_shapes.py --coretypes "" Haswell   # also OpenBLAS's AVX2 kernels
     python benchmarks/gemm_shapes.py --dtype float32
     python benchmarks/gemm_shapes.py --model autoencoder --dtype float32   # its wide layers
-    python benchmarks/gemm_shapes.py --sweep                  # narrow kernel against the BLAS
+    python benchmarks/gemm_shapes.py --sweep                  # own kernels against the BLAS
+    python benchmarks/gemm_shapes.py --sweep tiled_nn tiled_tn   # some of them
 
 At B = 1000 the 256-wide products are most of every cp_net program (docs/benchmarks.md,
 "Per kernel"), so symcurv's ratio to JAX there is mostly the ratio of the two BLAS
@@ -107,15 +108,17 @@ def worker(side: str, dtype: str, model: str, out: str) -> None:
     Path(out).write_text(json.dumps(times))
 
 
-def sweep() -> None:
-    """symcurv's own kernels / BLAS over a grid of shapes, both dtypes: narrow_nt for
-    out = a·bᵀ over (K, N), tiled_nn for a·b over (K, N) and tiled_tn for gᵀ·b over (M, N),
-    B rows or cases; then narrow_nt over the row count."""
+def sweep(kernels=()) -> None:
+    """symcurv's own kernels / BLAS over a grid of shapes, both dtypes: narrow_nt and
+    tiled_nt for out = a·bᵀ over (K, N), tiled_nn for a·b over (K, N) and tiled_tn for
+    gᵀ·b over (M, N), B rows or cases (the autoencoder's widths among them, with their
+    column tails: 250, 500, 784, 1000 are not whole tiles); then narrow_nt over the row
+    count. ``kernels``: only these (default all)."""
     import numpy as np
     from numba import njit
 
     from symcurv.runtime.gemm_narrow import narrow_nt
-    from symcurv.runtime.gemm_tiles import tiled_nn, tiled_tn
+    from symcurv.runtime.gemm_tiles import tiled_nn, tiled_nt, tiled_tn
 
     blas = njit(lambda a, b, out: np.dot(a, b, out))
     pin_to_cpus()
@@ -127,6 +130,10 @@ def sweep() -> None:
     def nt(m, k, n, dtype):  # out = a · btᵀ
         a, bt = (rng.standard_normal(s).astype(dtype) for s in ((m, k), (n, k)))
         return ratio(narrow_nt, a, bt, a, bt.T, np.empty((m, n), dtype))
+
+    def wide_nt(k, n, dtype):  # out = a · wᵀ, packed panels
+        a, w = (rng.standard_normal(s).astype(dtype) for s in ((B, k), (n, k)))
+        return ratio(tiled_nt, a, w, a, w.T, np.empty((B, n), dtype))
 
     def nn(k, n, dtype):  # out = a · b
         a, b = (rng.standard_normal(s).astype(dtype) for s in ((B, k), (k, n)))
@@ -142,22 +149,31 @@ def sweep() -> None:
             ("K", (16, 32, 64, 128, 256, 512)),
             ("N", (4, 8, 16, 20, 32, 40, 64, 100)),
         ),
+        f"tiled_nt: out = a·wᵀ, a {B} × K, w N × K": (
+            wide_nt,
+            ("K", (8, 20, 32, 64, 128, 256, 500, 784, 1000)),
+            ("N", (32, 64, 128, 250, 256, 500, 512, 784, 1000, 1024)),
+        ),
         f"tiled_nn: out = a·b, a {B} × K, b K × N": (
             nn,
-            ("K", (8, 20, 32, 64, 128, 256, 1000)),
-            ("N", (32, 64, 128, 256, 512, 1024)),
+            ("K", (8, 20, 32, 64, 128, 256, 500, 1000)),
+            ("N", (32, 64, 128, 250, 256, 500, 512, 784, 1000, 1024)),
         ),
         f"tiled_tn: out = gᵀ·b, g {B} × M, b {B} × N": (
             tn,
-            ("M", (4, 8, 20, 32, 64, 128, 256)),
-            ("N", (32, 64, 128, 256, 512, 1024)),
+            ("M", (4, 8, 20, 30, 32, 64, 128, 250, 256, 500, 1000)),
+            ("N", (32, 64, 128, 250, 256, 500, 512, 784, 1000, 1024)),
         ),
     }
     for dtype in ("float64", "float32"):
         for title, (f, (rname, rvals), (cname, cvals)) in grids.items():
+            if kernels and title.split(":")[0] not in kernels:
+                continue
             print(f"\n{dtype}, {title}: kernel / BLAS (below 1: symcurv's kernel is faster)")
             rows = [[f"{rname} = {r}"] + [f"{f(r, c, dtype):.2f}" for c in cvals] for r in rvals]
             print(table(rows, ["", *[f"{cname} = {c}" for c in cvals]]), flush=True)
+        if kernels and "narrow_nt" not in kernels:
+            continue
         cells = [f"{nt(m, 256, 20, dtype):.2f}" for m in (1, 4, 8, 16, 100)]
         print(table([["narrow_nt, K = 256, N = 20", *cells]], ["rows", "1", "4", "8", "16", "100"]))
 
@@ -175,16 +191,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--coretypes", nargs="*", default=[""], help="OPENBLAS_CORETYPE values")
     ap.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    ap.add_argument("--sweep", action="store_true", help="narrow kernel / BLAS over shapes")
+    ap.add_argument(
+        "--sweep",
+        nargs="*",
+        metavar="KERNEL",
+        help="own kernels / BLAS over shapes: narrow_nt tiled_nt tiled_nn tiled_tn (default all)",
+    )
     ap.add_argument("--model", default="cp_net", choices=sorted(MODELS))
     ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker(*args.worker)
-    if args.sweep:
+    if args.sweep is not None:
         print(f"machine: {machine()}, one thread; ratios of best-of-7 times")
         os.environ.update(pinned_env(1))  # read by numba/OpenBLAS at import, below
-        return sweep()
+        return sweep(args.sweep)
     print(
         f"machine: {machine()}, one thread, {args.model}, B = {B}, {args.dtype}; µs, best of rounds"
     )

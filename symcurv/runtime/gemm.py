@@ -12,14 +12,17 @@ there); the other shapes within 1 %. Each layout of the operands (C- or F-ordere
 ``W.reshape(...).T`` is F) is one compiled signature, cached on disk like every kernel.
 
 Three kinds of product skip the BLAS for symcurv's own kernels, which run them faster on
-this machine (docs/benchmarks.md, "Session 13"); which kernel runs is decided by the
-operands' layouts when ``gemm`` is compiled, and by their shapes and dtype at run time:
-- a narrow X Wᵀ (a few tens of columns, long rows; a, bᵀ, out C-ordered):
+this machine (docs/benchmarks.md, "Session 13" and "Session 14"); which kernel runs is
+decided by the operands' layouts when ``gemm`` is compiled, and by their shapes and dtype
+at run time:
+- a layer's forward X Wᵀ (a, bᵀ, out C-ordered): ``gemm_tiles.tiled_nt``, register tiles
+  over packed panels of Wᵀ, from one tile's width (32 or 64 columns) to 1024 columns at
+  B ≥ 256 (``takes_tiled_nt``); else, if narrow (a few tens of columns, long rows),
   ``gemm_narrow.narrow_nt``, blocks of dot products (``takes_narrow``);
-- a·b with short sums and a wide output (G W: a, b, out C-ordered):
+- a·b into an output up to about 1000 wide (G W: a, b, out C-ordered):
   ``gemm_tiles.tiled_nn``, register tiles (``takes_tiled_nn``);
-- gᵀ·b, a sum over the cases into a small output (Gᵀ X: g = aᵀ, b, out C-ordered):
-  ``gemm_tiles.tiled_tn`` (``takes_tiled_tn``).
+- gᵀ·b, a sum over the cases into an output up to 1000 × 1000 (Gᵀ X: g = aᵀ, b, out
+  C-ordered): ``gemm_tiles.tiled_tn`` (``takes_tiled_tn``).
 Every other product, and every operand that is not laid out so, goes to the BLAS. So does
 every product while the BLAS runs several threads: symcurv's kernels are serial, and a
 threaded BLAS is faster on these shapes at B = 1000 (runtime/blas_threads.py).
@@ -33,7 +36,14 @@ from numba.extending import overload
 
 from symcurv.runtime.blas_threads import blas_threads
 from symcurv.runtime.gemm_narrow import narrow_nt
-from symcurv.runtime.gemm_tiles import TILE_ROWS, TILE_VECTORS, VECTOR_BYTES, tiled_nn, tiled_tn
+from symcurv.runtime.gemm_tiles import (
+    TILE_ROWS,
+    TILE_VECTORS,
+    VECTOR_BYTES,
+    tiled_nn,
+    tiled_nt,
+    tiled_tn,
+)
 
 # Where the narrow kernel beats OpenBLAS, read off `python benchmarks/gemm_shapes.py
 # --sweep` on the 2-core Zen 4 VM (docs/benchmarks.md, "Session 13"): N columns, sums of
@@ -46,16 +56,25 @@ NARROW_MIN_ROWS = 4  # fewer: no 4-row block runs, only single dot products
 DEPTH_PER_COLUMN_FLOAT64 = 2
 DEPTH_PER_COLUMN_FLOAT32 = 12
 
-# Where the tiled kernels beat OpenBLAS, from the same sweep: a·b with sums at most
-# TILED_NN_MAX_DEPTH long (longer ones win only up to N = 256: b then no longer stays in
-# cache between row tiles) and at most TILED_NN_MAX_COLS columns; gᵀ·b into at most
-# TILED_TN_MAX_ROWS rows and TILED_TN_MAX_COLS columns (wider outputs: the BLAS's blocking
-# wins), summed over at least TILED_TN_MIN_CASES cases. Both need the column count a
-# multiple of the vector width (no scalar tail), gᵀ·b at least one whole tile.
-TILED_NN_MAX_DEPTH = 64
-TILED_NN_MAX_COLS = 1024
-TILED_TN_MAX_ROWS = 256
-TILED_TN_MAX_COLS_FLOAT64, TILED_TN_MAX_COLS_FLOAT32 = 256, 1024
+# Where the tiled kernels beat OpenBLAS, from the same sweep (extended in session 14 to
+# the autoencoder's widths, whose column tails now run through a zero-padded copy):
+# - a·b: sums at most TILED_NN_MAX_DEPTH long, at most TILED_NN_MAX_COLS columns (float64
+#   stops short of 1024: b's rows 8 KB apart alias in the cache there, 1.01-1.14 × the
+#   BLAS), and at least one tile's columns or else whole vectors only (a padded tail on
+#   a narrow output costs 1.2-1.5 ×: cp_net's 1000×20·20×20 and 20×10 stay with the BLAS);
+# - a·wᵀ (packed panels): at least TILED_NT_MIN_ROWS rows (the panels of w are packed
+#   on every call), sums TILED_NT_MIN_DEPTH to TILED_NT_MAX_DEPTH long, between one tile
+#   and TILED_NT_MAX_COLS columns (a narrower output would be mostly padding);
+# - gᵀ·b: at most TILED_TN_MAX_ROWS rows, between one tile and TILED_TN_MAX_COLS
+#   columns, over at least TILED_TN_MIN_CASES cases (float64 only to 500 × 500: beyond,
+#   OpenBLAS's blocking wins, 1.01-1.14).
+TILED_NN_MAX_DEPTH = 1000
+TILED_NN_MAX_COLS_FLOAT64, TILED_NN_MAX_COLS_FLOAT32 = 1000, 1024
+TILED_NT_MIN_ROWS = 256
+TILED_NT_MIN_DEPTH, TILED_NT_MAX_DEPTH = 8, 1000
+TILED_NT_MAX_COLS = 1024
+TILED_TN_MAX_ROWS_FLOAT64, TILED_TN_MAX_ROWS_FLOAT32 = 500, 1000
+TILED_TN_MAX_COLS_FLOAT64, TILED_TN_MAX_COLS_FLOAT32 = 500, 1024
 TILED_TN_MIN_CASES = 64
 
 
@@ -80,7 +99,10 @@ def takes_tiled_nn(a, b):
     m, k = a.shape
     n = b.shape[1]
     lanes = VECTOR_BYTES // a.itemsize
-    return m >= TILE_ROWS and k <= TILED_NN_MAX_DEPTH and n % lanes == 0 and n <= TILED_NN_MAX_COLS
+    max_cols = TILED_NN_MAX_COLS_FLOAT64 if a.itemsize == 8 else TILED_NN_MAX_COLS_FLOAT32
+    # a whole tile, or whole vectors: a padded tail on a narrow output costs too much
+    wide_enough = n >= TILE_VECTORS * lanes or n % lanes == 0
+    return m >= TILE_ROWS and k <= TILED_NN_MAX_DEPTH and n <= max_cols and wide_enough
 
 
 @njit(cache=True, nogil=True)
@@ -89,19 +111,40 @@ def takes_tiled_tn(a, b):
     m, cases = a.shape
     n = b.shape[1]
     lanes = VECTOR_BYTES // a.itemsize
-    max_cols = TILED_TN_MAX_COLS_FLOAT64 if a.itemsize == 8 else TILED_TN_MAX_COLS_FLOAT32
+    f64 = a.itemsize == 8
+    max_rows = TILED_TN_MAX_ROWS_FLOAT64 if f64 else TILED_TN_MAX_ROWS_FLOAT32
+    max_cols = TILED_TN_MAX_COLS_FLOAT64 if f64 else TILED_TN_MAX_COLS_FLOAT32
+    return m <= max_rows and cases >= TILED_TN_MIN_CASES and TILE_VECTORS * lanes <= n <= max_cols
+
+
+@njit(cache=True, nogil=True)
+def takes_tiled_nt(a, b):
+    """Whether a · b with b = wᵀ goes to ``tiled_nt`` (layouts aside): the limits above."""
+    m, k = a.shape
+    n = b.shape[1]
+    wide = TILE_VECTORS * VECTOR_BYTES // a.itemsize
     return (
-        m <= TILED_TN_MAX_ROWS
-        and cases >= TILED_TN_MIN_CASES
-        and n % lanes == 0
-        and TILE_VECTORS * lanes <= n <= max_cols
+        m >= TILED_NT_MIN_ROWS
+        and TILED_NT_MIN_DEPTH <= k <= TILED_NT_MAX_DEPTH
+        and wide <= n <= TILED_NT_MAX_COLS
     )
 
 
 @njit(cache=True, nogil=True)
-def _narrow_ab(a, b, out):
-    """out = a · b by ``narrow_nt``, which takes the C-ordered bᵀ (W itself)."""
-    narrow_nt(a, b.T, out)
+def _takes_nt(a, b):
+    """Whether a · b with b = wᵀ goes to one of symcurv's kernels (layouts aside)."""
+    return takes_tiled_nt(a, b) or takes_narrow(a, b)
+
+
+@njit(cache=True, nogil=True)
+def _nt_ab(a, b, out):
+    """out = a · b by ``tiled_nt`` or else ``narrow_nt``, which take the C-ordered bᵀ (W
+    itself); the tiles first: where both take a product (32 or 64 columns) they measured
+    faster (docs/benchmarks.md, "Session 14")."""
+    if takes_tiled_nt(a, b):
+        tiled_nt(a, b.T, out)
+    else:
+        narrow_nt(a, b.T, out)
 
 
 @njit(cache=True, nogil=True)
@@ -114,7 +157,7 @@ def _tiled_tn_ab(a, b, out):
 # symcurv's is compiled in only where its rows are contiguous by type. a·bᵀ: b F-ordered
 # (``W.reshape(...).T`` in the drivers); a·b: all C-ordered; gᵀ·b: a F-ordered (``G.T``).
 _OWN_KERNELS = {
-    ("C", "F", "C"): (takes_narrow, _narrow_ab),
+    ("C", "F", "C"): (_takes_nt, _nt_ab),
     ("C", "C", "C"): (takes_tiled_nn, tiled_nn),
     ("F", "C", "C"): (takes_tiled_tn, _tiled_tn_ab),
 }
@@ -171,9 +214,11 @@ def gemm_pair(a, b1, b2, out1, out2):
     """out1 = a · b1 and out2 = a · b2 as one product a · [b1 b2] (b1, b2 of one shape):
     the BLAS reads ``a`` once and runs a kernel twice as wide (codegen/lower.py:
     ``pair_products``); the two column blocks are then copied out. Two products instead
-    for few rows, and for narrow operands, which ``narrow_nt`` takes: it reads ``a`` in
-    blocks of 4 rows that stay in cache, so a second pass costs what the copies would
-    (measured: 411 against 414 µs, float64)."""
+    for few rows, and wherever one of symcurv's kernels takes the product: ``narrow_nt``
+    reads ``a`` in blocks of 4 rows that stay in cache, so a second pass costs what the
+    copies would (measured: 411 against 414 µs, float64), and two ``tiled_nt`` products
+    beat the BLAS's pair by 5-14 % on the autoencoder's layers (session 14: 29.9 against
+    34.7 ms for 1000×784·784×2000, float32)."""
     if a.shape[0] < PAIR_MIN_ROWS or _own_runs(a, b1, out1):
         _product(a, b1, out1)
         _product(a, b2, out2)

@@ -1,5 +1,5 @@
-"""Register tiles in explicit vectors: the products a·b and aᵀ·b whose output is wide and
-whose sum is short or whose operand a is narrow (cp_net's G W0 and Gᵀ X).
+"""Register tiles in explicit vectors: the products a·b, a·wᵀ and gᵀ·b of a dense layer
+(G W, H Wᵀ, Gᵀ H), from cp_net's narrow layers to the autoencoder's 1000-wide ones.
 
 The backward products of a narrow layer are G W (B×20·20×256: the input gradient) and Gᵀ X
 (20×B·B×256: the weight gradient). OpenBLAS runs them 18-20 % slower than XLA's dot
@@ -11,19 +11,25 @@ sum, written in LLVM IR by a Numba intrinsic: per step p of the sum, V vector lo
 b's row p, R scalars of a broadcast, R·V fused multiply-adds (``llvm.fma``, so NaN and
 ±inf propagate exactly as in the BLAS: codegen/guards.py relies on it). Measured on the
 2-core Zen 4 VM, one thread, B = 1000 (docs/benchmarks.md, "Session 13"): G W0 189
-against OpenBLAS's 241 µs and XLA's 206; Gᵀ X 189 against 246 and 204 (float64).
+against OpenBLAS's 241 µs and XLA's 206; Gᵀ X 189 against 246 and 204 (float64). On the
+autoencoder's float32 layers (session 14) the three kernels run at 0.96-1.05 × XLA's
+time where OpenBLAS takes 1.03-1.09 ×.
 
-One tile routine serves both products through its strides: step p of the sum reads
+One tile routine serves every product through its strides: step p of the sum reads
 ``a[a_off + r·a_row + p·a_step]`` and the vectors ``b[b_off + p·b_step + ...]``.
 - out = a·b (a M×K, b K×N): a tile of rows i..i+R of out, a_row = K, a_step = 1.
+- out = a·wᵀ (w N×K): the same on a panel of wᵀ packed per column tile (the vectors must
+  be rows of wᵀ, which w holds as columns).
 - out = gᵀ·b (g cases×M, b cases×N): rows j..j+R of out, a_row = 1, a_step = M.
-Columns left over from the tiles go by one-vector tiles, then by plain loops, as do the
-rows left over.
+Columns left over from the tiles go by one-vector tiles, and the last few columns (fewer
+than one vector: 1000 = 62 · 16 + 8) through a zero-padded copy; rows left over by
+one-row tiles (gᵀ·b: two at a time).
 """
 
 from __future__ import annotations
 
 import llvmlite.binding as llvm
+import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
@@ -118,12 +124,16 @@ def _broadcast(builder, scalar, vec, lanes):
 
 
 # (rows, vectors): the main tiles, then one vector wide for the columns left over, then
-# one row for the rows left over; stored (a·b, one pass) or added (gᵀ·b, case blocks)
+# one row for the rows left over; stored (a·b, one pass) or added (gᵀ·b, case blocks).
+# gᵀ·b's rows left over go two at a time where they can (``_pair_add``): its output is a
+# weight gradient, whose row count (a layer's width: 250, 30) is often 2 past the tiles.
 _tile = _tile_intrinsic(TILE_ROWS, TILE_VECTORS, accumulate=False)
 _tile_1 = _tile_intrinsic(TILE_ROWS, 1, accumulate=False)
 _row = _tile_intrinsic(1, 1, accumulate=False)
 _tile_add = _tile_intrinsic(TILE_ROWS, TILE_VECTORS, accumulate=True)
 _tile_1_add = _tile_intrinsic(TILE_ROWS, 1, accumulate=True)
+_pair_add = _tile_intrinsic(2, TILE_VECTORS, accumulate=True)
+_pair_1_add = _tile_intrinsic(2, 1, accumulate=True)
 _row_add = _tile_intrinsic(1, 1, accumulate=True)
 
 # Cases per pass of gᵀ·b: a panel of b (this many rows × one tile's columns, 128 KB in
@@ -133,42 +143,129 @@ CASE_BLOCK = 512
 
 @njit(cache=True, nogil=True)
 def tiled_nn(a, b, out):
-    """out = a · b for C-contiguous a (M × K), b (K × N), out (M × N), N a multiple of the
-    vector width: each row tile of a is read once (its sums are short), b stays in cache."""
+    """out = a · b for C-contiguous a (M × K), b (K × N), out (M × N), column tile by
+    column tile: b's K × (one tile) panel stays in cache while every row tile of a reads
+    it (a's rows stream in order, which the prefetcher follows); columns past the last
+    whole vector go through a zero-padded copy (``_tail_panel``)."""
     m, k = a.shape
     n = b.shape[1]
     lanes = VECTOR_BYTES // out.itemsize
     wide = TILE_VECTORS * lanes
-    n_wide = n - n % wide
-    for i in range(0, m - m % TILE_ROWS, TILE_ROWS):
-        for q in range(0, n_wide, wide):
+    n_wide, n_vec, m_tiles = n - n % wide, n - n % lanes, m - m % TILE_ROWS
+    for q in range(0, n_wide, wide):
+        for i in range(0, m_tiles, TILE_ROWS):
             _tile(a, i * k, k, 1, b, q, n, out, i * n + q, n, k)
-        for q in range(n_wide, n, lanes):
+    for q in range(n_wide, n_vec, lanes):
+        for i in range(0, m_tiles, TILE_ROWS):
             _tile_1(a, i * k, k, 1, b, q, n, out, i * n + q, n, k)
-    for i in range(m - m % TILE_ROWS, m):
-        for q in range(0, n, lanes):
+    for i in range(m_tiles, m):
+        for q in range(0, n_vec, lanes):
             _row(a, i * k, k, 1, b, q, n, out, i * n + q, n, k)
+    if n_vec < n:
+        tail, edge = _tail_panel(b, n_vec), np.empty((TILE_ROWS, lanes), out.dtype)
+        for i in range(0, m_tiles, TILE_ROWS):
+            _tile_1(a, i * k, k, 1, tail, 0, lanes, edge, 0, lanes, k)
+            out[i : i + TILE_ROWS, n_vec:] = edge[:, : n - n_vec]
+        for i in range(m_tiles, m):
+            _row(a, i * k, k, 1, tail, 0, lanes, edge, 0, lanes, k)
+            out[i, n_vec:] = edge[0, : n - n_vec]
+
+
+@njit(cache=True, nogil=True)
+def _tail_panel(b, n0):
+    """b's columns n0, n0 + 1, ... (fewer than one vector) as a C-ordered copy padded with
+    zeros to one vector per row: the tiles read whole vectors, so the last few columns of
+    a product run through this (b's rows × 16 numbers at most; the padding's products are
+    never stored)."""
+    p = np.zeros((b.shape[0], VECTOR_BYTES // b.itemsize), b.dtype)
+    p[:, : b.shape[1] - n0] = b[:, n0:]
+    return p
 
 
 @njit(cache=True, nogil=True)
 def tiled_tn(g, b, out):
-    """out = gᵀ · b for C-contiguous g (cases × M), b (cases × N), out (M × N), N a
-    multiple of the vector width: a sum over the cases (a weight gradient Gᵀ X), in blocks
-    of ``CASE_BLOCK`` cases added into out."""
+    """out = gᵀ · b for C-contiguous g (cases × M), b (cases × N), out (M × N): a sum over
+    the cases (a weight gradient Gᵀ X), in blocks of ``CASE_BLOCK`` cases added into out;
+    columns past the last whole vector summed apart, through ``_tail_panel``."""
     cases, m = g.shape
     n = b.shape[1]
     lanes = VECTOR_BYTES // out.itemsize
     wide = TILE_VECTORS * lanes
-    n_wide, m_tiles = n - n % wide, m - m % TILE_ROWS
-    out[:, :] = 0
+    n_wide, n_vec, m_tiles = n - n % wide, n - n % lanes, m - m % TILE_ROWS
+    out[:, :n_vec] = 0
     for c0 in range(0, cases, CASE_BLOCK):
         kc = min(CASE_BLOCK, cases - c0)
         for q in range(0, n_wide, wide):
             for j in range(0, m_tiles, TILE_ROWS):
                 _tile_add(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc)
-        for q in range(n_wide, n, lanes):
+        for q in range(n_wide, n_vec, lanes):
             for j in range(0, m_tiles, TILE_ROWS):
                 _tile_1_add(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc)
-        for j in range(m_tiles, m):
-            for q in range(0, n, lanes):
+        if m - m_tiles >= 2:  # two rows left over: one pass over b for both
+            j = m_tiles
+            for q in range(0, n_wide, wide):
+                _pair_add(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc)
+            for q in range(n_wide, n_vec, lanes):
+                _pair_1_add(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc)
+        for j in range(m_tiles + 2 * ((m - m_tiles) // 2), m):
+            for q in range(0, n_vec, lanes):
                 _row_add(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc)
+    if n_vec < n:
+        tail, edge = _tail_panel(b, n_vec), np.empty((TILE_ROWS, lanes), out.dtype)
+        for j in range(0, m_tiles, TILE_ROWS):
+            _tile_1(g, j, 1, m, tail, 0, lanes, edge, 0, lanes, cases)
+            out[j : j + TILE_ROWS, n_vec:] = edge[:, : n - n_vec]
+        for j in range(m_tiles, m):
+            _row(g, j, 1, m, tail, 0, lanes, edge, 0, lanes, cases)
+            out[j, n_vec:] = edge[0, : n - n_vec]
+
+
+@njit(cache=True, nogil=True)
+def tiled_nt(a, w, out):
+    """out = a · wᵀ for C-contiguous a (M × K), w (N × K), out (M × N): a layer's forward
+    product H Wᵀ. Column tile by column tile, the tile's K × (one tile) panel of wᵀ is
+    packed first (``_pack_transposed``: the tiles read whole vectors of a row of wᵀ,
+    which are columns of w), then every row tile of a reads it from cache. The last tile,
+    if partial, is zero-padded and stored through ``edge``."""
+    m, k = a.shape
+    n = w.shape[0]
+    lanes = VECTOR_BYTES // out.itemsize
+    wide = TILE_VECTORS * lanes
+    m_tiles = m - m % TILE_ROWS
+    panel = np.empty((k, wide), out.dtype)
+    edge = np.empty((TILE_ROWS, wide), out.dtype)
+    for q in range(0, n, wide):
+        cols = min(wide, n - q)
+        _pack_transposed(w, q, cols, panel)
+        for i in range(0, m_tiles, TILE_ROWS):
+            if cols == wide:
+                _tile(a, i * k, k, 1, panel, 0, wide, out, i * n + q, n, k)
+            else:
+                _tile(a, i * k, k, 1, panel, 0, wide, edge, 0, wide, k)
+                out[i : i + TILE_ROWS, q : q + cols] = edge[:, :cols]
+        for i in range(m_tiles, m):
+            for v in range(0, cols, lanes):
+                _row(a, i * k, k, 1, panel, v, wide, edge, v, wide, k)
+            out[i, q : q + cols] = edge[0, :cols]
+
+
+PACK_DEPTH = 16  # rows of the panel per pass: the 16 numbers read from each of w's rows
+
+
+@njit(cache=True, nogil=True)
+def _pack_transposed(w, q, cols, panel):
+    """panel[p, c] = w[q + c, p] for c < cols, zero for the columns past them (the tiles
+    read them; their products are never stored). In passes of PACK_DEPTH rows of the
+    panel, so that each of w's rows is read a cache line at a time while the panel's rows
+    are written whole (measured: 0.26 ms for a 1000 × 784 float32 w against 0.50 for
+    a loop along w's rows)."""
+    k, wide = panel.shape
+    if cols < wide:
+        panel[:, cols:] = 0
+    for p0 in range(0, k - k % PACK_DEPTH, PACK_DEPTH):
+        for c in range(cols):
+            for p in range(p0, p0 + PACK_DEPTH):
+                panel[p, c] = w[q + c, p]
+    for p in range(k - k % PACK_DEPTH, k):
+        for c in range(cols):
+            panel[p, c] = w[q + c, p]

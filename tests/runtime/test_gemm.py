@@ -15,14 +15,23 @@ from symcurv.runtime.gemm import (
     NARROW_MIN_DEPTH,
     NARROW_MIN_ROWS,
     PAIR_MIN_ROWS,
-    TILED_NN_MAX_COLS,
+    TILED_NN_MAX_COLS_FLOAT32,
+    TILED_NN_MAX_COLS_FLOAT64,
     TILED_NN_MAX_DEPTH,
-    TILED_TN_MAX_ROWS,
+    TILED_NT_MAX_COLS,
+    TILED_NT_MAX_DEPTH,
+    TILED_NT_MIN_DEPTH,
+    TILED_NT_MIN_ROWS,
+    TILED_TN_MAX_COLS_FLOAT32,
+    TILED_TN_MAX_COLS_FLOAT64,
+    TILED_TN_MAX_ROWS_FLOAT32,
+    TILED_TN_MAX_ROWS_FLOAT64,
     TILED_TN_MIN_CASES,
     gemm,
     gemm_pair,
     takes_narrow,
     takes_tiled_nn,
+    takes_tiled_nt,
     takes_tiled_tn,
 )
 from symcurv.runtime.gemm_narrow import narrow_nt
@@ -32,6 +41,7 @@ from symcurv.runtime.gemm_tiles import (
     TILE_VECTORS,
     VECTOR_BYTES,
     tiled_nn,
+    tiled_nt,
     tiled_tn,
 )
 
@@ -154,57 +164,84 @@ def _lanes(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_which_products_are_tiled(dtype):
-    """a·b with short sums and gᵀ·b over many cases into a small output take the tiled
-    kernels, when their columns are whole vectors; the BLAS the rest."""
+    """a·b and a·wᵀ into an output up to about 1000 wide and gᵀ·b over many cases into
+    an output up to 1000 × 1000 (float64: 500 × 500) take the tiled kernels, column tails
+    included; the BLAS the rest."""
     lanes, e = _lanes(dtype), np.empty
     wide = TILE_VECTORS * lanes
+    f64 = dtype == np.float64
+    nn_cols = TILED_NN_MAX_COLS_FLOAT64 if f64 else TILED_NN_MAX_COLS_FLOAT32
+    tn_rows = TILED_TN_MAX_ROWS_FLOAT64 if f64 else TILED_TN_MAX_ROWS_FLOAT32
+    tn_cols = TILED_TN_MAX_COLS_FLOAT64 if f64 else TILED_TN_MAX_COLS_FLOAT32
 
     def nn(m, k, n):
         return takes_tiled_nn(e((m, k), dtype), e((k, n), dtype))
+
+    def nt(m, k, n):
+        return takes_tiled_nt(e((m, k), dtype), e((n, k), dtype).T)
 
     def tn(m, cases, n):
         return takes_tiled_tn(e((cases, m), dtype).T, e((cases, n), dtype))
 
     assert nn(1000, 20, 256) and tn(20, 1000, 256)  # cp_net's G W0 and Gᵀ X
+    assert not nt(1000, 256, 20)  # cp_net's X W0ᵀ: narrow_nt's
+    assert nn(1000, 250, 500) and tn(250, 1000, 500)  # the autoencoder's: column tails
+    assert nt(1000, 784, 1000) and nt(1000, 500, 250)
     assert nn(TILE_ROWS, TILED_NN_MAX_DEPTH, lanes) and not nn(TILE_ROWS - 1, 20, lanes)
+    assert not nn(1000, 20, lanes - 1) and not nn(1000, 20, lanes + 4)  # narrow, a tail
+    assert nn(1000, 20, 2 * lanes) and nn(1000, 20, wide + 4)  # whole vectors; a tile
     assert not nn(1000, TILED_NN_MAX_DEPTH + 1, 256)  # sums too long
-    assert nn(1000, 20, TILED_NN_MAX_COLS) and not nn(1000, 20, TILED_NN_MAX_COLS + lanes)
-    assert not nn(1000, 20, 256 + 1) and not tn(20, 1000, 256 + 1)  # a scalar tail
-    assert not tn(20, 1000, wide - lanes)  # less than one whole tile
-    assert not tn(TILED_TN_MAX_ROWS + 1, 1000, 256)  # output too tall
+    assert nn(1000, 20, nn_cols) and not nn(1000, 20, nn_cols + 1)
+    assert nn(1000, 20, 256 + 1) and tn(20, 1000, 256 + 1)  # a tail of one column
+    assert nt(TILED_NT_MIN_ROWS, TILED_NT_MIN_DEPTH, wide) and nt(1000, 100, wide + 1)
+    assert not nt(TILED_NT_MIN_ROWS - 1, 100, 256)  # too few rows for packing w
+    assert not nt(1000, TILED_NT_MIN_DEPTH - 1, 256) and not nt(1000, 100, wide - 1)
+    assert nt(1000, TILED_NT_MAX_DEPTH, TILED_NT_MAX_COLS)
+    assert not nt(1000, TILED_NT_MAX_DEPTH + 1, 256) and not nt(1000, 100, TILED_NT_MAX_COLS + 1)
+    assert not tn(20, 1000, wide - 1)  # less than one whole tile
+    assert tn(20, 1000, tn_cols) and not tn(20, 1000, tn_cols + 1)
+    assert tn(tn_rows, 1000, 256) and not tn(tn_rows + 1, 1000, 256)
     assert not tn(20, TILED_TN_MIN_CASES - 1, 256)  # too few cases
+    assert tn(30, 1000, 256)  # two rows past the tiles: one pair
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_tiled_products_equal_numpy_with_every_remainder(dtype, serial_blas):
     """Rows left over from the tiles (0-3), columns left over from the wide tiles (one
-    vector at a time), and for gᵀ·b cases over several blocks of CASE_BLOCK, through
-    ``gemm`` with the layouts a driver passes (G W0: all C; Gᵀ X: G.T)."""
+    vector at a time) and from the vectors (1 to lanes − 1: the padded tail), and for
+    gᵀ·b cases over several blocks of CASE_BLOCK: the kernels themselves, and ``gemm``
+    with the layouts a driver passes (G W0: all C; Gᵀ X: G.T) wherever it takes them."""
     rng = np.random.default_rng(3)
     lanes = _lanes(dtype)
     wide = TILE_VECTORS * lanes
     tol = 1e-12 if dtype == np.float64 else 2e-5
+    cases = 2 * CASE_BLOCK + 7
     for m in range(TILE_ROWS, TILE_ROWS + 4):
-        for n in (wide, wide + lanes, 3 * wide - lanes):
+        for n in (wide, wide + lanes, 3 * wide - lanes, wide + 1, 2 * wide + lanes + lanes - 1):
             a = rng.standard_normal((m, 20)).astype(dtype)
             b = rng.standard_normal((20, n)).astype(dtype)
-            assert takes_tiled_nn(a, b)
-            out = np.full((m, n), np.nan, dtype)
-            gemm(a, b, out)
-            np.testing.assert_allclose(out, a @ b, rtol=tol, atol=tol * 20)
-            out[...] = np.nan
-            tiled_nn(a, b, out)  # the kernel itself, whatever the BLAS's threads
-            np.testing.assert_allclose(out, a @ b, rtol=tol, atol=tol * 20)
-            cases = 2 * CASE_BLOCK + 7
             g = rng.standard_normal((cases, m)).astype(dtype)
             x = rng.standard_normal((cases, n)).astype(dtype)
-            assert takes_tiled_tn(g.T, x)
+            assert takes_tiled_nn(a, b) and takes_tiled_tn(g.T, x)
+            for product, args, want, atol in (
+                (tiled_nn, (a, b), a @ b, tol * 20),
+                (tiled_nt, (a, b.T.copy()), a @ b, tol * 20),
+                (tiled_tn, (g, x), g.T @ x, tol * cases),
+                (gemm, (a, b), a @ b, tol * 20),
+                (gemm, (g.T, x), g.T @ x, tol * cases),
+            ):
+                out = np.full(want.shape, np.nan, dtype)
+                product(*args, out)
+                np.testing.assert_allclose(out, want, rtol=tol, atol=atol, err_msg=f"{m}×{n}")
+    # a·wᵀ through gemm (enough rows for it), W a transposed C-ordered array as in a driver
+    for m in (TILED_NT_MIN_ROWS, TILED_NT_MIN_ROWS + 3):
+        for n in (wide, wide + 1, 3 * wide - lanes):
+            X = rng.standard_normal((m, 30)).astype(dtype)
+            W = rng.standard_normal((n, 30)).astype(dtype)
+            assert takes_tiled_nt(X, W.T)
             out = np.full((m, n), np.nan, dtype)
-            gemm(g.T, x, out)
-            np.testing.assert_allclose(out, g.T @ x, rtol=tol, atol=tol * cases)
-            out[...] = np.nan
-            tiled_tn(g, x, out)
-            np.testing.assert_allclose(out, g.T @ x, rtol=tol, atol=tol * cases)
+            gemm(X, W.T, out)
+            np.testing.assert_allclose(out, X @ W.T, rtol=tol, atol=tol * 30, err_msg=f"{m}×{n}")
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -213,26 +250,29 @@ def test_tiled_products_pass_non_finite_numbers_on(dtype, serial_blas):
     included) and no other: the fused multiply-adds are IEEE, as in the BLAS."""
     rng = np.random.default_rng(4)
     lanes = _lanes(dtype)
-    n = TILE_VECTORS * lanes + lanes  # a wide tile and a one-vector tile
+    n = TILE_VECTORS * lanes + lanes + 3  # a wide tile, a one-vector tile and a tail
     for bad in (np.nan, np.inf, -np.inf):
         for row, col in ((0, 0), (5, 7), (2, 19)):
             G = rng.standard_normal((6, 20)).astype(dtype)  # G W: rows 4-5 left over
             W = rng.standard_normal((20, n)).astype(dtype)
             W[col] = 0.0  # the bad entry meets zeros only
             G[row, col] = bad
-            out = np.empty((6, n), dtype)
-            gemm(G, W, out)
-            assert not np.isfinite(out[row]).any(), (bad, row, col)
-            assert np.isfinite(np.delete(out, row, axis=0)).all()
+            for product, w in ((gemm, W), (tiled_nn, W), (tiled_nt, W.T.copy())):
+                out = np.empty((6, n), dtype)
+                product(G, w, out)
+                assert not np.isfinite(out[row]).any(), (bad, row, col)  # the tail too
+                assert np.isfinite(np.delete(out, row, axis=0)).all()
             cases = CASE_BLOCK + 3  # Gᵀ X, the bad case in either block
             X = rng.standard_normal((cases, n)).astype(dtype)
             Gc = rng.standard_normal((cases, 6)).astype(dtype)
-            bad_case, x_col = (row * 97) % cases, col % n  # n is 12 on AVX2 (float64)
+            # a column of the wide tile, of the one-vector tile, of the tail
+            bad_case, x_col = (row * 97) % cases, (col, n - lanes - 1, n - 1)[row % 3]
             X[bad_case, x_col] = bad
-            out = np.empty((6, n), dtype)
-            gemm(Gc.T, X, out)
-            assert not np.isfinite(out[:, x_col]).any(), (bad, bad_case, x_col)
-            assert np.isfinite(np.delete(out, x_col, axis=1)).all()
+            for product, g in ((gemm, Gc.T), (tiled_tn, Gc)):
+                out = np.empty((6, n), dtype)
+                product(g, X, out)
+                assert not np.isfinite(out[:, x_col]).any(), (bad, bad_case, x_col)
+                assert np.isfinite(np.delete(out, x_col, axis=1)).all()
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

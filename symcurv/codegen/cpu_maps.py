@@ -133,7 +133,8 @@ def emit_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]:
     targets = [common.element(g[w], k.space, st[w]) for w in written]
     # An epilogue (a sum over features, e.g. a loss's per-case total) is summed from a row
     # buffer after the element loop, not accumulated inside it: an fp accumulator in the
-    # loop forbids vectorising the formulas (same summation order, same result).
+    # loop forbids vectorising the formulas. The sum itself is ``vm.row_sum``: float64
+    # partial sums per vector lane (a single accumulator is a chain of dependent adds).
     rows = [f"row{e}" for e, _ in enumerate(k.epilogues)]
     lhs = targets + [f"{r}[j]" for r in rows]
     fcall = f"{common.scalar_function_name(k)}({', '.join(call_args)})"
@@ -145,15 +146,12 @@ def emit_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]:
             loops.enter_context(src.block(f"for blk in prange((B + {c - 1}) // {c}):"))
         elif batched:
             loops.enter_context(src.block("for i in prange(B):"))
-        for r in rows:
-            src(f"{r} = np.empty({size})")
+        for r, e in zip(rows, k.epilogues):  # in the program's dtype: float32 stays float32
+            src(f"{r} = np.empty({size}, dtype={st[e]}.dtype)")
         if batched and rows:
             loops.enter_context(src.block(f"for i in range(blk * {c}, min(B, blk * {c} + {c})):"))
         with src.block(f"for j in range({size}):"):
             src(f"{', '.join(lhs)} = {fcall}")
-        for e, r in zip(k.epilogues, rows):
-            src("acc = 0.0")
-            with src.block(f"for j in range({size}):"):
-                src(f"acc += {r}[j]")
-            src(f"{common.element(g[e], (batched, 1), st[e])} = acc")
+        for e, r in zip(k.epilogues, rows):  # a vectorised float64 sum (runtime/vecmath.py)
+            src(f"{common.element(g[e], (batched, 1), st[e])} = vm.row_sum({r})")
     return params

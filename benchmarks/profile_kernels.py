@@ -7,6 +7,7 @@
     python benchmarks/profile_kernels.py --batch 1 --programs loss grad   # a choice
     python benchmarks/profile_kernels.py --cold          # a cold build of cp_net, broken down
     python benchmarks/profile_kernels.py --quick         # fewer repeats
+    python benchmarks/profile_kernels.py --model autoencoder --dtype float32 --batch 1000
 
 Kernels (how): the generated driver ``run`` of a program module is a sequence of segments,
 one per kernel, each introduced by its ``# kN_name`` comment. This script re-emits the
@@ -51,6 +52,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "examples"))
 sys.path.insert(0, str(HERE))
 
+import autoencoder  # noqa: E402
 import cp_net  # noqa: E402
 from common import machine, median_time, pin_to_cpus, pinned_env, table  # noqa: E402
 
@@ -179,9 +181,9 @@ def fixed_costs(prog, prog_name: str, theta, batch, v, rounds: int) -> dict:
     spec = prog.manifest["programs"][prog_name]
     arrays = prog._check_batch(spec, batch)
     B = arrays[0].shape[0]
-    outs = {p: np.zeros(prog.n_params) for p in spec["out_flat"]}
+    outs = {p: np.zeros(prog.n_params, prog.dtype) for p in spec["out_flat"]}
     for k, batched, size in spec["out_plain"]:
-        outs[k] = np.zeros((B, size) if batched else (size,))
+        outs[k] = np.zeros((B, size) if batched else (size,), prog.dtype)
     guarded = spec.get("guarded", [])  # scanned through their product (codegen/guards.py)
     t = {
         "check θ (shape, dtype, isfinite)": lambda: prog._check_theta(theta),
@@ -200,12 +202,23 @@ def fixed_costs(prog, prog_name: str, theta, batch, v, rounds: int) -> dict:
     return {k: median_time(f, rounds) for k, f in t.items()}
 
 
-def profile(B: int, rounds: int, build_dir: Path, programs=()) -> None:
-    prog = load_or_build(build_dir)
+MODELS = {"cp_net": cp_net, "autoencoder": autoencoder}
+
+
+def example_batch(model: str, B: int, dtype) -> dict:
+    """A batch of B cases for the example ``model`` (uniform inputs; one-hot labels)."""
     rng = np.random.default_rng(0)
+    if model == "autoencoder":  # its target is its input
+        return {"x": rng.uniform(size=(B, 784)).astype(dtype)}
+    x = rng.uniform(size=(B, 256))
+    return {"x": x.astype(dtype), "t": np.eye(10, dtype=dtype)[rng.integers(0, 10, B)]}
+
+
+def profile(B: int, rounds: int, build_dir: Path, programs=(), model="cp_net", dtype="float64"):
+    prog = load_or_build(build_dir, model, dtype)
     theta = prog.init(0)
-    batch = {"x": rng.uniform(size=(B, 256)), "t": np.eye(10)[rng.integers(0, 10, B)]}
-    v = rng.standard_normal(prog.n_params)
+    batch = example_batch(model, B, prog.dtype)
+    v = np.random.default_rng(1).standard_normal(prog.n_params).astype(prog.dtype)
     st = prog.linearize(theta, batch)
     st.cp_diag("S", seed=0)
     calls = {
@@ -221,7 +234,7 @@ def profile(B: int, rounds: int, build_dir: Path, programs=()) -> None:
         if programs and what.split()[0] not in programs:
             continue
         total = median_time(call, rounds)
-        print(f"\n### cp_net B = {B}: {what}: {total * 1e6:.0f} µs per call (median)")
+        print(f"\n### {model} {dtype} B = {B}: {what}: {total * 1e6:.0f} µs per call (median)")
         rows, kernels_sum, by_kind = [], 0.0, collections.Counter()
         for part in parts:
             kt = kernel_times(prog, part, call, rounds)
@@ -285,10 +298,12 @@ def noise_cost(prog, st, rounds: int) -> dict:
     return {f"draw the noise ({len(leaves)} leaves, {n} numbers)": median_time(draw, rounds)}
 
 
-def load_or_build(build_dir: Path):
+def load_or_build(build_dir: Path, model: str = "cp_net", dtype: str = "float64"):
     if (build_dir / "manifest.json").exists():
         return sc.load(build_dir)
-    return sc.compile(cp_net.model(), programs=PROGRAMS, build_dir=build_dir, progress=False)
+    return sc.compile(
+        MODELS[model].model(), programs=PROGRAMS, dtype=dtype, build_dir=build_dir, progress=False
+    )
 
 
 # -- cold build ------------------------------------------------------------------------------------
@@ -456,7 +471,9 @@ def main() -> None:
         default=[],
         help="loss grad hvp gnvp cp_diag input_grad (default: all)",
     )
-    ap.add_argument("--build-dir", help="reuse (or make) this build of cp_net")
+    ap.add_argument("--model", choices=sorted(MODELS), default="cp_net")
+    ap.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    ap.add_argument("--build-dir", help="reuse (or make) this build of the model")
     ap.add_argument("--threads", type=int, help="BLAS/Numba threads (common.pinned_env)")
     args = ap.parse_args()
     if args.threads and os.environ.get("SYMCURV_BENCH_CPUS") is None:  # restart pinned
@@ -464,14 +481,14 @@ def main() -> None:
     pin_to_cpus()
     print(f"machine: {machine()}; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(args.build_dir or Path(tmp) / "cp_net")
+        root = Path(args.build_dir or Path(tmp) / f"{args.model}_{args.dtype}")
         if args.cold:
             if (root / "manifest.json").exists():
                 raise SystemExit(f"--cold needs a fresh build directory; {root} exists")
             return cold(root)
         print(f"command: python benchmarks/{' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")
         for B in args.batch:
-            profile(B, 3 if args.quick else 7, root, args.programs)
+            profile(B, 3 if args.quick else 7, root, args.programs, args.model, args.dtype)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,10 @@ from symcurv.ir.graph import Graph
 
 
 EPILOGUE_BLOCK = 64  # cases per row buffer of a map with an epilogue (one np.empty each)
+# Rows at least this long are summed by vm.row_sum (partial sums per vector lane: 2-6 ×
+# faster from 32 elements on); shorter ones by a loop in the kernel, as the call cost
+# cp_net's 10-wide loss map 9.5 µs at B = 1000 (docs/benchmarks.md, "Session 14").
+ROW_SUM_MIN_SIZE = 32
 VECTOR_BODY = 64  # elements: a flat loop this long runs in LLVM's vector body, not its tail
 
 
@@ -133,7 +137,7 @@ def emit_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]:
     targets = [common.element(g[w], k.space, st[w]) for w in written]
     # An epilogue (a sum over features, e.g. a loss's per-case total) is summed from a row
     # buffer after the element loop, not accumulated inside it: an fp accumulator in the
-    # loop forbids vectorising the formulas. The sum itself is ``vm.row_sum``: float64
+    # loop forbids vectorising the formulas. A long row's sum is ``vm.row_sum``: float64
     # partial sums per vector lane (a single accumulator is a chain of dependent adds).
     rows = [f"row{e}" for e, _ in enumerate(k.epilogues)]
     lhs = targets + [f"{r}[j]" for r in rows]
@@ -152,6 +156,13 @@ def emit_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]:
             loops.enter_context(src.block(f"for i in range(blk * {c}, min(B, blk * {c} + {c})):"))
         with src.block(f"for j in range({size}):"):
             src(f"{', '.join(lhs)} = {fcall}")
-        for e, r in zip(k.epilogues, rows):  # a vectorised float64 sum (runtime/vecmath.py)
-            src(f"{common.element(g[e], (batched, 1), st[e])} = vm.row_sum({r})")
+        for e, r in zip(k.epilogues, rows):
+            dst = common.element(g[e], (batched, 1), st[e])
+            if size >= ROW_SUM_MIN_SIZE:  # a vectorised float64 sum (runtime/vecmath.py)
+                src(f"{dst} = vm.row_sum({r})")
+                continue
+            src("acc = 0.0")
+            with src.block(f"for j in range({size}):"):
+                src(f"acc += {r}[j]")
+            src(f"{dst} = acc")
     return params

@@ -223,11 +223,17 @@ def gemm_pair(a, b1, b2, out1, out2):
         _product(a, b1, out1)
         _product(a, b2, out2)
         return
-    n = b1.shape[1]
-    b = np.empty((b1.shape[0], 2 * n), dtype=b1.dtype)
-    b[:, :n] = b1
-    b[:, n:] = b2
+    k, n = b1.shape
+    b = np.empty((k, 2 * n), dtype=b1.dtype)
+    # plain loops, not slice assignments, which Numba compiles through its broadcasting
+    # machinery (seconds of the first build after an install)
+    for r in range(k):
+        for c in range(n):
+            b[r, c] = b1[r, c]
+            b[r, n + c] = b2[r, c]
     out = np.empty((a.shape[0], 2 * n), dtype=out1.dtype)
     np.dot(a, b, out)
-    out1[:, :] = out[:, :n]
-    out2[:, :] = out[:, n:]
+    for r in range(a.shape[0]):
+        for c in range(n):
+            out1[r, c] = out[r, c]
+            out2[r, c] = out[r, n + c]

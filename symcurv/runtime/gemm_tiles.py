@@ -165,10 +165,10 @@ def tiled_nn(a, b, out):
         tail, edge = _tail_panel(b, n_vec), np.empty((TILE_ROWS, lanes), out.dtype)
         for i in range(0, m_tiles, TILE_ROWS):
             _tile_1(a, i * k, k, 1, tail, 0, lanes, edge, 0, lanes, k)
-            out[i : i + TILE_ROWS, n_vec:] = edge[:, : n - n_vec]
+            _store(edge, out, i, n_vec, TILE_ROWS, n - n_vec)
         for i in range(m_tiles, m):
             _row(a, i * k, k, 1, tail, 0, lanes, edge, 0, lanes, k)
-            out[i, n_vec:] = edge[0, : n - n_vec]
+            _store(edge, out, i, n_vec, 1, n - n_vec)
 
 
 @njit(cache=True, nogil=True)
@@ -177,9 +177,30 @@ def _tail_panel(b, n0):
     zeros to one vector per row: the tiles read whole vectors, so the last few columns of
     a product run through this (b's rows × 16 numbers at most; the padding's products are
     never stored)."""
-    p = np.zeros((b.shape[0], VECTOR_BYTES // b.itemsize), b.dtype)
-    p[:, : b.shape[1] - n0] = b[:, n0:]
+    rows, n = b.shape
+    p = np.zeros((rows, VECTOR_BYTES // b.itemsize), b.dtype)
+    for r in range(rows):
+        for c in range(n - n0):
+            p[r, c] = b[r, n0 + c]
     return p
+
+
+# Plain loops, not slice assignments: Numba compiles a 2-D slice assignment through its
+# broadcasting machinery, which made the first compile of gemm's kernels 10 s longer.
+@njit(cache=True, nogil=True)
+def _store(edge, out, i0, j0, rows, cols):
+    """out[i0 + r, j0 + c] = edge[r, c] for r < rows, c < cols: a partial tile's valid part."""
+    for r in range(rows):
+        for c in range(cols):
+            out[i0 + r, j0 + c] = edge[r, c]
+
+
+@njit(cache=True, nogil=True)
+def _fill(x, j0, j1):
+    """x[:, j0:j1] = 0."""
+    for r in range(x.shape[0]):
+        for c in range(j0, j1):
+            x[r, c] = 0
 
 
 @njit(cache=True, nogil=True)
@@ -192,7 +213,7 @@ def tiled_tn(g, b, out):
     lanes = VECTOR_BYTES // out.itemsize
     wide = TILE_VECTORS * lanes
     n_wide, n_vec, m_tiles = n - n % wide, n - n % lanes, m - m % TILE_ROWS
-    out[:, :n_vec] = 0
+    _fill(out, 0, n_vec)
     for c0 in range(0, cases, CASE_BLOCK):
         kc = min(CASE_BLOCK, cases - c0)
         for q in range(0, n_wide, wide):
@@ -214,10 +235,10 @@ def tiled_tn(g, b, out):
         tail, edge = _tail_panel(b, n_vec), np.empty((TILE_ROWS, lanes), out.dtype)
         for j in range(0, m_tiles, TILE_ROWS):
             _tile_1(g, j, 1, m, tail, 0, lanes, edge, 0, lanes, cases)
-            out[j : j + TILE_ROWS, n_vec:] = edge[:, : n - n_vec]
+            _store(edge, out, j, n_vec, TILE_ROWS, n - n_vec)
         for j in range(m_tiles, m):
             _row(g, j, 1, m, tail, 0, lanes, edge, 0, lanes, cases)
-            out[j, n_vec:] = edge[0, : n - n_vec]
+            _store(edge, out, j, n_vec, 1, n - n_vec)
 
 
 @njit(cache=True, nogil=True)
@@ -242,11 +263,11 @@ def tiled_nt(a, w, out):
                 _tile(a, i * k, k, 1, panel, 0, wide, out, i * n + q, n, k)
             else:
                 _tile(a, i * k, k, 1, panel, 0, wide, edge, 0, wide, k)
-                out[i : i + TILE_ROWS, q : q + cols] = edge[:, :cols]
+                _store(edge, out, i, q, TILE_ROWS, cols)
         for i in range(m_tiles, m):
             for v in range(0, cols, lanes):
                 _row(a, i * k, k, 1, panel, v, wide, edge, v, wide, k)
-            out[i, q : q + cols] = edge[0, :cols]
+            _store(edge, out, i, q, 1, cols)
 
 
 PACK_DEPTH = 16  # rows of the panel per pass: the 16 numbers read from each of w's rows
@@ -260,8 +281,7 @@ def _pack_transposed(w, q, cols, panel):
     are written whole (measured: 0.26 ms for a 1000 × 784 float32 w against 0.50 for
     a loop along w's rows)."""
     k, wide = panel.shape
-    if cols < wide:
-        panel[:, cols:] = 0
+    _fill(panel, cols, wide)
     for p0 in range(0, k - k % PACK_DEPTH, PACK_DEPTH):
         for c in range(cols):
             for p in range(p0, p0 + PACK_DEPTH):

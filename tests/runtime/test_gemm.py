@@ -217,7 +217,10 @@ def test_tiled_products_equal_numpy_with_every_remainder(dtype, serial_blas):
     tol = 1e-12 if dtype == np.float64 else 2e-5
     cases = 2 * CASE_BLOCK + 7
     for m in range(TILE_ROWS, TILE_ROWS + 4):
-        for n in (wide, wide + lanes, 3 * wide - lanes, wide + 1, 2 * wide + lanes + lanes - 1):
+        # the last tile: none, 1 and 3 whole vectors, 1 number, 2 vectors but one number,
+        # 3 vectors and one number (4 vectors, some padding)
+        tails = (0, lanes, 3 * lanes, 1, 2 * lanes - 1, 3 * lanes + 1)
+        for n in [wide + t for t in tails] + [2 * wide + 2 * lanes - 1]:
             a = rng.standard_normal((m, 20)).astype(dtype)
             b = rng.standard_normal((20, n)).astype(dtype)
             g = rng.standard_normal((cases, m)).astype(dtype)

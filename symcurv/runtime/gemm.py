@@ -30,6 +30,9 @@ threaded BLAS is faster on these shapes at B = 1000 (runtime/blas_threads.py).
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 from numba import njit
 from numba.extending import overload
@@ -44,6 +47,22 @@ from symcurv.runtime.gemm_tiles import (
     tiled_nt,
     tiled_tn,
 )
+
+# Numba caches ``gemm`` (and every function here) with the kernels it calls compiled in,
+# keyed on this file's text alone: an edit of gemm_tiles.py, gemm_narrow.py or
+# blas_threads.py would leave the old kernels running from the cache, in an editable
+# install after a pull too. This line changes with them (tests/runtime/test_gemm.py checks
+# it against ``kernels_source_hash()``), so that their edit recompiles everything here.
+KERNELS_SOURCE_HASH = "42154becfc4be7e8"
+KERNEL_FILES = ("gemm_tiles.py", "gemm_narrow.py", "blas_threads.py")
+
+
+def kernels_source_hash() -> str:
+    """sha256 (first 16 hex digits) of the files whose kernels ``gemm`` compiles in."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256(b"".join((here / f).read_bytes() for f in KERNEL_FILES))
+    return digest.hexdigest()[:16]
+
 
 # Where the narrow kernel beats OpenBLAS, read off `python benchmarks/gemm_shapes.py
 # --sweep` on the 2-core Zen 4 VM (docs/benchmarks.md, "Session 13"): N columns, sums of

@@ -247,8 +247,9 @@ def tiled_nt(a, w, out):
     product H Wᵀ. Column tile by column tile, the tile's K × (one tile) panel of wᵀ is
     packed first (``_pack_transposed``: the tiles read whole vectors of a row of wᵀ,
     which are columns of w), then every row tile of a reads it from cache. The last tile,
-    if partial, is zero-padded, summed only over its vectors that hold columns and stored
-    through ``edge``."""
+    if partial, is zero-padded, summed one vector at a time over the vectors that hold
+    columns (a whole tile would cost as much as 832 columns for 784) and stored through
+    ``edge``."""
     m, k = a.shape
     n = w.shape[0]
     lanes = VECTOR_BYTES // out.itemsize
@@ -263,32 +264,13 @@ def tiled_nt(a, w, out):
             if cols == wide:
                 _tile(a, i * k, k, 1, panel, 0, wide, out, i * n + q, n, k)
             else:  # only the vectors that hold columns (784 = 12 · 64 + 16: one of four)
-                _partial_tile((cols + lanes - 1) // lanes, a, i * k, k, panel, wide, edge)
+                for v in range(0, cols, lanes):
+                    _tile_1(a, i * k, k, 1, panel, v, wide, edge, v, wide, k)
                 _store(edge, out, i, q, TILE_ROWS, cols)
         for i in range(m_tiles, m):
             for v in range(0, cols, lanes):
                 _row(a, i * k, k, 1, panel, v, wide, edge, v, wide, k)
             _store(edge, out, i, q, 1, cols)
-
-
-_tile_2v = _tile_intrinsic(TILE_ROWS, 2, accumulate=False)
-_tile_3v = _tile_intrinsic(TILE_ROWS, 3, accumulate=False)
-
-
-@njit(cache=True, nogil=True)
-def _partial_tile(vectors, a, a_off, k, panel, wide, edge):
-    """edge[r, :vectors·L] = Σ_p a[a_off + r·k + p] · panel[p, :vectors·L] for r < 4: a tile
-    of as few vectors as hold the columns (a whole tile from ``TILE_VECTORS`` on), so that
-    the padding past the last column costs less than a whole tile (measured: the forward
-    1000×1000·1000×784 took as long as one 832 columns wide)."""
-    if vectors >= TILE_VECTORS:
-        _tile(a, a_off, k, 1, panel, 0, wide, edge, 0, wide, k)
-    elif vectors == 1:
-        _tile_1(a, a_off, k, 1, panel, 0, wide, edge, 0, wide, k)
-    elif vectors == 2:
-        _tile_2v(a, a_off, k, 1, panel, 0, wide, edge, 0, wide, k)
-    else:
-        _tile_3v(a, a_off, k, 1, panel, 0, wide, edge, 0, wide, k)
 
 
 PACK_DEPTH = 16  # rows of the panel per pass: the 16 numbers read from each of w's rows

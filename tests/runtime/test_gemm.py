@@ -8,6 +8,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from symcurv.runtime import blas_threads
+from symcurv.runtime import gemm as gemm_module
 from symcurv.runtime.gemm import (
     DEPTH_PER_COLUMN_FLOAT32,
     DEPTH_PER_COLUMN_FLOAT64,
@@ -44,6 +45,17 @@ from symcurv.runtime.gemm_tiles import (
     tiled_nt,
     tiled_tn,
 )
+
+
+def test_gemm_is_recompiled_when_a_kernel_it_calls_changes():
+    """Numba keys gemm's cache on gemm.py's text only, with the kernels compiled in: the
+    hash of their files, written in gemm.py, must be current, or an edit of a kernel would
+    leave the old one running from the cache."""
+    current = gemm_module.kernels_source_hash()
+    assert gemm_module.KERNELS_SOURCE_HASH == current, (
+        f"one of runtime/{', runtime/'.join(gemm_module.KERNEL_FILES)} changed: set "
+        f'KERNELS_SOURCE_HASH = "{current}" in runtime/gemm.py'
+    )
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ b's row p, R scalars of a broadcast, R·V fused multiply-adds (``llvm.fma``, so 
 ±inf propagate exactly as in the BLAS: codegen/guards.py relies on it). Measured on the
 2-core Zen 4 VM, one thread, B = 1000 (docs/benchmarks.md, "Session 13"): G W0 189
 against OpenBLAS's 241 µs and XLA's 206; Gᵀ X 189 against 246 and 204 (float64). On the
-autoencoder's float32 layers (session 14) the three kernels run at 0.96-1.05 × XLA's
-time where OpenBLAS takes 1.03-1.09 ×.
+autoencoder's float32 layers (session 14) the three kernels run at 0.97-1.02 × XLA's
+time where OpenBLAS takes 1.02-1.09 ×.
 
 One tile routine serves every product through its strides: step p of the sum reads
 ``a[a_off + r·a_row + p·a_step]`` and the vectors ``b[b_off + p·b_step + ...]``.

@@ -162,13 +162,25 @@ def tiled_nn(a, b, out):
         for q in range(0, n_vec, lanes):
             _row(a, i * k, k, 1, b, q, n, out, i * n + q, n, k)
     if n_vec < n:
-        tail, edge = _tail_panel(b, n_vec), np.empty((TILE_ROWS, lanes), out.dtype)
-        for i in range(0, m_tiles, TILE_ROWS):
-            _tile_1(a, i * k, k, 1, tail, 0, lanes, edge, 0, lanes, k)
-            _store(edge, out, i, n_vec, TILE_ROWS, n - n_vec)
-        for i in range(m_tiles, m):
-            _row(a, i * k, k, 1, tail, 0, lanes, edge, 0, lanes, k)
-            _store(edge, out, i, n_vec, 1, n - n_vec)
+        _tail_columns(a, k, 1, k, b, n_vec, out)
+
+
+@njit(cache=True, nogil=True)
+def _tail_columns(a, a_row, a_step, depth, b, n0, out):
+    """out[i, n0:] = Σ_p a[i·a_row + p·a_step] · b[p, n0:] for every row i of out: the last
+    columns, fewer than one vector, by one-vector tiles over ``_tail_panel``'s padded copy
+    (a·b: a_row = K, a_step = 1; gᵀ·b: a_row = 1, a_step = M; depth the length of the
+    sum)."""
+    m, n = out.shape
+    lanes = VECTOR_BYTES // out.itemsize
+    m_tiles = m - m % TILE_ROWS
+    tail, edge = _tail_panel(b, n0), np.empty((TILE_ROWS, lanes), out.dtype)
+    for i in range(0, m_tiles, TILE_ROWS):
+        _tile_1(a, i * a_row, a_row, a_step, tail, 0, lanes, edge, 0, lanes, depth)
+        _store(edge, out, i, n0, TILE_ROWS, n - n0)
+    for i in range(m_tiles, m):
+        _row(a, i * a_row, a_row, a_step, tail, 0, lanes, edge, 0, lanes, depth)
+        _store(edge, out, i, n0, 1, n - n0)
 
 
 @njit(cache=True, nogil=True)
@@ -232,13 +244,7 @@ def tiled_tn(g, b, out):
             for q in range(0, n_vec, lanes):
                 _row_add(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc)
     if n_vec < n:
-        tail, edge = _tail_panel(b, n_vec), np.empty((TILE_ROWS, lanes), out.dtype)
-        for j in range(0, m_tiles, TILE_ROWS):
-            _tile_1(g, j, 1, m, tail, 0, lanes, edge, 0, lanes, cases)
-            _store(edge, out, j, n_vec, TILE_ROWS, n - n_vec)
-        for j in range(m_tiles, m):
-            _row(g, j, 1, m, tail, 0, lanes, edge, 0, lanes, cases)
-            _store(edge, out, j, n_vec, 1, n - n_vec)
+        _tail_columns(g, 1, m, cases, b, n_vec, out)
 
 
 @njit(cache=True, nogil=True)

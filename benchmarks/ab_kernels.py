@@ -1,10 +1,13 @@
-"""A/B of two symcurv checkouts on cp_net in CPU time, alternated in one run (issue 15).
+"""A/B of two symcurv checkouts on cp_net or the autoencoder in CPU time, alternated in one
+run (issue 15).
 
     python benchmarks/ab_kernels.py /path/to/checkout_a /path/to/checkout_b \
         --dtypes float64 float32 --batch 100 1000 --rounds 3
+    python benchmarks/ab_kernels.py A B --model autoencoder --dtypes float32 --batch 1000 \
+        --repeat 5 --inner 3
 
-Each checkout builds cp_net (programs loss, grad, hvp, input_grad) once per dtype into its
-own directory under --build-dir; then per round a fresh process per checkout (A, B, A, B,
+Each checkout builds the model (programs loss, grad, hvp, input_grad) once per dtype into
+its own directory under --build-dir; then per round a fresh process per checkout (A, B, A, B,
 ...) pinned to one core with one BLAS/Numba thread times every call as the best of
 --repeat ``time.process_time`` readings of --inner calls after warm-up (CPU time: the
 machine is shared, wall time is not trustworthy). The table gives the best over rounds per
@@ -27,11 +30,13 @@ HERE = Path(__file__).resolve().parent
 PROGRAMS = ("loss", "grad", "hvp", "input_grad")
 
 
-def worker(build: Path, dtype: str, batches: list[int], repeat: int, inner: int) -> dict:
+def worker(build: Path, model: str, dtype: str, batches: list[int], repeat: int, inner: int):
+    import importlib
+
     import numpy as np
 
     sys.path.insert(0, str(HERE.parent / "examples"))
-    import cp_net
+    example = importlib.import_module(model)
 
     import symcurv as sc
 
@@ -39,16 +44,18 @@ def worker(build: Path, dtype: str, batches: list[int], repeat: int, inner: int)
         prog = sc.load(build)
     else:
         prog = sc.compile(
-            cp_net.model(), programs=PROGRAMS, build_dir=build, dtype=dtype, progress=False
+            example.model(), programs=PROGRAMS, build_dir=build, dtype=dtype, progress=False
         )
     rng = np.random.default_rng(0)
     theta = prog.init(seed=0)
     v = rng.normal(size=theta.shape).astype(theta.dtype)
     out = {}
     for B in batches:
-        x = rng.normal(size=(B, 256)).astype(dtype)
-        t = np.eye(10, dtype=dtype)[rng.integers(0, 10, B)]
-        batch = {"x": x, "t": t}
+        if model == "autoencoder":  # its target is its input, pixels in [0, 1]
+            batch = {"x": rng.uniform(size=(B, 784)).astype(dtype)}
+        else:
+            x = rng.normal(size=(B, 256)).astype(dtype)
+            batch = {"x": x, "t": np.eye(10, dtype=dtype)[rng.integers(0, 10, B)]}
         calls = {
             "loss": lambda batch=batch: prog.loss(theta, batch),
             "grad": lambda batch=batch: prog.grad(theta, batch),
@@ -82,6 +89,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("a")
     ap.add_argument("b")
+    ap.add_argument("--model", choices=["cp_net", "autoencoder"], default="cp_net")
     ap.add_argument("--dtypes", nargs="+", default=["float64"])
     ap.add_argument("--batch", nargs="+", type=int, default=[100, 1000])
     ap.add_argument("--rounds", type=int, default=3)
@@ -92,7 +100,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         build, dtype, out = args.worker
-        res = worker(Path(build), dtype, args.batch, args.repeat, args.inner)
+        res = worker(Path(build), args.model, dtype, args.batch, args.repeat, args.inner)
         Path(out).write_text(json.dumps(res))
         return
     root = Path(args.build_dir or tempfile.mkdtemp(prefix="ab_kernels_"))
@@ -103,10 +111,10 @@ def main() -> None:
         for dtype in args.dtypes:
             for side, path in (("A", args.a), ("B", args.b)):
                 out = root / f"{side}_{dtype}.json"
-                cmd = [sys.executable, __file__, args.a, args.b, "--batch"]
+                cmd = [sys.executable, __file__, args.a, args.b, "--model", args.model, "--batch"]
                 cmd += [str(b) for b in args.batch]
                 cmd += ["--repeat", str(args.repeat), "--inner", str(args.inner)]
-                cmd += ["--worker", str(root / f"{side}_{dtype}"), dtype, str(out)]
+                cmd += ["--worker", str(root / f"{side}_{args.model}_{dtype}"), dtype, str(out)]
                 cmd = ["taskset", "-c", "0", *cmd]
                 subprocess.run(cmd, check=True, env=dict(env, PYTHONPATH=path))
                 for key, (us, vals) in json.loads(out.read_text()).items():

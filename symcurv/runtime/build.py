@@ -8,12 +8,14 @@ manifest is refused like an edited kernel), ``graph.json`` (the IR of the forwar
 and of every program, enough to draw them without re-deriving) and Numba's on-disk cache
 (``kernels/shared/__pycache__``).
 ``load`` verifies every hash BEFORE importing anything and refuses a tampered, partial or
-mismatched build. Numba itself revalidates its cache against each source file's stamp, so a
-stale cache is recompiled, never trusted.
+mismatched build. Numba itself revalidates its cache against each source file's stamp,
+and ``_trust_cache`` against the module's name and the runtime's sources, so a stale cache
+is recompiled, never trusted.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -127,20 +129,35 @@ def verify(build_dir: str | os.PathLike, manifest: dict) -> None:
             )
 
 
+@functools.cache
+def runtime_fingerprint() -> str:
+    """sha256 (16 hex digits) of the runtime's source files (symcurv/runtime/*.py): every
+    function a build's compiled code calls (vecmath, gemm and its kernels, the guards)
+    lives there, and Numba compiles it INTO the build's cached code, keyed on the build's
+    files alone."""
+    h = hashlib.sha256()
+    for p in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _trust_cache(path: Path, name: str) -> None:
     """Numba's on-disk cache of ``path`` is keyed on the file's stamp, but its entries
-    pickle the name of the module they were compiled in: loaded under another name (a
-    build from an older symcurv), they fail with ModuleNotFoundError deep inside Numba.
-    A marker beside the cache records the name; on a mismatch that file's entries are
-    dropped, and Numba recompiles them instead of trusting them."""
+    pickle the name of the module they were compiled in (loaded under another name, a
+    build from an older symcurv, they fail with ModuleNotFoundError deep inside Numba),
+    and hold the runtime functions they call compiled in (after an upgrade of symcurv
+    they would run the old vecmath or gemm). A marker beside the cache records both the
+    name and ``runtime_fingerprint()``; on a mismatch that file's entries are dropped,
+    and Numba recompiles them instead of trusting them."""
     cache = path.parent / "__pycache__"
     marker = cache / f"{path.stem}.symcurv-module"
-    if marker.is_file() and marker.read_text() == name:
+    stamp = f"{name}\n{runtime_fingerprint()}"
+    if marker.is_file() and marker.read_text() == stamp:
         return
     for entry in cache.glob(f"{path.stem}.*.nb[ic]"):
         entry.unlink(missing_ok=True)
     cache.mkdir(exist_ok=True)
-    write_text(marker, name)
+    write_text(marker, stamp)
 
 
 def _import(path: Path, name: str):

@@ -12,6 +12,7 @@ import pytest
 
 import symcurv as sc
 from symcurv import errors, testing
+from symcurv.runtime import build
 
 
 def test_load_in_new_process_without_sympy(compiled, build_root):
@@ -178,3 +179,26 @@ def test_unbuilt_program_is_a_clear_error(tmp_path):
     # the fix names what programs= takes: 'cp_diag', not only the internal 'cp_S'
     with pytest.raises(errors.BuildError, match="including 'cp_diag' \\(or just 'cp_S'\\)"):
         prog.cp_diag(prog.init(0), testing.random_batch(prog, 2), "S", seed=0)
+
+
+def test_numba_cache_compiled_against_another_runtime_is_dropped(tmp_path):
+    """A build's cached code holds the runtime functions it calls (vecmath, gemm) compiled
+    in; after symcurv's runtime changes, its entries must be recompiled, not run."""
+    kernel = tmp_path / "k.py"
+    kernel.write_text("x = 1\n")
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+    entries = [cache / "k.f-3.py311.nbi", cache / "k.f-3.py311.1.nbc"]
+    marker = cache / "k.symcurv-module"
+    for stamp, kept in (
+        (f"mod\n{build.runtime_fingerprint()}", True),
+        ("mod\n0123456789abcdef", False),  # compiled against another runtime
+        (f"other\n{build.runtime_fingerprint()}", False),  # under another module name
+        ("mod", False),  # a marker from before the fingerprint
+    ):
+        for e in entries:
+            e.write_bytes(b"cached")
+        marker.write_text(stamp)
+        build._trust_cache(kernel, "mod")
+        assert [e.exists() for e in entries] == [kept, kept], stamp
+        assert marker.read_text() == f"mod\n{build.runtime_fingerprint()}"

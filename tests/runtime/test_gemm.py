@@ -220,15 +220,18 @@ def test_which_products_are_tiled(dtype):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_tiled_products_equal_numpy_with_every_remainder(dtype, serial_blas):
     """Rows left over from the tiles (0-3), columns left over from the wide tiles (one
-    vector at a time) and from the vectors (1 to lanes − 1: the padded tail), and for
-    gᵀ·b cases over several blocks of CASE_BLOCK: the kernels themselves, and ``gemm``
+    vector at a time, or for gᵀ·b with many rows as the transpose) and from the vectors (1
+    to lanes − 1: the padded tail), and for gᵀ·b cases over several blocks of
+    CASE_BLOCK: the kernels themselves, and ``gemm``
     with the layouts a driver passes (G W0: all C; Gᵀ X: G.T) wherever it takes them."""
     rng = np.random.default_rng(3)
     lanes = _lanes(dtype)
     wide = TILE_VECTORS * lanes
     tol = 1e-12 if dtype == np.float64 else 2e-5
     cases = 2 * CASE_BLOCK + 7
-    for m in range(TILE_ROWS, TILE_ROWS + 4):
+    # gᵀ·b with a tile's width of rows or more sums its left-over columns as their
+    # transpose, whose own columns (out's rows) have every remainder too
+    for m in [*range(TILE_ROWS, TILE_ROWS + 4), wide, wide + lanes + 3]:
         # the last tile: none, 1 and 3 whole vectors, 1 number, 2 vectors but one number,
         # 3 vectors and one number (4 vectors, some padding)
         tails = (0, lanes, 3 * lanes, 1, 2 * lanes - 1, 3 * lanes + 1)
@@ -278,16 +281,25 @@ def test_tiled_products_pass_non_finite_numbers_on(dtype, serial_blas):
                 assert not np.isfinite(out[row]).any(), (bad, row, col)  # the tail too
                 assert np.isfinite(np.delete(out, row, axis=0)).all()
             cases = CASE_BLOCK + 3  # Gᵀ X, the bad case in either block
-            X = rng.standard_normal((cases, n)).astype(dtype)
-            Gc = rng.standard_normal((cases, 6)).astype(dtype)
-            # a column of the wide tile, of the one-vector tile, of the tail
-            bad_case, x_col = (row * 97) % cases, (col, n - lanes - 1, n - 1)[row % 3]
-            X[bad_case, x_col] = bad
-            for product, g in ((gemm, Gc.T), (tiled_tn, Gc)):
-                out = np.empty((6, n), dtype)
-                product(g, X, out)
-                assert not np.isfinite(out[:, x_col]).any(), (bad, bad_case, x_col)
-                assert np.isfinite(np.delete(out, x_col, axis=1)).all()
+            # 6 rows: left-over columns by one-vector tiles and the tail; a tile's width
+            # and 2 more: as the transpose (the bad entry then among its scalars)
+            for m in (6, n - lanes + 2):
+                X = rng.standard_normal((cases, n)).astype(dtype)
+                Gc = rng.standard_normal((cases, m)).astype(dtype)
+                # a column of the wide tile, of the one-vector tile, of the tail
+                bad_case, x_col = (row * 97) % cases, (col, n - lanes - 1, n - 1)[row % 3]
+                X[bad_case, x_col] = bad
+                for product, g in ((gemm, Gc.T), (tiled_tn, Gc)):
+                    out = np.empty((m, n), dtype)
+                    product(g, X, out)
+                    assert not np.isfinite(out[:, x_col]).any(), (bad, bad_case, x_col, m)
+                    assert np.isfinite(np.delete(out, x_col, axis=1)).all()
+                Gc[bad_case, row], X[bad_case, x_col] = bad, 1.0  # now in g: out's row
+                for product, g in ((gemm, Gc.T), (tiled_tn, Gc)):
+                    out = np.empty((m, n), dtype)
+                    product(g, X, out)
+                    assert not np.isfinite(out[row]).any(), (bad, bad_case, row, m)
+                    assert np.isfinite(np.delete(out, row, axis=0)).all()
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -42,22 +42,23 @@ TILE_ROWS = 4
 TILE_VECTORS = 4 if VECTOR_BYTES == 64 else 2
 
 
-def _tile_intrinsic(rows: int, vectors: int, accumulate: bool, prefetch: int = 0):
+def _tile_intrinsic(rows: int, vectors: int, prefetch: int = 0):
     """A Numba intrinsic ``tile(a, a_off, a_row, a_step, b, b_off, b_step, c, c_off,
-    c_row, k)``: for r < rows and the vectors·L numbers from column 0 of c's tile,
+    c_row, k, add)``: for r < rows and the vectors·L numbers from column 0 of c's tile,
     c[c_off + r·c_row + col] (+)= Σ_{p<k} a[a_off + r·a_row + p·a_step] · b[b_off + p·b_step
     + col] (flat element offsets into each array's data; L numbers per vector; ``+=``
-    where ``accumulate``). With ``prefetch`` = d > 0, step p also asks the cache for a's
-    numbers of step p + d (``llvm.prefetch``: a hint, which never faults, so d steps past
-    the end are harmless): for gᵀ·b, whose a steps by a whole row of g."""
+    where ``add``, a constant False that LLVM folds away in a·b). With ``prefetch`` = d > 0,
+    step p also asks the cache for a's numbers of step p + d (``llvm.prefetch``: a hint,
+    which never faults, so d steps past the end are harmless): for gᵀ·b, whose a steps by
+    a whole row of g."""
 
     @intrinsic
-    def tile(typingctx, a, a_off, a_row, a_step, b, b_off, b_step, c, c_off, c_row, k):
+    def tile(typingctx, a, a_off, a_row, a_step, b, b_off, b_step, c, c_off, c_row, k, add):
         i = types.intp  # every offset, stride and length is cast to it at the call
-        sig = types.void(a, i, i, i, b, i, i, c, i, i, i)
+        sig = types.void(a, i, i, i, b, i, i, c, i, i, i, types.boolean)
 
         def codegen(context, builder, signature, args):
-            _, _, a_row_, a_step_, _, _, b_step_, _, _, c_row_, k_ = args
+            _, _, a_row_, a_step_, _, _, b_step_, _, _, c_row_, k_, add_ = args
             a0, b0, c0 = (_element_pointer(context, builder, signature, args, j) for j in (0, 4, 7))
             size = signature.args[7].dtype.bitwidth // 8
             lanes = VECTOR_BYTES // size
@@ -80,15 +81,15 @@ def _tile_intrinsic(rows: int, vectors: int, accumulate: bool, prefetch: int = 0
                 [vector_at(at(c0, builder.mul(_i64(r), c_row_)), v * lanes) for v in range(vectors)]
                 for r in range(rows)
             ]
-            # the sums live in allocas that LLVM promotes to registers
-            start = [
-                [
-                    builder.load(cv, align=size) if accumulate else ir.Constant(vec, None)
-                    for cv in row
-                ]
+            # the sums live in allocas that LLVM promotes to registers: zeros, or c's tile
+            sums = [
+                [cgutils.alloca_once_value(builder, ir.Constant(vec, None)) for _ in row]
                 for row in c_vectors
             ]
-            sums = [[cgutils.alloca_once_value(builder, s0) for s0 in row] for row in start]
+            with builder.if_then(add_):
+                for row, cv_row in zip(sums, c_vectors):
+                    for acc, cv in zip(row, cv_row):
+                        builder.store(builder.load(cv, align=size), acc)
             with cgutils.for_range(builder, k_) as loop:
                 ap = at(a0, builder.mul(loop.index, a_step_))
                 bp = at(b0, builder.mul(loop.index, b_step_))
@@ -141,12 +142,13 @@ def _broadcast(builder, scalar, vec, lanes):
 
 
 # (rows, vectors): the main tiles, then one vector wide for the columns left over, then
-# one row for the rows left over; stored (a·b, one pass) or added (gᵀ·b, case blocks).
-# gᵀ·b's rows left over go two at a time where they can (``_pair_add``): its output is a
-# weight gradient, whose row count (a layer's width: 250, 30) is often 2 past the tiles.
-_tile = _tile_intrinsic(TILE_ROWS, TILE_VECTORS, accumulate=False)
-_tile_1 = _tile_intrinsic(TILE_ROWS, 1, accumulate=False)
-_row = _tile_intrinsic(1, 1, accumulate=False)
+# one row for the rows left over; stored (a·b, one pass) or, for gᵀ·b's case blocks
+# after the first, added. gᵀ·b's rows left over go two at a time where they can
+# (``_pair_far``): its output is a weight gradient, whose row count (a layer's width: 250,
+# 30) is often 2 past the tiles.
+_tile = _tile_intrinsic(TILE_ROWS, TILE_VECTORS)
+_tile_1 = _tile_intrinsic(TILE_ROWS, 1)
+_row = _tile_intrinsic(1, 1)
 # gᵀ·b's tiles read g down a column, a cache line per step a whole row of g apart
 # (4000 bytes for a 1000-wide float32 layer), which the hardware's prefetchers follow
 # late: asking for the line PREFETCH_STEPS cases ahead made the autoencoder's 1000 × 784
@@ -154,11 +156,11 @@ _row = _tile_intrinsic(1, 1, accumulate=False)
 # timings, 14.0 against 14.4-15.0 ms: as fast as the a·b of the same size); 24 to 64
 # steps all did as well.
 PREFETCH_STEPS = 32
-_tile_add = _tile_intrinsic(TILE_ROWS, TILE_VECTORS, True, PREFETCH_STEPS)
-_tile_1_add = _tile_intrinsic(TILE_ROWS, 1, True, PREFETCH_STEPS)
-_pair_add = _tile_intrinsic(2, TILE_VECTORS, True, PREFETCH_STEPS)
-_pair_1_add = _tile_intrinsic(2, 1, True, PREFETCH_STEPS)
-_row_add = _tile_intrinsic(1, 1, True, PREFETCH_STEPS)
+_tile_far = _tile_intrinsic(TILE_ROWS, TILE_VECTORS, PREFETCH_STEPS)
+_tile_1_far = _tile_intrinsic(TILE_ROWS, 1, PREFETCH_STEPS)
+_pair_far = _tile_intrinsic(2, TILE_VECTORS, PREFETCH_STEPS)
+_pair_1_far = _tile_intrinsic(2, 1, PREFETCH_STEPS)
+_row_far = _tile_intrinsic(1, 1, PREFETCH_STEPS)
 
 # Cases per pass of gᵀ·b: a panel of b (this many rows × one tile's columns, 128 KB in
 # float64 on AVX-512) stays in the 1 MB L2 cache while every row tile of the output reads it.
@@ -178,13 +180,13 @@ def tiled_nn(a, b, out):
     n_wide, n_vec, m_tiles = n - n % wide, n - n % lanes, m - m % TILE_ROWS
     for q in range(0, n_wide, wide):
         for i in range(0, m_tiles, TILE_ROWS):
-            _tile(a, i * k, k, 1, b, q, n, out, i * n + q, n, k)
+            _tile(a, i * k, k, 1, b, q, n, out, i * n + q, n, k, False)
     for q in range(n_wide, n_vec, lanes):
         for i in range(0, m_tiles, TILE_ROWS):
-            _tile_1(a, i * k, k, 1, b, q, n, out, i * n + q, n, k)
+            _tile_1(a, i * k, k, 1, b, q, n, out, i * n + q, n, k, False)
     for i in range(m_tiles, m):
         for q in range(0, n_vec, lanes):
-            _row(a, i * k, k, 1, b, q, n, out, i * n + q, n, k)
+            _row(a, i * k, k, 1, b, q, n, out, i * n + q, n, k, False)
     if n_vec < n:
         _tail_columns(a, k, 1, k, b, n_vec, out)
 
@@ -200,10 +202,10 @@ def _tail_columns(a, a_row, a_step, depth, b, n0, out):
     m_tiles = m - m % TILE_ROWS
     tail, edge = _tail_panel(b, n0), np.empty((TILE_ROWS, lanes), out.dtype)
     for i in range(0, m_tiles, TILE_ROWS):
-        _tile_1(a, i * a_row, a_row, a_step, tail, 0, lanes, edge, 0, lanes, depth)
+        _tile_1(a, i * a_row, a_row, a_step, tail, 0, lanes, edge, 0, lanes, depth, False)
         _store(edge, out, i, n0, TILE_ROWS, n - n0)
     for i in range(m_tiles, m):
-        _row(a, i * a_row, a_row, a_step, tail, 0, lanes, edge, 0, lanes, depth)
+        _row(a, i * a_row, a_row, a_step, tail, 0, lanes, edge, 0, lanes, depth, False)
         _store(edge, out, i, n0, 1, n - n0)
 
 
@@ -273,30 +275,33 @@ def _tn_direct(g, b, out):
 def _tn_tiles(g, b, out, n_vec):
     """out[:, :n_vec] = gᵀ · b[:, :n_vec] (n_vec a whole number of vectors): whole tiles,
     then one-vector tiles past the last whole tile; out's rows left over from the 4-row
-    tiles two at a time (``_pair_add``), then one at a time."""
+    tiles two at a time (``_pair_far``), then one at a time. The first case block stores
+    its sums and the others add theirs: out is not zeroed first (a pass over it, and its
+    zeros read back: 1-2 % of a 1000 × 784 weight gradient written into new memory)."""
     cases, m = g.shape
     n = b.shape[1]
     lanes = VECTOR_BYTES // out.itemsize
     wide = TILE_VECTORS * lanes
     n_wide, m_tiles = n_vec - n_vec % wide, m - m % TILE_ROWS
-    _fill(out, 0, n_vec)
+    if cases == 0:
+        _fill(out, 0, n_vec)
     for c0 in range(0, cases, CASE_BLOCK):
-        kc = min(CASE_BLOCK, cases - c0)
+        kc, add = min(CASE_BLOCK, cases - c0), c0 > 0
         for q in range(0, n_wide, wide):
             for j in range(0, m_tiles, TILE_ROWS):
-                _tile_add(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc)
+                _tile_far(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc, add)
         for q in range(n_wide, n_vec, lanes):
             for j in range(0, m_tiles, TILE_ROWS):
-                _tile_1_add(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc)
+                _tile_1_far(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc, add)
         if m - m_tiles >= 2:  # two rows left over: one pass over b for both
             j = m_tiles
             for q in range(0, n_wide, wide):
-                _pair_add(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc)
+                _pair_far(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc, add)
             for q in range(n_wide, n_vec, lanes):
-                _pair_1_add(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc)
+                _pair_1_far(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc, add)
         for j in range(m_tiles + 2 * ((m - m_tiles) // 2), m):
             for q in range(0, n_vec, lanes):
-                _row_add(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc)
+                _row_far(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc, add)
 
 
 @njit(cache=True, nogil=True)
@@ -343,14 +348,14 @@ def tiled_nt(a, w, out):
         _pack_transposed(w, q, cols, panel)
         for i in range(0, m_tiles, TILE_ROWS):
             if cols == wide:
-                _tile(a, i * k, k, 1, panel, 0, wide, out, i * n + q, n, k)
+                _tile(a, i * k, k, 1, panel, 0, wide, out, i * n + q, n, k, False)
             else:  # only the vectors that hold columns (784 = 12 · 64 + 16: one of four)
                 for v in range(0, cols, lanes):
-                    _tile_1(a, i * k, k, 1, panel, v, wide, edge, v, wide, k)
+                    _tile_1(a, i * k, k, 1, panel, v, wide, edge, v, wide, k, False)
                 _store(edge, out, i, q, TILE_ROWS, cols)
         for i in range(m_tiles, m):
             for v in range(0, cols, lanes):
-                _row(a, i * k, k, 1, panel, v, wide, edge, v, wide, k)
+                _row(a, i * k, k, 1, panel, v, wide, edge, v, wide, k, False)
             _store(edge, out, i, q, 1, cols)
 
 

@@ -20,10 +20,13 @@ One tile routine serves every product through its strides: step p of the sum rea
 - out = a·b (a M×K, b K×N): a tile of rows i..i+R of out, a_row = K, a_step = 1.
 - out = a·wᵀ (w N×K): the same on a panel of wᵀ packed per column tile (the vectors must
   be rows of wᵀ, which w holds as columns).
-- out = gᵀ·b (g cases×M, b cases×N): rows j..j+R of out, a_row = 1, a_step = M.
+- out = gᵀ·b (g cases×M, b cases×N): rows j..j+R of out, a_row = 1, a_step = M. Step p
+  reads a new cache line of g, a row of g away from the last, so these tiles prefetch g
+  a few cases ahead, and the first block of cases stores its sums (no zeroing pass).
 Columns left over from the tiles go by one-vector tiles, and the last few columns (fewer
 than one vector: 1000 = 62 · 16 + 8) through a zero-padded copy; rows left over by
-one-row tiles (gᵀ·b: two at a time).
+one-row tiles (gᵀ·b: two at a time). gᵀ·b with a tile's width of rows sums its left-over
+columns as their transpose instead, in whole tiles.
 """
 
 from __future__ import annotations

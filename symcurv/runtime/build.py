@@ -23,6 +23,7 @@ import os
 import sys
 import tempfile
 import threading
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,21 @@ def write(build_dir: str | os.PathLike, manifest: dict, files: dict[str, str]) -
     manifest = dict(manifest, files=hashes, format=FORMAT)
     manifest[SELF_HASH] = manifest_digest(manifest)
     write_text(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    _remove_orphans(root, files)
     return root
+
+
+def _remove_orphans(root: Path, files: Collection[str]) -> None:
+    """Delete the kernel files of an earlier build into ``root`` that this one no longer
+    lists (a changed kernel is a new content-addressed file in kernels/shared/, so every
+    rebuild after an edit of the model would leave the old one behind), with their Numba
+    cache entries and cache marker."""
+    for path in sorted((root / "kernels").rglob("*.py")):
+        if path.relative_to(root).as_posix() in files or "__pycache__" in path.parts:
+            continue
+        path.unlink(missing_ok=True)
+        for entry in (path.parent / "__pycache__").glob(f"{path.stem}.*"):
+            entry.unlink(missing_ok=True)
 
 
 def read_manifest(build_dir: str | os.PathLike) -> dict:

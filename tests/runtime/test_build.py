@@ -202,3 +202,24 @@ def test_numba_cache_compiled_against_another_runtime_is_dropped(tmp_path):
         build._trust_cache(kernel, "mod")
         assert [e.exists() for e in entries] == [kept, kept], stamp
         assert marker.read_text() == f"mod\n{build.runtime_fingerprint()}"
+
+
+def test_a_rebuild_removes_the_kernel_files_it_no_longer_lists(tmp_path):
+    """A changed kernel is a new content-addressed file: the old one, its Numba cache
+    entries and marker go when the build that replaced it is written."""
+    manifest = {"model": "m", "backend": "cpu", "dtype": "float64"}
+    old = {"kernels/grad.py": "a = 1\n", "kernels/shared/map_tanh_1.py": "b = 1\n"}
+    build.write(tmp_path, manifest, old)
+    cache = tmp_path / "kernels" / "shared" / "__pycache__"
+    cache.mkdir()
+    stale = [cache / "map_tanh_1.map_tanh_1-9.py311.nbi", cache / "map_tanh_1.symcurv-module"]
+    kept = cache / "map_tanh_10.map_tanh_10-9.py311.nbi"  # another kernel's (a longer name)
+    for e in (*stale, kept):
+        e.write_text("cached")
+    new = {"kernels/grad.py": "a = 1\n", "kernels/shared/map_tanh_10.py": "c = 1\n"}
+    build.write(tmp_path, manifest, new)
+    assert not (tmp_path / "kernels/shared/map_tanh_1.py").exists()
+    assert not any(e.exists() for e in stale) and kept.exists()
+    assert sorted(build.read_manifest(tmp_path)["files"]) == sorted(new)
+    build.verify(tmp_path, build.read_manifest(tmp_path))
+    assert all((tmp_path / rel).read_text() == text for rel, text in new.items())

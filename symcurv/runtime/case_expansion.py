@@ -170,6 +170,8 @@ def run_in_chunks(prog, program: str, theta, batch, *, v=None, extras=None, seed
     theta = prog.checks.theta(theta)
     leaves = spec["leaves"]
     arrays = prog.checks.batch(leaves, batch)  # checked, then expanded
+    if spec.get("vectors"):  # once here: prog.run takes each chunk's arguments as given
+        v = prog.checks.direction(v)
     N = len(arrays[0]) if arrays else 1
     rows = chunk_rows(prog, program)
     basis = [d for d in prog.manifest["model_leaves"] if d["kind"] == KIND]

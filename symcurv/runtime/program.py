@@ -375,7 +375,10 @@ class Program:
             arrays = self.checks.batch(leaves, batch, guarded=guarded)
         else:
             arrays = [batch[n] for n in leaves]
-        vectors = [self.checks.direction(v)] if spec.get("vectors") else []
+        if spec.get("vectors"):  # unchecked: a State or a chunked call checked v once
+            vectors = [self.checks.direction(v) if check else self._argument(v)]
+        else:
+            vectors = []
         extras = {k: self._argument(a) for k, a in (extras or {}).items()}
         if spec.get("static") and not any(k.startswith("cache") for k in extras):
             checked = dict(zip(leaves, arrays))  # its outputs are the kernels' own arrays

@@ -101,6 +101,12 @@ def test_a_bad_batch_is_named_in_the_users_terms(built):
     assert "3" in str(e.value)  # the width the model wants, not an expanded shape
     with pytest.raises(errors.NonFiniteError, match=r"batch\['x'\]\[0, 0\] = nan"):
         prog.grad(theta, {"x": np.full((2, 3), np.nan)})
+    # a direction is checked once: before the expanded rows run in chunks, or by the State
+    v, batch = np.ones(prog.n_params), {"x": np.full((2, 3), 0.5)}
+    v[1] = np.inf
+    for product in (lambda: prog.hvp(theta, batch, v), lambda: prog.linearize(theta, batch).hvp(v)):
+        with pytest.raises(errors.NonFiniteError, match=r"v\[1\] is not finite"):
+            product()
 
 
 def test_chunks_of_expanded_rows_combine_to_the_whole(built, monkeypatch):

@@ -368,17 +368,14 @@ class Program:
         if spec.get("whole") and not any(k.startswith("cache") for k in extras or ()):
             part = spec["whole"]  # the static and dynamic parts in one driver (codegen/parts.py)
             spec = self.spec(part)
-        theta = self.checks.theta(theta) if check else theta
-        leaves = spec["leaves"]
+        leaves, wants_v = spec["leaves"], spec.get("vectors")
         guarded = spec.get("guarded", ()) if check and not keep else ()
-        if check:
+        if check:  # else as given: a State or a chunked call checked them once already
+            theta = self.checks.theta(theta)
             arrays = self.checks.batch(leaves, batch, guarded=guarded)
+            vectors = [self.checks.direction(v)] if wants_v else []
         else:
-            arrays = [batch[n] for n in leaves]
-        if spec.get("vectors"):  # unchecked: a State or a chunked call checked v once
-            vectors = [self.checks.direction(v) if check else self._argument(v)]
-        else:
-            vectors = []
+            arrays, vectors = [batch[n] for n in leaves], [self._argument(v)] if wants_v else []
         extras = {k: self._argument(a) for k, a in (extras or {}).items()}
         if spec.get("static") and not any(k.startswith("cache") for k in extras):
             checked = dict(zip(leaves, arrays))  # its outputs are the kernels' own arrays

@@ -128,7 +128,7 @@ def label_lines(node: Node, out_keys: list[str]) -> list[str]:
     lines = [node.name, f"{op} · {shape_text(node)}"]
     if node.attr("expr") is not None:
         lines.append(short(node.attr("expr")))
-    elif node.op == "const":
+    elif node.attr("value") is not None:  # a constant's value (the one op that stores one)
         lines.append(f"= {node.attr('value')!r}")
     if out_keys:
         lines.append(short("⇒ " + ", ".join(out_keys)))

@@ -135,7 +135,7 @@ def speed(name: str, prog, B: int, rounds: int, block: int, reference: bool) -> 
     v = rng.standard_normal(prog.n_params)
     st = prog.linearize(theta, batch)
     floor = gemm_floor(prog, batch, theta)
-    run = lambda p: lambda: prog._run(p, theta, batch, check=False)  # noqa: E731
+    run = lambda p: lambda: prog.run(p, theta, batch, check=False)  # noqa: E731
     rows = [  # (label, function, reference program or None)
         ("prog.grad(θ, batch)", lambda: prog.grad(theta, batch), "grad"),
         ("linearize: gnvp.static", run("gnvp.static"), None),
@@ -186,7 +186,7 @@ def check_reference(prog, st, ref: str, theta, batch, v, rounds: int) -> dict:
         z = testing.random_noise(prog, ref, st.batch_size, seed=3)
         got = st._run(ref, noise=z)[ref]
     elif ref in ("hvp", "gnvp"):
-        got = prog._run(ref, theta, batch, v=v)[ref]
+        got = prog.run(ref, theta, batch, v=v)[ref]
     elif ref == "grad":
         got = prog.grad(theta, batch)[1]
     else:
@@ -342,7 +342,7 @@ def profile(prog, B: int, programs: list[str], calls: int) -> list[dict]:
         prog._modules[name] = stand_in
         try:
             fn = (
-                (lambda name=name: prog._run(name, theta, batch, check=False))
+                (lambda name=name: prog.run(name, theta, batch, check=False))
                 if name.endswith(".static")
                 else calls_of[base]
             )

@@ -127,7 +127,7 @@ def calls(prog, theta, batch, v, device: bool) -> dict:
     """label -> function, the same calls on either backend."""
     st = prog.linearize(theta, batch)
     st.gnvp(v), st.hvp(v), st.cp_diag("S", seed=0)  # fill the State's cache
-    static = lambda p: lambda: prog._run(p, theta, batch, check=False, keep=device)  # noqa: E731
+    static = lambda p: lambda: prog.run(p, theta, batch, check=False, keep=device)  # noqa: E731
     return {
         "prog.loss": lambda: prog.loss(theta, batch),
         "prog.grad": lambda: prog.grad(theta, batch),

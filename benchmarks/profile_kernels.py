@@ -179,14 +179,14 @@ def kind(kernel: str) -> str:
 def fixed_costs(prog, prog_name: str, theta, batch, v, rounds: int) -> dict:
     """Seconds of each Python-side step of ``Program._run`` for one program (see docstring)."""
     spec = prog.manifest["programs"][prog_name]
-    arrays = prog._check_batch(spec, batch)
+    arrays = prog.checks.batch(spec["leaves"], batch)
     B = arrays[0].shape[0]
     outs = {p: np.zeros(prog.n_params, prog.dtype) for p in spec["out_flat"]}
     for k, batched, size in spec["out_plain"]:
         outs[k] = np.zeros((B, size) if batched else (size,), prog.dtype)
     guarded = spec.get("guarded", [])  # scanned through their product (codegen/guards.py)
     t = {
-        "check θ (shape, dtype, isfinite)": lambda: prog._check_theta(theta),
+        "check θ (shape, dtype, isfinite)": lambda: prog.checks.theta(theta),
         "check batch (keys, dtype, shape, copy, isfinite)": lambda: prog.checks.batch(
             spec["leaves"], batch, guarded=guarded
         ),

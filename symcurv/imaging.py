@@ -39,6 +39,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from symcurv import errors
+from symcurv.runtime import per_case
 from symcurv.runtime.program import Program
 
 Energy = Program | Callable[[np.ndarray], tuple[float, np.ndarray]]
@@ -58,7 +59,7 @@ class _Prior:
                     fix="pass theta=... (e.g. prog.init(0) or a trained θ)",
                 )
             self.prog, self.theta = energy, np.asarray(theta, dtype=np.float64)
-            self.x = energy._input_name(wrt)
+            self.x = per_case.input_name(energy.inputs, wrt, energy.name)
             width = energy.inputs[self.x]["size"]
             self.cases = _cases(shape, width, energy.name)
         elif callable(energy):

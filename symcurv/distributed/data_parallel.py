@@ -311,7 +311,7 @@ class DataParallel:
     def _map(self, method: str, theta, cases=None, args=(), kwargs=None, per_target=None):
         """Run ``prog.<method>`` on every target of ``cases`` and combine the results.
         ``per_target(t)`` gives a target's own extra arguments (rows of a per-case V)."""
-        theta = self.prog._check_theta(theta)
+        theta = self.prog.checks.theta(theta)
         targets, B = self._targets(cases)
         kwargs = kwargs or {}
         # a CP method on a noisy model: every shard's State draws the model's noise from
@@ -367,7 +367,7 @@ class DataParallel:
 
     def gnvp(self, theta, v, damping: float = 0.0, cases=None) -> np.ndarray:
         """G v + damping·v over ``cases`` (the damping added once, on the client)."""
-        damping = self.prog._check_damping(damping)
+        damping = self.prog.checks.damping(damping)
         v = self._vector(v)
         gv = self._map("gnvp", theta, cases, (v,))
         return gv + damping * v if damping else gv
@@ -423,7 +423,7 @@ class DataParallel:
 
     # -- argument checks ---------------------------------------------------------------------
     def _vector(self, v) -> np.ndarray:
-        v = np.ascontiguousarray(self.prog._check_vector(v, "v"), dtype=self.dtype)
+        v = np.ascontiguousarray(self.prog.checks.vector(v, "v"), dtype=self.dtype)
         if not np.isfinite(v).all():
             raise errors.NonFiniteError(
                 f"v[{int(np.flatnonzero(~np.isfinite(v))[0])}] is not finite",

@@ -30,7 +30,7 @@ class DistributedState:
 
     def __init__(self, dp, theta, cases=None, seed=None) -> None:
         self.dp, self.seed = dp, seed
-        self.theta = dp.prog._check_theta(theta).copy()
+        self.theta = dp.prog.checks.theta(theta).copy()
         self.targets, self.batch_size = dp._targets(cases)
         self._states = self._linearize()
         self._grad: tuple[float, np.ndarray] | None = None
@@ -108,7 +108,7 @@ class DistributedState:
 
     def gnvp(self, v, damping: float = 0.0) -> np.ndarray:
         """G v + damping·v at this point (the damping added once, on the client)."""
-        damping = self.dp.prog._check_damping(damping)
+        damping = self.dp.prog.checks.damping(damping)
         v = self.dp._vector(v)
         gv = self._map("gnvp", (v,))
         return gv + damping * v if damping else gv

@@ -78,7 +78,7 @@ def call_once(prog, name: str, theta: np.ndarray | None = None) -> None:
     }
     v = np.ones(prog.n_params, dtype=prog.dtype)
     theta = prog.init(0) if theta is None else theta
-    prog._run(name, theta, batch, check=False, v=v, extras=extras)
+    prog.run(name, theta, batch, check=False, v=v, extras=extras)
     if spec.get("whole"):  # that ran the whole graph; a State runs the split parts
         cached = prog.run(spec["static"], theta, batch, check=False)
         prog.run(name, theta, batch, check=False, v=v, extras={**extras, **cached})

@@ -137,7 +137,7 @@ def _curvature_prop(prog, theta, batch, seed, rows=None):
         else noise_module.draw_rows(rows, size, prog.dtype, key, 0, s, "rademacher")
         for s, (name, batched, size) in enumerate(_noise_leaves(prog, "kfac_cp"))
     }
-    return prog._run("kfac_cp", theta, batch, extras=z)
+    return prog.run("kfac_cp", theta, batch, extras=z)
 
 
 def _exact(prog, theta, batch):
@@ -151,7 +151,7 @@ def _exact(prog, theta, batch):
         for k in range(size):
             z = {n: np.zeros(s, dtype=prog.dtype) for n, s in shapes.items()}
             z[name][..., k] = 1.0
-            out = prog._run("kfac_cp", theta, batch, extras=z)
+            out = prog.run("kfac_cp", theta, batch, extras=z)
             if total is None:
                 total = {key: np.array(v) for key, v in out.items()}
                 A_parts = {key: np.array(v) for key, v in out.items() if _is_A(key)}
@@ -159,7 +159,7 @@ def _exact(prog, theta, batch):
                 for key, v in out.items():
                     total[key] += v
     if total is None:  # no noise leaf: no loss depends on θ (G = 0 everywhere)
-        return prog._run("kfac_cp", theta, batch, extras={})
+        return prog.run("kfac_cp", theta, batch, extras={})
     total.update(A_parts)  # A does not depend on the noise: one run's value
     return total
 
@@ -184,7 +184,7 @@ def _empirical(prog, theta, batch, drawn: Mapping[str, np.ndarray]):
         extras[leaf] = a
     names = {n for n, _b, _s in _noise_leaves(prog, "kfac_empirical")}
     extras = {k: v for k, v in extras.items() if k in names and v is not None}
-    return prog._run("kfac_empirical", theta, batch, extras=extras)
+    return prog.run("kfac_empirical", theta, batch, extras=extras)
 
 
 def _fisher_mc(prog, theta, batch, seed, rows=None):

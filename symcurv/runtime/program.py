@@ -38,7 +38,7 @@ def extra_leaves(spec: dict, role: str) -> list[tuple[str, bool, int]]:
 
 
 def _batch_size(batch: Mapping[str, np.ndarray]) -> int:
-    """B of a batch that ``_run`` has already checked."""
+    """B of a batch that ``run`` has already checked."""
     return len(next(iter(batch.values()))) if batch else 1
 
 
@@ -96,7 +96,7 @@ class Program:
 
     def unflatten(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         """Named views of a flat vector (θ, a gradient, ...) in each parameter's shape."""
-        theta = self._check_vector(theta, "theta")
+        theta = self.checks.vector(theta, "theta")
         return {
             n: theta[p["offset"] : p["offset"] + p["size"]].reshape(p["shape"])
             for n, p in self.params.items()
@@ -128,20 +128,20 @@ class Program:
     def loss(self, theta: np.ndarray, batch: Mapping[str, np.ndarray], seed=None) -> float:
         """Mean per-case loss over the batch. ``seed``: only for a model with noise leaves
         (CP score matching): an integer reproduces the draw, None draws fresh noise."""
-        return float(self._run("loss", theta, batch, seed=seed)["objective"][0])
+        return float(self.run("loss", theta, batch, seed=seed)["objective"][0])
 
     def grad(
         self, theta: np.ndarray, batch: Mapping[str, np.ndarray], seed=None
     ) -> tuple[float, np.ndarray]:
         """``(loss, ∇θ loss)`` with the gradient flat like θ (``seed`` as for ``loss``:
         both come from the same noise draw)."""
-        out = self._run("grad", theta, batch, seed=seed)
+        out = self.run("grad", theta, batch, seed=seed)
         return float(out["objective"][0]), out["grad"]
 
     def hvp(self, theta: np.ndarray, batch: Mapping[str, np.ndarray], v: np.ndarray, seed=None):
         """H v, exact (Pearlmutter's R-operator), H = ∇²θ of the mean loss; flat like θ
         (``seed`` as for ``loss``)."""
-        return self._run("hvp", theta, batch, v=v, seed=seed)["hvp"]
+        return self.run("hvp", theta, batch, v=v, seed=seed)["hvp"]
 
     def gnvp(
         self,
@@ -152,8 +152,8 @@ class Program:
     ) -> np.ndarray:
         """G v + damping·v (Schraudolph), G = Jᵀ H_L J the Gauss-Newton matrix of the mean
         loss, J the Jacobian of the loss's input w.r.t. θ; flat like θ."""
-        damping = self._check_damping(damping)
-        gv = self._run("gnvp", theta, batch, v=v)["gnvp"]
+        damping = self.checks.damping(damping)
+        gv = self.run("gnvp", theta, batch, v=v)["gnvp"]
         if damping:
             gv += damping * np.asarray(v, dtype=self.dtype)
         return gv
@@ -183,7 +183,7 @@ class Program:
     def becker_lecun_diag(self, theta, batch, seed=None) -> np.ndarray:
         """Becker & LeCun's deterministic diagonal approximation (biased); flat like θ
         (``seed`` as for ``loss``)."""
-        return self._run("becker_lecun", theta, batch, seed=seed)["bl"]
+        return self.run("becker_lecun", theta, batch, seed=seed)["bl"]
 
     def sum_sq_grad(self, theta, batch, seed=None) -> np.ndarray:
         """Σ_b ∇f_b ⊙ ∇f_b, f_b the per-case loss of case b (not divided by B), without a
@@ -195,7 +195,7 @@ class Program:
     ) -> tuple[float, np.ndarray, np.ndarray]:
         """``(loss, ∇θ loss, Σ_b ∇f_b ⊙ ∇f_b)`` from one pass (program ``sum_sq_grad``;
         ``seed`` as for ``loss``)."""
-        out = self._run("sum_sq_grad", theta, batch, seed=seed)
+        out = self.run("sum_sq_grad", theta, batch, seed=seed)
         return float(out["objective"][0]), out["grad"], out["sqg"]
 
     # -- derivatives with respect to the data (per case; see State for the methods) -------
@@ -446,29 +446,6 @@ class Program:
             "non-positive value, division by zero); a smaller step or a stabler "
             "expression usually fixes it",
         )
-
-    # -- the old private names: thin aliases of the public seam above (run, checks, device,
-    # built, spec, raise_non_finite). Kept because code written before the seam (other
-    # branches working in parallel, notebooks) calls prog._run(...) & co.; the public
-    # methods above still call them too, unchanged lines so that those branches merge
-    # cleanly. Migrate the callers after merging, then drop these.
-    def _run(self, prog, theta, batch, check=True, v=None, extras=None, keep=False, seed=None):
-        return self.run(prog, theta, batch, v=v, extras=extras, keep=keep, check=check, seed=seed)
-
-    def _check_theta(self, theta):
-        return self.checks.theta(theta)
-
-    def _check_vector(self, v, what: str):
-        return self.checks.vector(v, what)
-
-    def _check_damping(self, damping) -> float:
-        return self.checks.damping(damping)
-
-    def _check_batch(self, spec: dict, batch, copy: bool = False):
-        return self.checks.batch(spec["leaves"], batch, copy)
-
-    def _input_name(self, wrt):
-        return per_case.input_name(self.inputs, wrt, self.name)
 
     # -- pickling: a reference to the build, never the imported kernel modules -------------------
     def __reduce__(self):

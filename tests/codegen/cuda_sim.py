@@ -77,7 +77,7 @@ def run_programs(prog, data: dict, programs=None) -> dict:
         spec = prog.manifest["programs"][name]
         v = data["v"] if spec.get("vectors") else None
         noise = testing.random_noise(prog, name, B, seed=5)
-        got = prog._run(name, data["theta"], data["batch"], v=v, extras=dict(noise))
+        got = prog.run(name, data["theta"], data["batch"], v=v, extras=dict(noise))
         want = testing.reference_outputs(prog, name, data["theta"], data["batch"], v, noise)
         out[name] = {"noise": noise, "cuda": got, "reference": want}
     return out

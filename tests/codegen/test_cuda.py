@@ -129,7 +129,7 @@ def test_every_program_matches_the_cpu_backend(sim, cpu_tied, dtype):
     assert set(case["programs"]) == set(cpu.programs)
     for name, r in case["programs"].items():
         v = data["v"] if cpu.manifest["programs"][name].get("vectors") else None
-        want = cpu._run(name, data["theta"], data["batch"], v=v, extras=dict(r["noise"]))
+        want = cpu.run(name, data["theta"], data["batch"], v=v, extras=dict(r["noise"]))
         for key, got in r["cuda"].items():
             assert got.dtype == np.dtype(dtype)
             err = testing.rel_error(got, want[key])

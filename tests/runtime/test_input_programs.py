@@ -154,4 +154,4 @@ def test_models_without_data_skip_the_input_programs(tmp_path):
     assert "input_grad" not in prog.programs
     assert "no per-case input" in prog.manifest["skipped"]["input_grad"]
     with pytest.raises(errors.NotApplicableError, match="does not exist for this model"):
-        prog._run("input_grad", prog.init(0), {"t": np.ones((2, 2))})
+        prog.run("input_grad", prog.init(0), {"t": np.ones((2, 2))})

@@ -297,6 +297,8 @@ def build(
                 "out_plain": [[k, *v] for k, v in plan.out_plain.items()],
                 "slots": [[s.name, s.batched, s.size] for s in plan.slots],
                 "guarded": guards.guarded_names(low) if backend == "cpu" else [],
+                # per-case outputs the driver proves finite by their product's operands
+                "bounded": guards.bounded_keys(low, plan) if backend == "cpu" else [],
                 "kernels": [k.name for k in low.kernels],
             }
             if hasattr(emitter, "launches"):  # [kernel, threads per block, grid] for info

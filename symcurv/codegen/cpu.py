@@ -180,7 +180,11 @@ def _loop_kernel(
 
 
 def _driver(
-    low: Lowered, plan: Plan, kernel_params: dict[str, list[str]], guarded: dict[str, list[str]]
+    low: Lowered,
+    plan: Plan,
+    kernel_params: dict[str, list[str]],
+    guarded: dict[str, list[str]],
+    bounded: dict[str, tuple[str, str, str]],
 ):
     """The driver's body (after its docstring) and the loop kernels it calls."""
     g, st = low.graph, plan.storage
@@ -210,7 +214,9 @@ def _driver(
             if k.pair is not None
             else _loop_kernel(k.name, _gemm_lines(g, k, st, low.views), known, loops)
         )
-        return lines + ([guards.guard_line(st[k.writes[0]])] if k.name in guarded else [])
+        if k.name in guarded:
+            lines = [*lines, guards.guard_line(st[k.writes[0]])]
+        return [*lines, guards.bound_line(*bounded[k.name])] if k.name in bounded else lines
 
     calls = {
         "map": lambda k: [f"{k.name}(B, {', '.join(kernel_params[k.name])})"],
@@ -223,9 +229,12 @@ def _driver(
     body = [common.batch_size_line(plan), *views]
     if guarded:
         body.append(f"{guards.FLAG} = False")
+    if bounded:
+        body.append(f"{guards.BOUND_FLAG} = True")
     body += common.driver_calls(low, plan, calls, copy_output)
-    if guarded:
-        body.append(f"return {guards.FLAG}")
+    flags = [f for f, used in ((guards.FLAG, guarded), (guards.BOUND_FLAG, bounded)) if used]
+    if flags:
+        body.append(f"return {', '.join(flags)}")
     return body, loops
 
 
@@ -328,7 +337,8 @@ def emit(
         elif k.kind == "gather":
             kernel_params[k.name] = common.gather_parts(g, k, st, ("0", str(k.how.cols)))[0]
     guarded = guards.guarded_leaves(low)  # {GEMM kernel: batch leaves it checks}
-    body, loops = _driver(low, plan, kernel_params, guarded)
+    bounded = guards.bounded_outputs(low, plan)  # {GEMM kernel: (output, a, b)}
+    body, loops = _driver(low, plan, kernel_params, guarded, bounded)
     compiled = _compiled(low, st, loops, dtype)
     header = _shared_header(parallel, dtype)
     shared: dict[str, str] = {}
@@ -359,6 +369,8 @@ def emit(
         src("from symcurv.runtime.gemm import gemm_pair  # noqa: F401  (a·[b1 b2]: two products)")
     if guarded:
         src(f"from symcurv.runtime.validate import {guards.CHECK}  # noqa: F401  (batch guards)")
+    if bounded:
+        src(f"from symcurv.runtime.validate import {guards.BOUND}  # noqa: F401  (output bounds)")
     if _uses_syrk(low, st):
         src("from symcurv.runtime.blas_syrk import syrk_tn  # noqa: F401  (UᵀU by BLAS syrk)")
     src("from symcurv.runtime.shared_kernels import importer")
@@ -388,16 +400,10 @@ def emit(
     # of each call (about 0.5 µs a kernel, 0.8 µs a BLAS call; docs/benchmarks.md).
     sig = common.driver_signature(plan)
     with src.block(f"def run({', '.join(sig)}):"):
-        leaves = sorted({x for names in guarded.values() for x in names})
-        returns = (
-            f" Returns whether a product that reads {', '.join(leaves)} whole held NaN/inf"
-            " (codegen/guards.py)."
-            if leaves
-            else ""
-        )
         src(
             f'"""Run program {program!r}: inputs/targets are (B, n) arrays, θ is flat; '
-            f'results are written into out_* arrays; s* are scratch buffers.{returns}"""'
+            f"results are written into out_* arrays; s* are scratch buffers."
+            f'{guards.returns_doc(guarded, bounded)}"""'
         )
         src.extend(body)
     return kernel_files.Emitted(src.text(), shared)

@@ -1,4 +1,5 @@
-"""Non-finite batch data found through the first product that reads it.
+"""Non-finite values found through products: the batch data through the first product
+that reads it, a per-case output through the operands of the product that writes it.
 
 Every call refuses non-finite data, naming the leaf (runtime/validate.py). Scanning a wide
 input such as cp_net's 256-wide x costs a pass over all of it from memory on every call
@@ -24,16 +25,34 @@ A BLAS that skipped zero multipliers (netlib's reference dgemm tests B(l, j) ≠
 an entry that every weight multiplies by an exact zero pass the guard; that entry then
 does not reach the loss either, and in a gradient program its NaN reaches dW = Gᵀ X,
 which the output check refuses, naming that node.
+
+The output check is the same idea the other way round. Every call scans its outputs for
+NaN/inf (``Program.run``); cp_net's input gradient is B × 256, written by one product
+G W of a B × 20 G and a 20 × 256 W, and its scan was 25 µs of a 724 µs call at B = 1000.
+Where a per-case output is written whole by one product out = a·b (no later kernel
+touches it) and its operands hold fewer numbers per case than it does, the driver checks
+the operands instead (``product_bounded``, runtime/validate.py): by Cauchy-Schwarz every
+entry satisfies |out_ij| ≤ ‖a_i‖ ‖b_j‖ ≤ ‖a‖_F ‖b‖_F, and the computed sum of K terms is
+within a factor (1 + u)^K ≤ 2 of that (K < 2^22, u the unit roundoff), so finite
+operands with ‖a‖_F ‖b‖_F < max/2 make every entry finite. The sums of squares are taken
+in float64 and carry NaN and ±inf through (a non-finite or overflowing norm fails the
+test). Where the test fails (non-finite operands, or values large enough that the product
+might overflow) the output is scanned as before: the driver returns whether every bound
+held, and ``Program.run`` skips the scan of the ``bounded`` outputs only then.
 """
 
 from __future__ import annotations
 
 from symcurv.codegen.lower import Lowered
+from symcurv.codegen.schedule import Plan
 from symcurv.ops import REGISTRY
 from symcurv.ops import lowering as lw
 
 FLAG = "nonfinite"  # the driver's variable: did a guarded product hold NaN or ±inf?
 CHECK = "all_finite_flat"  # runtime/validate.py: the compiled scan the guard calls
+BOUND_FLAG = "bounded"  # the driver's variable: did every bounded output's operands pass?
+BOUND = "product_bounded"  # runtime/validate.py: ‖a‖_F ‖b‖_F < max/2 with a, b finite
+MAX_TERMS = 1 << 22  # (1 + u)^K ≤ 2 for float32's u = 2^-24 up to K = 2^22 terms
 
 
 def guarded_leaves(low: Lowered) -> dict[str, list[str]]:
@@ -66,3 +85,52 @@ def guarded_names(low: Lowered) -> list[str]:
 def guard_line(product: str) -> str:
     """The driver's check of a guarded product (its storage, C-contiguous)."""
     return f"{FLAG} |= not {CHECK}({product}.reshape(-1))  # a non-finite batch entry?"
+
+
+def bounded_outputs(low: Lowered, plan: Plan) -> dict[str, tuple[str, str, str]]:
+    """``{GEMM kernel: (output key, storage of a, storage of b)}``: each per-case output
+    that one product out = a·b writes whole, where a and b hold fewer numbers per case
+    than the output (a shared operand counts once, so in the limit of large B)."""
+    g, st = low.graph, plan.storage
+    written = {w: k for k in low.kernels for w in k.writes}
+    bounded: dict[str, tuple[str, str, str]] = {}
+    for key, nid in low.output_of.items():
+        k, node = written.get(nid), g[nid]
+        if key not in plan.out_plain or not node.batched or k is None:
+            continue
+        how = k.how
+        if not isinstance(how, lw.Gemm) or k.pair is not None or k.paired:
+            continue
+        operands = [g[low.views.get(m.nid, m.nid)] for m in (how.a, how.b)]
+        terms = how.a.rows if how.a.transpose else how.a.cols
+        per_case = sum(n.size for n in operands if n.batched)
+        if (
+            all(n.id in st for n in operands)
+            and isinstance(terms, int)
+            and terms < MAX_TERMS
+            and 2 * per_case < node.size
+        ):
+            bounded[k.name] = (key, *(st[n.id] for n in operands))
+    return bounded
+
+
+def bounded_keys(low: Lowered, plan: Plan) -> list[str]:
+    """The outputs a program's driver bounds (manifest: ``bounded``)."""
+    return sorted(key for key, _a, _b in bounded_outputs(low, plan).values())
+
+
+def bound_line(key: str, a: str, b: str) -> str:
+    """The driver's test that output ``key`` = a·b is finite (see the module docstring)."""
+    return f"{BOUND_FLAG} &= {BOUND}({a}, {b})  # {key} finite: ‖{a}‖ ‖{b}‖ < max/2?"
+
+
+def returns_doc(guarded: dict[str, list[str]], bounded: dict[str, tuple[str, str, str]]) -> str:
+    """What a driver returns, for its docstring ("" when it returns nothing)."""
+    leaves = sorted({x for names in guarded.values() for x in names})
+    said = []
+    if leaves:
+        said.append(f"whether a product that reads {', '.join(leaves)} whole held NaN/inf")
+    if bounded:
+        keys = ", ".join(key for key, _a, _b in bounded.values())
+        said.append(f"whether the operand bounds proved {keys} finite")
+    return f" Returns {', then '.join(said)} (codegen/guards.py)." if said else ""

@@ -42,6 +42,15 @@ def _batch_size(batch: Mapping[str, np.ndarray]) -> int:
     return len(next(iter(batch.values()))) if batch else 1
 
 
+def _driver_flags(spec: dict, returned) -> tuple[bool, bool]:
+    """(did a batch guard fire, did every output bound hold) from what a CPU driver
+    returns: the first flag if it guards a leaf, the second if it bounds an output, in
+    that order (codegen/guards.py); a driver with neither returns None."""
+    flags = list(returned) if isinstance(returned, tuple) else [returned]
+    guard = flags.pop(0) if spec.get("guarded") else False
+    return bool(guard), bool(flags.pop(0)) if spec.get("bounded") else False
+
+
 class Program:
     """Compiled programs loaded from a build directory (see ``symcurv.runtime.build``)."""
 
@@ -383,7 +392,7 @@ class Program:
         B = arrays[0].shape[0] if arrays else 1
         extras = model_leaves.bind(self, spec, extras, B, seed)  # a model's own noise/basis
         outs = self._outputs(part, spec, B, keep, reuse)
-        nonfinite = self._modules[part].run(
+        flags = self._modules[part].run(
             theta,
             *vectors,
             *arrays,
@@ -391,11 +400,13 @@ class Program:
             *outs.values(),
             *self._scratch(part, spec, B),
         )
+        nonfinite, proven = _driver_flags(spec, flags)
+        bounded = spec.get("bounded", ())
         if nonfinite and guarded:  # a product of the data held NaN/inf: is it the data?
             self.checks.batch(guarded, batch)  # raises naming the leaf (codegen/guards.py)
         if check and not keep:
             for k, o in outs.items():
-                if not all_finite(o):
+                if not (proven and k in bounded) and not all_finite(o):
                     noise = {n: a for n, a in extras.items() if not n.startswith("cache")}
                     checked = dict(zip(leaves, arrays))
                     self.raise_non_finite(program, k, theta, checked, v, noise)

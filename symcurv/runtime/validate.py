@@ -42,6 +42,29 @@ def _all_finite_flat(x) -> bool:
 all_finite_flat = _all_finite_flat  # what a generated driver's batch guard calls
 
 
+# fastmath={"reassoc"}: one partial sum per vector lane, so the loop vectorises; NaN and
+# ±inf still propagate (no nnan/ninf), which the test below relies on
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _sum_squares(x) -> float:
+    """Σ x_i² in float64 over a 1-D array; NaN if an entry is NaN, inf if one is ±inf or
+    the sum overflows."""
+    acc = 0.0
+    for i in range(x.size):
+        v = np.float64(x[i])
+        acc += v * v
+    return acc
+
+
+@njit(cache=True, nogil=True)
+def product_bounded(a, b) -> bool:
+    """Is every entry of a product out = a·b of these operands (C-contiguous, of any
+    shapes, read transposed or not; one rounding per term) certainly finite? True when a
+    and b are finite and ‖a‖_F ‖b‖_F < max/2 (codegen/guards.py: a driver's output
+    bound); False says only "not proven", and the caller then scans the product."""
+    half_max = np.finfo(a.dtype).max / 2
+    return np.sqrt(_sum_squares(a.reshape(-1))) * np.sqrt(_sum_squares(b.reshape(-1))) < half_max
+
+
 def all_finite(a: np.ndarray) -> bool:
     """Are all entries of the numeric array ``a`` finite? (one compiled pass, no temporary)"""
     if a.dtype.kind != "f":  # integers and booleans are always finite

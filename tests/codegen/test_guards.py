@@ -76,3 +76,63 @@ def test_an_overflowing_product_of_finite_data_is_not_blamed_on_the_data(prog):
     with np.errstate(over="ignore"):
         assert np.isinf(batch["x"] @ values["W"].T).all()  # the product does overflow
     assert np.isfinite(prog.loss(theta, batch))
+
+
+# -- the output bound: a per-case output proven finite through its product's operands ----
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    """input_grad of a 64-wide input through 4 hidden units: dx = G W, G (B, 4), W (4, 64)."""
+    m = sc.Model("wide")
+    x = m.input("x", 64)
+    t = m.target("t", 3)
+    W = m.param("W", (4, 64), init=sc.init.normal(0.5))
+    V = m.param("V", (3, 4), init=sc.init.normal(0.5))
+    m.minimize(sc.losses.softmax_cross_entropy(V @ sc.tanh(W @ x), t))
+    build = tmp_path_factory.mktemp("wide")
+    programs = ("loss", "grad", "input_grad")
+    return sc.compile(m, programs=programs, build_dir=build, progress=False)
+
+
+def _wide_batch(B=5, scale=1.0):
+    rng = np.random.default_rng(1)
+    return {"x": scale * rng.standard_normal((B, 64)), "t": np.eye(3)[rng.integers(0, 3, B)]}
+
+
+def test_only_a_per_case_output_wider_than_its_operands_is_bounded(prog, wide):
+    assert wide.spec("input_grad")["bounded"] == ["input_grad:x"]
+    assert wide.spec("grad")["bounded"] == []  # the flat gradient is scanned as before
+    assert prog.spec("input_grad")["bounded"] == []  # 6 wide through 4: no cheaper
+    text = (Path(wide.build_dir) / "kernels" / "input_grad.py").read_text()
+    assert "bounded &= product_bounded(" in text and "return nonfinite, bounded" in text
+
+
+def test_a_bounded_output_that_overflows_is_still_refused(wide):
+    """W's entries near float64's max with tiny x: every value up to G is finite (G of
+    order 10), and dx = G W overflows. ‖W‖ overflows too, so the bound fails and the
+    output is scanned: the error names the product, as it did before the bound existed."""
+    values = wide.unflatten(wide.init(0))
+    values["W"][:] = 1.7e308
+    values["V"][:] = [[10.0], [-10.0], [0.0]]  # rows unequal, or Vᵀ(p − t) is zero
+    theta = wide.flatten(values)
+    batch = _wide_batch(scale=1e-310)
+    assert np.isfinite(wide.loss(theta, batch))
+    with pytest.raises(errors.NonFiniteError, match="produced a non-finite 'input_grad:x'"):
+        wide.input_grad(theta, batch)
+
+
+def test_a_bounded_output_equals_the_scanned_one(wide):
+    """The bound changes which check runs, never the numbers: input_grad against central
+    differences of the loss in x."""
+    theta, batch = wide.init(2), _wide_batch(B=3)
+    got = wide.input_grad(theta, batch)
+
+    def loss_of_case(b, x_b):  # f_b: the loss of a batch of case b alone
+        return wide.loss(theta, {"x": x_b[None, :], "t": batch["t"][b : b + 1]})
+
+    fd = np.zeros_like(batch["x"])
+    for b, j in np.ndindex(*fd.shape):
+        step = np.zeros(64)
+        step[j] = 1e-6
+        x_b = batch["x"][b]
+        fd[b, j] = (loss_of_case(b, x_b + step) - loss_of_case(b, x_b - step)) / 2e-6
+    np.testing.assert_allclose(got, fd, rtol=1e-5, atol=1e-8)

@@ -2,13 +2,14 @@
 already of the build's dtype, shape and layout is passed through without a copy, yet a NaN
 or ±inf anywhere in it (first, last, middle entry; float32 and float64) is still refused
 with the key, the entry, the DSL line and the node named; the compiled finiteness scan
-agrees with numpy's on every position."""
+agrees with numpy's on every position. The output bound of a product (codegen/guards.py)
+proves finite only products that are, and fails on non-finite or overflowing operands."""
 
 import numpy as np
 import pytest
 
 from symcurv import errors
-from symcurv.runtime.validate import Checks, all_finite
+from symcurv.runtime.validate import Checks, all_finite, product_bounded
 
 PARAMS = {"W": {"offset": 0, "size": 6}, "b": {"offset": 6, "size": 2}}
 INPUTS = {
@@ -94,3 +95,28 @@ def test_wrong_width_still_named_on_the_fast_path():
         c.batch(["x"], {"x": np.ones((4, 2))})
     with pytest.raises(errors.BatchError, match="no key 't'"):
         c.batch(["x", "t"], {"x": np.ones((4, 3))})
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_product_bound_holds_only_where_the_product_is_finite(dtype):
+    """True claims every entry of a·b finite; here every product up to the bound's edge is
+    computed and checked, and the operands that make it overflow, or carry NaN/inf, fail."""
+    rng = np.random.default_rng(3)
+    half_max = float(np.finfo(dtype).max) / 2
+    for k in (1, 3, 20, 257):
+        a, b = rng.standard_normal((7, k)), rng.standard_normal((k, 5))
+        assert product_bounded(a.astype(dtype), b.astype(dtype))
+        # scaled to just under the bound: proven, and the product indeed stays finite
+        s = 0.999 * half_max / (np.linalg.norm(a) * np.linalg.norm(b))
+        big_a, big_b = (a * np.sqrt(s)).astype(dtype), (b * np.sqrt(s)).astype(dtype)
+        assert product_bounded(big_a, big_b) and np.isfinite(big_a @ big_b).all()
+        # all terms of one sign at max/k each: the product overflows, the bound fails
+        ones_a, ones_b = np.full((2, k), half_max / k, dtype), np.full((k, 2), 4, dtype)
+        with np.errstate(over="ignore"):
+            assert not np.isfinite(ones_a @ ones_b).all()
+        assert not product_bounded(ones_a, ones_b)
+    for bad in (np.nan, np.inf, -np.inf):
+        a = np.ones((3, 4), dtype)
+        a[1, 2] = bad
+        assert not product_bounded(a, np.zeros((4, 2), dtype))  # inf·0 is NaN
+        assert not product_bounded(np.ones((2, 3), dtype), a)

@@ -116,8 +116,9 @@ def test_a_bounded_output_that_overflows_is_still_refused(wide):
     theta = wide.flatten(values)
     batch = _wide_batch(scale=1e-310)
     assert np.isfinite(wide.loss(theta, batch))
-    with pytest.raises(errors.NonFiniteError, match="produced a non-finite 'input_grad:x'"):
+    with pytest.raises(errors.NonFiniteError, match="produced a non-finite 'input_grad:x'") as e:
         wide.input_grad(theta, batch)
+    assert "node 'WTg_1'" in str(e.value) and "first go non-finite at this node" in str(e.value)
 
 
 def test_a_bounded_output_equals_the_scanned_one(wide):

@@ -53,7 +53,7 @@ from symcurv.runtime.gemm_tiles import (
 # blas_threads.py would leave the old kernels running from the cache, in an editable
 # install after a pull too. This line changes with them (tests/runtime/test_gemm.py checks
 # it against ``kernels_source_hash()``), so that their edit recompiles everything here.
-KERNELS_SOURCE_HASH = "07ad07af0747b183"
+KERNELS_SOURCE_HASH = "a322685a79815979"
 KERNEL_FILES = ("gemm_tiles.py", "gemm_narrow.py", "blas_threads.py")
 
 
@@ -65,15 +65,17 @@ def kernels_source_hash() -> str:
 
 
 # Where the narrow kernel beats OpenBLAS, read off `python benchmarks/gemm_shapes.py
-# --sweep` on the 2-core Zen 4 VM (docs/benchmarks.md, "Session 13"): N columns, sums of
-# length K, M rows with N <= 64, K >= 16, M >= 4 and K >= N * DEPTH_PER_COLUMN[dtype]:
-# N <= K / 2 in float64, N <= K / 12 in float32 (its 16 lanes leave a short sum's tail
-# relatively longer, and the BLAS's float32 kernel is itself twice as fast).
+# --sweep narrow_nt` on the 2-core Zen 4 VM (docs/benchmarks.md, "Session 16"): N
+# columns, sums of length K, M rows with N <= 64, K >= 16, M >= 4 and K >= N *
+# DEPTH_PER_COLUMN[dtype]: N <= K in float64, N <= K / 4 in float32 (the BLAS's float32
+# kernel is twice as fast, and each dot product's lanes are added up at the end whatever
+# K). Sessions 13-15 asked K >= 2 N and K >= 12 N, before the blocks' sums were added
+# across lanes together (gemm_narrow.py).
 NARROW_MAX_COLS = 64
 NARROW_MIN_DEPTH = 16
 NARROW_MIN_ROWS = 4  # fewer: no 4-row block runs, only single dot products
-DEPTH_PER_COLUMN_FLOAT64 = 2
-DEPTH_PER_COLUMN_FLOAT32 = 12
+DEPTH_PER_COLUMN_FLOAT64 = 1
+DEPTH_PER_COLUMN_FLOAT32 = 4
 
 # Where the tiled kernels beat OpenBLAS, from the same sweep (extended in session 14 to
 # the autoencoder's widths, whose column tails now run through a zero-padded copy):

@@ -152,11 +152,26 @@ def test_narrow_products_equal_numpy_with_every_remainder(dtype, serial_blas):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_narrow_blocks_equal_numpy_for_every_sum_length(dtype):
+    """The 4 × 4 blocks' sums in whole vectors and a masked last step: lengths from one
+    vector to many, a whole number of vectors or 1 and lanes − 1 past it (past a row's
+    end lies the next row: a lane the mask let through would add its numbers)."""
+    lanes = _lanes(dtype)
+    rng = np.random.default_rng(7)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for k in sorted({lanes, lanes + 1, 2 * lanes - 1, 3 * lanes, 3 * lanes + 1, 16, 17, 100}):
+        X, W = (rng.standard_normal((8, k)).astype(dtype) for _ in range(2))
+        out = np.full((8, 8), np.nan, dtype)
+        narrow_nt(X, W, out)
+        np.testing.assert_allclose(out, X @ W.T, rtol=tol, atol=tol * k)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_narrow_products_pass_non_finite_numbers_on(dtype, serial_blas):
     """What the batch guard relies on (codegen/guards.py): NaN or ±inf anywhere in a row of
     X makes that row of X Wᵀ non-finite, inf under an all-zero weight included (inf·0 =
     NaN), as the BLAS does; the fast-math flags allow no shortcut past it."""
-    k = _depth(dtype, 9)
+    k = _depth(dtype, 9) + 3  # a masked last step in both dtypes (19, 39)
     rng = np.random.default_rng(2)
     W = rng.standard_normal((9, k)).astype(dtype)
     W[:, 5] = 0.0

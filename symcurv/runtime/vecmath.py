@@ -244,22 +244,30 @@ def logsumexp_rows(x, out):
     cp_net). Rows are taken LSE_ROWS at a time: their shifted entries x[i, j] − m_i go
     into one buffer, whose exps are one flat loop (a 10-wide row alone never fills
     AVX-512's vector body: 37 µs → 21 µs for cp_net's 1000 rows), summed row by row after
-    it (an fp accumulator inside the exp loop would keep it scalar)."""
+    it (an fp accumulator inside the exp loop would keep it scalar) into float64 sums,
+    whose logs are one flat loop over all rows at the end (a log per row in the row loop
+    was a scalar call: 22.7 → 14.5 µs in float32, 25.8 → 18.8 in float64, session 16)."""
     rows, n = x.shape
     d = np.empty(LSE_ROWS * n, dtype=x.dtype)  # float32 rows: float32 exps (vecmath32)
+    sums = np.empty(rows, dtype=np.float64)
+    m = out.reshape(-1)  # the row maxima first, then the results
     for i0 in range(0, rows, LSE_ROWS):
         r = min(LSE_ROWS, rows - i0)
         for c in range(r):
-            m = x[i0 + c, 0]
+            top = x[i0 + c, 0]
             for j in range(1, n):
-                m = max(m, x[i0 + c, j])
-            out[i0 + c, 0] = m
+                top = max(top, x[i0 + c, j])
+            m[i0 + c] = top
             for j in range(n):
-                d[c * n + j] = x[i0 + c, j] - m
+                d[c * n + j] = x[i0 + c, j] - top
         for e in range(r * n):
             d[e] = exp(d[e])
         for c in range(r):
             acc = 0.0
             for j in range(n):
                 acc += d[c * n + j]
-            out[i0 + c, 0] = out[i0 + c, 0] + log(acc)
+            sums[i0 + c] = acc
+    for i in range(rows):
+        sums[i] = log(sums[i])
+    for i in range(rows):
+        m[i] = m[i] + sums[i]

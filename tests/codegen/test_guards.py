@@ -10,6 +10,7 @@ import pytest
 
 import symcurv as sc
 from symcurv import errors
+from symcurv.runtime import compile_parallel
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +138,11 @@ def test_a_bounded_output_equals_the_scanned_one(wide):
         x_b = batch["x"][b]
         fd[b, j] = (loss_of_case(b, x_b + step) - loss_of_case(b, x_b - step)) / 2e-6
     np.testing.assert_allclose(got, fd, rtol=1e-5, atol=1e-8)
+
+
+def test_the_compile_workers_dry_run_records_the_bound(wide):
+    """The parallel build finds a driver's compiled calls by running it with recorders:
+    the bound's line must run there too (a recorder's None once broke ``bounded &=``, and
+    every build with a bounded output compiled serially)."""
+    found = compile_parallel.kernel_signatures(wide, ["input_grad"])  # raises on failure
+    assert any(k.endswith(":product_bounded") for k in found), sorted(found)

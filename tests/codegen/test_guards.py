@@ -13,16 +13,22 @@ from symcurv import errors
 from symcurv.runtime import compile_parallel
 
 
-@pytest.fixture(scope="module")
-def prog(tmp_path_factory):
-    m = sc.Model("guarded")
-    x = m.input("x", 6)
+def _two_layers(name: str, width: int, tmp_path_factory):
+    """softmax(V tanh(W x)) with x ``width`` wide, 4 hidden units, 3 classes: loss, grad and
+    input_grad built."""
+    m = sc.Model(name)
+    x = m.input("x", width)
     t = m.target("t", 3)
-    W = m.param("W", (4, 6), init=sc.init.normal(0.5))
+    W = m.param("W", (4, width), init=sc.init.normal(0.5))
     V = m.param("V", (3, 4), init=sc.init.normal(0.5))
     m.minimize(sc.losses.softmax_cross_entropy(V @ sc.tanh(W @ x), t))
-    build = tmp_path_factory.mktemp("guarded")
+    build = tmp_path_factory.mktemp(name)
     return sc.compile(m, programs=("loss", "grad", "input_grad"), build_dir=build, progress=False)
+
+
+@pytest.fixture(scope="module")
+def prog(tmp_path_factory):
+    return _two_layers("guarded", 6, tmp_path_factory)
 
 
 def _batch(B=5):
@@ -83,15 +89,7 @@ def test_an_overflowing_product_of_finite_data_is_not_blamed_on_the_data(prog):
 @pytest.fixture(scope="module")
 def wide(tmp_path_factory):
     """input_grad of a 64-wide input through 4 hidden units: dx = G W, G (B, 4), W (4, 64)."""
-    m = sc.Model("wide")
-    x = m.input("x", 64)
-    t = m.target("t", 3)
-    W = m.param("W", (4, 64), init=sc.init.normal(0.5))
-    V = m.param("V", (3, 4), init=sc.init.normal(0.5))
-    m.minimize(sc.losses.softmax_cross_entropy(V @ sc.tanh(W @ x), t))
-    build = tmp_path_factory.mktemp("wide")
-    programs = ("loss", "grad", "input_grad")
-    return sc.compile(m, programs=programs, build_dir=build, progress=False)
+    return _two_layers("wide", 64, tmp_path_factory)
 
 
 def _wide_batch(B=5, scale=1.0):

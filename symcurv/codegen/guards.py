@@ -121,7 +121,8 @@ def bounded_keys(low: Lowered, plan: Plan) -> list[str]:
 
 def bound_line(key: str, a: str, b: str) -> str:
     """The driver's test that output ``key`` = a·b is finite (see the module docstring)."""
-    return f"{BOUND_FLAG} &= {BOUND}({a}, {b})  # {key} finite: ‖{a}‖ ‖{b}‖ < max/2?"
+    flat = f"{a}.reshape(-1), {b}.reshape(-1)"  # numpy's reshape: any strides (θ as given)
+    return f"{BOUND_FLAG} &= {BOUND}({flat})  # {key} finite: ‖{a}‖ ‖{b}‖ < max/2?"
 
 
 def returns_doc(guarded: dict[str, list[str]], bounded: dict[str, tuple[str, str, str]]) -> str:

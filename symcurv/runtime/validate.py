@@ -57,12 +57,13 @@ def _sum_squares(x) -> float:
 
 @njit(cache=True, nogil=True)
 def product_bounded(a, b) -> bool:
-    """Is every entry of a product out = a·b of these operands (C-contiguous, of any
-    shapes, read transposed or not; one rounding per term) certainly finite? True when a
-    and b are finite and ‖a‖_F ‖b‖_F < max/2 (codegen/guards.py: a driver's output
-    bound); False says only "not proven", and the caller then scans the product."""
+    """Is every entry of a product out = a·b certainly finite, given its operands' entries
+    as 1-D arrays ``a`` and ``b`` (any strides; however the product reads them, one
+    rounding per term)? True when a and b are finite and ‖a‖_F ‖b‖_F < max/2
+    (codegen/guards.py: a driver's output bound); False says only "not proven", and the
+    caller then scans the product."""
     half_max = np.finfo(a.dtype).max / 2
-    return np.sqrt(_sum_squares(a.reshape(-1))) * np.sqrt(_sum_squares(b.reshape(-1))) < half_max
+    return np.sqrt(_sum_squares(a)) * np.sqrt(_sum_squares(b)) < half_max
 
 
 def all_finite(a: np.ndarray) -> bool:

@@ -144,3 +144,13 @@ def test_the_compile_workers_dry_run_records_the_bound(wide):
     every build with a bounded output compiled serially)."""
     found = compile_parallel.kernel_signatures(wide, ["input_grad"])  # raises on failure
     assert any(k.endswith(":product_bounded") for k in found), sorted(found)
+
+
+def test_a_bounded_driver_takes_theta_with_any_strides(wide):
+    """``run(check=False)`` takes θ as given: a strided θ reaches the bound's norms (which
+    once refused it with a Numba typing error) and gives the same input gradient."""
+    theta, batch = wide.init(3), _wide_batch()
+    spaced = np.zeros(2 * wide.n_params)
+    spaced[::2] = theta
+    got = wide.run("input_grad", spaced[::2], batch, check=False)["input_grad:x"]
+    np.testing.assert_allclose(got, wide.input_grad(theta, batch), rtol=1e-13, atol=1e-13)

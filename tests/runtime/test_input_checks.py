@@ -105,18 +105,18 @@ def test_product_bound_holds_only_where_the_product_is_finite(dtype):
     half_max = float(np.finfo(dtype).max) / 2
     for k in (1, 3, 20, 257):
         a, b = rng.standard_normal((7, k)), rng.standard_normal((k, 5))
-        assert product_bounded(a.astype(dtype), b.astype(dtype))
+        assert product_bounded(a.astype(dtype).ravel(), b.astype(dtype).ravel())
         # scaled to just under the bound: proven, and the product indeed stays finite
         s = 0.999 * half_max / (np.linalg.norm(a) * np.linalg.norm(b))
         big_a, big_b = (a * np.sqrt(s)).astype(dtype), (b * np.sqrt(s)).astype(dtype)
-        assert product_bounded(big_a, big_b) and np.isfinite(big_a @ big_b).all()
+        assert product_bounded(big_a.ravel(), big_b.ravel()) and np.isfinite(big_a @ big_b).all()
         # all terms of one sign at max/k each: the product overflows, the bound fails
         ones_a, ones_b = np.full((2, k), half_max / k, dtype), np.full((k, 2), 4, dtype)
         with np.errstate(over="ignore"):
             assert not np.isfinite(ones_a @ ones_b).all()
-        assert not product_bounded(ones_a, ones_b)
+        assert not product_bounded(ones_a.ravel(), ones_b.ravel())
     for bad in (np.nan, np.inf, -np.inf):
         a = np.ones((3, 4), dtype)
         a[1, 2] = bad
-        assert not product_bounded(a, np.zeros((4, 2), dtype))  # inf·0 is NaN
-        assert not product_bounded(np.ones((2, 3), dtype), a)
+        assert not product_bounded(a.ravel(), np.zeros(8, dtype))  # inf·0 is NaN
+        assert not product_bounded(np.ones(6, dtype), a[:, ::2].ravel()[::-1])

@@ -3,6 +3,10 @@ pass, by the BLAS or by symcurv's own kernels (gemm_narrow.py, gemm_tiles.py), w
 only while the BLAS runs one thread (blas_threads.py): the tests of those kernels set that
 with threadpoolctl, as the benchmarks do with OPENBLAS_NUM_THREADS=1."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
@@ -164,6 +168,29 @@ def test_narrow_blocks_equal_numpy_for_every_sum_length(dtype):
         out = np.full((8, 8), np.nan, dtype)
         narrow_nt(X, W, out)
         np.testing.assert_allclose(out, X @ W.T, rtol=tol, atol=tol * k)
+
+
+_AVX2_NARROW = """
+import numpy as np
+import symcurv.runtime.gemm_narrow as gn
+gn.VECTOR_BYTES = 32  # compiled after this: AVX2's 8 float32 / 4 float64 lanes
+rng = np.random.default_rng(0)
+for dt, tol in ((np.float32, 2e-5), (np.float64, 1e-12)):
+    for k in (4, 5, 8, 9, 17, 31, 100):
+        for m, n in ((4, 4), (8, 20), (13, 7)):
+            a, b = rng.standard_normal((m, k)).astype(dt), rng.standard_normal((n, k)).astype(dt)
+            out = np.full((m, n), np.nan, dt)
+            gn.narrow_nt(a, b, out)
+            np.testing.assert_allclose(out, a @ b.T, rtol=tol, atol=tol * k)
+"""
+
+
+def test_narrow_blocks_at_the_avx2_width_equal_numpy(tmp_path):
+    """On a machine without AVX-512 the blocks' vectors hold 8 or 4 numbers and the lane
+    sums end in 2 or 4 vectors: compiled at that width in a fresh process, with its own
+    Numba cache (a cached narrower kernel must never serve this machine's runs)."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", _AVX2_NARROW], env=env, check=True, timeout=600)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -146,6 +146,8 @@ def test_the_compile_workers_dry_run_records_the_bound(wide):
     assert any(k.endswith(":product_bounded") for k in found), sorted(found)
 
 
+# a strided W is compiled into gemm's strided path, which Numba notes is slower (expected)
+@pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaPerformanceWarning")
 def test_a_bounded_driver_takes_theta_with_any_strides(wide):
     """``run(check=False)`` takes θ as given: a strided θ reaches the bound's norms (which
     once refused it with a Numba typing error) and gives the same input gradient."""

@@ -391,8 +391,9 @@ def warm(prog, progress: bool = True) -> None:
         bar.update(1)
         bar.set_postfix_str(key.rsplit(":", 1)[-1])
 
+    recorded = [n for n in names if n not in unrecorded]  # a worker repeats this dry run
     fell_back, in_workers = parallel_compile.compile_kernels(
-        prog, names, found, order, done, n_workers
+        prog, recorded, found, order, done, n_workers
     )
     bar.close()
     missed = parallel_compile.load_compiled(found, in_workers)

@@ -4,12 +4,16 @@ Makes the helper modules in tests/ (``models``, ``oracle``) importable, and comp
 tiny model of tests/models.py ONCE per session: Numba compile time dominates the suite.
 """
 
+import os
 import pathlib
 import sys
 
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+# a build whose compile workers fail raises instead of compiling serially in silence
+# (runtime/compile_parallel.py): every build of the suite checks the workers' dry run
+os.environ.setdefault("SYMCURV_COMPILE_STRICT", "1")
 
 
 @pytest.fixture(scope="session")

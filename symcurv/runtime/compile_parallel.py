@@ -36,7 +36,10 @@ default: the CPUs this process may run on); 1 compiles serially in the caller. W
 worker cannot be started (no ``sys.executable``, a sandbox refusing ``fork``/``exec``) or
 dies, its kernels are compiled serially in the caller, and the progress line says so. A
 kernel whose compile fails in a worker is compiled again in the caller, so the error the
-user sees is the one a serial build raises.
+user sees is the one a serial build raises. ``SYMCURV_COMPILE_STRICT=1`` (the test suite
+sets it) turns that fallback into an error: a build that silently lost its workers once
+went unnoticed for a session (a driver line the dry run could not run: docs/benchmarks.md,
+"Session 16"), its result correct and its cold build 40-50 % slower.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from numba.core.dispatcher import Dispatcher
 from symcurv.runtime.program import extra_leaves
 
 ENV = "SYMCURV_COMPILE_WORKERS"
+STRICT_ENV = "SYMCURV_COMPILE_STRICT"  # "1": a worker's failure raises (see the docstring)
 _REPLY = "symcurv-compiled "  # a worker's answer line on stdout (other lines are ignored)
 
 
@@ -313,7 +317,10 @@ def compile_kernels(
         t.join()
     for k in retry:  # raises the compile error as a serial build would
         here(k)
-    return "; ".join(dict.fromkeys(fallback)) or None, in_workers
+    reason = "; ".join(dict.fromkeys(fallback)) or None
+    if reason and os.environ.get(STRICT_ENV) == "1":
+        raise RuntimeError(f"the parallel compile fell back to this process: {reason}")
+    return reason, in_workers
 
 
 def compile_by_running(prog, names: list[str]):

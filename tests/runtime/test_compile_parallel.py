@@ -42,6 +42,20 @@ def _of_the_build(f) -> bool:
     return compile_parallel.key(f).startswith(BUILD_KERNEL)
 
 
+def _fresh_copy(built_in_workers, tmp_path):
+    """The workers' build copied without Numba's cache and loaded: nothing compiled yet."""
+    dst = tmp_path / "copy"
+    shutil.copytree(
+        built_in_workers[0].build_dir, dst, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return sc.load(dst)
+
+
+def _refuse(*_a, **_k):
+    """A compile worker that cannot start."""
+    raise OSError("no processes in this sandbox")
+
+
 def test_a_worker_compiles_and_this_process_loads_its_cache(built_in_workers):
     prog, err = built_in_workers
     assert "in 2 processes" in err and "cache missed" not in err and "serially" not in err
@@ -95,18 +109,12 @@ def test_programs_share_one_compiled_kernel_per_distinct_loop(built_in_workers):
 def test_without_workers_it_compiles_here_and_says_so(built_in_workers, tmp_path, capsys):
     """A worker that cannot start: the programs compile in this process, and the progress
     line says why."""
-    dst = tmp_path / "copy"
-    shutil.copytree(
-        built_in_workers[0].build_dir, dst, ignore=shutil.ignore_patterns("__pycache__")
-    )
-    prog = sc.load(dst)
-
-    def refuse(*_a, **_k):
-        raise OSError("no processes in this sandbox")
+    prog = _fresh_copy(built_in_workers, tmp_path)
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(compile_parallel, "_Worker", refuse)
+    mp.setattr(compile_parallel, "_Worker", _refuse)
     mp.setenv(compile_parallel.ENV, "2")
+    mp.setenv(compile_parallel.STRICT_ENV, "0")  # a user's build (the suite sets it to 1)
     try:
         pipeline.warm(prog, progress=True)
     finally:
@@ -118,6 +126,19 @@ def test_without_workers_it_compiles_here_and_says_so(built_in_workers, tmp_path
     kernels = compile_parallel.program_kernels(prog, "grad")
     assert all(f.overloads for f in kernels if _of_the_build(f))
     assert not compile_parallel.to_compile(prog, ["loss", "grad"])  # compiled here now
+
+
+def test_in_strict_mode_a_worker_that_cannot_start_is_an_error(
+    built_in_workers, tmp_path, monkeypatch
+):
+    """``SYMCURV_COMPILE_STRICT=1`` (this suite's setting): the same fallback raises."""
+    prog = _fresh_copy(built_in_workers, tmp_path)
+
+    monkeypatch.setattr(compile_parallel, "_Worker", _refuse)
+    monkeypatch.setenv(compile_parallel.ENV, "2")
+    monkeypatch.setenv(compile_parallel.STRICT_ENV, "1")
+    with pytest.raises(RuntimeError, match="fell back to this process: no compile worker"):
+        pipeline.warm(prog, progress=False)
 
 
 def test_workers_wanted_follows_the_variable_and_the_program_count(monkeypatch):
@@ -132,11 +153,7 @@ def test_a_backend_without_workers_compiles_by_running_each_program(
 ):
     """A GPU's kernels are launched, not called: no dry run, no workers; each program
     is compiled here by one call (checked on the CPU build with such a device)."""
-    dst = tmp_path / "copy"
-    shutil.copytree(
-        built_in_workers[0].build_dir, dst, ignore=shutil.ignore_patterns("__pycache__")
-    )
-    prog = sc.load(dst)
+    prog = _fresh_copy(built_in_workers, tmp_path)
 
     class Launched:
         compiles_ahead, compiles_in_workers = True, False
@@ -154,12 +171,9 @@ def test_a_driver_the_dry_run_cannot_run_is_compiled_by_running_it(
     built_in_workers, tmp_path, monkeypatch
 ):
     """Should a driver fail while its kernels are stand-ins (a step that needs real
-    values), its program is compiled by running it once, and works."""
-    dst = tmp_path / "copy"
-    shutil.copytree(
-        built_in_workers[0].build_dir, dst, ignore=shutil.ignore_patterns("__pycache__")
-    )
-    prog = sc.load(dst)
+    values), its program is compiled by running it once, and works; the workers are not
+    asked to repeat its dry run (theirs would fail too, and the build would go serial)."""
+    prog = _fresh_copy(built_in_workers, tmp_path)
     module = prog._modules["loss"]
     real_run = module.run
 
@@ -168,9 +182,18 @@ def test_a_driver_the_dry_run_cannot_run_is_compiled_by_running_it(
             raise RuntimeError("a value the dry run does not compute")
         return real_run(*args)
 
+    handed = []
+    real_compile = compile_parallel.compile_kernels
+
+    def compile_kernels(prog, names, *rest):
+        handed.append(list(names))
+        return real_compile(prog, names, *rest)
+
     monkeypatch.setattr(module, "run", needs_real_kernels)
-    monkeypatch.setenv(compile_parallel.ENV, "1")
+    monkeypatch.setattr(compile_parallel, "compile_kernels", compile_kernels)
+    monkeypatch.setenv(compile_parallel.ENV, "2")
     pipeline.warm(prog, progress=False)
+    assert handed == [["grad"]]
     assert all(f.overloads for f in compile_parallel.program_kernels(prog, "loss"))
     errs = testing.compare_to_reference(prog, prog.init(0), testing.random_batch(prog, 3))
     assert max(errs.values()) < 1e-12, errs

@@ -39,7 +39,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from symcurv.runtime.gemm_tiles import VECTOR_BYTES, _element_pointer, _i64
+from symcurv.runtime.gemm_tiles import _at, _broadcast, _element_pointer, _i64, _vector_kit
 
 _FLAGS = {"reassoc", "contract"}
 _I32 = ir.IntType(32)
@@ -76,22 +76,16 @@ def _dots(typingctx, a, a_off, a_row, b, b_off, b_row, c, c_off, c_row, k):
     def codegen(context, builder, signature, args):
         a_row_, b_row_, c_row_, k_ = args[2], args[5], args[8], args[9]
         a0, b0, c0 = (_element_pointer(context, builder, signature, args, j) for j in (0, 3, 6))
-        number = signature.args[6].dtype
-        dtype, size = context.get_data_type(number), number.bitwidth // 8
-        lanes = VECTOR_BYTES // size
-        vec, name = ir.VectorType(dtype, lanes), f"v{lanes}{'f64' if size == 8 else 'f32'}"
+        vec, lanes, size, fma = _vector_kit(context, builder, signature.args[6].dtype)
         mask_type = ir.VectorType(ir.IntType(1), lanes)
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.{name}"
-        )
         masked_load = cgutils.get_or_insert_function(
             builder.module,
             ir.FunctionType(vec, [vec.as_pointer(), _I32, mask_type, vec]),
-            f"llvm.masked.load.{name}.p0",
+            f"llvm.masked.load.v{lanes}{'f64' if size == 8 else 'f32'}.p0",
         )
 
         def at(ptr, n):  # &ptr[n]
-            return builder.gep(ptr, [n if isinstance(n, ir.Value) else _i64(n)])
+            return _at(builder, ptr, n)
 
         a_rows = [at(a0, builder.mul(_i64(r), a_row_)) for r in range(BLOCK)]
         b_rows = [at(b0, builder.mul(_i64(q), b_row_)) for q in range(BLOCK)]
@@ -117,7 +111,8 @@ def _dots(typingctx, a, a_off, a_row, b, b_off, b_row, c, c_off, c_row, k):
         left = builder.sub(k_, off)
         with builder.if_then(builder.icmp_signed(">", left, _i64(0))):
             lane_ids = ir.Constant(ir.VectorType(ir.IntType(64), lanes), list(range(lanes)))
-            mask = builder.icmp_signed("<", lane_ids, _splat(builder, left, lanes))
+            left_vec = _broadcast(builder, left, ir.VectorType(ir.IntType(64), lanes), lanes)
+            mask = builder.icmp_signed("<", lane_ids, left_vec)
             step(lambda p: builder.call(masked_load, [vector_at(p, off), _I32(size), mask, zero]))
         # across the lanes: 16 vectors -> 16 / lanes vectors of one sum per lane, in order
         vectors, seg = [builder.load(s) for s in sums], lanes
@@ -126,7 +121,7 @@ def _dots(typingctx, a, a_off, a_row, b, b_off, b_row, c, c_off, c_row, k):
                 _halve(builder, x, y, seg, lanes) for x, y in zip(vectors[::2], vectors[1::2])
             ]
             seg //= 2
-        row_type = ir.VectorType(dtype, BLOCK)
+        row_type = ir.VectorType(vec.element, BLOCK)
         for r in range(BLOCK):
             v, start = divmod(r * BLOCK, lanes)
             lanes_of_row = _lane_vector(list(range(start, start + BLOCK)))
@@ -136,13 +131,6 @@ def _dots(typingctx, a, a_off, a_row, b, b_off, b_row, c, c_off, c_row, k):
         return context.get_dummy_value()
 
     return sig, codegen
-
-
-def _splat(builder, scalar, lanes: int):
-    """The int64 vector (scalar, scalar, ...)."""
-    vec = ir.VectorType(ir.IntType(64), lanes)
-    first = builder.insert_element(ir.Constant(vec, ir.Undefined), scalar, _I32(0))
-    return builder.shuffle_vector(first, ir.Constant(vec, ir.Undefined), _lane_vector([0] * lanes))
 
 
 @njit(cache=True, nogil=True, fastmath=_FLAGS)

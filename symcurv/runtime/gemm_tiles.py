@@ -63,17 +63,10 @@ def _tile_intrinsic(rows: int, vectors: int, prefetch: int = 0):
         def codegen(context, builder, signature, args):
             _, _, a_row_, a_step_, _, _, b_step_, _, _, c_row_, k_, add_ = args
             a0, b0, c0 = (_element_pointer(context, builder, signature, args, j) for j in (0, 4, 7))
-            size = signature.args[7].dtype.bitwidth // 8
-            lanes = VECTOR_BYTES // size
-            vec = ir.VectorType(context.get_data_type(signature.args[7].dtype), lanes)
-            fma = cgutils.get_or_insert_function(
-                builder.module,
-                ir.FunctionType(vec, [vec, vec, vec]),
-                f"llvm.fma.v{lanes}{'f64' if size == 8 else 'f32'}",
-            )
+            vec, lanes, size, fma = _vector_kit(context, builder, signature.args[7].dtype)
 
             def at(ptr, n):  # &ptr[n]
-                return builder.gep(ptr, [n if isinstance(n, ir.Value) else _i64(n)])
+                return _at(builder, ptr, n)
 
             ask_cache = _prefetcher(builder) if prefetch else None
 
@@ -134,6 +127,25 @@ def _prefetcher(builder):
 
 def _i64(n: int) -> ir.Constant:
     return ir.Constant(ir.IntType(64), n)
+
+
+def _at(builder, ptr, n):
+    """&ptr[n] for an LLVM value or a Python int n."""
+    return builder.gep(ptr, [n if isinstance(n, ir.Value) else _i64(n)])
+
+
+def _vector_kit(context, builder, number):
+    """(the vector type, its lanes, the bytes of one number, ``llvm.fma`` on that vector)
+    for the Numba float type ``number`` at this machine's VECTOR_BYTES."""
+    size = number.bitwidth // 8
+    lanes = VECTOR_BYTES // size
+    vec = ir.VectorType(context.get_data_type(number), lanes)
+    fma = cgutils.get_or_insert_function(
+        builder.module,
+        ir.FunctionType(vec, [vec, vec, vec]),
+        f"llvm.fma.v{lanes}{'f64' if size == 8 else 'f32'}",
+    )
+    return vec, lanes, size, fma
 
 
 def _broadcast(builder, scalar, vec, lanes):

@@ -268,6 +268,4 @@ def logsumexp_rows(x, out):
                 acc += d[c * n + j]
             sums[i0 + c] = acc
     for i in range(rows):
-        sums[i] = log(sums[i])
-    for i in range(rows):
-        m[i] = m[i] + sums[i]
+        m[i] = m[i] + log(sums[i])

@@ -173,7 +173,8 @@ def test_narrow_blocks_equal_numpy_for_every_sum_length(dtype):
 _AVX2_NARROW = """
 import numpy as np
 import symcurv.runtime.gemm_narrow as gn
-gn.VECTOR_BYTES = 32  # compiled after this: AVX2's 8 float32 / 4 float64 lanes
+import symcurv.runtime.gemm_tiles as gt
+gt.VECTOR_BYTES = 32  # read when the blocks compile, below: AVX2's 8 float32 / 4 float64 lanes
 rng = np.random.default_rng(0)
 for dt, tol in ((np.float32, 2e-5), (np.float64, 1e-12)):
     for k in (4, 5, 8, 9, 17, 31, 100):

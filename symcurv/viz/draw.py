@@ -122,9 +122,10 @@ def short(text: str, limit: int = MAX_EXPR) -> str:
 
 
 def label_lines(node: Node, out_keys: list[str]) -> list[str]:
-    """Name, op and shape, the expression (elementwise) or value (const), output keys."""
-    fn = node.attr("fn")
-    op = fn if node.op == "elementwise" and fn else node.op
+    """Name, op and shape, the expression (elementwise) or value (const), output keys.
+    A node that names the function it applies (``fn``: an elementwise tanh, a separable
+    loss's sigmoid_cross_entropy) shows that function instead of its op."""
+    op = node.attr("fn") or node.op
     lines = [node.name, f"{op} · {shape_text(node)}"]
     if node.attr("expr") is not None:
         lines.append(short(node.attr("expr")))

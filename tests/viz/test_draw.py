@@ -19,7 +19,7 @@ import pytest
 from symcurv import errors, pipeline
 from symcurv.ir.graph import Graph
 from symcurv.viz import draw
-from symcurv.viz.draw import MAX_EXPR, ROLES, layers, to_dot
+from symcurv.viz.draw import MAX_EXPR, ROLES, label_lines, layers, to_dot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,3 +205,18 @@ def test_draw_from_graph_json_needs_no_sympy(branching_grad, tmp_path):
     assert (tmp_path / "grad.dot").read_text(encoding="utf-8") == to_dot(
         g, forward_ids=ids, title="branching: grad"
     )
+
+
+def test_a_node_naming_its_function_shows_it():
+    """elementwise and a separable loss both carry ``fn``: the label names the function
+    applied (a node without one shows its op)."""
+    g = Graph("fns")
+    x = g.add_node("input", [], (3,), True, {"shape": (3,)}, name="x")
+    t = g.add_node("target", [], (3,), True, {"shape": (3,)}, name="t")
+    y = g.add_node("elementwise", [x.id], (3,), True, {"fn": "tanh"}, name="y")
+    loss = g.add_node(
+        "separable_loss", [y.id, t.id], (), True, {"fn": "sigmoid_cross_entropy"}, name="l"
+    )
+    assert label_lines(y, [])[1] == "tanh · B×3"
+    assert label_lines(loss, [])[1] == "sigmoid_cross_entropy · B"
+    assert label_lines(x, [])[1] == "input · B×3"

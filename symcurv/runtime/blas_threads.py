@@ -79,3 +79,29 @@ blas_threads = types.ExternalFunction(_SYMBOL, types.int32())
 def threads() -> int:
     """The BLAS's thread count now, from Python (0: unknown)."""
     return int(_GET())
+
+
+# OpenBLAS's name for the kernels it chose for this core, library by library (a C string).
+_CORE_NAMES = (
+    "scipy_openblas_get_corename",
+    "scipy_openblas_get_corename64_",
+    "openblas_get_corename",
+    "openblas_get_corename64_",
+)
+
+
+def blas_core() -> str | None:
+    """OpenBLAS's name for the kernels it runs on this core ("Haswell", "SkylakeX", ...),
+    or None (another BLAS). An OpenBLAS older than the core picks the newest kernels it
+    knows: on the Zen 5 VM of session 17 scipy's 0.3.30 runs "Haswell"'s AVX2 kernels,
+    half the speed of the AVX-512 ones (runtime/gemm.py reads this)."""
+    path = blas_library()
+    if path is None:
+        return None
+    lib = ctypes.CDLL(path)
+    for name in _CORE_NAMES:
+        if hasattr(lib, name):
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = ctypes.c_char_p, []
+            return fn().decode()
+    return None

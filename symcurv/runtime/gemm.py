@@ -37,7 +37,7 @@ import numpy as np
 from numba import njit
 from numba.extending import overload
 
-from symcurv.runtime.blas_threads import blas_threads
+from symcurv.runtime.blas_threads import blas_core, blas_threads
 from symcurv.runtime.gemm_narrow import narrow_nt
 from symcurv.runtime.gemm_tiles import (
     TILE_ROWS,
@@ -53,7 +53,7 @@ from symcurv.runtime.gemm_tiles import (
 # blas_threads.py would leave the old kernels running from the cache, in an editable
 # install after a pull too. This line changes with them (tests/runtime/test_gemm.py checks
 # it against ``kernels_source_hash()``), so that their edit recompiles everything here.
-KERNELS_SOURCE_HASH = "58493f64ea2b3162"
+KERNELS_SOURCE_HASH = "9f28df591bd2d147"
 KERNEL_FILES = ("gemm_tiles.py", "gemm_narrow.py", "blas_threads.py")
 
 
@@ -87,16 +87,26 @@ DEPTH_PER_COLUMN_FLOAT32 = 4
 #   on every call), sums TILED_NT_MIN_DEPTH to TILED_NT_MAX_DEPTH long, between one tile
 #   and TILED_NT_MAX_COLS columns (a narrower output would be mostly padding);
 # - gᵀ·b: at most TILED_TN_MAX_ROWS rows, between one tile and TILED_TN_MAX_COLS
-#   columns, over at least TILED_TN_MIN_CASES cases (float64 only to 500 × 500: beyond,
-#   OpenBLAS's blocking wins, 1.01-1.14).
+#   columns, over at least TILED_TN_MIN_CASES cases (float64 only to 500 × 500 where
+#   OpenBLAS runs AVX-512 kernels: beyond, its blocking wins, 1.01-1.14; see below).
 TILED_NN_MAX_DEPTH = 1000
 TILED_NN_MAX_COLS_FLOAT64, TILED_NN_MAX_COLS_FLOAT32 = 1000, 1024
 TILED_NT_MIN_ROWS = 256
 TILED_NT_MIN_DEPTH, TILED_NT_MAX_DEPTH = 8, 1000
 TILED_NT_MAX_COLS = 1024
-TILED_TN_MAX_ROWS_FLOAT64, TILED_TN_MAX_ROWS_FLOAT32 = 500, 1000
-TILED_TN_MAX_COLS_FLOAT64, TILED_TN_MAX_COLS_FLOAT32 = 500, 1024
+TILED_TN_MAX_ROWS_FLOAT32, TILED_TN_MAX_COLS_FLOAT32 = 1000, 1024
 TILED_TN_MIN_CASES = 64
+# OpenBLAS's kernels that use AVX-512, by its names for them (lower case). Where this
+# machine has AVX-512 and OpenBLAS runs none of them (a core newer than the library: on
+# the Zen 5 VM of session 17 scipy's OpenBLAS 0.3.30 runs "Haswell"), the tiles take
+# 0.16-0.63 × its time on every gᵀ·b of the sweep up to 1000 × 1024 in float64 too
+# (docs/benchmarks.md, "Session 17"). Another BLAS (no core name) is taken to have them.
+AVX512_BLAS_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+_CORE = (blas_core() or "").lower()
+BLAS_WITHOUT_AVX512 = VECTOR_BYTES == 64 and _CORE != "" and _CORE not in AVX512_BLAS_CORES
+TILED_TN_MAX_ROWS_FLOAT64, TILED_TN_MAX_COLS_FLOAT64 = (
+    (1000, 1024) if BLAS_WITHOUT_AVX512 else (500, 500)
+)
 
 
 @njit(cache=True, nogil=True)

@@ -5,15 +5,18 @@ The backward products of a narrow layer are G W (B×20·20×256: the input gradi
 (20×B·B×256: the weight gradient). OpenBLAS runs them 18-20 % slower than XLA's dot
 (docs/benchmarks.md, "Session 12: quiet machine"), and LLVM does not vectorize a scalar
 Numba loop for them well: a loop along the output row keeps its sums in memory, one load
-and one store per multiply-add. Here a tile of R rows × V vectors of the output (4 × 4
-zmm registers of 8 doubles on AVX-512: 4 × 32 numbers) stays in registers for the whole
+and one store per multiply-add. Here a tile of R rows × V vectors of the output (6 × 4
+zmm registers of 8 doubles on AVX-512: 6 × 32 numbers) stays in registers for the whole
 sum, written in LLVM IR by a Numba intrinsic: per step p of the sum, V vector loads of
 b's row p, R scalars of a broadcast, R·V fused multiply-adds (``llvm.fma``, so NaN and
 ±inf propagate exactly as in the BLAS: codegen/guards.py relies on it). Measured on the
 2-core Zen 4 VM, one thread, B = 1000 (docs/benchmarks.md, "Session 13"): G W0 189
 against OpenBLAS's 241 µs and XLA's 206; Gᵀ X 189 against 246 and 204 (float64). On the
 autoencoder's float32 layers (session 14) the three kernels run at 0.97-1.02 × XLA's
-time where OpenBLAS takes 1.02-1.09 ×.
+time where OpenBLAS takes 1.02-1.09 ×. On the Zen 5 VM of session 17, whose FMA pipes
+are twice as wide, 4-row tiles starved on b's loads; 6-row tiles (``TALL_MIN_SUM_BYTES_NN``)
+run the autoencoder's G W and Gᵀ H at 0.91-1.02 × XLA's time, where OpenBLAS, which has no
+kernel for that core, takes 1.7-1.9 ×.
 
 One tile routine serves every product through its strides: step p of the sum reads
 ``a[a_off + r·a_row + p·a_step]`` and the vectors ``b[b_off + p·b_step + ...]``.
@@ -24,9 +27,9 @@ One tile routine serves every product through its strides: step p of the sum rea
   reads a new cache line of g, a row of g away from the last, so these tiles prefetch g
   a few cases ahead, and the first block of cases stores its sums (no zeroing pass).
 Columns left over from the tiles go by one-vector tiles, and the last few columns (fewer
-than one vector: 1000 = 62 · 16 + 8) through a zero-padded copy; rows left over by
-one-row tiles (gᵀ·b: two at a time). gᵀ·b with a tile's width of rows sums its left-over
-columns as their transpose instead, in whole tiles.
+than one vector: 1000 = 62 · 16 + 8) through a zero-padded copy; rows left over by 4-, 2-
+and 1-row tiles (``_rows``). gᵀ·b with a tile's width of rows sums its left-over columns
+as their transpose instead, in whole tiles.
 """
 
 from __future__ import annotations
@@ -38,10 +41,10 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-# Vector width of this machine's widest registers: 32 of them on AVX-512 (4 × 4 tiles
-# leave room for the 4 + 4 operands), 16 on AVX2 (4 × 2 tiles).
+# Vector width of this machine's widest registers: 32 of them on AVX-512 (6 × 4 tiles
+# leave room for b's 4 vectors and a broadcast), 16 on AVX2 (6 × 2 tiles: 12 + 2 + 1).
 VECTOR_BYTES = 64 if "+avx512f" in llvm.get_host_cpu_features().flatten() else 32
-TILE_ROWS = 4
+TILE_ROWS = 6
 TILE_VECTORS = 4 if VECTOR_BYTES == 64 else 2
 
 
@@ -156,14 +159,14 @@ def _broadcast(builder, scalar, vec, lanes):
     return builder.shuffle_vector(first, undef, zeros)
 
 
-# (rows, vectors): the main tiles, then one vector wide for the columns left over, then
-# one row for the rows left over; stored (a·b, one pass) or, for gᵀ·b's case blocks
-# after the first, added. gᵀ·b's rows left over go two at a time where they can
-# (``_pair_far``): its output is a weight gradient, whose row count (a layer's width: 250,
-# 30) is often 2 past the tiles.
+# (rows, vectors): the main tiles, one vector wide for the columns left over from them,
+# and 4, 2 and 1 rows for the rows left over (``_rows``); stored (a·b, one pass) or, for
+# gᵀ·b's case blocks after the first, added.
 _tile = _tile_intrinsic(TILE_ROWS, TILE_VECTORS)
 _tile_1 = _tile_intrinsic(TILE_ROWS, 1)
-_row = _tile_intrinsic(1, 1)
+_quad, _quad_1 = _tile_intrinsic(4, TILE_VECTORS), _tile_intrinsic(4, 1)
+_pair, _pair_1 = _tile_intrinsic(2, TILE_VECTORS), _tile_intrinsic(2, 1)
+_row, _row_1 = _tile_intrinsic(1, TILE_VECTORS), _tile_intrinsic(1, 1)
 # gᵀ·b's tiles read g down a column, a cache line per step a whole row of g apart
 # (4000 bytes for a 1000-wide float32 layer), which the hardware's prefetchers follow
 # late: asking for the line PREFETCH_STEPS cases ahead made the 1000-wide weight
@@ -173,9 +176,92 @@ _row = _tile_intrinsic(1, 1)
 PREFETCH_STEPS = 32
 _tile_far = _tile_intrinsic(TILE_ROWS, TILE_VECTORS, PREFETCH_STEPS)
 _tile_1_far = _tile_intrinsic(TILE_ROWS, 1, PREFETCH_STEPS)
+_quad_far = _tile_intrinsic(4, TILE_VECTORS, PREFETCH_STEPS)
+_quad_1_far = _tile_intrinsic(4, 1, PREFETCH_STEPS)
 _pair_far = _tile_intrinsic(2, TILE_VECTORS, PREFETCH_STEPS)
 _pair_1_far = _tile_intrinsic(2, 1, PREFETCH_STEPS)
-_row_far = _tile_intrinsic(1, 1, PREFETCH_STEPS)
+_row_far = _tile_intrinsic(1, TILE_VECTORS, PREFETCH_STEPS)
+_row_1_far = _tile_intrinsic(1, 1, PREFETCH_STEPS)
+
+
+@njit(cache=True, nogil=True)
+def _rows(a, a_off, a_row, a_step, b, b_off, b_step, c, c_off, c_row, k, add, m, whole, tall):
+    """c[c_off + i·c_row + col] (+)= Σ_{p<k} a[a_off + i·a_row + p·a_step] · b[b_off +
+    p·b_step + col] for every row i < m and the columns of one tile (``whole``) or of one
+    vector: TILE_ROWS rows at a time where ``tall`` (a long sum), else 4; the rows left
+    over 4, 2 and 1 at a time (a one-row tile keeps one chain of fused multiply-adds in
+    flight per vector, waiting on each: the leftovers in as few tiles as possible)."""
+    i = 0
+    while i < m:
+        left, ai, ci = m - i, a_off + i * a_row, c_off + i * c_row
+        if tall and left >= TILE_ROWS:
+            if whole:
+                _tile(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
+            else:
+                _tile_1(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
+            i += TILE_ROWS
+        elif left >= 4:
+            if whole:
+                _quad(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
+            else:
+                _quad_1(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
+            i += 4
+        elif left >= 2:
+            if whole:
+                _pair(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
+            else:
+                _pair_1(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
+            i += 2
+        else:
+            if whole:
+                _row(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
+            else:
+                _row_1(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
+            i += 1
+
+
+@njit(cache=True, nogil=True)
+def _rows_far(a, a_off, a_row, a_step, b, b_off, b_step, c, c_off, c_row, k, add, m, whole):
+    """``_rows`` by the tiles that prefetch a (gᵀ·b, whose a steps by a whole row of g)."""
+    i = 0
+    while i < m:
+        left, ai, ci = m - i, a_off + i * a_row, c_off + i * c_row
+        if left >= TILE_ROWS:
+            if whole:
+                _tile_far(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
+            else:
+                _tile_1_far(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
+            i += TILE_ROWS
+        elif left >= 4:
+            if whole:
+                _quad_far(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
+            else:
+                _quad_1_far(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
+            i += 4
+        elif left >= 2:
+            if whole:
+                _pair_far(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
+            else:
+                _pair_1_far(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
+            i += 2
+        else:
+            if whole:
+                _row_far(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
+            else:
+                _row_1_far(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
+            i += 1
+
+
+# Sums at least this long (in bytes of one row of a: 32 float64 or 64 float32 steps) run
+# in TILE_ROWS-row tiles, shorter ones in 4-row tiles. Six rows of 4 vectors (24 of the
+# 32 registers) read b's vectors once per 24 multiply-adds instead of 16, which the
+# 2-core Zen 5 VM's two full-width FMA pipes need: its L2 could not feed 4-row tiles
+# (docs/benchmarks.md, "Session 17": a·b and gᵀ·b on the autoencoder's layers 0.68-0.83 ×
+# the time). Over short sums the wider tile lost (1000 × K · K × 256, float64 K = 16 1.23 ×,
+# float32 K = 32 1.13 ×), and a·wᵀ, whose packed panel already streams, gains only over
+# long sums (0.92-0.97 × at K ≥ 250, 1.02-1.06 × at K ≤ 64 in float64).
+TALL_MIN_SUM_BYTES_NN = 256
+TALL_MIN_SUM_BYTES_NT = 512
 
 # Cases per pass of gᵀ·b: a panel of b (this many rows × one tile's columns, 128 KB in
 # float64 on AVX-512) stays in the 1 MB L2 cache while every row tile of the output reads it.
@@ -192,16 +278,12 @@ def tiled_nn(a, b, out):
     n = b.shape[1]
     lanes = VECTOR_BYTES // out.itemsize
     wide = TILE_VECTORS * lanes
-    n_wide, n_vec, m_tiles = n - n % wide, n - n % lanes, m - m % TILE_ROWS
+    n_wide, n_vec = n - n % wide, n - n % lanes
+    tall = k * out.itemsize >= TALL_MIN_SUM_BYTES_NN
     for q in range(0, n_wide, wide):
-        for i in range(0, m_tiles, TILE_ROWS):
-            _tile(a, i * k, k, 1, b, q, n, out, i * n + q, n, k, False)
+        _rows(a, 0, k, 1, b, q, n, out, q, n, k, False, m, True, tall)
     for q in range(n_wide, n_vec, lanes):
-        for i in range(0, m_tiles, TILE_ROWS):
-            _tile_1(a, i * k, k, 1, b, q, n, out, i * n + q, n, k, False)
-    for i in range(m_tiles, m):
-        for q in range(0, n_vec, lanes):
-            _row(a, i * k, k, 1, b, q, n, out, i * n + q, n, k, False)
+        _rows(a, 0, k, 1, b, q, n, out, q, n, k, False, m, False, tall)
     if n_vec < n:
         _tail_columns(a, k, 1, k, b, n_vec, out)
 
@@ -214,14 +296,12 @@ def _tail_columns(a, a_row, a_step, depth, b, n0, out):
     sum)."""
     m, n = out.shape
     lanes = VECTOR_BYTES // out.itemsize
-    m_tiles = m - m % TILE_ROWS
     tail, edge = _tail_panel(b, n0), np.empty((TILE_ROWS, lanes), out.dtype)
-    for i in range(0, m_tiles, TILE_ROWS):
-        _tile_1(a, i * a_row, a_row, a_step, tail, 0, lanes, edge, 0, lanes, depth, False)
-        _store(edge, out, i, n0, TILE_ROWS, n - n0)
-    for i in range(m_tiles, m):
-        _row(a, i * a_row, a_row, a_step, tail, 0, lanes, edge, 0, lanes, depth, False)
-        _store(edge, out, i, n0, 1, n - n0)
+    tall = depth * out.itemsize >= TALL_MIN_SUM_BYTES_NN
+    for i in range(0, m, TILE_ROWS):
+        rows, ai = min(TILE_ROWS, m - i), i * a_row
+        _rows(a, ai, a_row, a_step, tail, 0, lanes, edge, 0, lanes, depth, False, rows, False, tall)
+        _store(edge, out, i, n0, rows, n - n0)
 
 
 @njit(cache=True, nogil=True)
@@ -297,33 +377,22 @@ def _tn_tiles(g, b, out, n_vec):
     n = b.shape[1]
     lanes = VECTOR_BYTES // out.itemsize
     wide = TILE_VECTORS * lanes
-    n_wide, m_tiles = n_vec - n_vec % wide, m - m % TILE_ROWS
+    n_wide = n_vec - n_vec % wide
     if cases == 0:
         _fill(out, 0, n_vec)
     for c0 in range(0, cases, CASE_BLOCK):
         kc, add = min(CASE_BLOCK, cases - c0), c0 > 0
         for q in range(0, n_wide, wide):
-            for j in range(0, m_tiles, TILE_ROWS):
-                _tile_far(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc, add)
+            _rows_far(g, c0 * m, 1, m, b, c0 * n + q, n, out, q, n, kc, add, m, True)
         for q in range(n_wide, n_vec, lanes):
-            for j in range(0, m_tiles, TILE_ROWS):
-                _tile_1_far(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc, add)
-        if m - m_tiles >= 2:  # two rows left over: one pass over b for both
-            j = m_tiles
-            for q in range(0, n_wide, wide):
-                _pair_far(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc, add)
-            for q in range(n_wide, n_vec, lanes):
-                _pair_1_far(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc, add)
-        for j in range(m_tiles + 2 * ((m - m_tiles) // 2), m):
-            for q in range(0, n_vec, lanes):
-                _row_far(g, c0 * m + j, 1, m, b, c0 * n + q, n, out, j * n + q, n, kc, add)
+            _rows_far(g, c0 * m, 1, m, b, c0 * n + q, n, out, q, n, kc, add, m, False)
 
 
 @njit(cache=True, nogil=True)
 def _tn_left_transposed(g, b, out, n0):
     """out[:, n0:] = gᵀ · b[:, n0:] for the r columns past the whole tiles (r < one tile),
-    as its transpose b[:, n0:]ᵀ · g: b's r columns, copied into a cases × r panel (r
-    rounded up to the 4-row tiles, zero-padded), take the scalars' place and g's M-wide
+    as its transpose b[:, n0:]ᵀ · g: b's r columns, copied into a cases × r panel, take
+    the scalars' place and g's M-wide
     rows the vectors', so whole tiles sum them. One-vector tiles over out's own rows
     instead read a new line of g at every case for four products; this way the 1000 ×
     500 and 500 × 250 weight gradients took 0.95 × the time, the 784 × 1000 one 0.98 ×,
@@ -331,7 +400,7 @@ def _tn_left_transposed(g, b, out, n0):
     calls with the operands out of cache; float64 0.95-1.01 ×)."""
     cases, m = g.shape
     r = b.shape[1] - n0
-    panel = np.zeros((cases, r + (-r) % TILE_ROWS), out.dtype)
+    panel = np.empty((cases, r), out.dtype)
     for p in range(cases):
         for c in range(r):
             panel[p, c] = b[p, n0 + c]
@@ -356,26 +425,25 @@ def tiled_nt(a, w, out):
     n = w.shape[0]
     lanes = VECTOR_BYTES // out.itemsize
     wide = TILE_VECTORS * lanes
-    m_tiles = m - m % TILE_ROWS
     panel = np.empty((k, wide), out.dtype)
     edge = np.empty((TILE_ROWS, wide), out.dtype)
+    tall = k * out.itemsize >= TALL_MIN_SUM_BYTES_NT
     for q in range(0, n, wide):
         cols = min(wide, n - q)
         _pack_transposed(w, q, cols, panel)
-        for i in range(0, m_tiles, TILE_ROWS):
-            if cols == wide:
-                _tile(a, i * k, k, 1, panel, 0, wide, out, i * n + q, n, k, False)
-            elif cols > wide - lanes:  # every vector holds columns (250 = 3 · 64 + 58)
-                _tile(a, i * k, k, 1, panel, 0, wide, edge, 0, wide, k, False)
-                _store(edge, out, i, q, TILE_ROWS, cols)
+        if cols == wide:
+            _rows(a, 0, k, 1, panel, 0, wide, out, q, n, k, False, m, True, tall)
+            continue
+        for i in range(0, m, TILE_ROWS):  # the partial last tile, through edge
+            rows = min(TILE_ROWS, m - i)
+            if cols > wide - lanes:  # every vector holds columns (250 = 3 · 64 + 58)
+                _rows(a, i * k, k, 1, panel, 0, wide, edge, 0, wide, k, False, rows, True, tall)
             else:  # only the vectors that hold columns (784 = 12 · 64 + 16: one of four)
                 for v in range(0, cols, lanes):
-                    _tile_1(a, i * k, k, 1, panel, v, wide, edge, v, wide, k, False)
-                _store(edge, out, i, q, TILE_ROWS, cols)
-        for i in range(m_tiles, m):
-            for v in range(0, cols, lanes):
-                _row(a, i * k, k, 1, panel, v, wide, edge, v, wide, k, False)
-            _store(edge, out, i, q, 1, cols)
+                    _rows(
+                        a, i * k, k, 1, panel, v, wide, edge, v, wide, k, False, rows, False, tall
+                    )
+            _store(edge, out, i, q, rows, cols)
 
 
 PACK_DEPTH = 16  # rows of the panel per pass: the 16 numbers read from each of w's rows

@@ -3,12 +3,14 @@ pass, by the BLAS or by symcurv's own kernels (gemm_narrow.py, gemm_tiles.py), w
 only while the BLAS runs one thread (blas_threads.py): the tests of those kernels set that
 with threadpoolctl, as the benchmarks do with OPENBLAS_NUM_THREADS=1."""
 
+import itertools
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import threadpoolctl
 from threadpoolctl import threadpool_limits
 
 from symcurv.runtime import blas_threads
@@ -42,6 +44,8 @@ from symcurv.runtime.gemm import (
 from symcurv.runtime.gemm_narrow import narrow_nt
 from symcurv.runtime.gemm_tiles import (
     CASE_BLOCK,
+    TALL_MIN_SUM_BYTES_NN,
+    TALL_MIN_SUM_BYTES_NT,
     TILE_ROWS,
     TILE_VECTORS,
     VECTOR_BYTES,
@@ -68,6 +72,17 @@ def serial_blas():
     with threadpool_limits(limits=1, user_api="blas"):
         assert blas_threads.threads() == 1
         yield
+
+
+def test_the_blas_core_is_one_threadpoolctl_reports():
+    """The name of OpenBLAS's kernels for this core, read through the library behind
+    Numba's BLAS, is one threadpoolctl reads from the OpenBLAS libraries loaded; it decides
+    the float64 gᵀ·b limit."""
+    core = blas_threads.blas_core()
+    info = threadpoolctl.threadpool_info()
+    assert core in {i.get("architecture") for i in info if i["internal_api"] == "openblas"}
+    big = takes_tiled_tn(np.empty((1000, 1000)).T, np.empty((1000, 784)))
+    assert big == gemm_module.BLAS_WITHOUT_AVX512
 
 
 def test_the_blas_thread_count_is_read_on_every_call():
@@ -170,11 +185,17 @@ def test_narrow_blocks_equal_numpy_for_every_sum_length(dtype):
         np.testing.assert_allclose(out, X @ W.T, rtol=tol, atol=tol * k)
 
 
-_AVX2_NARROW = """
+_AVX2 = """
+import llvmlite.binding as llvm
+_host = llvm.get_host_cpu_features
+class _NoAvx512:  # this machine as an AVX2 one: gemm_tiles reads the flags at import
+    def flatten(self):
+        return ",".join(f for f in _host().flatten().split(",") if not f.startswith("+avx512"))
+llvm.get_host_cpu_features = _NoAvx512
 import numpy as np
 import symcurv.runtime.gemm_narrow as gn
 import symcurv.runtime.gemm_tiles as gt
-gt.VECTOR_BYTES = 32  # read when the blocks compile, below: AVX2's 8 float32 / 4 float64 lanes
+assert (gt.VECTOR_BYTES, gt.TILE_VECTORS) == (32, 2)  # 8 float32 / 4 float64 lanes, 6 × 2
 rng = np.random.default_rng(0)
 for dt, tol in ((np.float32, 2e-5), (np.float64, 1e-12)):
     for k in (4, 5, 8, 9, 17, 31, 100):
@@ -183,15 +204,27 @@ for dt, tol in ((np.float32, 2e-5), (np.float64, 1e-12)):
             out = np.full((m, n), np.nan, dt)
             gn.narrow_nt(a, b, out)
             np.testing.assert_allclose(out, a @ b.T, rtol=tol, atol=tol * k)
+    # rows and columns left over, short and tall sums, gᵀ·b's transposed columns (m = 20)
+    for m, k, n in ((11, 20, 37), (9, 130, 21), (6, 300, 8), (20, 70, 37)):
+        a, b = rng.standard_normal((m, k)).astype(dt), rng.standard_normal((k, n)).astype(dt)
+        for kernel, args in ((gt.tiled_nn, (a, b)), (gt.tiled_nt, (a, b.T.copy()))):
+            out = np.full((m, n), np.nan, dt)
+            kernel(*args, out)
+            np.testing.assert_allclose(out, a @ b, rtol=tol, atol=tol * k)
+        g, x = rng.standard_normal((k, m)).astype(dt), rng.standard_normal((k, n)).astype(dt)
+        out = np.full((m, n), np.nan, dt)
+        gt.tiled_tn(g, x, out)
+        np.testing.assert_allclose(out, g.T @ x, rtol=tol, atol=tol * k)
 """
 
 
-def test_narrow_blocks_at_the_avx2_width_equal_numpy(tmp_path):
-    """On a machine without AVX-512 the blocks' vectors hold 8 or 4 numbers and the lane
-    sums end in 2 or 4 vectors: compiled at that width in a fresh process, with its own
-    Numba cache (a cached narrower kernel must never serve this machine's runs)."""
+def test_kernels_at_the_avx2_width_equal_numpy(tmp_path):
+    """On a machine without AVX-512 the vectors hold 8 or 4 numbers: the narrow blocks' lane
+    sums end in 2 or 4 vectors, the tiles are 6 × 2 vectors. Compiled so in a fresh process
+    that reads the CPU's flags without AVX-512, with its own Numba cache (a cached narrower
+    kernel must never serve this machine's runs)."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
-    subprocess.run([sys.executable, "-c", _AVX2_NARROW], env=env, check=True, timeout=600)
+    subprocess.run([sys.executable, "-c", _AVX2], env=env, check=True, timeout=600)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -262,38 +295,46 @@ def test_which_products_are_tiled(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_tiled_products_equal_numpy_with_every_remainder(dtype, serial_blas):
-    """Rows left over from the tiles (0-3), columns left over from the wide tiles (one
-    vector at a time, or for gᵀ·b with many rows as the transpose) and from the vectors (1
-    to lanes − 1: the padded tail), and for gᵀ·b cases over several blocks of
-    CASE_BLOCK: the kernels themselves, and ``gemm``
-    with the layouts a driver passes (G W0: all C; Gᵀ X: G.T) wherever it takes them."""
+    """Rows left over from the tiles (0 to TILE_ROWS - 1: by 4-, 2- and 1-row tiles), over
+    sums short (4-row tiles) and long (TILE_ROWS-row tiles); columns left over from the
+    wide tiles (one vector at a time, or for gᵀ·b with many rows as the transpose) and
+    from the vectors (1 to lanes − 1: the padded tail); for gᵀ·b cases over several blocks
+    of CASE_BLOCK: the kernels themselves, and ``gemm`` with the layouts a driver passes
+    (G W0: all C; Gᵀ X: G.T) wherever it takes them."""
     rng = np.random.default_rng(3)
     lanes = _lanes(dtype)
     wide = TILE_VECTORS * lanes
     tol = 1e-12 if dtype == np.float64 else 2e-5
     cases = 2 * CASE_BLOCK + 7
+    # sums short of the tall tiles' (4-row tiles) and long enough for them in a·b and a·wᵀ
+    itemsize = np.dtype(dtype).itemsize
+    depths = (20, -(-max(TALL_MIN_SUM_BYTES_NN, TALL_MIN_SUM_BYTES_NT) // itemsize) + 1)
+    assert 20 * itemsize < min(TALL_MIN_SUM_BYTES_NN, TALL_MIN_SUM_BYTES_NT)
     # gᵀ·b with a tile's width of rows or more sums its left-over columns as their
     # transpose, whose own columns (out's rows) have every remainder too
-    for m in [*range(TILE_ROWS, TILE_ROWS + 4), wide, wide + lanes + 3]:
+    for m in [*range(TILE_ROWS, 2 * TILE_ROWS), wide, wide + lanes + 3]:
         # the last tile: none, 1 and 3 whole vectors, 1 number, 2 vectors but one number,
         # 3 vectors and one number (4 vectors, some padding)
         tails = (0, lanes, 3 * lanes, 1, 2 * lanes - 1, 3 * lanes + 1)
-        for n in [wide + t for t in tails] + [2 * wide + 2 * lanes - 1]:
-            a = rng.standard_normal((m, 20)).astype(dtype)
-            b = rng.standard_normal((20, n)).astype(dtype)
+        for n, k in itertools.product(
+            [wide + t for t in tails] + [2 * wide + 2 * lanes - 1], depths
+        ):
+            a = rng.standard_normal((m, k)).astype(dtype)
+            b = rng.standard_normal((k, n)).astype(dtype)
             g = rng.standard_normal((cases, m)).astype(dtype)
             x = rng.standard_normal((cases, n)).astype(dtype)
             assert takes_tiled_nn(a, b) and takes_tiled_tn(g.T, x)
             for product, args, want, atol in (
-                (tiled_nn, (a, b), a @ b, tol * 20),
-                (tiled_nt, (a, b.T.copy()), a @ b, tol * 20),
+                (tiled_nn, (a, b), a @ b, tol * k),
+                (tiled_nt, (a, b.T.copy()), a @ b, tol * k),
                 (tiled_tn, (g, x), g.T @ x, tol * cases),
-                (gemm, (a, b), a @ b, tol * 20),
+                (gemm, (a, b), a @ b, tol * k),
                 (gemm, (g.T, x), g.T @ x, tol * cases),
             ):
                 out = np.full(want.shape, np.nan, dtype)
                 product(*args, out)
-                np.testing.assert_allclose(out, want, rtol=tol, atol=atol, err_msg=f"{m}×{n}")
+                msg = f"{m}×{k}×{n}"
+                np.testing.assert_allclose(out, want, rtol=tol, atol=atol, err_msg=msg)
     # a·wᵀ through gemm (enough rows for it), W a transposed C-ordered array as in a driver
     for m in (TILED_NT_MIN_ROWS, TILED_NT_MIN_ROWS + 3):
         for n in (wide, wide + 1, 3 * wide - lanes):
@@ -313,20 +354,21 @@ def test_tiled_products_pass_non_finite_numbers_on(dtype, serial_blas):
     lanes = _lanes(dtype)
     n = TILE_VECTORS * lanes + lanes + 3  # a wide tile, a one-vector tile and a tail
     for bad in (np.nan, np.inf, -np.inf):
-        for row, col in ((0, 0), (5, 7), (2, 19)):
-            G = rng.standard_normal((6, 20)).astype(dtype)  # G W: rows 4-5 left over
+        for row, col in ((0, 0), (5, 7), (2, 19), (7, 3), (10, 11)):
+            # G W: rows 6-9 left over as a 4-row tile, row 10 alone
+            G = rng.standard_normal((TILE_ROWS + 5, 20)).astype(dtype)
             W = rng.standard_normal((20, n)).astype(dtype)
             W[col] = 0.0  # the bad entry meets zeros only
             G[row, col] = bad
             for product, w in ((gemm, W), (tiled_nn, W), (tiled_nt, W.T.copy())):
-                out = np.empty((6, n), dtype)
+                out = np.empty(G.shape[:1] + (n,), dtype)
                 product(G, w, out)
                 assert not np.isfinite(out[row]).any(), (bad, row, col)  # the tail too
                 assert np.isfinite(np.delete(out, row, axis=0)).all()
             cases = CASE_BLOCK + 3  # Gᵀ X, the bad case in either block
-            # 6 rows: left-over columns by one-vector tiles and the tail; a tile's width
+            # 11 rows: left-over columns by one-vector tiles and the tail; a tile's width
             # and 2 more: as the transpose (the bad entry then among its scalars)
-            for m in (6, n - lanes + 2):
+            for m in (TILE_ROWS + 5, n - lanes + 2):
                 X = rng.standard_normal((cases, n)).astype(dtype)
                 Gc = rng.standard_normal((cases, m)).astype(dtype)
                 # a column of the wide tile, of the one-vector tile, of the tail

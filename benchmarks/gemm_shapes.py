@@ -152,17 +152,17 @@ def sweep(kernels=()) -> None:
         f"tiled_nt: out = a·wᵀ, a {B} × K, w N × K": (
             wide_nt,
             ("K", (8, 20, 32, 64, 128, 256, 500, 784, 1000)),
-            ("N", (32, 64, 128, 250, 256, 500, 512, 784, 1000, 1024)),
+            ("N", (4, 10, 20, 32, 40, 64, 128, 250, 256, 500, 512, 784, 1000, 1024)),
         ),
         f"tiled_nn: out = a·b, a {B} × K, b K × N": (
             nn,
             ("K", (8, 20, 32, 64, 128, 256, 500, 1000)),
-            ("N", (32, 64, 128, 250, 256, 500, 512, 784, 1000, 1024)),
+            ("N", (4, 10, 20, 32, 40, 64, 128, 250, 256, 500, 512, 784, 1000, 1024)),
         ),
         f"tiled_tn: out = gᵀ·b, g {B} × M, b {B} × N": (
             tn,
             ("M", (4, 8, 20, 30, 32, 64, 128, 250, 256, 500, 1000)),
-            ("N", (32, 64, 128, 250, 256, 500, 512, 784, 1000, 1024)),
+            ("N", (4, 10, 20, 32, 40, 64, 128, 250, 256, 500, 512, 784, 1000, 1024)),
         ),
     }
     for dtype in ("float64", "float32"):
@@ -172,10 +172,50 @@ def sweep(kernels=()) -> None:
             print(f"\n{dtype}, {title}: kernel / BLAS (below 1: symcurv's kernel is faster)")
             rows = [[f"{rname} = {r}"] + [f"{f(r, c, dtype):.2f}" for c in cvals] for r in rvals]
             print(table(rows, ["", *[f"{cname} = {c}" for c in cvals]]), flush=True)
-        if kernels and "narrow_nt" not in kernels:
-            continue
-        cells = [f"{nt(m, 256, 20, dtype):.2f}" for m in (1, 4, 8, 16, 100)]
-        print(table([["narrow_nt, K = 256, N = 20", *cells]], ["rows", "1", "4", "8", "16", "100"]))
+        _by_rows(kernels, dtype, nt, rng)
+
+
+def _by_rows(kernels, dtype, nt, rng) -> None:
+    """The kernels over the row count (cases): cp_net's shapes at B = 1 to 1000."""
+    import numpy as np
+    from numba import njit
+
+    from symcurv.runtime.gemm_tiles import tiled_nn, tiled_nt, tiled_tn
+
+    blas = njit(lambda a, b, out: np.dot(a, b, out))
+
+    def ratio(kernel, a, b, blas_a, blas_b, out):
+        return _time(lambda: kernel(a, b, out)) / _time(lambda: blas(blas_a, blas_b, out))
+
+    def rand(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    counts = (1, 4, 8, 16, 32, 64, 100, 256, 1000)
+    rows = []
+    if not kernels or "narrow_nt" in kernels:
+        rows.append(["narrow_nt, K = 256, N = 20", *(nt(m, 256, 20, dtype) for m in counts)])
+    for k, n in ((20, 20), (256, 20), (20, 256)):
+        if not kernels or "tiled_nt" in kernels:
+            cells = []
+            for m in counts:
+                a, w = rand(m, k), rand(n, k)
+                cells.append(ratio(tiled_nt, a, w, a, w.T, np.empty((m, n), dtype)))
+            rows.append([f"tiled_nt, K = {k}, N = {n}", *cells])
+        if not kernels or "tiled_nn" in kernels:
+            cells = []
+            for m in counts[1:]:
+                a, b = rand(m, k), rand(k, n)
+                cells.append(ratio(tiled_nn, a, b, a, b, np.empty((m, n), dtype)))
+            rows.append([f"tiled_nn, K = {k}, N = {n}", "", *cells])
+        if not kernels or "tiled_tn" in kernels:
+            cells = []
+            for m in counts:
+                g, b = rand(m, k), rand(m, n)
+                cells.append(ratio(tiled_tn, g, b, g.T, b, np.empty((k, n), dtype)))
+            rows.append([f"tiled_tn, M = {k}, N = {n} (cases)", *cells])
+    rows = [[r[0], *(c if isinstance(c, str) else f"{c:.2f}" for c in r[1:])] for r in rows]
+    print(f"\n{dtype}, over the rows: kernel / BLAS")
+    print(table(rows, ["rows", *map(str, counts)]), flush=True)
 
 
 def _jax_call(dot, a, b):

@@ -40,7 +40,6 @@ from numba.extending import overload
 from symcurv.runtime.blas_threads import blas_core, blas_threads
 from symcurv.runtime.gemm_narrow import narrow_nt
 from symcurv.runtime.gemm_tiles import (
-    TILE_ROWS,
     TILE_VECTORS,
     VECTOR_BYTES,
     tiled_nn,
@@ -53,7 +52,7 @@ from symcurv.runtime.gemm_tiles import (
 # blas_threads.py would leave the old kernels running from the cache, in an editable
 # install after a pull too. This line changes with them (tests/runtime/test_gemm.py checks
 # it against ``kernels_source_hash()``), so that their edit recompiles everything here.
-KERNELS_SOURCE_HASH = "9f28df591bd2d147"
+KERNELS_SOURCE_HASH = "c92619019597811d"
 KERNEL_FILES = ("gemm_tiles.py", "gemm_narrow.py", "blas_threads.py")
 
 
@@ -77,36 +76,44 @@ NARROW_MIN_ROWS = 4  # fewer: no 4-row block runs, only single dot products
 DEPTH_PER_COLUMN_FLOAT64 = 1
 DEPTH_PER_COLUMN_FLOAT32 = 4
 
-# Where the tiled kernels beat OpenBLAS, from the same sweep (extended in session 14 to
-# the autoencoder's widths, whose column tails now run through a zero-padded copy):
-# - a·b: sums at most TILED_NN_MAX_DEPTH long, at most TILED_NN_MAX_COLS columns (float64
-#   stops short of 1024: b's rows 8 KB apart alias in the cache there, 1.01-1.14 × the
-#   BLAS), and at least one tile's columns or else whole vectors only (a padded tail on
-#   a narrow output costs 1.2-1.5 ×: cp_net's 1000×20·20×20 and 20×10 stay with the BLAS);
-# - a·wᵀ (packed panels): at least TILED_NT_MIN_ROWS rows (the panels of w are packed
-#   on every call), sums TILED_NT_MIN_DEPTH to TILED_NT_MAX_DEPTH long, between one tile
-#   and TILED_NT_MAX_COLS columns (a narrower output would be mostly padding);
-# - gᵀ·b: at most TILED_TN_MAX_ROWS rows, between one tile and TILED_TN_MAX_COLS
-#   columns, over at least TILED_TN_MIN_CASES cases (float64 only to 500 × 500 where
-#   OpenBLAS runs AVX-512 kernels: beyond, its blocking wins, 1.01-1.14; see below).
-TILED_NN_MAX_DEPTH = 1000
-TILED_NN_MAX_COLS_FLOAT64, TILED_NN_MAX_COLS_FLOAT32 = 1000, 1024
-TILED_NT_MIN_ROWS = 256
-TILED_NT_MIN_DEPTH, TILED_NT_MAX_DEPTH = 8, 1000
-TILED_NT_MAX_COLS = 1024
-TILED_TN_MAX_ROWS_FLOAT32, TILED_TN_MAX_COLS_FLOAT32 = 1000, 1024
-TILED_TN_MIN_CASES = 64
 # OpenBLAS's kernels that use AVX-512, by its names for them (lower case). Where this
 # machine has AVX-512 and OpenBLAS runs none of them (a core newer than the library: on
-# the Zen 5 VM of session 17 scipy's OpenBLAS 0.3.30 runs "Haswell"), the tiles take
-# 0.16-0.63 × its time on every gᵀ·b of the sweep up to 1000 × 1024 in float64 too
-# (docs/benchmarks.md, "Session 17"). Another BLAS (no core name) is taken to have them.
+# the Zen 5 VM of session 17 scipy's OpenBLAS 0.3.30 runs "Haswell"), the tiles beat it
+# on every shape below (next paragraph). Another BLAS (no core name) is taken to have them.
 AVX512_BLAS_CORES = ("skylakex", "cooperlake", "sapphirerapids")
 _CORE = (blas_core() or "").lower()
 BLAS_WITHOUT_AVX512 = VECTOR_BYTES == 64 and _CORE != "" and _CORE not in AVX512_BLAS_CORES
+
+# Where the tiled kernels beat OpenBLAS, from the same sweep. Against AVX-512 kernels
+# (the Zen 4 VM, sessions 13-16):
+# - a·b: sums at most TILED_NN_MAX_DEPTH long, at most TILED_NN_MAX_COLS columns (float64
+#   stops short of 1024: b's rows 8 KB apart alias in the cache there, 1.01-1.14 × the
+#   BLAS), and at least one tile's columns or else whole vectors only (a partial tile on
+#   a narrow output, then a zero-padded copy, cost 1.2-1.5 ×);
+# - a·wᵀ (packed panels): at least TILED_NT_MIN_ROWS rows (the panels of w are packed
+#   on every call), sums TILED_NT_MIN_DEPTH to TILED_NT_MAX_DEPTH long, between one tile
+#   and TILED_NT_MAX_COLS columns;
+# - gᵀ·b: at most TILED_TN_MAX_ROWS rows, between one tile and TILED_TN_MAX_COLS
+#   columns, over at least TILED_TN_MIN_CASES cases (float64 only to 500 × 500: beyond,
+#   OpenBLAS's blocking wins, 1.01-1.14).
+# Against OpenBLAS's AVX2 kernels on the Zen 5 VM (session 17, the tiles' partial last
+# tile now masked vectors) the tiles took 0.15-0.67 × its time on 1000 rows (cases) at
+# every width from 4 columns on, in both dtypes (float32 a·b and a·wᵀ with 4 columns:
+# 0.87-1.09), and from 4 rows for a·b, 16 for a·wᵀ (packing: 2.1-2.8 × on one row), 32
+# cases for gᵀ·b (a 256-row gradient: 1.0 × at 16 cases, 2.0 × at 1): narrow outputs
+# and the float64 gradients up to 1000 × 1024 go to the tiles too.
+TILED_NN_MAX_DEPTH = 1000
+TILED_NN_MAX_COLS_FLOAT64, TILED_NN_MAX_COLS_FLOAT32 = 1000, 1024
+TILED_NN_MIN_ROWS = 4
+TILED_NT_MIN_ROWS = 16 if BLAS_WITHOUT_AVX512 else 256
+TILED_NT_MIN_DEPTH, TILED_NT_MAX_DEPTH = 8, 1000
+TILED_NT_MAX_COLS = 1024
+TILED_TN_MAX_ROWS_FLOAT32, TILED_TN_MAX_COLS_FLOAT32 = 1000, 1024
 TILED_TN_MAX_ROWS_FLOAT64, TILED_TN_MAX_COLS_FLOAT64 = (
     (1000, 1024) if BLAS_WITHOUT_AVX512 else (500, 500)
 )
+TILED_TN_MIN_CASES = 32 if BLAS_WITHOUT_AVX512 else 64
+NARROW_OUTPUTS_TILED = BLAS_WITHOUT_AVX512  # else a tile's width of columns at least
 
 
 @njit(cache=True, nogil=True)
@@ -131,9 +138,8 @@ def takes_tiled_nn(a, b):
     n = b.shape[1]
     lanes = VECTOR_BYTES // a.itemsize
     max_cols = TILED_NN_MAX_COLS_FLOAT64 if a.itemsize == 8 else TILED_NN_MAX_COLS_FLOAT32
-    # a whole tile, or whole vectors: a padded tail on a narrow output costs too much
-    wide_enough = n >= TILE_VECTORS * lanes or n % lanes == 0
-    return m >= TILE_ROWS and k <= TILED_NN_MAX_DEPTH and n <= max_cols and wide_enough
+    wide_enough = NARROW_OUTPUTS_TILED or n >= TILE_VECTORS * lanes or n % lanes == 0
+    return m >= TILED_NN_MIN_ROWS and k <= TILED_NN_MAX_DEPTH and n <= max_cols and wide_enough
 
 
 @njit(cache=True, nogil=True)
@@ -141,23 +147,28 @@ def takes_tiled_tn(a, b):
     """Whether a · b with a = gᵀ goes to ``tiled_tn`` (layouts aside): the limits above."""
     m, cases = a.shape
     n = b.shape[1]
-    lanes = VECTOR_BYTES // a.itemsize
     f64 = a.itemsize == 8
     max_rows = TILED_TN_MAX_ROWS_FLOAT64 if f64 else TILED_TN_MAX_ROWS_FLOAT32
     max_cols = TILED_TN_MAX_COLS_FLOAT64 if f64 else TILED_TN_MAX_COLS_FLOAT32
-    return m <= max_rows and cases >= TILED_TN_MIN_CASES and TILE_VECTORS * lanes <= n <= max_cols
+    min_cols = 1 if NARROW_OUTPUTS_TILED else TILE_VECTORS * VECTOR_BYTES // a.itemsize
+    return m <= max_rows and cases >= TILED_TN_MIN_CASES and min_cols <= n <= max_cols
 
 
 @njit(cache=True, nogil=True)
 def takes_tiled_nt(a, b):
-    """Whether a · b with b = wᵀ goes to ``tiled_nt`` (layouts aside): the limits above."""
+    """Whether a · b with b = wᵀ goes to ``tiled_nt`` (layouts aside): the limits above;
+    a float32 product that ``narrow_nt`` takes goes there instead (its dot products over
+    a long sum: 1000×256·256×20 0.38 × the BLAS's time against the tiles' 0.62 on the Zen
+    5 VM; in float64 the tiles win, 0.45 against 0.55)."""
     m, k = a.shape
     n = b.shape[1]
     wide = TILE_VECTORS * VECTOR_BYTES // a.itemsize
+    if n < wide and not (NARROW_OUTPUTS_TILED and (a.itemsize == 8 or not takes_narrow(a, b))):
+        return False
     return (
         m >= TILED_NT_MIN_ROWS
         and TILED_NT_MIN_DEPTH <= k <= TILED_NT_MAX_DEPTH
-        and wide <= n <= TILED_NT_MAX_COLS
+        and n <= TILED_NT_MAX_COLS
     )
 
 

@@ -26,10 +26,13 @@ One tile routine serves every product through its strides: step p of the sum rea
 - out = gᵀ·b (g cases×M, b cases×N): rows j..j+R of out, a_row = 1, a_step = M. Step p
   reads a new cache line of g, a row of g away from the last, so these tiles prefetch g
   a few cases ahead, and the first block of cases stores its sums (no zeroing pass).
-Columns left over from the tiles go by one-vector tiles, and the last few columns (fewer
-than one vector: 1000 = 62 · 16 + 8) through a zero-padded copy; rows left over by 4-, 2-
-and 1-row tiles (``_rows``). gᵀ·b with a tile's width of rows sums its left-over columns
-as their transpose instead, in whole tiles.
+Columns left over from the whole tiles go by a tile of as many vectors as hold them, the
+last masked (1000 = 15 · 64 + 40: 3 vectors, the last of 8 numbers; cp_net's 20-wide
+outputs: 2, the last of 4): its lanes past the columns are neither read nor written,
+which made 1000 × 20 · 20 × 20 take 0.4-0.6 × the time of session 16's zero-padded copies
+and brought every narrow output of cp_net to the tiles (session 17). Rows left over go
+by 4-, 2- and 1-row tiles (``_rows``). gᵀ·b with a tile's width of rows sums its
+left-over columns as their transpose instead, in whole tiles.
 """
 
 from __future__ import annotations
@@ -48,67 +51,152 @@ TILE_ROWS = 6
 TILE_VECTORS = 4 if VECTOR_BYTES == 64 else 2
 
 
-def _tile_intrinsic(rows: int, vectors: int, prefetch: int = 0):
-    """A Numba intrinsic ``tile(a, a_off, a_row, a_step, b, b_off, b_step, c, c_off,
-    c_row, k, add)``: for r < rows and the vectors·L numbers from column 0 of c's tile,
-    c[c_off + r·c_row + col] (+)= Σ_{p<k} a[a_off + r·a_row + p·a_step] · b[b_off + p·b_step
-    + col] (flat element offsets into each array's data; L numbers per vector; ``+=``
-    where ``add``, a constant False that LLVM folds away in a·b). With ``prefetch`` = d > 0,
-    step p also asks the cache for a's numbers of step p + d (``llvm.prefetch``: a hint,
-    which never faults, so d steps past the end are harmless): for gᵀ·b, whose a steps by
-    a whole row of g."""
+# The tiles' shapes: rows, and width 0 (TILE_VECTORS whole vectors) or 1 to TILE_VECTORS
+# vectors of which the last is masked (the columns left over from the whole tiles).
+TILE_ROW_CHOICES = (TILE_ROWS, 4, 2, 1)
+MASKED_WIDTHS = tuple(range(1, TILE_VECTORS + 1))
+
+
+def _tile_intrinsic(prefetch: int = 0):
+    """A Numba intrinsic ``tile(a, a_off, a_row, a_step, b, b_off, b_step, c, c_off, c_row,
+    k, add, valid, rows, width)``: for r < rows and the V·L numbers from column 0 of c's
+    tile (L per vector; V = TILE_VECTORS where width is 0, else width), c[c_off + r·c_row
+    + col] (+)= Σ_{p<k} a[a_off + r·a_row + p·a_step] · b[b_off + p·b_step + col] (flat
+    element offsets into each array's data; ``+=`` where ``add``, a constant False that
+    LLVM folds away in a·b). Where width > 0 only the first ``valid`` lanes of the last
+    vector are columns (1 ≤ valid ≤ L): its loads of b and c and its store are masked
+    (``llvm.masked.load/store``: the lanes past them are neither read nor written, so a
+    tile may end where the arrays do). (rows, width) picks one of the shapes compiled in
+    (TILE_ROW_CHOICES × (0, *MASKED_WIDTHS)) by a switch. With ``prefetch`` = d > 0, step p
+    also asks the cache for a's numbers of step p + d (``llvm.prefetch``: a hint, which
+    never faults, so d steps past the end are harmless): for gᵀ·b, whose a steps by a
+    whole row of g."""
 
     @intrinsic
-    def tile(typingctx, a, a_off, a_row, a_step, b, b_off, b_step, c, c_off, c_row, k, add):
+    def tile(
+        typingctx,
+        a,
+        a_off,
+        a_row,
+        a_step,
+        b,
+        b_off,
+        b_step,
+        c,
+        c_off,
+        c_row,
+        k,
+        add,
+        valid,
+        rows,
+        width,
+    ):
         i = types.intp  # every offset, stride and length is cast to it at the call
-        sig = types.void(a, i, i, i, b, i, i, c, i, i, i, types.boolean)
+        sig = types.void(a, i, i, i, b, i, i, c, i, i, i, types.boolean, i, i, i)
 
         def codegen(context, builder, signature, args):
-            _, _, a_row_, a_step_, _, _, b_step_, _, _, c_row_, k_, add_ = args
-            a0, b0, c0 = (_element_pointer(context, builder, signature, args, j) for j in (0, 4, 7))
-            vec, lanes, size, fma = _vector_kit(context, builder, signature.args[7].dtype)
-
-            def at(ptr, n):  # &ptr[n]
-                return _at(builder, ptr, n)
-
-            ask_cache = _prefetcher(builder) if prefetch else None
-
-            def vector_at(ptr, n):  # &ptr[n] as a pointer to a vector of `lanes` numbers
-                return builder.bitcast(at(ptr, n), vec.as_pointer())
-
-            c_vectors = [
-                [vector_at(at(c0, builder.mul(_i64(r), c_row_)), v * lanes) for v in range(vectors)]
-                for r in range(rows)
-            ]
-            # the sums live in allocas that LLVM promotes to registers: zeros, or c's tile
-            sums = [
-                [cgutils.alloca_once_value(builder, ir.Constant(vec, None)) for _ in row]
-                for row in c_vectors
-            ]
-            with builder.if_then(add_):
-                for row, cv_row in zip(sums, c_vectors):
-                    for acc, cv in zip(row, cv_row):
-                        builder.store(builder.load(cv, align=size), acc)
-            with cgutils.for_range(builder, k_) as loop:
-                ap = at(a0, builder.mul(loop.index, a_step_))
-                bp = at(b0, builder.mul(loop.index, b_step_))
-                if ask_cache:
-                    ask_cache(at(ap, builder.mul(_i64(prefetch), a_step_)))
-                bv = [builder.load(vector_at(bp, v * lanes), align=size) for v in range(vectors)]
-                for r in range(rows):
-                    ar = builder.load(at(ap, builder.mul(_i64(r), a_row_)))
-                    av = _broadcast(builder, ar, vec, lanes)
-                    for v in range(vectors):
-                        acc = sums[r][v]
-                        builder.store(builder.call(fma, [av, bv[v], builder.load(acc)]), acc)
-            for row, cv_row in zip(sums, c_vectors):
-                for acc, cv in zip(row, cv_row):
-                    builder.store(builder.load(acc), cv, align=size)
+            rows_, width_ = args[13], args[14]
+            end = builder.append_basic_block("tile.end")
+            switch = builder.switch(builder.add(builder.mul(rows_, _i64(8)), width_), end)
+            for rows in TILE_ROW_CHOICES:
+                for width in (0, *MASKED_WIDTHS):
+                    case = builder.append_basic_block(f"tile.{rows}x{width}")
+                    switch.add_case(_i64(8 * rows + width), case)
+                    builder.position_at_end(case)
+                    _tile_body(context, builder, signature, args, rows, width, prefetch)
+                    builder.branch(end)
+            builder.position_at_end(end)
             return context.get_dummy_value()
 
         return sig, codegen
 
     return tile
+
+
+def _tile_body(context, builder, signature, args, rows, width, prefetch):
+    """The IR of one tile shape (``_tile_intrinsic``): rows × V vectors of sums in
+    registers, zeros or c's numbers, k steps of V loads of b, ``rows`` broadcasts of a and
+    rows·V fused multiply-adds, then the sums stored."""
+    _, _, a_row_, a_step_, _, _, b_step_, _, _, c_row_, k_, add_, valid_ = args[:13]
+    vectors = width or TILE_VECTORS
+    a0, b0, c0 = (_element_pointer(context, builder, signature, args, j) for j in (0, 4, 7))
+    vec, lanes, size, fma = _vector_kit(context, builder, signature.args[7].dtype)
+    load, store = _vector_access(builder, vec, lanes, size, valid_ if width else None)
+
+    def at(ptr, n):  # &ptr[n]
+        return _at(builder, ptr, n)
+
+    def vector_at(ptr, n):  # &ptr[n] as a pointer to a vector of `lanes` numbers
+        return builder.bitcast(at(ptr, n), vec.as_pointer())
+
+    last = vectors - 1
+    c_vectors = [
+        [vector_at(at(c0, builder.mul(_i64(r), c_row_)), v * lanes) for v in range(vectors)]
+        for r in range(rows)
+    ]
+    # the sums live in allocas that LLVM promotes to registers: zeros, or c's tile
+    sums = [
+        [cgutils.alloca_once_value(builder, ir.Constant(vec, None)) for _ in row]
+        for row in c_vectors
+    ]
+    with builder.if_then(add_):
+        for row, cv_row in zip(sums, c_vectors):
+            for v, (acc, cv) in enumerate(zip(row, cv_row)):
+                builder.store(load(cv, v == last), acc)
+    ask_cache = _prefetcher(builder) if prefetch else None
+    with cgutils.for_range(builder, k_) as loop:
+        ap = at(a0, builder.mul(loop.index, a_step_))
+        bp = at(b0, builder.mul(loop.index, b_step_))
+        if ask_cache:
+            ask_cache(at(ap, builder.mul(_i64(prefetch), a_step_)))
+        bv = [load(vector_at(bp, v * lanes), v == last) for v in range(vectors)]
+        for r in range(rows):
+            ar = builder.load(at(ap, builder.mul(_i64(r), a_row_)))
+            av = _broadcast(builder, ar, vec, lanes)
+            for v in range(vectors):
+                acc = sums[r][v]
+                builder.store(builder.call(fma, [av, bv[v], builder.load(acc)]), acc)
+    for row, cv_row in zip(sums, c_vectors):
+        for v, (acc, cv) in enumerate(zip(row, cv_row)):
+            store(builder.load(acc), cv, v == last)
+
+
+def _vector_access(builder, vec, lanes, size, valid):
+    """(load(ptr, last), store(value, ptr, last)) of one vector: plain, or where ``valid``
+    (an LLVM i64) is given and ``last`` holds, masked to its first ``valid`` lanes (the
+    others load as zeros and are not stored)."""
+    if valid is None:
+        return (
+            lambda ptr, last: builder.load(ptr, align=size),
+            lambda value, ptr, last: builder.store(value, ptr, align=size),
+        )
+    number = "f64" if size == 8 else "f32"
+    mask_type, i32 = ir.VectorType(ir.IntType(1), lanes), ir.IntType(32)
+    masked_load = cgutils.get_or_insert_function(
+        builder.module,
+        ir.FunctionType(vec, [vec.as_pointer(), i32, mask_type, vec]),
+        f"llvm.masked.load.v{lanes}{number}.p0",
+    )
+    masked_store = cgutils.get_or_insert_function(
+        builder.module,
+        ir.FunctionType(ir.VoidType(), [vec, vec.as_pointer(), i32, mask_type]),
+        f"llvm.masked.store.v{lanes}{number}.p0",
+    )
+    lane_ids = ir.Constant(ir.VectorType(ir.IntType(64), lanes), list(range(lanes)))
+    bound = _broadcast(builder, valid, ir.VectorType(ir.IntType(64), lanes), lanes)
+    mask, align, zero = builder.icmp_signed("<", lane_ids, bound), ir.Constant(i32, size), None
+
+    def load(ptr, last):
+        if not last:
+            return builder.load(ptr, align=size)
+        return builder.call(masked_load, [ptr, align, mask, ir.Constant(vec, zero)])
+
+    def store(value, ptr, last):
+        if not last:
+            return builder.store(value, ptr, align=size)
+        return builder.call(masked_store, [value, ptr, align, mask])
+
+    return load, store
 
 
 def _element_pointer(context, builder, signature, args, j):
@@ -159,14 +247,7 @@ def _broadcast(builder, scalar, vec, lanes):
     return builder.shuffle_vector(first, undef, zeros)
 
 
-# (rows, vectors): the main tiles, one vector wide for the columns left over from them,
-# and 4, 2 and 1 rows for the rows left over (``_rows``); stored (a·b, one pass) or, for
-# gᵀ·b's case blocks after the first, added.
-_tile = _tile_intrinsic(TILE_ROWS, TILE_VECTORS)
-_tile_1 = _tile_intrinsic(TILE_ROWS, 1)
-_quad, _quad_1 = _tile_intrinsic(4, TILE_VECTORS), _tile_intrinsic(4, 1)
-_pair, _pair_1 = _tile_intrinsic(2, TILE_VECTORS), _tile_intrinsic(2, 1)
-_row, _row_1 = _tile_intrinsic(1, TILE_VECTORS), _tile_intrinsic(1, 1)
+_tile = _tile_intrinsic()
 # gᵀ·b's tiles read g down a column, a cache line per step a whole row of g apart
 # (4000 bytes for a 1000-wide float32 layer), which the hardware's prefetchers follow
 # late: asking for the line PREFETCH_STEPS cases ahead made the 1000-wide weight
@@ -174,82 +255,38 @@ _row, _row_1 = _tile_intrinsic(1, TILE_VECTORS), _tile_intrinsic(1, 1)
 # 25 paired calls, both dtypes; the narrow 20 × 256 and 250-row ones unchanged); 24 to
 # 64 steps all did as well.
 PREFETCH_STEPS = 32
-_tile_far = _tile_intrinsic(TILE_ROWS, TILE_VECTORS, PREFETCH_STEPS)
-_tile_1_far = _tile_intrinsic(TILE_ROWS, 1, PREFETCH_STEPS)
-_quad_far = _tile_intrinsic(4, TILE_VECTORS, PREFETCH_STEPS)
-_quad_1_far = _tile_intrinsic(4, 1, PREFETCH_STEPS)
-_pair_far = _tile_intrinsic(2, TILE_VECTORS, PREFETCH_STEPS)
-_pair_1_far = _tile_intrinsic(2, 1, PREFETCH_STEPS)
-_row_far = _tile_intrinsic(1, TILE_VECTORS, PREFETCH_STEPS)
-_row_1_far = _tile_intrinsic(1, 1, PREFETCH_STEPS)
+_tile_far = _tile_intrinsic(PREFETCH_STEPS)
 
 
 @njit(cache=True, nogil=True)
-def _rows(a, a_off, a_row, a_step, b, b_off, b_step, c, c_off, c_row, k, add, m, whole, tall):
+def _rows(a, a_off, a_row, a_step, b, b_off, b_step, c, c_off, c_row, k, add, m, cols, tall, far):
     """c[c_off + i·c_row + col] (+)= Σ_{p<k} a[a_off + i·a_row + p·a_step] · b[b_off +
-    p·b_step + col] for every row i < m and the columns of one tile (``whole``) or of one
-    vector: TILE_ROWS rows at a time where ``tall`` (a long sum), else 4; the rows left
-    over 4, 2 and 1 at a time (a one-row tile keeps one chain of fused multiply-adds in
-    flight per vector, waiting on each: the leftovers in as few tiles as possible)."""
+    p·b_step + col] for every row i < m and col < cols (at most one whole tile): a whole
+    tile's vectors, or as many as hold the columns with the last masked. TILE_ROWS rows
+    at a time where ``tall`` (a long sum), else 4; the rows left over 4, 2 and 1 at a
+    time (a one-row tile keeps one chain of fused multiply-adds in flight per vector,
+    waiting on each: the leftovers in as few tiles as possible). ``far``: the tiles that
+    prefetch a (gᵀ·b, whose a steps by a whole row of g)."""
+    lanes = VECTOR_BYTES // c.itemsize
+    width = 0 if cols == TILE_VECTORS * lanes else (cols + lanes - 1) // lanes
+    valid = cols - (width - 1) * lanes if width else lanes
     i = 0
     while i < m:
         left, ai, ci = m - i, a_off + i * a_row, c_off + i * c_row
+        rows = 1
         if tall and left >= TILE_ROWS:
-            if whole:
-                _tile(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
-            else:
-                _tile_1(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
-            i += TILE_ROWS
+            rows = TILE_ROWS
         elif left >= 4:
-            if whole:
-                _quad(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
-            else:
-                _quad_1(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
-            i += 4
+            rows = 4
         elif left >= 2:
-            if whole:
-                _pair(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
-            else:
-                _pair_1(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
-            i += 2
+            rows = 2
+        if far:
+            _tile_far(
+                a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add, valid, rows, width
+            )
         else:
-            if whole:
-                _row(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
-            else:
-                _row_1(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
-            i += 1
-
-
-@njit(cache=True, nogil=True)
-def _rows_far(a, a_off, a_row, a_step, b, b_off, b_step, c, c_off, c_row, k, add, m, whole):
-    """``_rows`` by the tiles that prefetch a (gᵀ·b, whose a steps by a whole row of g)."""
-    i = 0
-    while i < m:
-        left, ai, ci = m - i, a_off + i * a_row, c_off + i * c_row
-        if left >= TILE_ROWS:
-            if whole:
-                _tile_far(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
-            else:
-                _tile_1_far(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
-            i += TILE_ROWS
-        elif left >= 4:
-            if whole:
-                _quad_far(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
-            else:
-                _quad_1_far(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
-            i += 4
-        elif left >= 2:
-            if whole:
-                _pair_far(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
-            else:
-                _pair_1_far(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
-            i += 2
-        else:
-            if whole:
-                _row_far(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
-            else:
-                _row_1_far(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add)
-            i += 1
+            _tile(a, ai, a_row, a_step, b, b_off, b_step, c, ci, c_row, k, add, valid, rows, width)
+        i += rows
 
 
 # Sums at least this long (in bytes of one row of a: 32 float64 or 64 float32 steps) run
@@ -272,60 +309,14 @@ CASE_BLOCK = 512
 def tiled_nn(a, b, out):
     """out = a · b for C-contiguous a (M × K), b (K × N), out (M × N), column tile by
     column tile: b's K × (one tile) panel stays in cache while every row tile of a reads
-    it (a's rows stream in order, which the prefetcher follows); columns past the last
-    whole vector go through a zero-padded copy (``_tail_panel``)."""
+    it (a's rows stream in order, which the prefetcher follows); the last tile, if
+    partial, through masked vectors."""
     m, k = a.shape
     n = b.shape[1]
-    lanes = VECTOR_BYTES // out.itemsize
-    wide = TILE_VECTORS * lanes
-    n_wide, n_vec = n - n % wide, n - n % lanes
+    wide = TILE_VECTORS * VECTOR_BYTES // out.itemsize
     tall = k * out.itemsize >= TALL_MIN_SUM_BYTES_NN
-    for q in range(0, n_wide, wide):
-        _rows(a, 0, k, 1, b, q, n, out, q, n, k, False, m, True, tall)
-    for q in range(n_wide, n_vec, lanes):
-        _rows(a, 0, k, 1, b, q, n, out, q, n, k, False, m, False, tall)
-    if n_vec < n:
-        _tail_columns(a, k, 1, k, b, n_vec, out)
-
-
-@njit(cache=True, nogil=True)
-def _tail_columns(a, a_row, a_step, depth, b, n0, out):
-    """out[i, n0:] = Σ_p a[i·a_row + p·a_step] · b[p, n0:] for every row i of out: the last
-    columns, fewer than one vector, by one-vector tiles over ``_tail_panel``'s padded copy
-    (a·b: a_row = K, a_step = 1; gᵀ·b: a_row = 1, a_step = M; depth the length of the
-    sum)."""
-    m, n = out.shape
-    lanes = VECTOR_BYTES // out.itemsize
-    tail, edge = _tail_panel(b, n0), np.empty((TILE_ROWS, lanes), out.dtype)
-    tall = depth * out.itemsize >= TALL_MIN_SUM_BYTES_NN
-    for i in range(0, m, TILE_ROWS):
-        rows, ai = min(TILE_ROWS, m - i), i * a_row
-        _rows(a, ai, a_row, a_step, tail, 0, lanes, edge, 0, lanes, depth, False, rows, False, tall)
-        _store(edge, out, i, n0, rows, n - n0)
-
-
-@njit(cache=True, nogil=True)
-def _tail_panel(b, n0):
-    """b's columns n0, n0 + 1, ... (fewer than one vector) as a C-ordered copy padded with
-    zeros to one vector per row: the tiles read whole vectors, so the last few columns of
-    a product run through this (b's rows × 16 numbers at most; the padding's products are
-    never stored)."""
-    rows, n = b.shape
-    p = np.zeros((rows, VECTOR_BYTES // b.itemsize), b.dtype)
-    for r in range(rows):
-        for c in range(n - n0):
-            p[r, c] = b[r, n0 + c]
-    return p
-
-
-# Plain loops, not slice assignments: Numba compiles a 2-D slice assignment through its
-# broadcasting machinery, which made the first compile of gemm's kernels 10 s longer.
-@njit(cache=True, nogil=True)
-def _store(edge, out, i0, j0, rows, cols):
-    """out[i0 + r, j0 + c] = edge[r, c] for r < rows, c < cols: a partial tile's valid part."""
-    for r in range(rows):
-        for c in range(cols):
-            out[i0 + r, j0 + c] = edge[r, c]
+    for q in range(0, n, wide):
+        _rows(a, 0, k, 1, b, q, n, out, q, n, k, False, m, min(wide, n - q), tall, False)
 
 
 @njit(cache=True, nogil=True)
@@ -341,8 +332,8 @@ def tiled_tn(g, b, out):
     """out = gᵀ · b for C-contiguous g (cases × M), b (cases × N), out (M × N): a sum over
     the cases (a weight gradient Gᵀ X), in blocks of ``CASE_BLOCK`` cases added into out.
     The columns left over from the whole tiles (N = 784 = 12 · 64 + 16) go as their
-    transpose where out has a tile's width of rows (``_tn_left_transposed``), else by
-    one-vector tiles and the padded tail (``_tn_direct``)."""
+    transpose where out has a tile's width of rows (``_tn_left_transposed``), else by a
+    tile of masked vectors."""
     m = g.shape[1]
     n = b.shape[1]
     wide = TILE_VECTORS * VECTOR_BYTES // out.itemsize
@@ -351,61 +342,45 @@ def tiled_tn(g, b, out):
         _tn_tiles(g, b, out, n_wide)
         _tn_left_transposed(g, b, out, n_wide)
     else:
-        _tn_direct(g, b, out)
+        _tn_tiles(g, b, out, n)
 
 
 @njit(cache=True, nogil=True)
-def _tn_direct(g, b, out):
-    """out = gᵀ · b, every column by ``_tn_tiles``' tiles, the last few (fewer than one
-    vector) through ``_tail_panel``."""
+def _tn_tiles(g, b, out, n_end):
+    """out[:, :n_end] = gᵀ · b[:, :n_end]: whole tiles, then the columns left over by a
+    tile of masked vectors; out's rows TILE_ROWS at a time, then 4, 2, 1. The first case
+    block stores its sums and the others add theirs: out is not zeroed first (a pass over
+    it, and its zeros read back: 1-2 % of a 1000 × 784 weight gradient written into new
+    memory)."""
     cases, m = g.shape
     n = b.shape[1]
-    n_vec = n - n % (VECTOR_BYTES // out.itemsize)
-    _tn_tiles(g, b, out, n_vec)
-    if n_vec < n:
-        _tail_columns(g, 1, m, cases, b, n_vec, out)
-
-
-@njit(cache=True, nogil=True)
-def _tn_tiles(g, b, out, n_vec):
-    """out[:, :n_vec] = gᵀ · b[:, :n_vec] (n_vec a whole number of vectors): whole tiles,
-    then one-vector tiles past the last whole tile; out's rows left over from the 4-row
-    tiles two at a time (``_pair_far``), then one at a time. The first case block stores
-    its sums and the others add theirs: out is not zeroed first (a pass over it, and its
-    zeros read back: 1-2 % of a 1000 × 784 weight gradient written into new memory)."""
-    cases, m = g.shape
-    n = b.shape[1]
-    lanes = VECTOR_BYTES // out.itemsize
-    wide = TILE_VECTORS * lanes
-    n_wide = n_vec - n_vec % wide
+    wide = TILE_VECTORS * VECTOR_BYTES // out.itemsize
     if cases == 0:
-        _fill(out, 0, n_vec)
+        _fill(out, 0, n_end)
     for c0 in range(0, cases, CASE_BLOCK):
         kc, add = min(CASE_BLOCK, cases - c0), c0 > 0
-        for q in range(0, n_wide, wide):
-            _rows_far(g, c0 * m, 1, m, b, c0 * n + q, n, out, q, n, kc, add, m, True)
-        for q in range(n_wide, n_vec, lanes):
-            _rows_far(g, c0 * m, 1, m, b, c0 * n + q, n, out, q, n, kc, add, m, False)
+        for q in range(0, n_end, wide):
+            cols = min(wide, n_end - q)
+            _rows(g, c0 * m, 1, m, b, c0 * n + q, n, out, q, n, kc, add, m, cols, True, True)
 
 
 @njit(cache=True, nogil=True)
 def _tn_left_transposed(g, b, out, n0):
     """out[:, n0:] = gᵀ · b[:, n0:] for the r columns past the whole tiles (r < one tile),
     as its transpose b[:, n0:]ᵀ · g: b's r columns, copied into a cases × r panel, take
-    the scalars' place and g's M-wide
-    rows the vectors', so whole tiles sum them. One-vector tiles over out's own rows
-    instead read a new line of g at every case for four products; this way the 1000 ×
-    500 and 500 × 250 weight gradients took 0.95 × the time, the 784 × 1000 one 0.98 ×,
-    the 1000 × 784 one (a single vector left over) 1.01 × (float32, medians of 25 paired
-    calls with the operands out of cache; float64 0.95-1.01 ×)."""
+    the scalars' place and g's M-wide rows the vectors', so whole tiles sum them. Tiles
+    over out's own rows instead read a new line of g at every case for a few products;
+    this way the 1000 × 500 and 500 × 250 weight gradients took 0.95 × the time, the
+    784 × 1000 one 0.98 ×, the 1000 × 784 one (a single vector left over) 1.01 × (float32,
+    medians of 25 paired calls with the operands out of cache; float64 0.95-1.01 ×)."""
     cases, m = g.shape
     r = b.shape[1] - n0
     panel = np.empty((cases, r), out.dtype)
     for p in range(cases):
         for c in range(r):
             panel[p, c] = b[p, n0 + c]
-    out_t = np.empty((panel.shape[1], m), out.dtype)
-    _tn_direct(panel, g, out_t)
+    out_t = np.empty((r, m), out.dtype)
+    _tn_tiles(panel, g, out_t, m)
     for j in range(m):
         for c in range(r):
             out[j, n0 + c] = out_t[c, j]
@@ -416,34 +391,18 @@ def tiled_nt(a, w, out):
     """out = a · wᵀ for C-contiguous a (M × K), w (N × K), out (M × N): a layer's forward
     product H Wᵀ. Column tile by column tile, the tile's K × (one tile) panel of wᵀ is
     packed first (``_pack_transposed``: the tiles read whole vectors of a row of wᵀ,
-    which are columns of w), then every row tile of a reads it from cache. The last tile,
-    if partial, is zero-padded, summed one vector at a time over the vectors that hold
-    columns (a whole tile would cost as much as 832 columns for 784), or as a whole tile
-    where every vector holds some (250 = 3 · 64 + 58: 0.97 × the time of four one-vector
-    tiles on the 1000×500·500×250 product, both dtypes), and stored through ``edge``."""
+    which are columns of w), then every row tile of a reads it from cache; the last tile,
+    if partial, through masked vectors (784 = 12 · 64 + 16: one vector; 250 = 3 · 64 +
+    58: four, the last of 10 columns)."""
     m, k = a.shape
     n = w.shape[0]
-    lanes = VECTOR_BYTES // out.itemsize
-    wide = TILE_VECTORS * lanes
+    wide = TILE_VECTORS * VECTOR_BYTES // out.itemsize
     panel = np.empty((k, wide), out.dtype)
-    edge = np.empty((TILE_ROWS, wide), out.dtype)
     tall = k * out.itemsize >= TALL_MIN_SUM_BYTES_NT
     for q in range(0, n, wide):
         cols = min(wide, n - q)
         _pack_transposed(w, q, cols, panel)
-        if cols == wide:
-            _rows(a, 0, k, 1, panel, 0, wide, out, q, n, k, False, m, True, tall)
-            continue
-        for i in range(0, m, TILE_ROWS):  # the partial last tile, through edge
-            rows = min(TILE_ROWS, m - i)
-            if cols > wide - lanes:  # every vector holds columns (250 = 3 · 64 + 58)
-                _rows(a, i * k, k, 1, panel, 0, wide, edge, 0, wide, k, False, rows, True, tall)
-            else:  # only the vectors that hold columns (784 = 12 · 64 + 16: one of four)
-                for v in range(0, cols, lanes):
-                    _rows(
-                        a, i * k, k, 1, panel, v, wide, edge, v, wide, k, False, rows, False, tall
-                    )
-            _store(edge, out, i, q, rows, cols)
+        _rows(a, 0, k, 1, panel, 0, wide, out, q, n, k, False, m, cols, tall, False)
 
 
 PACK_DEPTH = 16  # rows of the panel per pass: the 16 numbers read from each of w's rows
@@ -451,13 +410,12 @@ PACK_DEPTH = 16  # rows of the panel per pass: the 16 numbers read from each of 
 
 @njit(cache=True, nogil=True)
 def _pack_transposed(w, q, cols, panel):
-    """panel[p, c] = w[q + c, p] for c < cols, zero for the columns past them (the tiles
-    read them; their products are never stored). In passes of PACK_DEPTH rows of the
+    """panel[p, c] = w[q + c, p] for c < cols (the columns past them are masked off in the
+    tiles, never read). In passes of PACK_DEPTH rows of the
     panel, so that each of w's rows is read a cache line at a time while the panel's rows
     are written whole (measured: 0.26 ms for a 1000 × 784 float32 w against 0.50 for
     a loop along w's rows)."""
-    k, wide = panel.shape
-    _fill(panel, cols, wide)
+    k = panel.shape[0]
     for p0 in range(0, k - k % PACK_DEPTH, PACK_DEPTH):
         for c in range(cols):
             for p in range(p0, p0 + PACK_DEPTH):

@@ -25,6 +25,7 @@ from symcurv.runtime.gemm import (
     TILED_NN_MAX_COLS_FLOAT32,
     TILED_NN_MAX_COLS_FLOAT64,
     TILED_NN_MAX_DEPTH,
+    TILED_NN_MIN_ROWS,
     TILED_NT_MAX_COLS,
     TILED_NT_MAX_DEPTH,
     TILED_NT_MIN_DEPTH,
@@ -253,8 +254,9 @@ def _lanes(dtype):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_which_products_are_tiled(dtype):
     """a·b and a·wᵀ into an output up to about 1000 wide and gᵀ·b over many cases into
-    an output up to 1000 × 1000 (float64: 500 × 500) take the tiled kernels, column tails
-    included; the BLAS the rest."""
+    an output up to 1000 × 1000 (float64: 500 × 500 against a BLAS with AVX-512 kernels)
+    take the tiled kernels, column tails included, and narrow outputs too where the BLAS
+    runs no AVX-512 kernels; the BLAS the rest."""
     lanes, e = _lanes(dtype), np.empty
     wide = TILE_VECTORS * lanes
     f64 = dtype == np.float64
@@ -271,25 +273,31 @@ def test_which_products_are_tiled(dtype):
     def tn(m, cases, n):
         return takes_tiled_tn(e((cases, m), dtype).T, e((cases, n), dtype))
 
+    narrow = gemm_module.NARROW_OUTPUTS_TILED  # the BLAS runs no AVX-512 kernels here
     assert nn(1000, 20, 256) and tn(20, 1000, 256)  # cp_net's G W0 and Gᵀ X
-    assert not nt(1000, 256, 20)  # cp_net's X W0ᵀ: narrow_nt's
+    # cp_net's X W0ᵀ: narrow_nt's dot products in float32; the tiles' in float64 where
+    # they take narrow outputs
+    assert nt(1000, 256, 20) == (narrow and f64)
     assert nn(1000, 250, 500) and tn(250, 1000, 500)  # the autoencoder's: column tails
     assert nt(1000, 784, 1000) and nt(1000, 500, 250)
-    assert nn(TILE_ROWS, TILED_NN_MAX_DEPTH, lanes) and not nn(TILE_ROWS - 1, 20, lanes)
-    assert not nn(1000, 20, lanes - 1) and not nn(1000, 20, lanes + 4)  # narrow, a tail
+    rows = TILED_NN_MIN_ROWS
+    assert nn(rows, TILED_NN_MAX_DEPTH, lanes) and not nn(rows - 1, 20, lanes)
+    # narrow outputs, or a partial vector past them: the tiles' where they take them
+    for n in (1, lanes - 1, lanes + 4, 20):
+        assert nn(1000, 20, n) == narrow and tn(20, 1000, n) == narrow
+        assert nt(1000, 10, n) == narrow  # a short sum: narrow_nt's in neither dtype
     assert nn(1000, 20, 2 * lanes) and nn(1000, 20, wide + 4)  # whole vectors; a tile
     assert not nn(1000, TILED_NN_MAX_DEPTH + 1, 256)  # sums too long
     assert nn(1000, 20, nn_cols) and not nn(1000, 20, nn_cols + 1)
     assert nn(1000, 20, 256 + 1) and tn(20, 1000, 256 + 1)  # a tail of one column
     assert nt(TILED_NT_MIN_ROWS, TILED_NT_MIN_DEPTH, wide) and nt(1000, 100, wide + 1)
     assert not nt(TILED_NT_MIN_ROWS - 1, 100, 256)  # too few rows for packing w
-    assert not nt(1000, TILED_NT_MIN_DEPTH - 1, 256) and not nt(1000, 100, wide - 1)
+    assert not nt(1000, TILED_NT_MIN_DEPTH - 1, 256)
     assert nt(1000, TILED_NT_MAX_DEPTH, TILED_NT_MAX_COLS)
     assert not nt(1000, TILED_NT_MAX_DEPTH + 1, 256) and not nt(1000, 100, TILED_NT_MAX_COLS + 1)
-    assert not tn(20, 1000, wide - 1)  # less than one whole tile
     assert tn(20, 1000, tn_cols) and not tn(20, 1000, tn_cols + 1)
     assert tn(tn_rows, 1000, 256) and not tn(tn_rows + 1, 1000, 256)
-    assert not tn(20, TILED_TN_MIN_CASES - 1, 256)  # too few cases
+    assert tn(20, TILED_TN_MIN_CASES, 256) and not tn(20, TILED_TN_MIN_CASES - 1, 256)
     assert tn(30, 1000, 256)  # two rows past the tiles: one pair
 
 
@@ -297,10 +305,12 @@ def test_which_products_are_tiled(dtype):
 def test_tiled_products_equal_numpy_with_every_remainder(dtype, serial_blas):
     """Rows left over from the tiles (0 to TILE_ROWS - 1: by 4-, 2- and 1-row tiles), over
     sums short (4-row tiles) and long (TILE_ROWS-row tiles); columns left over from the
-    wide tiles (one vector at a time, or for gᵀ·b with many rows as the transpose) and
-    from the vectors (1 to lanes − 1: the padded tail); for gᵀ·b cases over several blocks
-    of CASE_BLOCK: the kernels themselves, and ``gemm`` with the layouts a driver passes
-    (G W0: all C; Gᵀ X: G.T) wherever it takes them."""
+    wide tiles (a tile of 1 to TILE_VECTORS vectors, the last masked to 1 to lanes
+    numbers; or for gᵀ·b with many rows as the transpose), outputs narrower than a tile;
+    for gᵀ·b cases over several blocks of CASE_BLOCK: the kernels themselves, and
+    ``gemm`` with the layouts a driver passes (G W0: all C; Gᵀ X: G.T) wherever it takes
+    them. A masked lane that wrote would show in the next row or past the output's end,
+    where a guard of NaN-free numbers follows it."""
     rng = np.random.default_rng(3)
     lanes = _lanes(dtype)
     wide = TILE_VECTORS * lanes
@@ -314,16 +324,17 @@ def test_tiled_products_equal_numpy_with_every_remainder(dtype, serial_blas):
     # transpose, whose own columns (out's rows) have every remainder too
     for m in [*range(TILE_ROWS, 2 * TILE_ROWS), wide, wide + lanes + 3]:
         # the last tile: none, 1 and 3 whole vectors, 1 number, 2 vectors but one number,
-        # 3 vectors and one number (4 vectors, some padding)
+        # 3 vectors and one number (4 vectors, the last masked to one lane)
         tails = (0, lanes, 3 * lanes, 1, 2 * lanes - 1, 3 * lanes + 1)
-        for n, k in itertools.product(
-            [wide + t for t in tails] + [2 * wide + 2 * lanes - 1], depths
-        ):
+        narrow = (1, lanes - 1, lanes + 4)  # only a tile of masked vectors
+        widths = [*narrow, *(wide + t for t in tails), 2 * wide + 2 * lanes - 1]
+        for n, k in itertools.product(widths, depths):
             a = rng.standard_normal((m, k)).astype(dtype)
             b = rng.standard_normal((k, n)).astype(dtype)
             g = rng.standard_normal((cases, m)).astype(dtype)
             x = rng.standard_normal((cases, n)).astype(dtype)
-            assert takes_tiled_nn(a, b) and takes_tiled_tn(g.T, x)
+            if n >= wide or gemm_module.NARROW_OUTPUTS_TILED:  # gemm's too
+                assert takes_tiled_nn(a, b) and takes_tiled_tn(g.T, x)
             for product, args, want, atol in (
                 (tiled_nn, (a, b), a @ b, tol * k),
                 (tiled_nt, (a, b.T.copy()), a @ b, tol * k),
@@ -331,10 +342,13 @@ def test_tiled_products_equal_numpy_with_every_remainder(dtype, serial_blas):
                 (gemm, (a, b), a @ b, tol * k),
                 (gemm, (g.T, x), g.T @ x, tol * cases),
             ):
-                out = np.full(want.shape, np.nan, dtype)
+                buffer = np.full(want.size + 2 * wide, np.nan, dtype)
+                buffer[want.size :] = 7.0  # the guard
+                out = buffer[: want.size].reshape(want.shape)
                 product(*args, out)
                 msg = f"{m}×{k}×{n}"
                 np.testing.assert_allclose(out, want, rtol=tol, atol=atol, err_msg=msg)
+                assert (buffer[want.size :] == 7.0).all(), msg
     # a·wᵀ through gemm (enough rows for it), W a transposed C-ordered array as in a driver
     for m in (TILED_NT_MIN_ROWS, TILED_NT_MIN_ROWS + 3):
         for n in (wide, wide + 1, 3 * wide - lanes):

@@ -36,16 +36,17 @@ def _rows_per_block(size: int) -> int:
 
 
 def _blockable(g: Graph, k: Kernel, reads: list[str], outs: list) -> bool:
-    """A batched map over rows narrower than VECTOR_BODY whose results are full rows and
-    whose operands are full rows, shared values or per-case scalars (the feature index j
-    would not survive flattening)."""
+    """A batched map over rows narrower than VECTOR_BODY whose results are full rows or
+    per-case sums of them (epilogues) and whose operands are full rows, shared values or
+    per-case scalars (the feature index j would not survive flattening)."""
     batched, size = k.space
+    rows = [w for w in k.writes if w not in k.epilogues]
     return (
         batched
         and 1 < size < VECTOR_BODY
-        and not k.epilogues
         and not common.uses_index(outs)
-        and all(g[w].batched and g[w].size == size for w in k.writes)
+        and all(g[w].batched and g[w].size == size for w in rows)
+        and all(g[e].batched and g[e].size == 1 for e in k.epilogues)
         and all(g[r].size in (size, 1) or not g[r].batched for r in reads)
         # per-case scalars alone (a broadcast) gain nothing from the repeat buffers
         and any(g[r].size == size for r in reads)
@@ -61,21 +62,23 @@ def _emit_blocked_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> l
     r at a time as one flat loop of r·size elements (the arrays are C-contiguous rows);
     a shared row operand (a bias) is tiled r times once per call, and a per-case scalar
     (a softmax row's logsumexp) is repeated along its row into a block buffer (cp_net's
-    10-wide softmax map: 5 ns per element in row loops, 2 in blocks); without either, all
-    B·size elements are one loop. One loop either way, so the formulas are compiled once
-    (LLVM makes its vector body and remainder of it, as for a row loop)."""
+    10-wide softmax map: 5 ns per element in row loops, 2 in blocks); an epilogue's
+    summands go into a block buffer whose rows are summed after the loop (cp_net's 10-wide
+    softmax R-op map of the hvp: 34 µs at B = 1000 in row loops, float32); without any of
+    these, all B·size elements are one loop. One loop either way, so the formulas are
+    compiled once (LLVM makes its vector body and remainder of it, as for a row loop)."""
     _, reads, outs = common.map_expressions(g, k)
     params = list(dict.fromkeys([st[r] for r in reads] + [st[w] for w in k.writes]))
     _, size = k.space
+    rows_written = [st[w] for w in k.writes if w not in k.epilogues]
     flat = list(
-        dict.fromkeys(
-            [st[x] for x in reads if g[x].batched and g[x].size == size] + [st[w] for w in k.writes]
-        )
+        dict.fromkeys([st[x] for x in reads if g[x].batched and g[x].size == size] + rows_written)
     )
     tiled = list(dict.fromkeys(st[x] for x in reads if not g[x].batched and g[x].size == size))
     repeated = list(dict.fromkeys(st[x] for x in reads if g[x].batched and g[x].size == 1))
+    sums = [st[e] for e in k.epilogues]
     # a block buffer per block of rows (written there: one per block, also under prange)
-    r = max(_rows_per_block(size), EPILOGUE_BLOCK if repeated else 1)
+    r = max(_rows_per_block(size), EPILOGUE_BLOCK if repeated or sums else 1)
     n = r * size
 
     def line(at: str) -> str:  # the map's assignment at flat index ``at`` of the rows
@@ -85,11 +88,11 @@ def _emit_blocked_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> l
             return f"tile_{st[x]}[e]" if g[x].size == size else f"{st[x]}[0]"
 
         args = [element(x) for x in reads] + common.extra_arguments(outs)
-        lhs = ", ".join(f"flat_{st[w]}[{at}]" for w in k.writes)
+        lhs = ", ".join([f"flat_{w}[{at}]" for w in rows_written] + [f"row_{e}[e]" for e in sums])
         return f"{lhs} = {common.scalar_function_name(k)}({', '.join(args)})"
 
     with src.block(f"def {k.name}(B, {', '.join(params)}):"):
-        if tiled or repeated:
+        if tiled or repeated or sums:
             src(f"# rows in blocks of {r}: one flat loop of {n} elements per block, long")
             src(f"# enough to vectorise whole (a {size}-wide row is not); the last may be shorter")
         else:
@@ -100,16 +103,36 @@ def _emit_blocked_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> l
                 src(f"tile_{t}[e] = {t}[e % {size}]")
         for a in flat:
             src(f"flat_{a} = {a}.reshape(-1)")
-        if not (tiled or repeated):  # every row operand is per case: one flat loop
+        if not (tiled or repeated or sums):  # every row operand is per case: one flat loop
             with src.block(f"for e in prange(B * {size}):"):
                 src(line("e"))
             return params
         with src.block(f"for blk in prange((B + {r - 1}) // {r}):"):
             src(f"o = blk * {n}")
             _repeat_scalars(src, repeated, r, size)
+            for e in sums:
+                src(f"row_{e} = np.empty({n}, dtype={e}.dtype)")
             with src.block(f"for e in range(min({n}, B * {size} - o)):"):
                 src(line("o + e"))
+            _sum_rows(src, sums, r, size)
     return params
+
+
+def _sum_rows(src: Source, sums: list[str], r: int, size: int) -> None:
+    """After a block's loop: each epilogue's per-case total, the sum of its row in the
+    block buffer ``row_x``, in order along the row as ``emit_map``'s row loop adds it."""
+    if not sums:
+        return
+    src("# each case's sums over its row of the block buffers")
+    with src.block(f"for c in range(min({r}, B - blk * {r})):"):
+        for e in sums:
+            if size >= ROW_SUM_MIN_SIZE:  # a vectorised float64 sum (runtime/vecmath.py)
+                src(f"{e}[blk * {r} + c, 0] = vm.row_sum(row_{e}[c * {size}:(c + 1) * {size}])")
+                continue
+            src("acc = 0.0")
+            with src.block(f"for j in range({size}):"):
+                src(f"acc += row_{e}[c * {size} + j]")
+            src(f"{e}[blk * {r} + c, 0] = acc")
 
 
 def _repeat_scalars(src: Source, repeated: list[str], r: int, size: int) -> None:

@@ -73,3 +73,30 @@ def test_a_narrow_map_with_per_case_scalars_runs_in_blocks(tmp_path):
         batch = {"x": rng.standard_normal((B, 5)), "t": np.eye(10)[rng.integers(0, 10, B)]}
         errs = testing.compare_to_reference(prog, prog.init(0), batch)
         assert max(errs[p] for p in progs) < 1e-12, (B, errs)
+
+
+@pytest.mark.parametrize("width", [10, 40])
+def test_a_narrow_map_with_a_per_case_sum_runs_in_blocks(tmp_path, width):
+    """A map that also sums each row (an epilogue: a loss's per-case total) over rows
+    narrower than a vector body runs, since session 17, as flat loops over blocks of
+    EPILOGUE_BLOCK rows whose summands go into a block buffer, each case's row then summed
+    (by a loop, or from 32 wide by vm.row_sum), as the row loops did before. Batch sizes
+    below, at and across a block (the last one partial) must give the reference's loss,
+    grad and hvp."""
+    m = sc.Model(f"narrow_sum_{width}")
+    x = m.input("x", 5)
+    t = m.target("t", width)
+    W = m.param("W", (width, 5), init=sc.init.normal(0.5))
+    b = m.param("b", width, init=sc.init.normal(0.1))
+    m.minimize(sc.losses.squared_error(W @ sc.tanh(x) + b, t))
+    progs = ("loss", "grad", "hvp")
+    prog = sc.compile(m, programs=progs, build_dir=tmp_path / "b", progress=False)
+    shared = [f.read_text() for f in (tmp_path / "b" / "kernels" / "shared").glob("*.py")]
+    summed = [s for s in shared if "each case's sums over its row" in s]
+    assert summed and all("for blk in prange" in s for s in summed)
+    assert any("vm.row_sum(row_" in s for s in summed) == (width >= 32)
+    rng = np.random.default_rng(2)
+    for B in (1, 63, 64, 130):
+        batch = {"x": rng.standard_normal((B, 5)), "t": rng.standard_normal((B, width))}
+        errs = testing.compare_to_reference(prog, prog.init(0), batch)
+        assert max(errs[p] for p in progs) < 1e-12, (B, errs)

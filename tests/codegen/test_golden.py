@@ -39,7 +39,9 @@ def _generated(build_dir, name: str) -> str:
     return (build_dir / "kernels" / "shared" / f"{shared}.py").read_text()
 
 
-@pytest.mark.parametrize("program", ["grad", "grad:k1_map_logistic", "grad:k5_reduce_bsum"])
+@pytest.mark.parametrize(
+    "program", ["grad", "grad:k1_map_logistic", "grad:k4_map_mul", "grad:k5_reduce_bsum"]
+)
 def test_generated_source_matches_golden(tied_build, program):
     got = _generated(tied_build, program)
     path = GOLDEN / f"tied_{program.replace(':', '_')}.py"

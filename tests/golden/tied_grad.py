@@ -55,7 +55,7 @@ k3_map_bbcast = kernel('map_bbcast_fc91bb33dc93')  # (B, s4)
 # k4_map_mul: map -> mul [s5], sigmoid_cross_entropy_2 [s6]
 #   IR nodes: n9 add_1, n14 loss_sigmoid_cross_entropy_d0, n15 mul, n31 sigmoid_cross_entropy_1, n32 sigmoid_cross_entropy_2
 #   DSL: models.py:47: m.minimize(sc.losses.sigmoid_cross_entropy(W.T @ code + c, x))
-k4_map_mul = kernel('map_mul_1a88f4e65362')  # (B, s3, p_c, in_x, s4, s5, s6)
+k4_map_mul = kernel('map_mul_4c7dd149d0f5')  # (B, s3, p_c, in_x, s4, s5, s6)
 
 # k5_reduce_bsum: reduce batch_sum -> bsum [out_grad_c]
 #   IR nodes: n18 bsum

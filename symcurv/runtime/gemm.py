@@ -101,9 +101,12 @@ BLAS_WITHOUT_AVX512 = VECTOR_BYTES == 64 and _CORE != "" and _CORE not in AVX512
 # every width from 4 columns on, in both dtypes (float32 a·b and a·wᵀ with 4 columns:
 # 0.87-1.09), and from 4 rows for a·b, 16 for a·wᵀ (packing: 2.1-2.8 × on one row), 32
 # cases for gᵀ·b (a 256-row gradient: 1.0 × at 16 cases, 2.0 × at 1): narrow outputs
-# and the float64 gradients up to 1000 × 1024 go to the tiles too.
-TILED_NN_MAX_DEPTH = 1000
-TILED_NN_MAX_COLS_FLOAT64, TILED_NN_MAX_COLS_FLOAT32 = 1000, 1024
+# and the float64 gradients up to 1000 × 1024 go to the tiles too; so do a·b up to 2000
+# deep and 1500 wide (K-FAC's Kronecker solves, 784 × 1001 · 1001 × 1001: 0.48-0.62 ×).
+TILED_NN_MAX_DEPTH = 2000 if BLAS_WITHOUT_AVX512 else 1000
+TILED_NN_MAX_COLS_FLOAT64, TILED_NN_MAX_COLS_FLOAT32 = (
+    (1500, 1500) if BLAS_WITHOUT_AVX512 else (1000, 1024)
+)
 TILED_NN_MIN_ROWS = 4
 TILED_NT_MIN_ROWS = 16 if BLAS_WITHOUT_AVX512 else 256
 TILED_NT_MIN_DEPTH, TILED_NT_MAX_DEPTH = 8, 1000

@@ -242,6 +242,21 @@ def test_eigen_inverse_with_pi_damping_equals_a_dense_solve():
     assert w is prev[0] and U is prev[1]
 
 
+def test_the_kronecker_solve_products_equal_numpy():
+    """KFAC.direction's two products per layer go through the programs' ``gemm`` (its tiles
+    where they take the shape, a float32 gradient cast to float64): equal to numpy's."""
+    from symcurv.optim.kfac import _product
+    from symcurv.runtime.gemm import takes_tiled_nn
+
+    rng = np.random.default_rng(6)
+    IG, IA = rng.normal(size=(30, 30)), rng.normal(size=(41, 41))
+    V = rng.normal(size=(30, 41)).astype(np.float32)  # a float32 program's gradient
+    assert takes_tiled_nn(IG, V.astype(np.float64))
+    got = _product(_product(IG, V), IA)
+    assert got.dtype == np.float64
+    assert np.allclose(got, IG @ V.astype(np.float64) @ IA, rtol=1e-12, atol=1e-12)
+
+
 def test_kfac_trains_and_resumes_bit_for_bit(net, tmp_path):
     prog, theta0, _ = net
     rng = np.random.default_rng(7)

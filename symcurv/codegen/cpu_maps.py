@@ -126,13 +126,20 @@ def _sum_rows(src: Source, sums: list[str], r: int, size: int) -> None:
     src("# each case's sums over its row of the block buffers")
     with src.block(f"for c in range(min({r}, B - blk * {r})):"):
         for e in sums:
-            if size >= ROW_SUM_MIN_SIZE:  # a vectorised float64 sum (runtime/vecmath.py)
-                src(f"{e}[blk * {r} + c, 0] = vm.row_sum(row_{e}[c * {size}:(c + 1) * {size}])")
-                continue
-            src("acc = 0.0")
-            with src.block(f"for j in range({size}):"):
-                src(f"acc += row_{e}[c * {size} + j]")
-            src(f"{e}[blk * {r} + c, 0] = acc")
+            _row_total(src, f"{e}[blk * {r} + c, 0]", f"row_{e}", size, f"c * {size}")
+
+
+def _row_total(src: Source, dst: str, row: str, size: int, start: str | None = None) -> None:
+    """``dst`` = the sum of ``row[start + j]`` for j < size (the whole ``row`` without a
+    start): from ROW_SUM_MIN_SIZE elements by ``vm.row_sum``, a vectorised float64 sum
+    (runtime/vecmath.py), else by a loop in order along the row."""
+    if size >= ROW_SUM_MIN_SIZE:
+        src(f"{dst} = vm.row_sum({row if start is None else f'{row}[{start}:{start} + {size}]'})")
+        return
+    src("acc = 0.0")
+    with src.block(f"for j in range({size}):"):
+        src(f"acc += {row}[{'j' if start is None else f'{start} + j'}]")
+    src(f"{dst} = acc")
 
 
 def _repeat_scalars(src: Source, repeated: list[str], r: int, size: int) -> None:
@@ -180,12 +187,5 @@ def emit_map(src: Source, g: Graph, k: Kernel, st: dict[str, str]) -> list[str]:
         with src.block(f"for j in range({size}):"):
             src(f"{', '.join(lhs)} = {fcall}")
         for e, r in zip(k.epilogues, rows):
-            dst = common.element(g[e], (batched, 1), st[e])
-            if size >= ROW_SUM_MIN_SIZE:  # a vectorised float64 sum (runtime/vecmath.py)
-                src(f"{dst} = vm.row_sum({r})")
-                continue
-            src("acc = 0.0")
-            with src.block(f"for j in range({size}):"):
-                src(f"acc += {r}[j]")
-            src(f"{dst} = acc")
+            _row_total(src, common.element(g[e], (batched, 1), st[e]), r, size)
     return params

@@ -52,7 +52,7 @@ from symcurv.runtime.gemm_tiles import (
 # blas_threads.py would leave the old kernels running from the cache, in an editable
 # install after a pull too. This line changes with them (tests/runtime/test_gemm.py checks
 # it against ``kernels_source_hash()``), so that their edit recompiles everything here.
-KERNELS_SOURCE_HASH = "c92619019597811d"
+KERNELS_SOURCE_HASH = "9e88737c21770940"
 KERNEL_FILES = ("gemm_tiles.py", "gemm_narrow.py", "blas_threads.py")
 
 

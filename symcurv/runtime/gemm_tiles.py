@@ -15,7 +15,7 @@ against OpenBLAS's 241 µs and XLA's 206; Gᵀ X 189 against 246 and 204 (float6
 autoencoder's float32 layers (session 14) the three kernels run at 0.97-1.02 × XLA's
 time where OpenBLAS takes 1.02-1.09 ×. On the Zen 5 VM of session 17, whose FMA pipes
 are twice as wide, 4-row tiles starved on b's loads; 6-row tiles (``TALL_MIN_SUM_BYTES_NN``)
-run the autoencoder's G W and Gᵀ H at 0.91-1.02 × XLA's time, where OpenBLAS, which has no
+run the autoencoder's G W and Gᵀ H at 0.86-1.02 × XLA's time, where OpenBLAS, which has no
 kernel for that core, takes 1.7-1.9 ×.
 
 One tile routine serves every product through its strides: step p of the sum reads

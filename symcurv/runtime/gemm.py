@@ -107,7 +107,7 @@ TILED_NN_MAX_DEPTH = 2000 if BLAS_WITHOUT_AVX512 else 1000
 TILED_NN_MAX_COLS_FLOAT64, TILED_NN_MAX_COLS_FLOAT32 = (
     (1500, 1500) if BLAS_WITHOUT_AVX512 else (1000, 1024)
 )
-TILED_NN_MIN_ROWS = 4
+TILED_NN_MIN_ROWS = 1 if BLAS_WITHOUT_AVX512 else 4  # one: see FEW_ROWS below
 TILED_NT_MIN_ROWS = 16 if BLAS_WITHOUT_AVX512 else 256
 TILED_NT_MIN_DEPTH, TILED_NT_MAX_DEPTH = 8, 1000
 TILED_NT_MAX_COLS = 1024
@@ -117,6 +117,16 @@ TILED_TN_MAX_ROWS_FLOAT64, TILED_TN_MAX_COLS_FLOAT64 = (
 )
 TILED_TN_MIN_CASES = 32 if BLAS_WITHOUT_AVX512 else 64
 NARROW_OUTPUTS_TILED = BLAS_WITHOUT_AVX512  # else a tile's width of columns at least
+# A batch of a few cases (fewer than FEW_ROWS), against those AVX2 kernels: the BLAS's
+# call costs more than such a product, 0.57-0.91 µs for 1×20·20×20 from Python against
+# 0.33-0.53 by the tiles (a·b), 0.28-0.30 by narrow_nt's dot products (a·wᵀ) and
+# 0.39-0.41 for a 20 × 20 gᵀ·b over 1-4 cases (both dtypes, `/tmp/s17/m1.py`, session
+# 17; a 256-row gᵀ·b over so few cases stays with the BLAS: 1.3-2.2 against 2.4-3.1).
+# So a·b runs in the tiles from one row, a·wᵀ with up to NARROW_MAX_COLS columns in
+# narrow_nt over any sum, gᵀ·b into at most TILED_TN_FEW_CASES_MAX_ROWS rows in the tiles.
+FEW_ROWS_OWN = BLAS_WITHOUT_AVX512
+FEW_ROWS = 16
+TILED_TN_FEW_CASES_MAX_ROWS = 20
 
 
 @njit(cache=True, nogil=True)
@@ -130,6 +140,8 @@ def takes_narrow(a, b):
     """Whether a · b is narrow enough for ``narrow_nt`` (layouts aside): the limits above."""
     m, k = a.shape
     n = b.shape[1]
+    if FEW_ROWS_OWN and 1 <= m < FEW_ROWS:
+        return n <= NARROW_MAX_COLS and k >= 1
     per_col = DEPTH_PER_COLUMN_FLOAT64 if a.itemsize == 8 else DEPTH_PER_COLUMN_FLOAT32
     return m >= NARROW_MIN_ROWS and n <= NARROW_MAX_COLS and k >= max(NARROW_MIN_DEPTH, n * per_col)
 
@@ -154,7 +166,10 @@ def takes_tiled_tn(a, b):
     max_rows = TILED_TN_MAX_ROWS_FLOAT64 if f64 else TILED_TN_MAX_ROWS_FLOAT32
     max_cols = TILED_TN_MAX_COLS_FLOAT64 if f64 else TILED_TN_MAX_COLS_FLOAT32
     min_cols = 1 if NARROW_OUTPUTS_TILED else TILE_VECTORS * VECTOR_BYTES // a.itemsize
-    return m <= max_rows and cases >= TILED_TN_MIN_CASES and min_cols <= n <= max_cols
+    enough = cases >= TILED_TN_MIN_CASES or (
+        FEW_ROWS_OWN and cases >= 1 and m <= TILED_TN_FEW_CASES_MAX_ROWS
+    )
+    return m <= max_rows and enough and min_cols <= n <= max_cols
 
 
 @njit(cache=True, nogil=True)

@@ -143,8 +143,14 @@ def test_which_products_are_narrow(dtype):
     assert not narrow(1000, _depth(dtype, wide) - 1, wide)  # sums too short for N columns
     assert not narrow(1000, _depth(dtype, 1) - 1, 1)  # sums too short for any
     assert not narrow(1000, 10 * _depth(dtype, wide), wide + 1)  # too wide
-    assert not narrow(rows - 1, _depth(dtype, 1), 1)  # too few rows
     assert narrow(1000, 256, 20)  # cp_net's first layer, both dtypes
+    # a few rows: too few for the blocks against a BLAS with AVX-512 kernels; where it has
+    # none, any sum into at most NARROW_MAX_COLS columns (its call costs more)
+    few = gemm_module.FEW_ROWS_OWN
+    assert narrow(rows - 1, _depth(dtype, 1), 1) == few
+    for m in (1, 3, gemm_module.FEW_ROWS - 1):
+        assert narrow(m, 10, 20) == few and narrow(m, 1, wide) == few
+        assert not narrow(m, 10, wide + 1)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -297,7 +303,13 @@ def test_which_products_are_tiled(dtype):
     assert not nt(1000, TILED_NT_MAX_DEPTH + 1, 256) and not nt(1000, 100, TILED_NT_MAX_COLS + 1)
     assert tn(20, 1000, tn_cols) and not tn(20, 1000, tn_cols + 1)
     assert tn(tn_rows, 1000, 256) and not tn(tn_rows + 1, 1000, 256)
-    assert tn(20, TILED_TN_MIN_CASES, 256) and not tn(20, TILED_TN_MIN_CASES - 1, 256)
+    few_rows = gemm_module.TILED_TN_FEW_CASES_MAX_ROWS
+    assert tn(30, TILED_TN_MIN_CASES, 256) and not tn(30, TILED_TN_MIN_CASES - 1, 256)
+    # few cases: into a narrow gradient where the BLAS runs no AVX-512 kernels
+    for cases in (1, TILED_TN_MIN_CASES - 1):
+        assert tn(few_rows, cases, 256) == gemm_module.FEW_ROWS_OWN
+        assert not tn(few_rows + 1, cases, 256)
+    assert nn(1, 20, 20) == gemm_module.FEW_ROWS_OWN  # one case's G W
     assert tn(30, 1000, 256)  # two rows past the tiles: one pair
 
 
@@ -417,3 +429,24 @@ def test_a_pair_equals_two_products_however_it_runs(dtype, threads):
                 gemm_pair(a, W1.T, W2.T, out1, out2)
                 np.testing.assert_allclose(out1, a @ W1.T, rtol=tol, atol=tol * k)
                 np.testing.assert_allclose(out2, a @ W2.T, rtol=tol, atol=tol * k)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_few_cases_equal_numpy_however_they_run(dtype, serial_blas):
+    """A batch of 1 to FEW_ROWS cases through ``gemm`` with the layouts a driver passes:
+    G W (a·b), H Wᵀ (a·wᵀ, narrow dot products) and Gᵀ H (gᵀ·b over the cases), by
+    symcurv's kernels where the BLAS runs no AVX-512 kernels, else by the BLAS."""
+    rng = np.random.default_rng(8)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for cases in (1, 2, 3, 5, gemm_module.FEW_ROWS - 1):
+        for k, n in ((20, 20), (256, 20), (20, 256), (10, 3)):
+            a, w = rng.standard_normal((cases, k)).astype(dtype), rng.standard_normal((n, k))
+            w = w.astype(dtype)
+            h = rng.standard_normal((cases, n)).astype(dtype)
+            for x, y, shape in ((a, w.T, (cases, n)), (a, w.T.copy(), (cases, n))):
+                out = np.full(shape, np.nan, dtype)
+                gemm(x, y, out)
+                np.testing.assert_allclose(out, x @ y, rtol=tol, atol=tol * k)
+            out = np.full((k, n), np.nan, dtype)
+            gemm(a.T, h, out)
+            np.testing.assert_allclose(out, a.T @ h, rtol=tol, atol=tol * cases)

@@ -12,13 +12,15 @@ there); the other shapes within 1 %. Each layout of the operands (C- or F-ordere
 ``W.reshape(...).T`` is F) is one compiled signature, cached on disk like every kernel.
 
 Three kinds of product skip the BLAS for symcurv's own kernels, which run them faster on
-this machine (docs/benchmarks.md, "Session 13" and "Session 14"); which kernel runs is
-decided by the operands' layouts when ``gemm`` is compiled, and by their shapes and dtype
-at run time:
+this machine (docs/benchmarks.md, "Session 13", "Session 14" and "Session 17"); which
+kernel runs is decided by the operands' layouts when ``gemm`` is compiled, and by their
+shapes and dtype at run time (and by the kernels OpenBLAS has for this core: where they
+are its AVX2 ones on an AVX-512 machine, ``BLAS_WITHOUT_AVX512``, the limits below widen):
 - a layer's forward X Wᵀ (a, bᵀ, out C-ordered): ``gemm_tiles.tiled_nt``, register tiles
-  over packed panels of Wᵀ, from one tile's width (32 or 64 columns) to 1024 columns at
-  B ≥ 256 (``takes_tiled_nt``); else, if narrow (a few tens of columns, long rows),
-  ``gemm_narrow.narrow_nt``, blocks of dot products (``takes_narrow``);
+  over packed panels of Wᵀ, up to 1024 columns at B ≥ 256 (16), from one tile's width
+  (any width) (``takes_tiled_nt``); else, if narrow (a few tens of columns, long rows, or
+  a batch of a few cases), ``gemm_narrow.narrow_nt``, blocks of dot products
+  (``takes_narrow``);
 - a·b into an output up to about 1000 wide (G W: a, b, out C-ordered):
   ``gemm_tiles.tiled_nn``, register tiles (``takes_tiled_nn``);
 - gᵀ·b, a sum over the cases into an output up to 1000 × 1000 (Gᵀ X: g = aᵀ, b, out

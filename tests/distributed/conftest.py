@@ -4,6 +4,8 @@ tests drive through ``DataParallel``, bound in 3 shards to N cases."""
 
 from __future__ import annotations
 
+import os
+
 import models
 import numpy as np
 import pytest
@@ -35,7 +37,13 @@ def prog(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def client():
+def environ_before_client():
+    """This process's thread-count variables before the session's cluster starts."""
+    return {k: os.environ.get(k) for k in sc.distributed.PINNED_THREADS}
+
+
+@pytest.fixture(scope="session")
+def client(environ_before_client):
     c = sc.distributed.local_client(2)
     yield c
     cluster = c.cluster

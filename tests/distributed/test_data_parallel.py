@@ -59,6 +59,16 @@ def test_every_method_equals_one_process(prog, dp, data, subset):
     assert dp.n_cases == N and dp.n_shards == 3
 
 
+def test_the_cluster_leaves_this_process_environment_alone(client, environ_before_client):
+    """Dask's nanny writes one-thread OpenBLAS/MKL/OpenMP variables into the parent's
+    os.environ before it spawns a worker; ``local_client`` puts them back (else a process
+    started from this one would run a one-thread BLAS, and with it symcurv's own product
+    kernels, whose sums differ in the last bits), while the workers keep theirs."""
+    assert {k: os.environ.get(k) for k in environ_before_client} == environ_before_client
+    per_worker = client.run(lambda: os.environ.get("OPENBLAS_NUM_THREADS"))
+    assert len(per_worker) == 2 and set(per_worker.values()) == {"1"}
+
+
 @pytest.mark.parametrize("scatter_bytes", [1 << 20, 0])  # 0: θ and v scattered, not sent
 def test_state_stays_on_the_workers(prog, dp, subset, scatter_bytes, monkeypatch):
     from symcurv.distributed import data_parallel

@@ -1,6 +1,7 @@
 """Build directories: loading in a fresh process without sympy, integrity checks."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 import symcurv as sc
 from symcurv import errors, testing
-from symcurv.runtime import build
+from symcurv.runtime import blas_threads, build
 
 
 def test_load_in_new_process_without_sympy(compiled, build_root):
@@ -36,7 +37,12 @@ def test_load_in_new_process_without_sympy(compiled, build_root):
         print("sympy loaded:", "sympy" in sys.modules,
               "networkx loaded:", "networkx" in sys.modules)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    # the same BLAS thread count as here: it picks symcurv's product kernels or the BLAS
+    # (runtime/gemm.py), whose sums differ in the last bits
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(blas_threads.threads() or 1)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
+    )
     assert out.returncode == 0, out.stderr
     assert "sympy loaded: False" in out.stdout
 

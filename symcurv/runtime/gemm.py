@@ -54,7 +54,7 @@ from symcurv.runtime.gemm_tiles import (
 # blas_threads.py would leave the old kernels running from the cache, in an editable
 # install after a pull too. This line changes with them (tests/runtime/test_gemm.py checks
 # it against ``kernels_source_hash()``), so that their edit recompiles everything here.
-KERNELS_SOURCE_HASH = "9e88737c21770940"
+KERNELS_SOURCE_HASH = "d149315fc62ffd7d"
 KERNEL_FILES = ("gemm_tiles.py", "gemm_narrow.py", "blas_threads.py")
 
 
@@ -183,8 +183,9 @@ def takes_tiled_nt(a, b):
     m, k = a.shape
     n = b.shape[1]
     wide = TILE_VECTORS * VECTOR_BYTES // a.itemsize
-    if n < wide and not (NARROW_OUTPUTS_TILED and (a.itemsize == 8 or not takes_narrow(a, b))):
-        return False
+    if n < wide:  # a narrow output
+        if not NARROW_OUTPUTS_TILED or (a.itemsize == 4 and takes_narrow(a, b)):
+            return False
     return (
         m >= TILED_NT_MIN_ROWS
         and TILED_NT_MIN_DEPTH <= k <= TILED_NT_MAX_DEPTH

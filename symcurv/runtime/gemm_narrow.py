@@ -39,7 +39,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from symcurv.runtime.gemm_tiles import _at, _broadcast, _element_pointer, _i64, _vector_kit
+from symcurv.runtime.gemm_tiles import _at, _element_pointer, _i64, _vector_access, _vector_kit
 
 _FLAGS = {"reassoc", "contract"}
 _I32 = ir.IntType(32)
@@ -77,12 +77,6 @@ def _dots(typingctx, a, a_off, a_row, b, b_off, b_row, c, c_off, c_row, k):
         a_row_, b_row_, c_row_, k_ = args[2], args[5], args[8], args[9]
         a0, b0, c0 = (_element_pointer(context, builder, signature, args, j) for j in (0, 3, 6))
         vec, lanes, size, fma = _vector_kit(context, builder, signature.args[6].dtype)
-        mask_type = ir.VectorType(ir.IntType(1), lanes)
-        masked_load = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(vec, [vec.as_pointer(), _I32, mask_type, vec]),
-            f"llvm.masked.load.v{lanes}{'f64' if size == 8 else 'f32'}.p0",
-        )
 
         def at(ptr, n):  # &ptr[n]
             return _at(builder, ptr, n)
@@ -110,10 +104,8 @@ def _dots(typingctx, a, a_off, a_row, b, b_off, b_row, c, c_off, c_row, k):
         off = builder.mul(whole, _i64(lanes))
         left = builder.sub(k_, off)
         with builder.if_then(builder.icmp_signed(">", left, _i64(0))):
-            lane_ids = ir.Constant(ir.VectorType(ir.IntType(64), lanes), list(range(lanes)))
-            left_vec = _broadcast(builder, left, ir.VectorType(ir.IntType(64), lanes), lanes)
-            mask = builder.icmp_signed("<", lane_ids, left_vec)
-            step(lambda p: builder.call(masked_load, [vector_at(p, off), _I32(size), mask, zero]))
+            masked_load = _vector_access(builder, vec, lanes, size, left)[0]  # first `left` lanes
+            step(lambda p: masked_load(vector_at(p, off), True))
         # across the lanes: 16 vectors -> 16 / lanes vectors of one sum per lane, in order
         vectors, seg = [builder.load(s) for s in sums], lanes
         while seg > 1:

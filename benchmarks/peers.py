@@ -6,6 +6,7 @@
     python benchmarks/peers.py --quick         # smoke run: cp_net only, float64, 2 rounds
     python benchmarks/peers.py --dtypes float32 --clock cpu   # one dtype; CPU time (busy machine)
     python benchmarks/peers.py --models autoencoder --dtypes float32 --threads 1   # one case
+    python benchmarks/peers.py --models cp_net --batches 1 --threads 1   # the fixed cost of a call
     (K-FAC against kfac-jax's optimizer: benchmarks/peers_kfac.py)
 
 Programs (symcurv call | JAX function, jit-compiled):
@@ -374,6 +375,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, help="alternating rounds (default 5; quick 2)")
     ap.add_argument("--dtypes", default=None, help="comma list (default float64,float32)")
     ap.add_argument("--models", default=None, help="comma list (default cp_net,autoencoder)")
+    ap.add_argument("--batches", default=None, help="comma list of B (default: every case's)")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument(
@@ -390,6 +392,8 @@ def main() -> None:
     cases = QUICK_CASES if args.quick else FULL_CASES
     if args.models:
         cases = [c for c in cases if c[0] in args.models.split(",")]
+    if args.batches:
+        cases = [c for c in cases if str(c[1]) in args.batches.split(",")]
     dtypes = (args.dtypes or ("float64" if args.quick else "float64,float32")).split(",")
     rounds = args.rounds or (2 if args.quick else 5)
     repeat, min_time = (3, 2e-3) if args.quick else (7, 5e-3)

@@ -42,6 +42,11 @@ def _batch_size(batch: Mapping[str, np.ndarray]) -> int:
     return len(next(iter(batch.values()))) if batch else 1
 
 
+def _has_cached(extras: Mapping | None) -> bool:
+    """Does ``extras`` hold a State's cached static values (leaves "cache...")?"""
+    return bool(extras) and any(k.startswith("cache") for k in extras)
+
+
 def _driver_flags(spec: dict, returned) -> tuple[bool, bool]:
     """(did a batch guard fire, did every output bound hold) from what a CPU driver
     returns: the first flag if it guards a leaf, the second if it bounds an output, in
@@ -374,7 +379,7 @@ class Program:
                 self, program, theta, batch, v=v, extras=extras, seed=seed
             )
         spec, part = self.spec(program), program
-        if spec.get("whole") and not any(k.startswith("cache") for k in extras or ()):
+        if spec.get("whole") and not _has_cached(extras):
             part = spec["whole"]  # the static and dynamic parts in one driver (codegen/parts.py)
             spec = self.spec(part)
         leaves, wants_v = spec["leaves"], spec.get("vectors")
@@ -385,8 +390,8 @@ class Program:
             vectors = [self.checks.direction(v)] if wants_v else []
         else:
             arrays, vectors = [batch[n] for n in leaves], [self._argument(v)] if wants_v else []
-        extras = {k: self._argument(a) for k, a in (extras or {}).items()}
-        if spec.get("static") and not any(k.startswith("cache") for k in extras):
+        extras = {k: self._argument(a) for k, a in extras.items()} if extras else {}
+        if spec.get("static") and not _has_cached(extras):
             checked = dict(zip(leaves, arrays))  # its outputs are the kernels' own arrays
             extras.update(self.run(spec["static"], theta, checked, check=False, reuse=True))
         B = arrays[0].shape[0] if arrays else 1

@@ -98,20 +98,22 @@ k12_reduce_objective = kernel('reduce_objective_eb17733eb6a0')  # (B, out_object
 def run(theta, in_x, out_grad, out_objective, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9):
     """Run program 'grad': inputs/targets are (B, n) arrays, θ is flat; results are written into out_* arrays; s* are scratch buffers. Returns whether a product that reads x whole held NaN/inf (codegen/guards.py)."""
     B = in_x.shape[0]
-    p_W = theta[0:18]
     p_b = theta[18:21]
     p_c = theta[21:27]
     out_grad_W = out_grad[0:18]
     out_grad_b = out_grad[18:21]
     out_grad_c = out_grad[21:27]
+    p_W_3x6 = theta[0:18].reshape((3, 6))
+    s8_3x6 = s8.reshape((3, 6))
+    s9_3x6 = s9.reshape((3, 6))
     nonfinite = False
     # k0_gemm_a_W  (models.py:46)
-    gemm(in_x, p_W.reshape((3, 6)).T, s0)
+    gemm(in_x, p_W_3x6.T, s0)
     nonfinite |= not all_finite_flat(s0.reshape(-1))  # a non-finite batch entry?
     # k1_map_logistic  (models.py:46)
     k1_map_logistic(B, s0, p_b, s1, s2)
     # k2_gemm_a_WT  (models.py:47)
-    gemm(s1, p_W.reshape((3, 6)), s3)
+    gemm(s1, p_W_3x6, s3)
     # k3_map_bbcast  (models.py:47)
     k3_map_bbcast(B, s4)
     # k4_map_mul  (models.py:47)
@@ -119,15 +121,15 @@ def run(theta, in_x, out_grad, out_objective, s0, s1, s2, s3, s4, s5, s6, s7, s8
     # k5_reduce_bsum  (models.py:47)
     k5_reduce_bsum(B, s5, out_grad_c)
     # k6_gemm_WTg  (models.py:47)
-    gemm(s5, p_W.reshape((3, 6)).T, s0)
+    gemm(s5, p_W_3x6.T, s0)
     # k7_map_mul_1  (models.py:46)
     k7_map_mul_1(B, s0, s2, s7)
     # k8_reduce_bsum_1  (models.py:46)
     k8_reduce_bsum_1(B, s7, out_grad_b)
     # k9_gemm_dW  (models.py:46)
-    gemm(s7.T, in_x, s8.reshape((3, 6)))
+    gemm(s7.T, in_x, s8_3x6)
     # k10_gemm_dWTT_1  (models.py:47)
-    gemm(s1.T, s5, s9.reshape((3, 6)))
+    gemm(s1.T, s5, s9_3x6)
     # k11_map_acc  (models.py:46)
     k11_map_acc(B, s9, s8, out_grad_W)
     # k12_reduce_objective  (models.py:47)

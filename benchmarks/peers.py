@@ -33,7 +33,12 @@ ratio symcurv/JAX is taken within each round and the table gives its median over
 the VM's slow phases, which last longer than one round, cancel. Both sides are pinned to the
 same cores with the same thread counts (common.pinned_env: BLAS, Numba, XLA). The JAX
 process's first call of each jitted function (trace + compile + one run) is the "compile"
-row, beside symcurv's cold build.
+row, beside symcurv's cold build and the compile of its drivers on first use.
+
+symcurv runs its compiled drivers (``--driver compiled``, SYMCURV_DRIVER: the driver a
+program switches to in a loop, runtime/drivers.py; the parent compiles them into the build
+once, timed as "+ drivers"); ``--driver python`` times the Python drivers a program's first
+calls run (its first 1000 in a process where no compiled driver is cached).
 """
 
 from __future__ import annotations
@@ -312,8 +317,10 @@ def run_worker(side: str, spec: dict, tmp: Path, env: dict, tag: str) -> list:
 
 # -- parent ---------------------------------------------------------------------------------------
 def build_all(cases, dtypes, root: Path, env: dict) -> dict:
-    """Cold builds in fresh processes (fresh directories: Numba's cache starts empty); θ,
-    batch and v files per (model, B). Returns {(model, dtype): seconds}."""
+    """Cold builds in fresh processes (fresh directories: Numba's cache starts empty), then
+    each program called once with SYMCURV_DRIVER=compiled (its compiled driver, cached in
+    the build: runtime/drivers.py); θ, batch and v files per (model, B). Returns
+    {(model, dtype): (build seconds, drivers seconds)}."""
     code = (
         "import sys, time, json; sys.path.insert(0, {ex!r}); sys.path.insert(0, {here!r})\n"
         "import common; common.pin_to_cpus()\n"
@@ -325,7 +332,11 @@ def build_all(cases, dtypes, root: Path, env: dict) -> dict:
         "t2 = time.perf_counter()\n"
         "from pathlib import Path\n"
         "for B in {Bs!r}: peers.write_data(p, {model!r}, B, Path({data!r}) / str(B))\n"
-        "print(json.dumps(dict(imports=t1 - t0, build=t2 - t1)))\n"
+        "from symcurv.runtime.compile_parallel import call_once\n"
+        "t3 = time.perf_counter()\n"
+        "for name in p.programs: call_once(p, name)  # SYMCURV_DRIVER=compiled: drivers\n"
+        "t4 = time.perf_counter()\n"
+        "print(json.dumps(dict(imports=t1 - t0, build=t2 - t1, drivers=t4 - t3)))\n"
     )
     cold = {}
     for model in dict.fromkeys(m for m, _ in cases):
@@ -342,10 +353,19 @@ def build_all(cases, dtypes, root: Path, env: dict) -> dict:
                 data=str(root / f"data_{model}"),
             )
             r = subprocess.run(
-                [sys.executable, "-c", src], check=True, env=env, capture_output=True, text=True
+                [sys.executable, "-c", src],
+                check=True,
+                env={**env, "SYMCURV_DRIVER": "compiled"},
+                capture_output=True,
+                text=True,
             )
-            cold[(model, dtype)] = json.loads(r.stdout.strip().splitlines()[-1])["build"]
-            print(f"  built {model} {dtype}: {cold[(model, dtype)]:.1f} s", flush=True)
+            got = json.loads(r.stdout.strip().splitlines()[-1])
+            cold[(model, dtype)] = got["build"], got["drivers"]
+            print(
+                f"  built {model} {dtype}: {got['build']:.1f} s, then its drivers compiled on "
+                f"first use: {got['drivers']:.1f} s",
+                flush=True,
+            )
     return cold
 
 
@@ -375,6 +395,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, help="alternating rounds (default 5; quick 2)")
     ap.add_argument("--dtypes", default=None, help="comma list (default float64,float32)")
     ap.add_argument("--models", default=None, help="comma list (default cp_net,autoencoder)")
+    ap.add_argument(
+        "--driver",
+        choices=("compiled", "python", "auto"),
+        default="compiled",
+        help="symcurv's driver (SYMCURV_DRIVER; default compiled: a loop's steady state)",
+    )
     ap.add_argument("--batches", default=None, help="comma list of B (default: every case's)")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--json", help="also write the results here")
@@ -424,7 +450,10 @@ def main() -> None:
         spec = {"cases": spec_cases, "repeat": repeat, "min_time": min_time, "clock": args.clock}
         per_round = []
         for r in range(rounds):
-            got = {s: run_worker(s, spec, tmp, env, f"r{r}") for s in ("symcurv", "jax")}
+            got = {
+                s: run_worker(s, spec, tmp, {**env, "SYMCURV_DRIVER": args.driver}, f"r{r}")
+                for s in ("symcurv", "jax")
+            }
             per_round.append(got)
             print(f"  round {r + 1}/{rounds} done", flush=True)
     report(spec_cases, per_round, cold, args.json)
@@ -467,20 +496,28 @@ def report(spec_cases: list, per_round: list, cold: dict, json_path: str | None)
         )
     )
     comp = []
-    for (model, dtype), s in cold.items():
+    for (model, dtype), (s, drivers) in cold.items():
         i = next(j for j, c in enumerate(spec_cases) if c["model"] == model and c["dtype"] == dtype)
         jc = [rnd["jax"][i]["compile"] for rnd in per_round]
         gh = float(np.median([d["grad"] + d["hvp"] for d in jc]))
         every = float(np.median([sum(d.values()) for d in jc]))
-        comp.append([dtype, model, f"{s:.1f}", f"{gh:.2f}", f"{every:.2f}"])
+        comp.append([dtype, model, f"{s:.1f}", f"{drivers:.1f}", f"{gh:.2f}", f"{every:.2f}"])
     print(
         "\nCompile: symcurv cold build (sympy, passes, codegen, Numba for the programs "
         f"{', '.join(BUILD_PROGRAMS)}) vs JAX trace + compile + first call in a fresh process"
     )
-    print(table(comp, ["dtype", "model", "symcurv cold build s", "JAX grad+hvp s", "JAX all 6 s"]))
+    heads = [
+        "dtype",
+        "model",
+        "symcurv cold build s",
+        "+ drivers s",
+        "JAX grad+hvp s",
+        "JAX all 6 s",
+    ]
+    print(table(comp, heads))
     if json_path:
         Path(json_path).write_text(
-            json.dumps(dict(results=results, cold=[[*k, v] for k, v in cold.items()]))
+            json.dumps(dict(results=results, cold=[[*k, *v] for k, v in cold.items()]))
         )
 
 

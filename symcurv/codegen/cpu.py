@@ -429,11 +429,13 @@ def emit(
             alias(kname)
     src()
     src()
-    # The driver is plain Python, not compiled: Numba compiles a function together with
-    # every function it calls (their code is linked into its module and optimised
-    # again), so a compiled driver cost as much as all its kernels together a second
-    # time; called from Python, each kernel is compiled once. Its price is the dispatch
-    # of each call (about 0.5 µs a kernel, 0.8 µs a BLAS call; docs/benchmarks.md).
+    # The driver is plain Python, not compiled at build time: Numba compiles a function
+    # together with every function it calls (their code is linked into its module and
+    # optimised again), so a compiled driver cost as much as all its kernels together a
+    # second time; called from Python, each kernel is compiled once. Its price is the
+    # dispatch of each call (about 0.45 µs a kernel), so a program called often runs this
+    # same function compiled, each call made at its kernel's address
+    # (runtime/compiled_driver.py, runtime/drivers.py).
     sig = common.driver_signature(plan)
     with src.block(f"def run({', '.join(sig)}):"):
         src(

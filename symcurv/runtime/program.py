@@ -23,6 +23,7 @@ from symcurv.runtime import (
     trace,
     validate,
 )
+from symcurv.runtime.drivers import Drivers
 from symcurv.runtime.state import State
 from symcurv.runtime.validate import Checks, all_finite
 
@@ -65,6 +66,7 @@ class Program:
         self.build_dir = build_dir
         self.manifest = manifest
         self._modules = modules
+        self._drivers = Drivers(modules, manifest["backend"])  # Python or compiled drivers
         self.dtype = np.dtype(manifest["dtype"])
         self.backend = manifest["backend"]
         self.device = backends.get(self.backend)  # where the kernels run (runtime/backends.py)
@@ -397,7 +399,8 @@ class Program:
         B = arrays[0].shape[0] if arrays else 1
         extras = model_leaves.bind(self, spec, extras, B, seed)  # a model's own noise/basis
         outs = self._outputs(part, spec, B, keep, reuse)
-        flags = self._modules[part].run(
+        flags = self._drivers.run(
+            part,
             theta,
             *vectors,
             *arrays,

@@ -1,0 +1,117 @@
+"""Which driver runs a program on the CPU: the generated ``run`` called from Python, or
+the same code compiled (runtime/compiled_driver.py).
+
+The Python driver costs nothing to start and Numba's dispatch on every kernel call (cp_net's
+hvp: 27 µs of driver against 13 compiled, at B = 1). The compiled driver costs a compile the
+first time (0.4-1.3 s per program on the 2-core VM, then cached beside the program's module:
+9 ms to load). Both call the same compiled kernels for the same argument types, so their
+results are equal bit for bit. So a program switches to the compiled driver
+
+- at once (from its second call in the process: the first, in Python, loads every kernel
+  overload the compiled driver calls) when its compiled driver is cached on disk;
+- else after ``AUTO_AFTER`` calls in this process: a loop that makes that many calls makes
+  many more, and the compile is paid once per build directory.
+
+``SYMCURV_DRIVER`` overrides this: ``python`` (never compile), ``compiled`` (from the second
+call, compiling if need be), ``auto`` (the default above). A driver that fails to compile
+stays in Python with a ``RuntimeWarning`` (an error under ``SYMCURV_COMPILE_STRICT=1``, as
+the test suite runs). The cold build is not slowed: nothing here runs before a call.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+
+from numba import typeof
+
+from symcurv import errors
+from symcurv.runtime import compiled_driver
+
+MODE_ENV = "SYMCURV_DRIVER"
+MODES = ("auto", "python", "compiled")
+AUTO_AFTER = 1000  # calls of one program in a process before its driver is compiled
+MAX_MISSES = 3  # calls that met an overload not loaded yet, before a part stays in Python
+STRICT_ENV = "SYMCURV_COMPILE_STRICT"  # as runtime/compile_parallel.py (which imports Program)
+
+
+def mode() -> str:
+    """The driver policy ``SYMCURV_DRIVER`` asks for (default ``auto``)."""
+    want = os.environ.get(MODE_ENV, "auto") or "auto"
+    if want not in MODES:
+        raise errors.BuildError(
+            f"{MODE_ENV}={want!r}",
+            where="the environment",
+            fix=f"set {MODE_ENV} to one of {', '.join(MODES)}, or unset it",
+        )
+    return want
+
+
+def cached_on_disk(module: ModuleType) -> bool:
+    """Is a compiled ``run`` of ``module`` in Numba's cache beside it (its index file)?"""
+    path = Path(module.__file__)
+    return any((path.parent / "__pycache__").glob(f"{path.stem}.run-*.nbi"))
+
+
+class Drivers:
+    """The drivers of one Program's CPU modules: ``run(part, *args)`` calls the compiled one
+    where there is one, else the Python ``run`` (and counts the call)."""
+
+    def __init__(self, modules: dict[str, ModuleType], backend: str) -> None:
+        self.modules = modules
+        self.mode = mode() if backend == "cpu" else "python"
+        self.compiled: dict[str, object] = {}  # part -> dispatcher, or None: stays Python
+        self.calls: Counter = Counter()
+        self.misses: Counter = Counter()
+
+    def run(self, part: str, *args):
+        driver = self.compiled.get(part)
+        if driver is not None:
+            try:
+                return driver(*args)
+            except compiled_driver.MissingAddress:  # an overload not loaded in this process:
+                pass  # the Python driver loads it (every kernel overwrites what it writes)
+            except TypeError:  # argument types it was not compiled for (a read-only array)
+                return self.modules[part].run(*args)
+            result = self.modules[part].run(*args)
+            compiled_driver.register(compiled_driver.driver_functions(self.modules[part]))
+            self.misses[part] += 1
+            if self.misses[part] >= MAX_MISSES:  # (never seen: every overload is registered)
+                self.compiled[part] = self._give_up(part, "an overload stayed missing")
+            return result
+        result = self.modules[part].run(*args)
+        if self.mode != "python" and part not in self.compiled:
+            self.calls[part] += 1
+            if self._due(part):
+                self.compiled[part] = self._compile(part, args)
+        return result
+
+    def _due(self, part: str) -> bool:
+        n = self.calls[part]
+        if self.mode == "compiled" or n >= AUTO_AFTER:
+            return True
+        return n == 1 and cached_on_disk(self.modules[part])
+
+    def _compile(self, part: str, args):
+        """The compiled driver of ``part`` for these arguments' types (compiled now, or
+        loaded from the cache), or None with a warning where it cannot be compiled."""
+        module = self.modules[part]
+        try:
+            driver = compiled_driver.compile_driver(module)
+            driver.compile(tuple(typeof(a) for a in args))
+            driver.disable_compile()  # other types (a read-only batch) run in Python
+            compiled_driver.register(compiled_driver.driver_functions(module))
+            return driver
+        except Exception as e:
+            return self._give_up(part, f"{type(e).__name__}: {(str(e) or ' ').splitlines()[0]}", e)
+
+    def _give_up(self, part: str, why: str, error: Exception | None = None) -> None:
+        """Stay in Python for ``part`` (a warning; an error under SYMCURV_COMPILE_STRICT)."""
+        if os.environ.get(STRICT_ENV) == "1":
+            raise RuntimeError(f"program part '{part}': compiled driver: {why}") from error
+        warnings.warn(
+            f"program part '{part}' keeps its Python driver ({why})", RuntimeWarning, stacklevel=4
+        )

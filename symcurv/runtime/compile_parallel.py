@@ -164,7 +164,8 @@ def kernel_signatures(
             # codegen/guards.py): a bool keeps that arithmetic valid in the dry run
             return False
 
-    saved = []
+    saved, mode = [], prog._drivers.mode
+    prog._drivers.mode = "python"  # no driver is compiled around the recorders
     try:
         for part in {p for n in names for p in _parts(prog, n)}:
             module = prog._modules[part]
@@ -191,6 +192,7 @@ def kernel_signatures(
     finally:
         for module, attr, f in saved:
             setattr(module, attr, f)
+        prog._drivers.mode = mode
     return found
 
 

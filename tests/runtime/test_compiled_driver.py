@@ -240,3 +240,15 @@ def test_a_driver_that_fails_to_compile_stays_in_python_with_a_warning(built, mo
     monkeypatch.setenv(drivers.STRICT_ENV, "1")
     with pytest.raises(RuntimeError, match="no such construct"):
         prog.loss(theta, batch)
+
+
+def test_a_build_under_compiled_drivers_compiles_none_in_its_dry_run(tmp_path, monkeypatch):
+    """The build's dry run replaces the kernels by recorders (compile_parallel.py): a driver
+    compiled then would call them, fail, and leave the Program in Python for good."""
+    monkeypatch.setenv(drivers.MODE_ENV, "compiled")
+    prog = sc.compile(models.mlp(), programs=("loss",), build_dir=tmp_path, progress=False)
+    assert prog._drivers.compiled == {}
+    theta, batch = prog.init(0), testing.random_batch(prog, 3, seed=0)
+    expected = prog.loss(theta, batch)
+    assert prog._drivers.compiled["loss"] is not None
+    assert prog.loss(theta, batch) == expected

@@ -38,7 +38,8 @@ row, beside symcurv's cold build and the compile of its drivers on first use.
 symcurv runs its compiled drivers (``--driver compiled``, SYMCURV_DRIVER: the driver a
 program switches to in a loop, runtime/drivers.py; the parent compiles them into the build
 once, timed as "+ drivers"); ``--driver python`` times the Python drivers a program's first
-calls run (its first 1000 in a process where no compiled driver is cached).
+calls run (where no compiled driver is cached, until their dispatch would have paid for
+compiling it: runtime/drivers.py).
 """
 
 from __future__ import annotations

@@ -144,20 +144,26 @@ def _gemm_lines(g: Graph, k: Kernel, st: dict[str, str], views: dict[str, str]) 
 def _copy_lines(
     g: Graph, nid: str, dst: str, st: dict[str, str], views: dict[str, str]
 ) -> list[str]:
-    """Write node ``nid`` (a constant, a transpose, a leaf or a buffer) into array ``dst``."""
+    """Write node ``nid`` (a constant, a transpose, a leaf or a buffer) into array ``dst``:
+    a copy is written as loops, so it becomes a small compiled kernel (``_loop_kernel``)
+    rather than a slice assignment in the driver, which a compiled driver would build
+    through Numba's broadcasting machinery (0.7 s of compile per copy;
+    runtime/compiled_driver.py)."""
     n = g[nid]
     how = lowering(g, n) if REGISTRY[n.op].lower is not None else None
     if isinstance(how, lw.Fill):
         return [f"{dst}.fill({how.value!r})"]
-    if isinstance(how, lw.Transpose):
-        r, c = how.rows, how.cols
-        src = views.get(nid, how.x)
+    row = "[i]" if n.batched else ""
+    if isinstance(how, lw.Transpose):  # dst (r × c) = srcᵀ, both stored flat per case
+        r, c, src = how.rows, how.cols, st[views.get(nid, how.x)]
         body = [
-            f"{dst}{'[i]' if n.batched else ''}.reshape(({r}, {c}))[:, :] = "
-            f"{st[src]}{'[i]' if n.batched else ''}.reshape(({c}, {r})).T"
+            f"for a in range({r}):",
+            f"    for b in range({c}):",
+            f"        {dst}{row}[a * {c} + b] = {src}{row}[b * {r} + a]",
         ]
-        return (["for i in range(B):"] + ["    " + b for b in body]) if n.batched else body
-    return [f"{dst}[:] = {st[nid]}" if not n.batched else f"{dst}[:, :] = {st[nid]}"]
+    else:
+        body = [f"for j in range({n.size}):", f"    {dst}{row}[j] = {st[nid]}{row}[j]"]
+    return (["for i in range(B):"] + ["    " + b for b in body]) if n.batched else body
 
 
 # ---- the driver: plain Python, each loop a compiled kernel -------------------------------

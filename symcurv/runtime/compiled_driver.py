@@ -86,7 +86,8 @@ def _insert(key: int, address: int) -> None:
     for p in range(PROBES):
         at = (key + p) % CAPACITY
         if TABLE[at, 1] in (0, key):
-            TABLE[at] = address, key
+            TABLE[at, 0] = address  # the address first: a driver reading the entry in
+            TABLE[at, 1] = key  # another thread sees the key only with its address
             return
     raise RuntimeError(f"compiled drivers' address table full near entry {key % CAPACITY}")
 

@@ -9,8 +9,12 @@ results are equal bit for bit. So a program switches to the compiled driver
 
 - at once (from its second call in the process: the first, in Python, loads every kernel
   overload the compiled driver calls) when its compiled driver is cached on disk;
-- else after ``AUTO_AFTER`` calls in this process: a loop that makes that many calls makes
-  many more, and the compile is paid once per build directory.
+- else once the dispatch its calls have paid in this process would have paid for the
+  compile (``switch_after``: ``COMPILE_SECONDS`` over ``DISPATCH_SECONDS`` per compiled call
+  in ``run``; cp_net's hvp, 42 calls: after 53 000 calls). Compiling at once would lose a
+  second to every short run; never compiling would lose 19 µs per call forever; switching
+  when the two are equal never costs more than twice the better choice made in hindsight
+  (the ski-rental rule), and the next process loads the driver from the cache.
 
 ``SYMCURV_DRIVER`` overrides this: ``python`` (never compile), ``compiled`` (from the second
 call, compiling if need be), ``auto`` (the default above). A driver that fails to compile
@@ -20,6 +24,8 @@ the test suite runs). The cold build is not slowed: nothing here runs before a c
 
 from __future__ import annotations
 
+import dis
+import math
 import os
 import warnings
 from collections import Counter
@@ -27,13 +33,15 @@ from pathlib import Path
 from types import ModuleType
 
 from numba import typeof
+from numba.core.dispatcher import Dispatcher
 
 from symcurv import errors
 from symcurv.runtime import compiled_driver
 
 MODE_ENV = "SYMCURV_DRIVER"
 MODES = ("auto", "python", "compiled")
-AUTO_AFTER = 1000  # calls of one program in a process before its driver is compiled
+COMPILE_SECONDS = 1.0  # a driver's compile (0.3-1.4 s on the 2-core VM, "Session 18")
+DISPATCH_SECONDS = 0.45e-6  # Numba's dispatch of one kernel call from Python
 MAX_MISSES = 3  # calls that met an overload not loaded yet, before a part stays in Python
 STRICT_ENV = "SYMCURV_COMPILE_STRICT"  # as runtime/compile_parallel.py (which imports Program)
 
@@ -48,6 +56,19 @@ def mode() -> str:
             fix=f"set {MODE_ENV} to one of {', '.join(MODES)}, or unset it",
         )
     return want
+
+
+def calls_in(module: ModuleType) -> int:
+    """How many calls of compiled functions ``module.run`` makes: the loads of their names
+    (a global, or an attribute of a module such as ``vm``) in its bytecode."""
+    names = set()
+    for name, value in vars(module).items():
+        if isinstance(value, Dispatcher):
+            names.add(name)
+        elif isinstance(value, ModuleType):
+            names |= {n for n, f in vars(value).items() if isinstance(f, Dispatcher)}
+    loads = ("LOAD_GLOBAL", "LOAD_ATTR", "LOAD_METHOD")
+    return sum(i.opname in loads and i.argval in names for i in dis.get_instructions(module.run))
 
 
 def cached_on_disk(module: ModuleType) -> bool:
@@ -91,9 +112,14 @@ class Drivers:
 
     def _due(self, part: str) -> bool:
         n = self.calls[part]
-        if self.mode == "compiled" or n >= AUTO_AFTER:
+        if self.mode == "compiled" or n >= self.switch_after(part):
             return True
         return n == 1 and cached_on_disk(self.modules[part])
+
+    def switch_after(self, part: str) -> int:
+        """The calls after which ``auto`` compiles ``part``'s driver (see the docstring)."""
+        sites = calls_in(self.modules[part])
+        return math.ceil(COMPILE_SECONDS / (DISPATCH_SECONDS * max(sites, 1)))
 
     def _compile(self, part: str, args):
         """The compiled driver of ``part`` for these arguments' types (compiled now, or

@@ -9,6 +9,8 @@ The builds are compiled once per module; each compiled driver costs 0.3-1 s to c
 
 from __future__ import annotations
 
+import inspect
+import re
 from pathlib import Path
 
 import models
@@ -167,8 +169,10 @@ def test_auto_compiles_after_auto_after_calls_then_loads_from_the_cache(built, m
     module = prog._modules["loss"]
     for entry in (Path(module.__file__).parent / "__pycache__").glob("loss.run-*"):
         entry.unlink()  # (an earlier test may have compiled it)
-    monkeypatch.setattr(drivers, "AUTO_AFTER", 3)
+    sites = drivers.calls_in(module)
+    monkeypatch.setattr(drivers, "COMPILE_SECONDS", 2.5 * drivers.DISPATCH_SECONDS * sites)
     fresh = sc.load(prog.build_dir)
+    assert fresh._drivers.switch_after("loss") == 3
     fresh._drivers.mode = "auto"
     theta, batch = fresh.init(0), testing.random_batch(fresh, 4, seed=0)
     for _ in range(2):
@@ -181,6 +185,18 @@ def test_auto_compiles_after_auto_after_calls_then_loads_from_the_cache(built, m
     again._drivers.mode = "auto"
     again.loss(theta, batch)
     assert again._drivers.compiled["loss"] is not None
+
+
+def test_the_calls_a_driver_makes_are_counted_from_its_source(built):
+    """calls_in reads the bytecode; the oracle reads the source's call lines."""
+    prog = built("tied")
+    call = re.compile(
+        r"^\s+(k\d+_\w+|gemm|gemm_pair|vm\.\w+|syrk_tn)\(|all_finite_flat\(|product_bounded\("
+    )
+    for part, module in prog._modules.items():
+        source = inspect.getsource(module.run)
+        expected = sum(bool(call.search(line)) for line in source.splitlines())
+        assert drivers.calls_in(module) == expected > 0, part
 
 
 def test_python_mode_never_compiles_and_a_bad_mode_is_refused(built, monkeypatch):

@@ -3,7 +3,7 @@ the same code compiled (runtime/compiled_driver.py).
 
 The Python driver costs nothing to start and Numba's dispatch on every kernel call (cp_net's
 hvp: 27 µs of driver against 13 compiled, at B = 1). The compiled driver costs a compile the
-first time (0.4-1.3 s per program on the 2-core VM, then cached beside the program's module:
+first time (0.3-1.4 s per program part on the 2-core VM, then cached beside its module:
 9 ms to load). Both call the same compiled kernels for the same argument types, so their
 results are equal bit for bit. So a program switches to the compiled driver
 
@@ -87,6 +87,7 @@ class Drivers:
         self.compiled: dict[str, object] = {}  # part -> dispatcher, or None: stays Python
         self.calls: Counter = Counter()
         self.misses: Counter = Counter()
+        self._switch_after: dict[str, int] = {}
 
     def run(self, part: str, *args):
         driver = self.compiled.get(part)
@@ -117,9 +118,12 @@ class Drivers:
         return n == 1 and cached_on_disk(self.modules[part])
 
     def switch_after(self, part: str) -> int:
-        """The calls after which ``auto`` compiles ``part``'s driver (see the docstring)."""
-        sites = calls_in(self.modules[part])
-        return math.ceil(COMPILE_SECONDS / (DISPATCH_SECONDS * max(sites, 1)))
+        """The calls after which ``auto`` compiles ``part``'s driver (see the docstring);
+        worked out once per part (reading the bytecode takes longer than a call)."""
+        if part not in self._switch_after:
+            sites = max(calls_in(self.modules[part]), 1)
+            self._switch_after[part] = math.ceil(COMPILE_SECONDS / (DISPATCH_SECONDS * sites))
+        return self._switch_after[part]
 
     def _compile(self, part: str, args):
         """The compiled driver of ``part`` for these arguments' types (compiled now, or

@@ -274,10 +274,10 @@ def _matrix_views(views: list[str], steps: list[str]) -> tuple[list[str], list[s
         if re.search(rf"\b{var}\b", text):
             kept.append(ln)
             continue
-        for name, view in matrices.items():  # read only through matrices, or not at all
+        for mat, view in matrices.items():  # read only through matrices, or not at all
             if view.startswith(f"{var}."):
-                matrices[name] = expr + view[len(var) :]
-    return kept, [f"{name} = {view}" for name, view in matrices.items()], steps
+                matrices[mat] = expr + view[len(var) :]
+    return kept, [f"{mat} = {view}" for mat, view in matrices.items()], steps
 
 
 def _emit_loop_kernel(src: Source, name: str, params: list[str], lines: list[str]) -> None:

@@ -268,3 +268,19 @@ def test_a_build_under_compiled_drivers_compiles_none_in_its_dry_run(tmp_path, m
     expected = prog.loss(theta, batch)
     assert prog._drivers.compiled["loss"] is not None
     assert prog.loss(theta, batch) == expected
+
+
+def test_a_parallel_build_runs_its_prange_kernels_from_the_compiled_driver(tmp_path):
+    """parallel=True kernels start Numba's thread pool inside their own machine code, which
+    the compiled driver calls like any other."""
+    prog = sc.compile(
+        models.tied(), programs=("grad",), build_dir=tmp_path, parallel=True, progress=False
+    )
+    theta, batch = prog.init(0), testing.random_batch(prog, 64, seed=0)
+    prog._drivers.mode = "python"
+    expected = prog.grad(theta, batch)[1]
+    prog._drivers.mode = "compiled"
+    prog.grad(theta, batch)
+    assert prog._drivers.compiled["grad"] is not None
+    np.testing.assert_array_equal(prog.grad(theta, batch)[1], expected)
+    assert not prog._drivers.misses

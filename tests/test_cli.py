@@ -35,6 +35,19 @@ def test_build_then_info(tmp_path, capsys):
         assert row in out, row
 
 
+def test_build_with_drivers_leaves_them_compiled_in_the_build(tmp_path, capsys):
+    from symcurv.runtime import drivers
+
+    out = tmp_path / "b"
+    assert cli.main(["build", TIED, "-o", str(out), "--programs", "loss,hvp", "--drivers"]) == 0
+    assert "compiled the drivers of 2 programs" in capsys.readouterr().out
+    import symcurv as sc
+
+    prog = sc.load(out)  # every part's compiled driver is in the cache: from the 2nd call
+    assert set(prog._modules) == {"loss", "hvp", "hvp.static", "hvp.whole"}
+    assert all(drivers.cached_on_disk(m) for m in prog._modules.values())
+
+
 def test_check_prints_a_table_and_passes(capsys, tmp_path, monkeypatch):
     # one curvature program besides loss/grad keeps CI's compile time down; every program
     # is checked against the reference in tests/runtime

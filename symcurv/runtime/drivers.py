@@ -27,6 +27,7 @@ from __future__ import annotations
 import dis
 import math
 import os
+import time
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -145,3 +146,27 @@ class Drivers:
         warnings.warn(
             f"program part '{part}' keeps its Python driver ({why})", RuntimeWarning, stacklevel=4
         )
+
+
+def compile_all(prog) -> float:
+    """Compile the driver of every part of ``prog``'s programs into its build (``symcurv
+    build --drivers``): each program called once on a 2-case batch with the ``compiled``
+    policy, so that every later process runs the compiled drivers from its second call.
+    Returns the seconds it took."""
+    from symcurv.runtime.compile_parallel import call_once  # (it imports Program)
+
+    if prog.backend != "cpu":
+        raise errors.BuildError(
+            f"compiled drivers are for cpu builds, not {prog.backend}",
+            where=prog.build_dir,
+            fix="drop --drivers (a GPU build's driver launches its kernels)",
+        )
+    drivers, start = prog._drivers, time.perf_counter()
+    saved, drivers.mode = drivers.mode, "compiled"
+    try:
+        theta = prog.init(0)
+        for name in prog.programs:
+            call_once(prog, name, theta)
+    finally:
+        drivers.mode = saved
+    return time.perf_counter() - start

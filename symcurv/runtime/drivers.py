@@ -91,7 +91,7 @@ class Drivers:
         self._switch_after: dict[str, int] = {}
 
     def run(self, part: str, *args):
-        driver = self.compiled.get(part)
+        driver = self.compiled.get(part) if self.mode != "python" else None
         if driver is not None:
             try:
                 return driver(*args)

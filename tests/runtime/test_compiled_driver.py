@@ -284,3 +284,21 @@ def test_a_parallel_build_runs_its_prange_kernels_from_the_compiled_driver(tmp_p
     assert prog._drivers.compiled["grad"] is not None
     np.testing.assert_array_equal(prog.grad(theta, batch)[1], expected)
     assert not prog._drivers.misses
+
+
+def test_python_mode_runs_the_python_driver_even_where_one_is_compiled(built, monkeypatch):
+    """The build's dry run sets it to run its recorders (compile_parallel.kernel_signatures):
+    a compiled driver would call the kernels past them and record nothing."""
+    prog = built("tied")
+    prog._drivers.mode, prog._drivers.compiled = "compiled", {}
+    theta, batch = prog.init(0), testing.random_batch(prog, 3, seed=0)
+    prog.loss(theta, batch)
+    assert prog._drivers.compiled["loss"] is not None
+    module, calls = prog._modules["loss"], []
+    run = module.run
+    monkeypatch.setattr(module, "run", lambda *a: calls.append(1) or run(*a))
+    prog.loss(theta, batch)
+    assert not calls  # compiled
+    prog._drivers.mode = "python"
+    prog.loss(theta, batch)
+    assert calls == [1]

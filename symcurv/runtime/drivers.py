@@ -130,6 +130,8 @@ class Drivers:
         """The compiled driver of ``part`` for these arguments' types (compiled now, or
         loaded from the cache), or None with a warning where it cannot be compiled."""
         module = self.modules[part]
+        if getattr(module.run, "__code__", None) is None or module.run.__closure__:
+            return None  # not the generated run (a stand-in put there at run time)
         try:
             driver = compiled_driver.compile_driver(module)
             driver.compile(tuple(typeof(a) for a in args))

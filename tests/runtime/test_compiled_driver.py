@@ -270,6 +270,9 @@ def test_a_build_under_compiled_drivers_compiles_none_in_its_dry_run(tmp_path, m
     assert prog.loss(theta, batch) == expected
 
 
+# Numba notes that one of the build's prange loops could not be parallelised (the build's
+# own, with or without a compiled driver)
+@pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaPerformanceWarning")
 def test_a_parallel_build_runs_its_prange_kernels_from_the_compiled_driver(tmp_path):
     """parallel=True kernels start Numba's thread pool inside their own machine code, which
     the compiled driver calls like any other."""

@@ -333,11 +333,9 @@ def build_all(cases, dtypes, root: Path, env: dict) -> dict:
         "t2 = time.perf_counter()\n"
         "from pathlib import Path\n"
         "for B in {Bs!r}: peers.write_data(p, {model!r}, B, Path({data!r}) / str(B))\n"
-        "from symcurv.runtime.compile_parallel import call_once\n"
-        "import os; os.environ['SYMCURV_DRIVER'] = 'compiled'  # (the build ran in auto)\n"
+        "from symcurv.runtime import drivers\n"
         "t3 = time.perf_counter()\n"
-        "q = sc.load({bd!r})\n"
-        "for name in q.programs: call_once(q, name)  # each part's driver compiled\n"
+        "drivers.compile_all(sc.load({bd!r}))  # each part's driver, into the build\n"
         "t4 = time.perf_counter()\n"
         "print(json.dumps(dict(imports=t1 - t0, build=t2 - t1, drivers=t4 - t3)))\n"
     )

@@ -164,8 +164,7 @@ def kernel_signatures(
             # codegen/guards.py): a bool keeps that arithmetic valid in the dry run
             return False
 
-    saved, mode = [], prog._drivers.mode
-    prog._drivers.mode = "python"  # no driver is compiled around the recorders
+    saved = []
     try:
         for part in {p for n in names for p in _parts(prog, n)}:
             module = prog._modules[part]
@@ -181,7 +180,8 @@ def kernel_signatures(
                 saved.append((module, attr, f))
                 setattr(module, attr, stand_in)
         theta = prog.init(0)  # drawn once: the autoencoder's sparse init costs 0.1 s
-        with np.errstate(all="ignore"):  # the buffers hold whatever they held
+        # the buffers hold whatever they held; no driver is compiled around the recorders
+        with np.errstate(all="ignore"), prog._drivers.policy("python"):
             for name in names:
                 try:
                     call_once(prog, name, theta)
@@ -192,7 +192,6 @@ def kernel_signatures(
     finally:
         for module, attr, f in saved:
             setattr(module, attr, f)
-        prog._drivers.mode = mode
     return found
 
 

@@ -186,32 +186,37 @@ def _at_address(f: Dispatcher):
 
 
 # -- the driver ------------------------------------------------------------------------------
-def driver_functions(module: pytypes.ModuleType) -> list[Dispatcher]:
-    """The compiled functions ``module.run`` calls: globals, and attributes of the modules
-    it names (``vm.logsumexp_rows``)."""
-    names, found = module.run.__code__.co_names, []
+def compiled_names(module: pytypes.ModuleType) -> dict[str, Dispatcher]:
+    """The compiled functions ``module.run`` names, by the name it loads: its globals, and
+    attributes of the modules it names (``logsumexp_rows`` of ``vm``)."""
+    names, found = module.run.__code__.co_names, {}
     for name in names:
         value = getattr(module, name, None)
         if isinstance(value, Dispatcher):
-            found.append(value)
+            found[name] = value
         elif isinstance(value, pytypes.ModuleType):
-            found += [
-                getattr(value, n) for n in names if isinstance(getattr(value, n, None), Dispatcher)
-            ]
-    return list(dict.fromkeys(found))
+            found |= {n: f for n in names if isinstance(f := getattr(value, n, None), Dispatcher)}
+    return found
+
+
+def driver_functions(module: pytypes.ModuleType) -> list[Dispatcher]:
+    """The compiled functions ``module.run`` calls, once each."""
+    return list(dict.fromkeys(compiled_names(module).values()))
 
 
 def compile_driver(module: pytypes.ModuleType) -> Dispatcher:
     """``module.run`` as a Numba dispatcher (cached beside the module), each compiled
     function it calls bound to its ``_at_address`` intrinsic."""
-    run = module.run
+    run, compiled = module.run, compiled_names(module)
     names = dict(vars(module))
     for name in run.__code__.co_names:
         value = names.get(name)
         if isinstance(value, Dispatcher):
             names[name] = _intrinsic(value)
-        elif isinstance(value, pytypes.ModuleType):
-            names[name] = _module_of_intrinsics(value, run.__code__.co_names)
+        elif isinstance(value, pytypes.ModuleType) and any(
+            isinstance(getattr(value, n, None), Dispatcher) for n in compiled
+        ):
+            names[name] = _module_of_intrinsics(value, compiled)
     f = pytypes.FunctionType(run.__code__, names, run.__name__, run.__defaults__)
     f.__qualname__, f.__module__ = run.__qualname__, module.__name__
     return njit(cache=True)(f)
@@ -228,15 +233,14 @@ def _intrinsic(f: Dispatcher):
     return _INTRINSICS[key]
 
 
-def _module_of_intrinsics(module: pytypes.ModuleType, names) -> pytypes.ModuleType:
-    """``module`` (``vm``, ``np``) as the compiled driver sees it: its compiled functions
-    among ``names`` replaced by their intrinsics, the rest as it is."""
-    if not any(isinstance(getattr(module, n, None), Dispatcher) for n in names):
-        return module
+def _module_of_intrinsics(
+    module: pytypes.ModuleType, compiled: dict[str, Dispatcher]
+) -> pytypes.ModuleType:
+    """``module`` (``vm``) as the compiled driver sees it: its functions among ``compiled``
+    replaced by their intrinsics, the rest as it is."""
     proxy = pytypes.ModuleType(module.__name__)
     proxy.__dict__.update(vars(module))
-    for n in names:
-        value = getattr(module, n, None)
-        if isinstance(value, Dispatcher):
-            setattr(proxy, n, _intrinsic(value))
+    for n, f in compiled.items():
+        if getattr(module, n, None) is f:
+            setattr(proxy, n, _intrinsic(f))
     return proxy

@@ -30,11 +30,11 @@ import os
 import time
 import warnings
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
 from numba import typeof
-from numba.core.dispatcher import Dispatcher
 
 from symcurv import errors
 from symcurv.runtime import compiled_driver
@@ -61,13 +61,8 @@ def mode() -> str:
 
 def calls_in(module: ModuleType) -> int:
     """How many calls of compiled functions ``module.run`` makes: the loads of their names
-    (a global, or an attribute of a module such as ``vm``) in its bytecode."""
-    names = set()
-    for name, value in vars(module).items():
-        if isinstance(value, Dispatcher):
-            names.add(name)
-        elif isinstance(value, ModuleType):
-            names |= {n for n, f in vars(value).items() if isinstance(f, Dispatcher)}
+    (compiled_driver.compiled_names) in its bytecode."""
+    names = compiled_driver.compiled_names(module)
     loads = ("LOAD_GLOBAL", "LOAD_ATTR", "LOAD_METHOD")
     return sum(i.opname in loads and i.argval in names for i in dis.get_instructions(module.run))
 
@@ -89,6 +84,16 @@ class Drivers:
         self.calls: Counter = Counter()
         self.misses: Counter = Counter()
         self._switch_after: dict[str, int] = {}
+
+    @contextmanager
+    def policy(self, mode: str):
+        """Run under ``mode`` for a while (the build's dry run: ``python``, around its
+        recorders; ``compile_all``: ``compiled``)."""
+        saved, self.mode = self.mode, mode
+        try:
+            yield
+        finally:
+            self.mode = saved
 
     def run(self, part: str, *args):
         driver = self.compiled.get(part) if self.mode != "python" else None
@@ -163,12 +168,8 @@ def compile_all(prog) -> float:
             where=prog.build_dir,
             fix="drop --drivers (a GPU build's driver launches its kernels)",
         )
-    drivers, start = prog._drivers, time.perf_counter()
-    saved, drivers.mode = drivers.mode, "compiled"
-    try:
-        theta = prog.init(0)
+    start, theta = time.perf_counter(), prog.init(0)
+    with prog._drivers.policy("compiled"):
         for name in prog.programs:
             call_once(prog, name, theta)
-    finally:
-        drivers.mode = saved
     return time.perf_counter() - start
